@@ -1,0 +1,417 @@
+//! Merges the TOML config file and the command line into one validated [`Config`].
+//! Nothing after this module sees clap types or unchecked values.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::cli::Args;
+
+/// Default model, relative to the working directory or to the project the binary was built in.
+pub const DEFAULT_MODEL: &str = "models/efficientnet_lite0.pt";
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp", "tif", "tiff"];
+
+/// The config file: the same settings as the flags, with snake_case keys. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub input: Option<String>,
+    pub output: Option<PathBuf>,
+    pub model: Option<PathBuf>,
+    pub device: Option<String>,
+    pub batch_size: Option<usize>,
+    pub max_wait_ms: Option<u64>,
+    pub queue_capacity: Option<usize>,
+    pub class: Option<i64>,
+    pub alpha: Option<f32>,
+    pub metadata: Option<PathBuf>,
+    pub threads: Option<usize>,
+    pub progress: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Auto,
+    Bar,
+    Lines,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A still image read with the `image` crate.
+    Image(PathBuf),
+    /// Anything GStreamer's uridecodebin opens; `path` is set for local files.
+    Video { uri: String, path: Option<PathBuf> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    Mp4,
+    Matroska,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Image(PathBuf),
+    Video { path: PathBuf, container: Container },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub input: Input,
+    pub output: Output,
+    pub model: PathBuf,
+    pub device: DeviceChoice,
+    pub batch_size: usize,
+    pub max_wait: Duration,
+    pub queue_capacity: usize,
+    pub class: Option<i64>,
+    pub alpha: f32,
+    pub metadata: Option<PathBuf>,
+    pub threads: usize,
+    pub progress: Progress,
+}
+
+/// An error in what the user asked for (exit status 2), as opposed to a failure while running.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            // toml's message spans several lines; keep the first, which names key and line.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("invalid TOML").to_owned();
+            let detail = e.message().trim().to_owned();
+            usage(format!("config {}: {first}: {detail}", path.display()))
+        })
+    }
+}
+
+impl Config {
+    /// Merge the config file named by `--config` (if any) under the flags, then validate.
+    pub fn from_args(args: Args) -> Result<Self> {
+        let file = match &args.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(args, file)
+    }
+
+    pub fn merge(a: Args, f: FileConfig) -> Result<Self> {
+        let input = a.input.or(f.input).ok_or_else(|| {
+            usage("no input given; pass --input FILE|URI (or set `input` in the config file)")
+        })?;
+        let output = a.output.or(f.output).ok_or_else(|| {
+            usage("no output given; pass --output out.mp4 (or set `output` in the config file)")
+        })?;
+        let input = parse_input(&input)?;
+        let output = parse_output(&output, &input)?;
+
+        let device = match a.device.or(f.device).as_deref().unwrap_or("auto") {
+            "auto" => DeviceChoice::Auto,
+            "cpu" => DeviceChoice::Cpu,
+            "cuda" | "gpu" => DeviceChoice::Cuda,
+            other => bail!(usage(format!(
+                "unknown device `{other}`; use auto, cpu or cuda"
+            ))),
+        };
+        let progress = match a.progress.or(f.progress).as_deref().unwrap_or("auto") {
+            "auto" => Progress::Auto,
+            "bar" => Progress::Bar,
+            "lines" => Progress::Lines,
+            "none" => Progress::None,
+            other => bail!(usage(format!(
+                "unknown progress mode `{other}`; use auto, bar, lines or none"
+            ))),
+        };
+        let batch_size = a.batch_size.or(f.batch_size).unwrap_or(8);
+        if !(1..=256).contains(&batch_size) {
+            bail!(usage(format!(
+                "--batch-size {batch_size} is out of range; use 1 to 256"
+            )));
+        }
+        let queue_capacity = a.queue_capacity.or(f.queue_capacity).unwrap_or(16);
+        if queue_capacity == 0 {
+            bail!(usage("--queue-capacity must be at least 1"));
+        }
+        let alpha = a.alpha.or(f.alpha).unwrap_or(0.5);
+        if !(0.0..=1.0).contains(&alpha) {
+            bail!(usage(format!("--alpha {alpha} is out of range; use 0 to 1")));
+        }
+        let class = a.class.or(f.class);
+        if let Some(c) = class {
+            if c < 0 {
+                bail!(usage(format!(
+                    "--class {c} is negative; use a class id from 0 to (number of classes - 1)"
+                )));
+            }
+        }
+        let metadata = a.metadata.or(f.metadata);
+        if let Some(m) = &metadata {
+            if m.extension().and_then(|e| e.to_str()) != Some("jsonl") {
+                bail!(usage(format!(
+                    "--metadata {}: use a .jsonl file name",
+                    m.display()
+                )));
+            }
+        }
+        let model = a.model.or(f.model).unwrap_or_else(default_model);
+        Ok(Config {
+            input,
+            output,
+            model,
+            device,
+            batch_size,
+            max_wait: Duration::from_millis(a.max_wait_ms.or(f.max_wait_ms).unwrap_or(50)),
+            queue_capacity,
+            class,
+            alpha,
+            metadata,
+            threads: a.threads.or(f.threads).unwrap_or(0),
+            progress,
+        })
+    }
+}
+
+/// `models/…` under the working directory, else under the project the binary sits in
+/// (`target/release/gradcam-stream` → `../../models/…`), so `make demo` output runs from anywhere.
+fn default_model() -> PathBuf {
+    let here = PathBuf::from(DEFAULT_MODEL);
+    if here.exists() {
+        return here;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join(DEFAULT_MODEL)))
+        .filter(|p| p.exists())
+        .unwrap_or(here)
+}
+
+fn extension(p: &Path) -> Option<String> {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+}
+
+pub fn is_image_path(p: &Path) -> bool {
+    extension(p).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
+}
+
+fn parse_input(s: &str) -> Result<Input> {
+    if let Some((scheme, _)) = s.split_once("://") {
+        if scheme == "file" {
+            let path = PathBuf::from(&s["file://".len()..]);
+            return local_input(path);
+        }
+        if !matches!(scheme, "http" | "https") {
+            bail!(usage(format!(
+                "unsupported input scheme `{scheme}://` in {s}; use a file path, file://, http:// or https://"
+            )));
+        }
+        return Ok(Input::Video {
+            uri: s.to_owned(),
+            path: None,
+        });
+    }
+    local_input(PathBuf::from(s))
+}
+
+fn local_input(path: PathBuf) -> Result<Input> {
+    if !path.exists() {
+        bail!(usage(format!(
+            "input {} does not exist; check the path",
+            path.display()
+        )));
+    }
+    if path.is_dir() {
+        bail!(usage(format!(
+            "input {} is a directory; give a video or image file",
+            path.display()
+        )));
+    }
+    if is_image_path(&path) {
+        return Ok(Input::Image(path));
+    }
+    let abs = std::fs::canonicalize(&path)
+        .with_context(|| format!("resolving input {}", path.display()))?;
+    let uri = file_uri(&abs);
+    Ok(Input::Video {
+        uri,
+        path: Some(path),
+    })
+}
+
+/// `file://` URI with the characters GStreamer's URI parser rejects percent-encoded.
+fn file_uri(abs: &Path) -> String {
+    let mut uri = String::from("file://");
+    for b in abs.to_string_lossy().bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri
+}
+
+fn parse_output(path: &Path, input: &Input) -> Result<Output> {
+    let ext = extension(path).unwrap_or_default();
+    match input {
+        Input::Image(_) => {
+            if !is_image_path(path) {
+                bail!(usage(format!(
+                    "output {} must be an image (.png, .jpg, …) for an image input",
+                    path.display()
+                )));
+            }
+            Ok(Output::Image(path.to_owned()))
+        }
+        Input::Video { .. } => {
+            let container = match ext.as_str() {
+                "mp4" | "m4v" | "mov" => Container::Mp4,
+                "mkv" => Container::Matroska,
+                _ => bail!(usage(format!(
+                    "output {}: unsupported extension; use .mp4 or .mkv for a video input",
+                    path.display()
+                ))),
+            };
+            Ok(Output::Video {
+                path: path.to_owned(),
+                container,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(input: &str, output: &str) -> Args {
+        Args {
+            input: Some(input.into()),
+            output: Some(output.into()),
+            ..Args::default()
+        }
+    }
+
+    fn this_file() -> String {
+        format!("{}/Cargo.toml", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn defaults_fill_what_is_missing() -> Result<()> {
+        let c = Config::merge(args(&this_file(), "x.mp4"), FileConfig::default())?;
+        assert_eq!(c.batch_size, 8);
+        assert_eq!(c.max_wait, Duration::from_millis(50));
+        assert_eq!(c.alpha, 0.5);
+        assert_eq!(c.device, DeviceChoice::Auto);
+        assert!(matches!(c.input, Input::Video { ref uri, .. } if uri.starts_with("file:///")));
+        assert_eq!(
+            c.output,
+            Output::Video {
+                path: "x.mp4".into(),
+                container: Container::Mp4
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn command_line_overrides_file() -> Result<()> {
+        let file: FileConfig = toml::from_str("batch_size = 4\nalpha = 0.3\ndevice = \"cpu\"")?;
+        let mut a = args(&this_file(), "x.mkv");
+        a.batch_size = Some(2);
+        let c = Config::merge(a, file)?;
+        assert_eq!(c.batch_size, 2);
+        assert_eq!(c.alpha, 0.3);
+        assert_eq!(c.device, DeviceChoice::Cpu);
+        assert!(matches!(
+            c.output,
+            Output::Video {
+                container: Container::Matroska,
+                ..
+            }
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let r: std::result::Result<FileConfig, _> = toml::from_str("batchsize = 4");
+        assert!(r.unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn shipped_config_parses() -> Result<()> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/default.toml");
+        FileConfig::load(&p)?;
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        let cases: &[(&str, fn(&mut Args))] = &[
+            ("batch-size", |a| a.batch_size = Some(0)),
+            ("alpha", |a| a.alpha = Some(1.5)),
+            ("device", |a| a.device = Some("tpu".into())),
+            ("negative", |a| a.class = Some(-1)),
+            ("jsonl", |a| a.metadata = Some("m.json".into())),
+        ];
+        for (needle, edit) in cases {
+            let mut a = args(&this_file(), "x.mp4");
+            edit(&mut a);
+            let e = Config::merge(a, FileConfig::default()).unwrap_err();
+            assert!(e.is::<UsageError>(), "{e}");
+            assert!(e.to_string().contains(needle), "{e} lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn inputs_and_outputs_are_classified() -> Result<()> {
+        assert!(Config::merge(args("/no/such/file.mp4", "x.mp4"), FileConfig::default())
+            .unwrap_err()
+            .to_string()
+            .contains("does not exist"));
+        assert!(Config::merge(args(&this_file(), "x.avi"), FileConfig::default())
+            .unwrap_err()
+            .to_string()
+            .contains(".mp4 or .mkv"));
+        assert!(
+            Config::merge(args("rtmp://host/x", "x.mp4"), FileConfig::default())
+                .unwrap_err()
+                .to_string()
+                .contains("unsupported input scheme")
+        );
+        assert_eq!(
+            file_uri(Path::new("/a b/c#d.mp4")),
+            "file:///a%20b/c%23d.mp4"
+        );
+        Ok(())
+    }
+}

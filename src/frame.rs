@@ -1,0 +1,76 @@
+//! The values that cross thread boundaries: decoded frames in, explained frames out.
+//! Plain data only: no GStreamer and no tch types, so any stage can hold them.
+
+/// One decoded video frame (or a still image), packed RGBx: 4 bytes a pixel, `width * 4` a row.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Position in the input stream, from 0.
+    pub index: u64,
+    /// Presentation timestamp in nanoseconds, as the decoder gave it.
+    pub pts: Option<u64>,
+    /// Duration in nanoseconds.
+    pub duration: Option<u64>,
+    pub width: u32,
+    pub height: u32,
+    /// Frame rate as a fraction (numerator, denominator); (0, 1) when unknown or variable.
+    pub rate: (i32, i32),
+    pub pixels: Vec<u8>,
+}
+
+impl Frame {
+    pub const CHANNELS: usize = 4;
+
+    /// A frame from tightly packed RGB bytes (what the `image` crate gives).
+    pub fn from_rgb(index: u64, width: u32, height: u32, rgb: &[u8]) -> Frame {
+        assert_eq!(rgb.len(), width as usize * height as usize * 3);
+        let mut pixels = Vec::with_capacity(width as usize * height as usize * 4);
+        for px in rgb.chunks_exact(3) {
+            pixels.extend_from_slice(&[px[0], px[1], px[2], 255]);
+        }
+        Frame {
+            index,
+            pts: None,
+            duration: None,
+            width,
+            height,
+            rate: (0, 1),
+            pixels,
+        }
+    }
+
+    /// Tightly packed RGB bytes, dropping the padding byte.
+    pub fn to_rgb(&self) -> Vec<u8> {
+        let mut rgb = Vec::with_capacity(self.width as usize * self.height as usize * 3);
+        for px in self.pixels.chunks_exact(4) {
+            rgb.extend_from_slice(&px[..3]);
+        }
+        rgb
+    }
+}
+
+/// A Grad-CAM map at feature resolution, min-max normalized to [0, 1], row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CamMap {
+    pub h: usize,
+    pub w: usize,
+    pub data: Vec<f32>,
+}
+
+/// One class of a frame's prediction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassScore {
+    pub class: i64,
+    /// Softmax probability.
+    pub prob: f32,
+}
+
+/// A frame with its explanation, from the worker to the output stage.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    pub frame: Frame,
+    pub cam: CamMap,
+    /// The class the map explains.
+    pub target: ClassScore,
+    /// The most likely classes, best first (up to 5).
+    pub top: Vec<ClassScore>,
+}

@@ -1,0 +1,17 @@
+//! gradcam-stream: Grad-CAM explanations of a TorchScript classifier on video, frame by frame.
+//! The binary is a thin shell over [`run`]; the modules follow the data, one stage each.
+
+pub mod app;
+pub mod cam;
+pub mod cli;
+pub mod config;
+pub mod frame;
+pub mod metadata;
+pub mod model;
+pub mod outfile;
+pub mod overlay;
+pub mod pipeline;
+pub mod stats;
+pub mod worker;
+
+pub use app::run;

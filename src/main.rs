@@ -1,0 +1,24 @@
+//! Entry point: parse the flags, build the config, run, and map the outcome to an exit status
+//! (0 success, 1 runtime failure, 2 usage error). Errors print as one line.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use gradcam_stream::cli::Args;
+use gradcam_stream::config::{Config, UsageError};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = Config::from_args(args).and_then(gradcam_stream::run);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.is::<UsageError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Heatmap rendering: bilinear upsampling of a CAM onto a frame, the JET colormap and alpha
+//! blending. Pure functions on byte slices; no GStreamer or tch types, no allocation per pixel.
+
+use crate::frame::CamMap;
+
+/// JET as in MATLAB and OpenCV's COLORMAP_JET: dark blue → cyan → yellow → dark red.
+pub fn jet(v: f32) -> [u8; 3] {
+    let v = v.clamp(0.0, 1.0);
+    let ch = |offset: f32| ((1.5 - (4.0 * v - offset).abs()).clamp(0.0, 1.0) * 255.0).round() as u8;
+    [ch(3.0), ch(2.0), ch(1.0)]
+}
+
+/// 256-entry lookup table of [`jet`], indexed by `round(v * 255)`.
+pub fn jet_lut() -> [[u8; 3]; 256] {
+    let mut lut = [[0u8; 3]; 256];
+    for (i, c) in lut.iter_mut().enumerate() {
+        *c = jet(i as f32 / 255.0);
+    }
+    lut
+}
+
+/// Source sample positions for bilinear resizing `src` cells onto `dst` pixels with
+/// half-pixel centres (align_corners = false, as torch and OpenCV): (lower index, weight of upper).
+fn axis_taps(src: usize, dst: usize) -> Vec<(usize, f32)> {
+    let scale = src as f32 / dst as f32;
+    (0..dst)
+        .map(|d| {
+            let s = ((d as f32 + 0.5) * scale - 0.5).max(0.0);
+            let i0 = (s.floor() as usize).min(src - 1);
+            let frac = if i0 + 1 < src { s - i0 as f32 } else { 0.0 };
+            (i0, frac)
+        })
+        .collect()
+}
+
+/// Upsample `cam` bilinearly to `width` x `height`, returning values in [0, 1] row-major.
+pub fn upsample(cam: &CamMap, width: usize, height: usize) -> Vec<f32> {
+    assert_eq!(cam.data.len(), cam.h * cam.w, "cam data does not match its shape");
+    let xs = axis_taps(cam.w, width);
+    let ys = axis_taps(cam.h, height);
+    let mut out = Vec::with_capacity(width * height);
+    let mut row = vec![0f32; cam.w];
+    for &(y0, fy) in &ys {
+        let y1 = (y0 + 1).min(cam.h - 1);
+        let (r0, r1) = (&cam.data[y0 * cam.w..][..cam.w], &cam.data[y1 * cam.w..][..cam.w]);
+        for (r, (a, b)) in row.iter_mut().zip(r0.iter().zip(r1)) {
+            *r = a + (b - a) * fy;
+        }
+        for &(x0, fx) in &xs {
+            let x1 = (x0 + 1).min(cam.w - 1);
+            out.push(row[x0] + (row[x1] - row[x0]) * fx);
+        }
+    }
+    out
+}
+
+/// Blend the JET heatmap of `cam` over an RGBx frame in place: `(1 - alpha) * frame + alpha * jet`.
+pub fn blend(pixels: &mut [u8], width: usize, height: usize, cam: &CamMap, alpha: f32, lut: &[[u8; 3]; 256]) {
+    assert_eq!(pixels.len(), width * height * 4, "frame is not RGBx {width}x{height}");
+    // Fixed point: weights out of 256 keep the inner loop in integers.
+    let a = (alpha.clamp(0.0, 1.0) * 256.0).round() as u32;
+    let keep = 256 - a;
+    let xs = axis_taps(cam.w, width);
+    let ys = axis_taps(cam.h, height);
+    let mut row = vec![0f32; cam.w];
+    for (y, &(y0, fy)) in ys.iter().enumerate() {
+        let y1 = (y0 + 1).min(cam.h - 1);
+        let (r0, r1) = (&cam.data[y0 * cam.w..][..cam.w], &cam.data[y1 * cam.w..][..cam.w]);
+        for (r, (p, q)) in row.iter_mut().zip(r0.iter().zip(r1)) {
+            *r = p + (q - p) * fy;
+        }
+        let line = &mut pixels[y * width * 4..][..width * 4];
+        for (px, &(x0, fx)) in line.chunks_exact_mut(4).zip(&xs) {
+            let x1 = (x0 + 1).min(cam.w - 1);
+            let v = row[x0] + (row[x1] - row[x0]) * fx;
+            let c = &lut[(v.clamp(0.0, 1.0) * 255.0 + 0.5) as usize];
+            for k in 0..3 {
+                px[k] = ((px[k] as u32 * keep + c[k] as u32 * a + 128) >> 8) as u8;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jet_endpoints_and_middle() {
+        assert_eq!(jet(0.0), [0, 0, 128]);
+        assert_eq!(jet(0.5), [128, 255, 128]);
+        assert_eq!(jet(1.0), [128, 0, 0]);
+        assert_eq!(jet(0.25), [0, 128, 255]);
+        assert_eq!(jet(0.75), [255, 128, 0]);
+        assert_eq!(jet(-3.0), jet(0.0));
+        assert_eq!(jet_lut()[255], jet(1.0));
+    }
+
+    #[test]
+    fn upsample_matches_half_pixel_bilinear() {
+        // 1x2 map [0, 1] onto 4 columns: source x = (d + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25
+        // → clamped 0, 0.25, 0.75, 1 (the edges replicate).
+        let cam = CamMap { h: 1, w: 2, data: vec![0.0, 1.0] };
+        assert_eq!(upsample(&cam, 4, 1), vec![0.0, 0.25, 0.75, 1.0]);
+        // 2x2 → 2x2 is the identity.
+        let cam = CamMap { h: 2, w: 2, data: vec![0.1, 0.2, 0.3, 0.4] };
+        assert_eq!(upsample(&cam, 2, 2), cam.data);
+        // Rows interpolate the same way as columns.
+        let cam = CamMap { h: 2, w: 1, data: vec![0.0, 1.0] };
+        assert_eq!(upsample(&cam, 1, 4), vec![0.0, 0.25, 0.75, 1.0]);
+    }
+
+    #[test]
+    fn blend_mixes_frame_and_colormap() {
+        let lut = jet_lut();
+        let cam = CamMap { h: 1, w: 2, data: vec![0.0, 1.0] };
+        // Two pixels: grey 100 under a cold (0) and a hot (1) map.
+        let mut px = vec![100, 100, 100, 255, 100, 100, 100, 255];
+        blend(&mut px, 2, 1, &cam, 0.5, &lut);
+        // 0.5 * 100 + 0.5 * jet: jet(0) = (0, 0, 128), jet(1) = (128, 0, 0).
+        assert_eq!(px, vec![50, 50, 114, 255, 114, 50, 50, 255]);
+        // alpha 0 leaves the frame alone, alpha 1 shows only the map.
+        let mut px = vec![7, 8, 9, 0];
+        let one = CamMap { h: 1, w: 1, data: vec![1.0] };
+        blend(&mut px, 1, 1, &one, 0.0, &lut);
+        assert_eq!(px, vec![7, 8, 9, 0]);
+        blend(&mut px, 1, 1, &one, 1.0, &lut);
+        assert_eq!(px, vec![128, 0, 0, 0]);
+    }
+
+    #[test]
+    fn blend_agrees_with_upsample() {
+        let lut = jet_lut();
+        let cam = CamMap { h: 2, w: 3, data: vec![0.0, 0.5, 1.0, 0.2, 0.9, 0.4] };
+        let (w, h) = (13, 7);
+        let mut px = vec![0u8; w * h * 4];
+        blend(&mut px, w, h, &cam, 1.0, &lut);
+        let up = upsample(&cam, w, h);
+        for (p, v) in px.chunks_exact(4).zip(up) {
+            assert_eq!(&p[..3], &lut[(v * 255.0 + 0.5) as usize][..]);
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! GStreamer lives here and nowhere else: building the input and output pipelines, the bus
+//! loop that watches both, and an orderly shutdown.
+//!
+//! ```text
+//! [source pipeline]  uridecodebin → videoconvert → appsink ──Frame──▶ (worker)
+//! [sink pipeline]    (renderer) ──Frame──▶ pusher thread → appsrc → x264enc → mux → filesink
+//! ```
+//! Two pipelines rather than one, so that the output's preroll never waits on the input's.
+//! End of stream: source EOS → the frame channel closes → the worker drains and ends → the
+//! renderer ends → the pusher sends EOS into the appsrc → the muxer finalizes → sink EOS.
+
+pub mod sink;
+pub mod source;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use crossbeam_channel::{Receiver, Sender};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+use crate::config::Container;
+use crate::frame::Frame;
+use crate::stats::{Reporter, Stats};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Source,
+    Sink,
+}
+
+enum Event {
+    Eos(Role),
+    Error(String),
+    PusherDone(Result<()>),
+}
+
+pub fn init() -> Result<()> {
+    gst::init().context("initializing GStreamer")
+}
+
+/// Forward the bus messages that matter to the event channel, from whatever thread posts them.
+fn watch(pipeline: &gst::Pipeline, role: Role, events: Sender<Event>) {
+    let bus = pipeline.bus().expect("a pipeline has a bus");
+    bus.set_sync_handler(move |_, msg| {
+        use gst::MessageView;
+        match msg.view() {
+            MessageView::Eos(_) => {
+                let _ = events.send(Event::Eos(role));
+            }
+            MessageView::Error(err) => {
+                let _ = events.send(Event::Error(describe_error(role, err)));
+            }
+            _ => {}
+        }
+        gst::BusSyncReply::Drop
+    });
+}
+
+/// One line for a GStreamer error: what failed, where, and what to do.
+fn describe_error(role: Role, err: &gst::message::Error) -> String {
+    let e = err.error();
+    let element = err.src().map(|s| s.name().to_string()).unwrap_or_default();
+    if role == Role::Source {
+        if e.matches(gst::StreamError::TypeNotFound) {
+            return "the input is not a video GStreamer can decode (its type was not recognized); give a video file such as .mp4, .mkv or .webm".into();
+        }
+        if e.matches(gst::StreamError::Demux) || e.matches(gst::StreamError::Decode) {
+            return format!("the input is damaged or truncated ({e}); re-encode or re-download it");
+        }
+        if e.matches(gst::ResourceError::NotFound) || e.matches(gst::ResourceError::OpenRead) {
+            return format!("cannot open the input: {e}; check the path or URI");
+        }
+        if e.matches(gst::StreamError::WrongType) {
+            return format!("{e}; give a file that holds a video track");
+        }
+        if e.matches(gst::CoreError::MissingPlugin) || e.matches(gst::StreamError::CodecNotFound) {
+            return format!("no decoder for the input's format ({e}); install the GStreamer plugins (make setup)");
+        }
+        return format!("decoding the input failed in {element}: {e}");
+    }
+    if e.matches(gst::ResourceError::OpenWrite) || e.matches(gst::ResourceError::Write) || e.matches(gst::ResourceError::NoSpaceLeft) {
+        return format!("writing the output failed: {e}; check free space and permissions");
+    }
+    format!("encoding the output failed in {element}: {e}")
+}
+
+/// A video run: decode `uri` into `frames`, encode what arrives on `rendered` into `out`.
+/// Returns once the output file is finalized (or the first error); the caller's threads in
+/// between end when their channels close.
+pub fn run_file(
+    uri: &str,
+    out: &Path,
+    container: Container,
+    frames: Sender<Frame>,
+    rendered: Receiver<Frame>,
+    stats: Arc<Stats>,
+    reporter: &mut Reporter,
+) -> Result<()> {
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let slot: source::FrameSlot = Arc::new(Mutex::new(Some(frames)));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let mut sink = sink::build_file(out, container)?;
+    let src = source::build(uri, slot.clone(), stop.clone(), stats.clone())?;
+    watch(&src.pipeline, Role::Source, events_tx.clone());
+    watch(&sink.pipeline, Role::Sink, events_tx.clone());
+
+    let sink_pipeline = sink.pipeline.clone();
+    let pusher_stats = stats.clone();
+    let pusher_events = events_tx.clone();
+    let pusher = std::thread::Builder::new()
+        .name("gradcam-pusher".into())
+        .spawn(move || {
+            let r = (|| {
+                for frame in rendered.iter() {
+                    sink.push(frame)?;
+                    pusher_stats.written.fetch_add(1, Ordering::Relaxed);
+                }
+                sink.finish();
+                Ok(())
+            })();
+            let _ = pusher_events.send(Event::PusherDone(r));
+        })
+        .context("starting the output thread")?;
+
+    let result = (|| -> Result<()> {
+        sink_pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|_| anyhow!("cannot start the output pipeline"))?;
+        // A source that fails at once (missing plugin, bad URI) posts its error on the bus.
+        let _ = src.pipeline.set_state(gst::State::Playing);
+        loop {
+            crossbeam_channel::select! {
+                recv(events) -> ev => match ev.expect("we hold a sender") {
+                    Event::Eos(Role::Source) => {
+                        slot.lock().map(|mut s| s.take()).ok();
+                    }
+                    Event::Eos(Role::Sink) => return Ok(()),
+                    Event::Error(msg) => return Err(anyhow!(msg)),
+                    Event::PusherDone(Err(e)) => return Err(e),
+                    Event::PusherDone(Ok(())) => {}
+                },
+                default(Duration::from_millis(200)) => reporter.update(&stats),
+            }
+        }
+    })();
+
+    // Shut down: close the frame channel so the worker drains, unblock the callback and any
+    // push in progress, then wait for the pusher.
+    stop.store(true, Ordering::Relaxed);
+    slot.lock().map(|mut s| s.take()).ok();
+    let _ = src.pipeline.set_state(gst::State::Null);
+    let _ = sink_pipeline.set_state(gst::State::Null);
+    let _ = pusher.join();
+    reporter.update(&stats);
+    result
+}

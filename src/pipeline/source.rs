@@ -1,0 +1,152 @@
+//! The input half: `uridecodebin` decodes whatever the URI holds, only its video stream is
+//! converted to RGBx and handed, frame by frame, to the worker's channel from the appsink.
+//!
+//! ```text
+//! {uridecodebin name=decode} -(video pad)- {videoconvert name=convert}
+//!     - {capsfilter video/x-raw,format=RGBx} - {appsink name=frames}
+//! ```
+//! The appsink callback never blocks for the model: it waits only for room in the bounded
+//! channel (that is the back-pressure that keeps a file input from racing ahead), and gives up
+//! as soon as the run is stopping.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{SendTimeoutError, Sender};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+
+use crate::frame::Frame;
+use crate::stats::Stats;
+
+/// The sender side of the frame channel, shared by the callback and the bus loop, which drops
+/// it (closing the channel) at end of stream or on shutdown.
+pub type FrameSlot = Arc<Mutex<Option<Sender<Frame>>>>;
+
+pub struct Source {
+    pub pipeline: gst::Pipeline,
+}
+
+fn make(factory: &str, name: &str) -> Result<gst::Element> {
+    gst::ElementFactory::make(factory)
+        .name(name)
+        .build()
+        .with_context(|| format!("creating GStreamer element {factory}; is its plugin installed? (make setup)"))
+}
+
+pub fn build(uri: &str, slot: FrameSlot, stop: Arc<AtomicBool>, stats: Arc<Stats>) -> Result<Source> {
+    let pipeline = gst::Pipeline::with_name("source");
+    let decode = make("uridecodebin", "decode")?;
+    decode.set_property("uri", uri);
+    let convert = make("videoconvert", "convert")?;
+    let caps = gst_video::VideoCapsBuilder::new().format(gst_video::VideoFormat::Rgbx).build();
+    let filter = gst::ElementFactory::make("capsfilter")
+        .name("rgbx")
+        .property("caps", &caps)
+        .build()
+        .context("creating capsfilter")?;
+    let sink = gst_app::AppSink::builder()
+        .name("frames")
+        .sync(false)
+        .enable_last_sample(false)
+        .max_buffers(2)
+        .build();
+    pipeline.add_many([&decode, &convert, &filter, sink.upcast_ref()])?;
+    gst::Element::link_many([&convert, &filter, sink.upcast_ref()])?;
+
+    // Link the first video stream; other streams (audio, subtitles) stay unlinked and are skipped.
+    let convert_weak = convert.downgrade();
+    decode.connect_pad_added(move |_, pad| {
+        let Some(convert) = convert_weak.upgrade() else { return };
+        let Some(sinkpad) = convert.static_pad("sink") else { return };
+        let is_video = pad
+            .current_caps()
+            .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
+            .unwrap_or(false);
+        if is_video && !sinkpad.is_linked() {
+            if let Err(e) = pad.link(&sinkpad) {
+                gst::element_error!(convert, gst::StreamError::Format, ("cannot link the decoded video stream: {e:?}"));
+            }
+        }
+    });
+    let convert_weak = convert.downgrade();
+    decode.connect_no_more_pads(move |decode| {
+        let Some(convert) = convert_weak.upgrade() else { return };
+        if !convert.static_pad("sink").is_some_and(|p| p.is_linked()) {
+            gst::element_error!(decode, gst::StreamError::WrongType, ("the input has no video stream"));
+        }
+    });
+
+    let index = AtomicU64::new(0);
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |appsink| {
+                let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let i = index.fetch_add(1, Ordering::Relaxed);
+                let Some(frame) = to_frame(&sample, i) else {
+                    gst::element_error!(appsink, gst::StreamError::Format, ("decoded frame {i} cannot be read as RGBx"));
+                    return Err(gst::FlowError::Error);
+                };
+                if i == 0 {
+                    stats.total.store(expected_frames(appsink, frame.rate), Ordering::Relaxed);
+                }
+                stats.decoded.fetch_add(1, Ordering::Relaxed);
+                let Some(tx) = slot.lock().map(|s| s.clone()).unwrap_or(None) else {
+                    return Err(gst::FlowError::Flushing);
+                };
+                let mut frame = frame;
+                loop {
+                    match tx.send_timeout(frame, Duration::from_millis(100)) {
+                        Ok(()) => return Ok(gst::FlowSuccess::Ok),
+                        Err(SendTimeoutError::Timeout(f)) if !stop.load(Ordering::Relaxed) => frame = f,
+                        // Stopping, or the worker is gone (it reports its own error).
+                        Err(_) => return Err(gst::FlowError::Flushing),
+                    }
+                }
+            })
+            .build(),
+    );
+    Ok(Source { pipeline })
+}
+
+/// Copy a decoded sample into a [`Frame`], dropping any row padding.
+fn to_frame(sample: &gst::Sample, index: u64) -> Option<Frame> {
+    let buffer = sample.buffer()?;
+    let info = gst_video::VideoInfo::from_caps(sample.caps()?).ok()?;
+    let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).ok()?;
+    let (w, h) = (info.width() as usize, info.height() as usize);
+    let stride = vframe.plane_stride()[0] as usize;
+    let data = vframe.plane_data(0).ok()?;
+    let row = w * Frame::CHANNELS;
+    let mut pixels = Vec::with_capacity(row * h);
+    for y in 0..h {
+        pixels.extend_from_slice(data.get(y * stride..y * stride + row)?);
+    }
+    let fps = info.fps();
+    Some(Frame {
+        index,
+        pts: buffer.pts().map(|t| t.nseconds()),
+        duration: buffer.duration().map(|t| t.nseconds()),
+        width: w as u32,
+        height: h as u32,
+        rate: (fps.numer(), fps.denom()),
+        pixels,
+    })
+}
+
+/// Frames in the whole input, from its duration and frame rate (0 when either is unknown).
+fn expected_frames(appsink: &gst_app::AppSink, rate: (i32, i32)) -> u64 {
+    let Some(d) = appsink.query_duration::<gst::ClockTime>() else { return 0 };
+    if rate.0 <= 0 || rate.1 <= 0 {
+        return 0;
+    }
+    let frames = d.nseconds() as u128 * rate.0 as u128 / (rate.1 as u128 * 1_000_000_000);
+    // Round to nearest: durations are often a few ns short of a whole frame.
+    let rem = d.nseconds() as u128 * rate.0 as u128 % (rate.1 as u128 * 1_000_000_000);
+    (frames + u128::from(rem * 2 >= rate.1 as u128 * 1_000_000_000)) as u64
+}

@@ -1,0 +1,100 @@
+//! Counters shared by the stages (atomics only: nothing here blocks) and the progress display.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::config::Progress;
+
+#[derive(Debug)]
+pub struct Stats {
+    start: Instant,
+    /// Frames the decoder delivered.
+    pub decoded: AtomicU64,
+    /// Frames written to the output.
+    pub written: AtomicU64,
+    pub batches: AtomicU64,
+    /// Expected number of frames (0 while unknown).
+    pub total: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            start: Instant::now(),
+            decoded: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Stats {
+    pub fn batch_done(&self, _frames: usize) {
+        self.batches.fetch_add(1, Relaxed);
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    pub fn fps(&self) -> f64 {
+        self.written.load(Relaxed) as f64 / self.elapsed().as_secs_f64().max(1e-9)
+    }
+}
+
+/// A bar on a terminal, a plain line every few seconds otherwise, or nothing.
+pub struct Reporter {
+    bar: Option<ProgressBar>,
+    lines: bool,
+    last_line: Instant,
+}
+
+impl Reporter {
+    pub fn new(mode: Progress) -> Reporter {
+        let tty = std::io::stderr().is_terminal();
+        let (bar, lines) = match mode {
+            Progress::None => (false, false),
+            Progress::Bar => (true, false),
+            Progress::Lines => (false, true),
+            Progress::Auto => (tty, !tty),
+        };
+        let bar = bar.then(|| {
+            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{bar:32} {pos}/{len} frames  {msg}  ETA {eta}",
+                )
+                .expect("static template"),
+            );
+            b
+        });
+        Reporter { bar, lines, last_line: Instant::now() }
+    }
+
+    pub fn update(&mut self, stats: &Stats) {
+        let done = stats.written.load(Relaxed);
+        let total = stats.total.load(Relaxed);
+        if let Some(b) = &self.bar {
+            if total > 0 {
+                b.set_length(total.max(done));
+            }
+            b.set_position(done);
+            b.set_message(format!("{:.1} fps", stats.fps()));
+        }
+        if self.lines && self.last_line.elapsed() >= Duration::from_secs(2) {
+            self.last_line = Instant::now();
+            let of = if total > 0 { format!("/{total}") } else { String::new() };
+            eprintln!("progress: {done}{of} frames, {:.1} fps", stats.fps());
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
