@@ -1,0 +1,40 @@
+# gradcam-stream: `make demo` and `make test` work on a fresh Debian 12 machine; each installs
+# what is missing first (scripts/setup.sh) and is quick the second time.
+
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+PYVER := $(shell python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+# torch-sys links against the libtorch inside the torch wheel; build.rs embeds its path (rpath).
+export LIBTORCH := $(VENV)/lib/python$(PYVER)/site-packages/torch
+export LIBTORCH_CXX11_ABI := 1
+BIN := target/release/gradcam-stream
+CARGO_FLAGS := --release --locked
+
+.PHONY: all setup build demo test lint unit bench models clean
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	cargo build $(CARGO_FLAGS)
+
+demo: build
+	$(BIN) --input samples/bikes.mp4 --output out.mp4
+
+lint: setup
+	cargo fmt --check
+	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
+
+test: setup lint
+	cargo test $(CARGO_FLAGS) -- --test-threads=1
+
+bench: build
+	$(VENV)/bin/python scripts/bench.py
+
+models: setup
+
+clean:
+	cargo clean
+	rm -rf models out.mp4

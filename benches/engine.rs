@@ -1,0 +1,70 @@
+//! Engine throughput, run by `make bench` (scripts/bench.py): the model's forward-only speed
+//! (preprocess + features + head, no autograd) is the limit; Grad-CAM on the same batches is
+//! what the engine reaches. Prints one JSON object per line.
+//!
+//! cargo bench --bench engine -- [--model M] [--batch-size B] [--width W] [--height H] [--seconds S]
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use gradcam_stream::config::{DeviceChoice, DEFAULT_MODEL};
+use gradcam_stream::frame::Frame;
+use gradcam_stream::worker::{Engine, Settings};
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Frames per second of `f` over batches, after two warm-up calls, for at least `secs`.
+fn measure(batch: &[Frame], secs: f64, mut f: impl FnMut(&[Frame]) -> Result<()>) -> Result<f64> {
+    f(batch)?;
+    f(batch)?;
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs_f64(secs) || n < 3 {
+        f(batch)?;
+        n += 1;
+    }
+    Ok((n * batch.len()) as f64 / start.elapsed().as_secs_f64())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let model: String = arg(&args, "--model", DEFAULT_MODEL.to_owned());
+    let batch_size: usize = arg(&args, "--batch-size", 8);
+    let (w, h): (u32, u32) = (arg(&args, "--width", 640), arg(&args, "--height", 272));
+    let secs: f64 = arg(&args, "--seconds", 10.0);
+    let device = match arg(&args, "--device", "auto".to_owned()).as_str() {
+        "cpu" => DeviceChoice::Cpu,
+        "cuda" => DeviceChoice::Cuda,
+        _ => DeviceChoice::Auto,
+    };
+    let engine = Engine::new(&Settings {
+        model: model.clone().into(),
+        device,
+        batch_size,
+        max_wait: Duration::ZERO,
+        class: None,
+        threads: 0,
+    })?;
+    // Deterministic, non-constant pixels (a constant image would be an untypical input).
+    let batch: Vec<Frame> = (0..batch_size as u64)
+        .map(|i| {
+            let rgb: Vec<u8> = (0..w * h * 3).map(|k| ((k as u64 * 2654435761 + i * 97) >> 13) as u8).collect();
+            Frame::from_rgb(i, w, h, &rgb)
+        })
+        .collect();
+    let device = engine.info().device;
+    let forward = measure(&batch, secs, |b| engine.forward_only(b).map(drop))?;
+    let gradcam = measure(&batch, secs, |b| engine.explain(b.to_vec()).map(drop))?;
+    for (what, fps) in [("forward", forward), ("gradcam", gradcam)] {
+        println!(
+            r#"{{"bench":"{what}","model":"{model}","device":"{device}","batch_size":{batch_size},"frame":"{w}x{h}","fps":{fps:.2}}}"#
+        );
+    }
+    Ok(())
+}
