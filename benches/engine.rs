@@ -54,7 +54,9 @@ fn main() -> Result<()> {
     // Deterministic, non-constant pixels (a constant image would be an untypical input).
     let batch: Vec<Frame> = (0..batch_size as u64)
         .map(|i| {
-            let rgb: Vec<u8> = (0..w * h * 3).map(|k| ((k as u64 * 2654435761 + i * 97) >> 13) as u8).collect();
+            let rgb: Vec<u8> = (0..w * h * 3)
+                .map(|k| ((k as u64 * 2654435761 + i * 97) >> 13) as u8)
+                .collect();
             Frame::from_rgb(i, w, h, &rgb)
         })
         .collect();

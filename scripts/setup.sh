@@ -58,4 +58,8 @@ if [ ! -s models/efficientnet_lite0.pt ] || [ ! -s models/efficientnet_lite0.jso
   step "exporting EfficientNet-Lite0 to models/"
   "$PY" scripts/export_model.py --out models/efficientnet_lite0.pt
 fi
+if [ ! -s models/fixture.pt ] || [ scripts/export_model.py -nt models/fixture.pt ]; then
+  step "exporting the tiny test model to models/fixture.pt"
+  "$PY" scripts/export_model.py --fixture --out models/fixture.pt
+fi
 step "ready"

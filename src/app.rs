@@ -40,12 +40,18 @@ struct Renderer {
 impl Renderer {
     fn new(cfg: &Config, info: &ModelInfo) -> Result<Renderer> {
         let metadata = cfg.metadata.as_deref().map(LineFile::create).transpose()?;
-        Ok(Renderer { alpha: cfg.alpha, lut: overlay::jet_lut(), classes: info.classes.clone(), metadata })
+        Ok(Renderer {
+            alpha: cfg.alpha,
+            lut: overlay::jet_lut(),
+            classes: info.classes.clone(),
+            metadata,
+        })
     }
 
     fn render(&mut self, e: Explained) -> Result<Frame> {
         if let Some(m) = &mut self.metadata {
-            m.line(&metadata::line(&e, &self.classes)).context("writing metadata")?;
+            m.line(&metadata::line(&e, &self.classes))
+                .context("writing metadata")?;
         }
         let mut frame = e.frame;
         let (w, h) = (frame.width as usize, frame.height as usize);
@@ -58,12 +64,13 @@ impl Renderer {
     }
 }
 
-fn label<'a>(classes: &'a [String], id: i64) -> &'a str {
+fn label(classes: &[String], id: i64) -> &str {
     classes.get(id as usize).map(String::as_str).unwrap_or("?")
 }
 
 fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
-    let (Input::Video { uri, .. }, Output::Video { path, container }) = (&cfg.input, &cfg.output) else {
+    let (Input::Video { uri, .. }, Output::Video { path, container }) = (&cfg.input, &cfg.output)
+    else {
         unreachable!()
     };
     let (out, _file) = OutFile::create(path)?;
@@ -98,8 +105,12 @@ fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
         &mut reporter,
     );
     reporter.finish();
-    let worked = worker.join().map_err(|_| anyhow!("the worker thread panicked"))?;
-    let rendered = render_thread.join().map_err(|_| anyhow!("the render thread panicked"))?;
+    let worked = worker
+        .join()
+        .map_err(|_| anyhow!("the worker thread panicked"))?;
+    let rendered = render_thread
+        .join()
+        .map_err(|_| anyhow!("the render thread panicked"))?;
     // The first failure in stream order explains the rest.
     piped?;
     worked?;
@@ -123,33 +134,54 @@ fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
 }
 
 fn run_image(cfg: &Config, settings: worker::Settings) -> Result<()> {
-    let (Input::Image(input), Output::Image(path)) = (&cfg.input, &cfg.output) else { unreachable!() };
+    let (Input::Image(input), Output::Image(path)) = (&cfg.input, &cfg.output) else {
+        unreachable!()
+    };
     let start = Instant::now();
     let img = image::open(input)
-        .map_err(|e| anyhow!("cannot read image {}: {e}; give a PNG, JPEG, BMP, WebP or TIFF file", input.display()))?
+        .map_err(|e| {
+            anyhow!(
+                "cannot read image {}: {e}; give a PNG, JPEG, BMP, WebP or TIFF file",
+                input.display()
+            )
+        })?
         .to_rgb8();
-    let format = image::ImageFormat::from_path(path)
-        .map_err(|_| anyhow!("output {}: unknown image format; use .png or .jpg", path.display()))?;
+    let format = image::ImageFormat::from_path(path).map_err(|_| {
+        anyhow!(
+            "output {}: unknown image format; use .png or .jpg",
+            path.display()
+        )
+    })?;
     let (out, file) = OutFile::create(path)?;
     let frame = Frame::from_rgb(0, img.width(), img.height(), img.as_raw());
 
     let (frames_tx, frames_rx) = crossbeam_channel::bounded(1);
     let (results_tx, results_rx) = crossbeam_channel::bounded(1);
-    let (info, worker) = worker::spawn(settings, frames_rx, results_tx, Arc::new(Stats::default()))?;
+    let (info, worker) =
+        worker::spawn(settings, frames_rx, results_tx, Arc::new(Stats::default()))?;
     let mut renderer = Renderer::new(cfg, &info)?;
     frames_tx.send(frame).expect("the worker is waiting");
     drop(frames_tx);
     let explained = results_rx.recv();
-    worker.join().map_err(|_| anyhow!("the worker thread panicked"))??;
+    worker
+        .join()
+        .map_err(|_| anyhow!("the worker thread panicked"))??;
     let explained = explained.map_err(|_| anyhow!("the worker ended without a result"))?;
 
     println!("top classes for {}:", input.display());
     for (rank, c) in explained.top.iter().enumerate() {
-        println!("  {}. {:>4}  {:<30} {:.4}", rank + 1, c.class, label(&info.classes, c.class), c.prob);
+        println!(
+            "  {}. {:>4}  {:<30} {:.4}",
+            rank + 1,
+            c.class,
+            label(&info.classes, c.class),
+            c.prob
+        );
     }
     let target = explained.target;
     let frame = renderer.render(explained)?;
-    let rgb = image::RgbImage::from_raw(frame.width, frame.height, frame.to_rgb()).expect("sizes match");
+    let rgb =
+        image::RgbImage::from_raw(frame.width, frame.height, frame.to_rgb()).expect("sizes match");
     let mut w = std::io::BufWriter::new(file);
     rgb.write_to(&mut w, format)
         .with_context(|| format!("encoding {}", path.display()))?;

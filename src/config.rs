@@ -161,7 +161,9 @@ impl Config {
         }
         let alpha = a.alpha.or(f.alpha).unwrap_or(0.5);
         if !(0.0..=1.0).contains(&alpha) {
-            bail!(usage(format!("--alpha {alpha} is out of range; use 0 to 1")));
+            bail!(usage(format!(
+                "--alpha {alpha} is out of range; use 0 to 1"
+            )));
         }
         let class = a.class.or(f.class);
         if let Some(c) = class {
@@ -376,7 +378,8 @@ mod tests {
 
     #[test]
     fn bad_values_are_usage_errors() {
-        let cases: &[(&str, fn(&mut Args))] = &[
+        type Edit = fn(&mut Args);
+        let cases: &[(&str, Edit)] = &[
             ("batch-size", |a| a.batch_size = Some(0)),
             ("alpha", |a| a.alpha = Some(1.5)),
             ("device", |a| a.device = Some("tpu".into())),
@@ -394,14 +397,18 @@ mod tests {
 
     #[test]
     fn inputs_and_outputs_are_classified() -> Result<()> {
-        assert!(Config::merge(args("/no/such/file.mp4", "x.mp4"), FileConfig::default())
-            .unwrap_err()
-            .to_string()
-            .contains("does not exist"));
-        assert!(Config::merge(args(&this_file(), "x.avi"), FileConfig::default())
-            .unwrap_err()
-            .to_string()
-            .contains(".mp4 or .mkv"));
+        assert!(
+            Config::merge(args("/no/such/file.mp4", "x.mp4"), FileConfig::default())
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
+        assert!(
+            Config::merge(args(&this_file(), "x.avi"), FileConfig::default())
+                .unwrap_err()
+                .to_string()
+                .contains(".mp4 or .mkv")
+        );
         assert!(
             Config::merge(args("rtmp://host/x", "x.mp4"), FileConfig::default())
                 .unwrap_err()

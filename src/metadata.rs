@@ -24,14 +24,21 @@ struct Line<'a> {
 
 /// One JSON object (no newline) for an explained frame.
 pub fn line(e: &Explained, classes: &[String]) -> String {
-    let label = classes.get(e.target.class as usize).map(String::as_str).unwrap_or("");
+    let label = classes
+        .get(e.target.class as usize)
+        .map(String::as_str)
+        .unwrap_or("");
     let l = Line {
         frame: e.frame.index,
         pts_ns: e.frame.pts,
         class: e.target.class,
         label,
         score: e.target.prob,
-        cam: CamJson { h: e.cam.h, w: e.cam.w, data: &e.cam.data },
+        cam: CamJson {
+            h: e.cam.h,
+            w: e.cam.w,
+            data: &e.cam.data,
+        },
     };
     serde_json::to_string(&l).expect("metadata serializes")
 }
@@ -47,8 +54,15 @@ mod tests {
         frame.pts = Some(120_000_000);
         let e = Explained {
             frame,
-            cam: CamMap { h: 1, w: 2, data: vec![0.0, 1.0] },
-            target: ClassScore { class: 1, prob: 0.5 },
+            cam: CamMap {
+                h: 1,
+                w: 2,
+                data: vec![0.0, 1.0],
+            },
+            target: ClassScore {
+                class: 1,
+                prob: 0.5,
+            },
             top: vec![],
         };
         let s = line(&e, &["a".into(), "b".into()]);

@@ -85,8 +85,12 @@ impl Model {
                 side.display()
             )
         })?;
-        let info: Sidecar = serde_json::from_str(&text)
-            .map_err(|e| anyhow!("model sidecar {} is invalid: {e}; re-export the model", side.display()))?;
+        let info: Sidecar = serde_json::from_str(&text).map_err(|e| {
+            anyhow!(
+                "model sidecar {} is invalid: {e}; re-export the model",
+                side.display()
+            )
+        })?;
         if info.classes.len() as i64 != info.num_classes {
             bail!(
                 "model sidecar {} lists {} class names for {} classes; re-export the model",
@@ -103,9 +107,20 @@ impl Model {
             )
         })?;
         module.set_eval();
-        let mean = Tensor::from_slice(&info.mean).to_device(device).view([1, 3, 1, 1]);
-        let std = Tensor::from_slice(&info.std).to_device(device).view([1, 3, 1, 1]);
-        let model = Model { module, path: path.to_owned(), info, device, mean, std };
+        let mean = Tensor::from_slice(&info.mean)
+            .to_device(device)
+            .view([1, 3, 1, 1]);
+        let std = Tensor::from_slice(&info.std)
+            .to_device(device)
+            .view([1, 3, 1, 1]);
+        let model = Model {
+            module,
+            path: path.to_owned(),
+            info,
+            device,
+            mean,
+            std,
+        };
         model.check()?;
         Ok(model)
     }
@@ -170,7 +185,11 @@ impl Model {
         for f in frames {
             let (fh, fw) = (f.height as i64, f.width as i64);
             if f.pixels.len() != (fh * fw) as usize * Frame::CHANNELS {
-                bail!("frame {} holds {} bytes, not RGBx {fw}x{fh}", f.index, f.pixels.len());
+                bail!(
+                    "frame {} holds {} bytes, not RGBx {fw}x{fh}",
+                    f.index,
+                    f.pixels.len()
+                );
             }
             // [1, H', W', 4] u8 → [1, 3, H', W'] (a channels-last view, no copy)
             let t = Tensor::f_from_data_size(&f.pixels, &[1, fh, fw, 4], Kind::Uint8)?

@@ -19,18 +19,32 @@ impl OutFile {
         let name = dest
             .file_name()
             .with_context(|| format!("output {} has no file name", dest.display()))?;
-        let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = dest
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if dest.is_dir() {
             anyhow::bail!("output {} is a directory; give a file name", dest.display());
         }
-        let partial = dir.join(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id()));
+        let partial = dir.join(format!(
+            ".{}.partial-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         let file = File::create(&partial).map_err(|e| {
             anyhow::anyhow!(
                 "cannot write output {}: {e}; choose a path in an existing, writable directory",
                 dest.display()
             )
         })?;
-        Ok((OutFile { dest: dest.to_owned(), partial, committed: false }, file))
+        Ok((
+            OutFile {
+                dest: dest.to_owned(),
+                partial,
+                committed: false,
+            },
+            file,
+        ))
     }
 
     /// Where writers put the bytes until [`commit`](Self::commit).
@@ -43,8 +57,12 @@ impl OutFile {
     }
 
     pub fn commit(mut self) -> Result<()> {
-        std::fs::rename(&self.partial, &self.dest)
-            .with_context(|| format!("moving the finished output into place at {}", self.dest.display()))?;
+        std::fs::rename(&self.partial, &self.dest).with_context(|| {
+            format!(
+                "moving the finished output into place at {}",
+                self.dest.display()
+            )
+        })?;
         self.committed = true;
         Ok(())
     }
@@ -67,7 +85,10 @@ pub struct LineFile {
 impl LineFile {
     pub fn create(dest: &Path) -> Result<LineFile> {
         let (out, file) = OutFile::create(dest)?;
-        Ok(LineFile { out, w: BufWriter::new(file) })
+        Ok(LineFile {
+            out,
+            w: BufWriter::new(file),
+        })
     }
 
     pub fn line(&mut self, s: &str) -> Result<()> {
@@ -77,7 +98,9 @@ impl LineFile {
     }
 
     pub fn commit(mut self) -> Result<()> {
-        self.w.flush().with_context(|| format!("writing {}", self.out.dest().display()))?;
+        self.w
+            .flush()
+            .with_context(|| format!("writing {}", self.out.dest().display()))?;
         self.out.commit()
     }
 }
@@ -100,13 +123,23 @@ mod tests {
         f.line("x")?;
         drop(f);
         assert!(!dest2.exists());
-        assert_eq!(std::fs::read_dir(dir.path())?.count(), 1, "partial left behind");
+        assert_eq!(
+            std::fs::read_dir(dir.path())?.count(),
+            1,
+            "partial left behind"
+        );
         Ok(())
     }
 
     #[test]
     fn unwritable_path_is_reported() {
-        let e = OutFile::create(Path::new("/no/such/dir/out.mp4")).err().expect("must fail");
-        assert!(e.to_string().contains("cannot write output /no/such/dir/out.mp4"), "{e}");
+        let e = OutFile::create(Path::new("/no/such/dir/out.mp4"))
+            .err()
+            .expect("must fail");
+        assert!(
+            e.to_string()
+                .contains("cannot write output /no/such/dir/out.mp4"),
+            "{e}"
+        );
     }
 }

@@ -35,14 +35,21 @@ fn axis_taps(src: usize, dst: usize) -> Vec<(usize, f32)> {
 
 /// Upsample `cam` bilinearly to `width` x `height`, returning values in [0, 1] row-major.
 pub fn upsample(cam: &CamMap, width: usize, height: usize) -> Vec<f32> {
-    assert_eq!(cam.data.len(), cam.h * cam.w, "cam data does not match its shape");
+    assert_eq!(
+        cam.data.len(),
+        cam.h * cam.w,
+        "cam data does not match its shape"
+    );
     let xs = axis_taps(cam.w, width);
     let ys = axis_taps(cam.h, height);
     let mut out = Vec::with_capacity(width * height);
     let mut row = vec![0f32; cam.w];
     for &(y0, fy) in &ys {
         let y1 = (y0 + 1).min(cam.h - 1);
-        let (r0, r1) = (&cam.data[y0 * cam.w..][..cam.w], &cam.data[y1 * cam.w..][..cam.w]);
+        let (r0, r1) = (
+            &cam.data[y0 * cam.w..][..cam.w],
+            &cam.data[y1 * cam.w..][..cam.w],
+        );
         for (r, (a, b)) in row.iter_mut().zip(r0.iter().zip(r1)) {
             *r = a + (b - a) * fy;
         }
@@ -55,8 +62,19 @@ pub fn upsample(cam: &CamMap, width: usize, height: usize) -> Vec<f32> {
 }
 
 /// Blend the JET heatmap of `cam` over an RGBx frame in place: `(1 - alpha) * frame + alpha * jet`.
-pub fn blend(pixels: &mut [u8], width: usize, height: usize, cam: &CamMap, alpha: f32, lut: &[[u8; 3]; 256]) {
-    assert_eq!(pixels.len(), width * height * 4, "frame is not RGBx {width}x{height}");
+pub fn blend(
+    pixels: &mut [u8],
+    width: usize,
+    height: usize,
+    cam: &CamMap,
+    alpha: f32,
+    lut: &[[u8; 3]; 256],
+) {
+    assert_eq!(
+        pixels.len(),
+        width * height * 4,
+        "frame is not RGBx {width}x{height}"
+    );
     // Fixed point: weights out of 256 keep the inner loop in integers.
     let a = (alpha.clamp(0.0, 1.0) * 256.0).round() as u32;
     let keep = 256 - a;
@@ -65,7 +83,10 @@ pub fn blend(pixels: &mut [u8], width: usize, height: usize, cam: &CamMap, alpha
     let mut row = vec![0f32; cam.w];
     for (y, &(y0, fy)) in ys.iter().enumerate() {
         let y1 = (y0 + 1).min(cam.h - 1);
-        let (r0, r1) = (&cam.data[y0 * cam.w..][..cam.w], &cam.data[y1 * cam.w..][..cam.w]);
+        let (r0, r1) = (
+            &cam.data[y0 * cam.w..][..cam.w],
+            &cam.data[y1 * cam.w..][..cam.w],
+        );
         for (r, (p, q)) in row.iter_mut().zip(r0.iter().zip(r1)) {
             *r = p + (q - p) * fy;
         }
@@ -100,20 +121,36 @@ mod tests {
     fn upsample_matches_half_pixel_bilinear() {
         // 1x2 map [0, 1] onto 4 columns: source x = (d + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25
         // → clamped 0, 0.25, 0.75, 1 (the edges replicate).
-        let cam = CamMap { h: 1, w: 2, data: vec![0.0, 1.0] };
+        let cam = CamMap {
+            h: 1,
+            w: 2,
+            data: vec![0.0, 1.0],
+        };
         assert_eq!(upsample(&cam, 4, 1), vec![0.0, 0.25, 0.75, 1.0]);
         // 2x2 → 2x2 is the identity.
-        let cam = CamMap { h: 2, w: 2, data: vec![0.1, 0.2, 0.3, 0.4] };
+        let cam = CamMap {
+            h: 2,
+            w: 2,
+            data: vec![0.1, 0.2, 0.3, 0.4],
+        };
         assert_eq!(upsample(&cam, 2, 2), cam.data);
         // Rows interpolate the same way as columns.
-        let cam = CamMap { h: 2, w: 1, data: vec![0.0, 1.0] };
+        let cam = CamMap {
+            h: 2,
+            w: 1,
+            data: vec![0.0, 1.0],
+        };
         assert_eq!(upsample(&cam, 1, 4), vec![0.0, 0.25, 0.75, 1.0]);
     }
 
     #[test]
     fn blend_mixes_frame_and_colormap() {
         let lut = jet_lut();
-        let cam = CamMap { h: 1, w: 2, data: vec![0.0, 1.0] };
+        let cam = CamMap {
+            h: 1,
+            w: 2,
+            data: vec![0.0, 1.0],
+        };
         // Two pixels: grey 100 under a cold (0) and a hot (1) map.
         let mut px = vec![100, 100, 100, 255, 100, 100, 100, 255];
         blend(&mut px, 2, 1, &cam, 0.5, &lut);
@@ -121,7 +158,11 @@ mod tests {
         assert_eq!(px, vec![50, 50, 114, 255, 114, 50, 50, 255]);
         // alpha 0 leaves the frame alone, alpha 1 shows only the map.
         let mut px = vec![7, 8, 9, 0];
-        let one = CamMap { h: 1, w: 1, data: vec![1.0] };
+        let one = CamMap {
+            h: 1,
+            w: 1,
+            data: vec![1.0],
+        };
         blend(&mut px, 1, 1, &one, 0.0, &lut);
         assert_eq!(px, vec![7, 8, 9, 0]);
         blend(&mut px, 1, 1, &one, 1.0, &lut);
@@ -131,7 +172,11 @@ mod tests {
     #[test]
     fn blend_agrees_with_upsample() {
         let lut = jet_lut();
-        let cam = CamMap { h: 2, w: 3, data: vec![0.0, 0.5, 1.0, 0.2, 0.9, 0.4] };
+        let cam = CamMap {
+            h: 2,
+            w: 3,
+            data: vec![0.0, 0.5, 1.0, 0.2, 0.9, 0.4],
+        };
         let (w, h) = (13, 7);
         let mut px = vec![0u8; w * h * 4];
         blend(&mut px, w, h, &cam, 1.0, &lut);

@@ -65,14 +65,16 @@ impl Reporter {
         let bar = bar.then(|| {
             let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             b.set_style(
-                ProgressStyle::with_template(
-                    "{bar:32} {pos}/{len} frames  {msg}  ETA {eta}",
-                )
-                .expect("static template"),
+                ProgressStyle::with_template("{bar:32} {pos}/{len} frames  {msg}  ETA {eta}")
+                    .expect("static template"),
             );
             b
         });
-        Reporter { bar, lines, last_line: Instant::now() }
+        Reporter {
+            bar,
+            lines,
+            last_line: Instant::now(),
+        }
     }
 
     pub fn update(&mut self, stats: &Stats) {
@@ -87,7 +89,11 @@ impl Reporter {
         }
         if self.lines && self.last_line.elapsed() >= Duration::from_secs(2) {
             self.last_line = Instant::now();
-            let of = if total > 0 { format!("/{total}") } else { String::new() };
+            let of = if total > 0 {
+                format!("/{total}")
+            } else {
+                String::new()
+            };
             eprintln!("progress: {done}{of} frames, {:.1} fps", stats.fps());
         }
     }

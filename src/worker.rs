@@ -98,7 +98,12 @@ fn load(s: &Settings) -> Result<Engine> {
             .into());
         }
     }
-    Ok(Engine { model, batch_size: s.batch_size, max_wait: s.max_wait, class: s.class })
+    Ok(Engine {
+        model,
+        batch_size: s.batch_size,
+        max_wait: s.max_wait,
+        class: s.class,
+    })
 }
 
 /// The model plus the batching policy; lives on the worker thread only.
@@ -126,7 +131,12 @@ impl Engine {
         }
     }
 
-    fn run(&self, frames: &Receiver<Frame>, results: &Sender<Explained>, stats: &Stats) -> Result<()> {
+    fn run(
+        &self,
+        frames: &Receiver<Frame>,
+        results: &Sender<Explained>,
+        stats: &Stats,
+    ) -> Result<()> {
         while let Some(batch) = self.next_batch(frames) {
             let n = batch.len();
             let explained = self.explain(batch)?;
@@ -203,10 +213,20 @@ impl Engine {
             .enumerate()
             .map(|(i, frame)| Explained {
                 frame,
-                cam: CamMap { h, w, data: maps[i * h * w..(i + 1) * h * w].to_vec() },
-                target: ClassScore { class: targets[i], prob: target_p[i] },
+                cam: CamMap {
+                    h,
+                    w,
+                    data: maps[i * h * w..(i + 1) * h * w].to_vec(),
+                },
+                target: ClassScore {
+                    class: targets[i],
+                    prob: target_p[i],
+                },
                 top: (0..k)
-                    .map(|j| ClassScore { class: top_i[i * k + j], prob: top_p[i * k + j] })
+                    .map(|j| ClassScore {
+                        class: top_i[i * k + j],
+                        prob: top_p[i * k + j],
+                    })
                     .collect(),
             })
             .collect())

@@ -38,14 +38,25 @@ pub fn gradcam(
     };
     let targets = match class {
         Some(c) if (0..k).contains(&c) => Tensor::full([b], c, (Kind::Int64, a.device())),
-        Some(c) => bail!("class {c} is out of range: the model has {k} classes (0 to {})", k - 1),
+        Some(c) => bail!(
+            "class {c} is out of range: the model has {k} classes (0 to {})",
+            k - 1
+        ),
         None => logits.detach().argmax(1, false), // [B]
     };
-    let score = logits.gather(1, &targets.unsqueeze(1), false).sum(Kind::Float); // scalar
+    let score = logits
+        .gather(1, &targets.unsqueeze(1), false)
+        .sum(Kind::Float); // scalar
     let grads = Tensor::f_run_backward(&[&score], &[&a], false, false)?;
     let weights = grads[0].mean_dim([2i64, 3].as_slice(), true, Kind::Float); // [B, C, 1, 1]
-    let cam = (weights * a.detach()).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).relu(); // [B, h, w]
-    Ok(CamBatch { maps: normalize(&cam), logits: logits.detach(), targets })
+    let cam = (weights * a.detach())
+        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+        .relu(); // [B, h, w]
+    Ok(CamBatch {
+        maps: normalize(&cam),
+        logits: logits.detach(),
+        targets,
+    })
 }
 
 /// Per-map min-max normalization to [0, 1] with pytorch-grad-cam's epsilon: an all-zero map
@@ -67,7 +78,10 @@ mod tests {
 
     /// Head = global average pooling, then a linear layer with weights `w` [K, C], no bias.
     fn pool_linear(w: Tensor) -> impl Fn(&Tensor) -> Result<Tensor> {
-        move |a: &Tensor| Ok(a.mean_dim([2i64, 3].as_slice(), false, Kind::Float).matmul(&w.tr()))
+        move |a: &Tensor| {
+            Ok(a.mean_dim([2i64, 3].as_slice(), false, Kind::Float)
+                .matmul(&w.tr()))
+        }
     }
 
     #[test]
@@ -112,7 +126,9 @@ mod tests {
     fn out_of_range_class_is_an_error() {
         let a = Tensor::ones([1, 1, 2, 2], (Kind::Float, tch::Device::Cpu));
         let w = Tensor::ones([3, 1], (Kind::Float, tch::Device::Cpu));
-        let e = gradcam(&a, pool_linear(w), Some(3)).err().expect("must fail");
+        let e = gradcam(&a, pool_linear(w), Some(3))
+            .err()
+            .expect("must fail");
         assert!(e.to_string().contains("out of range"), "{e}");
     }
 
@@ -123,12 +139,17 @@ mod tests {
         let w = Tensor::randn([6, 4], (Kind::Float, tch::Device::Cpu));
         let head = |x: &Tensor| {
             // A non-linear head, to catch any cross-frame mixing in the backward pass.
-            Ok(x.relu().mean_dim([2i64, 3].as_slice(), false, Kind::Float).matmul(&w.tr()))
+            Ok(x.relu()
+                .mean_dim([2i64, 3].as_slice(), false, Kind::Float)
+                .matmul(&w.tr()))
         };
         let all = gradcam(&a, head, None)?;
         for i in 0..5 {
             let one = gradcam(&a.narrow(0, i, 1), head, None)?;
-            let diff = (one.maps - all.maps.narrow(0, i, 1)).abs().max().double_value(&[]);
+            let diff = (one.maps - all.maps.narrow(0, i, 1))
+                .abs()
+                .max()
+                .double_value(&[]);
             assert!(diff < 1e-6, "frame {i} differs by {diff}");
             assert_eq!(one.targets.int64_value(&[0]), all.targets.int64_value(&[i]));
         }

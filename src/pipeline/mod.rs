@@ -82,7 +82,10 @@ fn describe_error(role: Role, err: &gst::message::Error) -> String {
         }
         return format!("decoding the input failed in {element}: {e}");
     }
-    if e.matches(gst::ResourceError::OpenWrite) || e.matches(gst::ResourceError::Write) || e.matches(gst::ResourceError::NoSpaceLeft) {
+    if e.matches(gst::ResourceError::OpenWrite)
+        || e.matches(gst::ResourceError::Write)
+        || e.matches(gst::ResourceError::NoSpaceLeft)
+    {
         return format!("writing the output failed: {e}; check free space and permissions");
     }
     format!("encoding the output failed in {element}: {e}")

@@ -54,7 +54,11 @@ pub fn build_file(path: &Path, container: Container) -> Result<Sink> {
         .by_name("frames")
         .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
         .context("the output pipeline has no appsrc")?;
-    Ok(Sink { pipeline, appsrc, caps: None })
+    Ok(Sink {
+        pipeline,
+        appsrc,
+        caps: None,
+    })
 }
 
 impl Sink {

@@ -36,15 +36,24 @@ fn make(factory: &str, name: &str) -> Result<gst::Element> {
     gst::ElementFactory::make(factory)
         .name(name)
         .build()
-        .with_context(|| format!("creating GStreamer element {factory}; is its plugin installed? (make setup)"))
+        .with_context(|| {
+            format!("creating GStreamer element {factory}; is its plugin installed? (make setup)")
+        })
 }
 
-pub fn build(uri: &str, slot: FrameSlot, stop: Arc<AtomicBool>, stats: Arc<Stats>) -> Result<Source> {
+pub fn build(
+    uri: &str,
+    slot: FrameSlot,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+) -> Result<Source> {
     let pipeline = gst::Pipeline::with_name("source");
     let decode = make("uridecodebin", "decode")?;
     decode.set_property("uri", uri);
     let convert = make("videoconvert", "convert")?;
-    let caps = gst_video::VideoCapsBuilder::new().format(gst_video::VideoFormat::Rgbx).build();
+    let caps = gst_video::VideoCapsBuilder::new()
+        .format(gst_video::VideoFormat::Rgbx)
+        .build();
     let filter = gst::ElementFactory::make("capsfilter")
         .name("rgbx")
         .property("caps", &caps)
@@ -62,23 +71,37 @@ pub fn build(uri: &str, slot: FrameSlot, stop: Arc<AtomicBool>, stats: Arc<Stats
     // Link the first video stream; other streams (audio, subtitles) stay unlinked and are skipped.
     let convert_weak = convert.downgrade();
     decode.connect_pad_added(move |_, pad| {
-        let Some(convert) = convert_weak.upgrade() else { return };
-        let Some(sinkpad) = convert.static_pad("sink") else { return };
+        let Some(convert) = convert_weak.upgrade() else {
+            return;
+        };
+        let Some(sinkpad) = convert.static_pad("sink") else {
+            return;
+        };
         let is_video = pad
             .current_caps()
             .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
             .unwrap_or(false);
         if is_video && !sinkpad.is_linked() {
             if let Err(e) = pad.link(&sinkpad) {
-                gst::element_error!(convert, gst::StreamError::Format, ("cannot link the decoded video stream: {e:?}"));
+                gst::element_error!(
+                    convert,
+                    gst::StreamError::Format,
+                    ("cannot link the decoded video stream: {e:?}")
+                );
             }
         }
     });
     let convert_weak = convert.downgrade();
     decode.connect_no_more_pads(move |decode| {
-        let Some(convert) = convert_weak.upgrade() else { return };
+        let Some(convert) = convert_weak.upgrade() else {
+            return;
+        };
         if !convert.static_pad("sink").is_some_and(|p| p.is_linked()) {
-            gst::element_error!(decode, gst::StreamError::WrongType, ("the input has no video stream"));
+            gst::element_error!(
+                decode,
+                gst::StreamError::WrongType,
+                ("the input has no video stream")
+            );
         }
     });
 
@@ -89,11 +112,17 @@ pub fn build(uri: &str, slot: FrameSlot, stop: Arc<AtomicBool>, stats: Arc<Stats
                 let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                 let i = index.fetch_add(1, Ordering::Relaxed);
                 let Some(frame) = to_frame(&sample, i) else {
-                    gst::element_error!(appsink, gst::StreamError::Format, ("decoded frame {i} cannot be read as RGBx"));
+                    gst::element_error!(
+                        appsink,
+                        gst::StreamError::Format,
+                        ("decoded frame {i} cannot be read as RGBx")
+                    );
                     return Err(gst::FlowError::Error);
                 };
                 if i == 0 {
-                    stats.total.store(expected_frames(appsink, frame.rate), Ordering::Relaxed);
+                    stats
+                        .total
+                        .store(expected_frames(appsink, frame.rate), Ordering::Relaxed);
                 }
                 stats.decoded.fetch_add(1, Ordering::Relaxed);
                 let Some(tx) = slot.lock().map(|s| s.clone()).unwrap_or(None) else {
@@ -103,7 +132,9 @@ pub fn build(uri: &str, slot: FrameSlot, stop: Arc<AtomicBool>, stats: Arc<Stats
                 loop {
                     match tx.send_timeout(frame, Duration::from_millis(100)) {
                         Ok(()) => return Ok(gst::FlowSuccess::Ok),
-                        Err(SendTimeoutError::Timeout(f)) if !stop.load(Ordering::Relaxed) => frame = f,
+                        Err(SendTimeoutError::Timeout(f)) if !stop.load(Ordering::Relaxed) => {
+                            frame = f
+                        }
                         // Stopping, or the worker is gone (it reports its own error).
                         Err(_) => return Err(gst::FlowError::Flushing),
                     }
@@ -141,7 +172,9 @@ fn to_frame(sample: &gst::Sample, index: u64) -> Option<Frame> {
 
 /// Frames in the whole input, from its duration and frame rate (0 when either is unknown).
 fn expected_frames(appsink: &gst_app::AppSink, rate: (i32, i32)) -> u64 {
-    let Some(d) = appsink.query_duration::<gst::ClockTime>() else { return 0 };
+    let Some(d) = appsink.query_duration::<gst::ClockTime>() else {
+        return 0;
+    };
     if rate.0 <= 0 || rate.1 <= 0 {
         return 0;
     }
