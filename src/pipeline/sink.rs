@@ -2,7 +2,7 @@
 //! are encoded to a file.
 //!
 //! ```text
-//! {appsrc name=frames} - {videoconvert name=convert} - {capsfilter I420} - {x264enc name=encode}
+//! {appsrc name=frames} - {videoconvert name=convert} - {capsfilter name=chroma} - {x264enc name=encode}
 //!     - {mp4mux|matroskamux name=mux} - {filesink name=file}
 //! ```
 //! Every push blocks while the encoder is behind (appsrc `block=true`), which throttles the
@@ -28,8 +28,10 @@ pub struct Sink {
 /// The encoder and muxer for a file of `container` kind, as a gst-launch fragment.
 pub fn file_fragment(container: Container) -> &'static str {
     match container {
-        Container::Mp4 => "x264enc name=encode speed-preset=superfast ! mp4mux name=mux",
-        Container::Matroska => "x264enc name=encode speed-preset=superfast ! matroskamux name=mux",
+        Container::Mp4 => "x264enc name=encode speed-preset=superfast bframes=0 ! mp4mux name=mux",
+        Container::Matroska => {
+            "x264enc name=encode speed-preset=superfast bframes=0 ! matroskamux name=mux"
+        }
     }
 }
 
@@ -41,7 +43,7 @@ fn quote(path: &Path) -> String {
 pub fn build_file(path: &Path, container: Container) -> Result<Sink> {
     let desc = format!(
         "appsrc name=frames format=time block=true ! videoconvert name=convert ! \
-         video/x-raw,format=I420 ! {} ! filesink name=file location={}",
+         capsfilter name=chroma caps=video/x-raw,format=I420 ! {} ! filesink name=file location={}",
         file_fragment(container),
         quote(path)
     );
@@ -73,6 +75,19 @@ impl Sink {
                 .framerate(gst::Fraction::new(frame.rate.0, frame.rate.1))
                 .build();
             self.appsrc.set_caps(Some(&caps));
+            // x264 encodes 4:2:0 (the format every player takes) only at even sizes; an odd
+            // size keeps its exact resolution in 4:4:4 instead of being scaled.
+            let chroma = if frame.width % 2 == 0 && frame.height % 2 == 0 {
+                gst_video::VideoFormat::I420
+            } else {
+                gst_video::VideoFormat::Y444
+            };
+            if let Some(filter) = self.pipeline.by_name("chroma") {
+                filter.set_property(
+                    "caps",
+                    gst_video::VideoCapsBuilder::new().format(chroma).build(),
+                );
+            }
             // Room for a few frames: enough to keep the encoder busy, little memory.
             self.appsrc.set_max_bytes(frame.pixels.len() as u64 * 4);
             self.caps = Some(key);

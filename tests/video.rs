@@ -1,0 +1,245 @@
+//! End to end on video: the real model, real clips, outputs decoded back and compared.
+
+mod common;
+
+use anyhow::Result;
+use common::*;
+
+/// Run on `input`, then check the output frame for frame against the input.
+fn assert_frame_exact(
+    input: &std::path::Path,
+    out_name: &str,
+    model: &std::path::Path,
+) -> Result<Vec<serde_json::Value>> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join(out_name);
+    let meta = dir.path().join("meta.jsonl");
+    let o = run(&[
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--metadata",
+        meta.to_str().unwrap(),
+    ])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = probe(input, 0)?;
+    let b = probe(&out, 0)?;
+    assert!(!a.pts.is_empty());
+    assert_eq!((b.width, b.height), (a.width, a.height), "resolution");
+    assert_eq!(b.rate, a.rate, "frame rate");
+    assert_eq!(b.pts.len(), a.pts.len(), "frame count");
+    // GStreamer's qtdemux shifts B-frame streams by their composition offset, so compare its
+    // timestamps relative to the first frame, and the absolute ones as ffprobe reads them.
+    let rel = |p: &[u64]| p.iter().map(|t| t - p[0]).collect::<Vec<_>>();
+    assert_eq!(rel(&b.pts), rel(&a.pts), "frame spacing");
+    assert_eq!(ffprobe_pts(&out)?, ffprobe_pts(input)?, "timestamps");
+    // Only the output and the metadata: no partial files left beside them.
+    let mut want = vec!["meta.jsonl".to_owned(), out_name.to_owned()];
+    want.sort();
+    assert_eq!(files_in(dir.path()), want);
+    let lines = metadata(&meta)?;
+    assert_eq!(lines.len(), a.pts.len(), "one metadata line per frame");
+    for (i, (l, pts)) in lines.iter().zip(&a.pts).enumerate() {
+        // The metadata carries the decoder's own timestamps.
+        assert_eq!(l["frame"], i as u64);
+        assert_eq!(l["pts_ns"], *pts);
+    }
+    Ok(lines)
+}
+
+#[test]
+fn bikes_is_frame_exact_and_explained() -> Result<()> {
+    let lines = assert_frame_exact(&sample("bikes.mp4"), "bikes.mp4", &model())?;
+    for l in &lines {
+        let (h, w) = (
+            l["cam"]["h"].as_u64().unwrap(),
+            l["cam"]["w"].as_u64().unwrap(),
+        );
+        assert_eq!((h, w), (7, 7));
+        let data: Vec<f64> = l["cam"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(data.len(), 49);
+        assert!(data.iter().all(|v| (0.0..=1.0).contains(v)));
+        let score = l["score"].as_f64().unwrap();
+        assert!(score > 0.0 && score <= 1.0);
+        let class = l["class"].as_u64().unwrap();
+        assert!(class < 1000);
+        assert!(!l["label"].as_str().unwrap().is_empty());
+    }
+    Ok(())
+}
+
+#[test]
+fn bigbuckbunny_is_frame_exact() -> Result<()> {
+    assert_frame_exact(&sample("bigbuckbunny.mp4"), "bbb.mkv", &model())?;
+    Ok(())
+}
+
+#[test]
+fn odd_size_ntsc_rate_clip_is_frame_exact() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let clip = dir.path().join("odd.mp4");
+    make_clip(&clip, 176, 144, (30000, 1001), 45)?;
+    assert_frame_exact(&clip, "odd_out.mp4", &model())?;
+    // Odd width (RGB rows not a multiple of 4 bytes), on the small model.
+    let clip = dir.path().join("odd2.mp4");
+    make_clip(&clip, 175, 97, (30000, 1001), 20)?;
+    let b = probe(&clip, 0)?;
+    assert_frame_exact(&clip, "odd2_out.mp4", &fixture())?;
+    assert_eq!((b.width, b.height), (175, 97));
+    Ok(())
+}
+
+#[test]
+fn the_heatmap_is_drawn_over_the_frames() -> Result<()> {
+    // alpha 0 must reproduce the input; alpha 1 must change it a lot.
+    let dir = tempfile::tempdir()?;
+    let clip = dir.path().join("in.mp4");
+    make_clip(&clip, 160, 120, (25, 1), 8)?;
+    let mut means = vec![];
+    for alpha in ["0", "1"] {
+        let out = dir.path().join(format!("a{alpha}.mp4"));
+        let o = run(&[
+            "--input",
+            clip.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--model",
+            fixture().to_str().unwrap(),
+            "--alpha",
+            alpha,
+        ])?;
+        assert!(o.status.success(), "{}", stderr(&o));
+        means.push(probe(&out, 1)?.frames_rgb.remove(0));
+    }
+    let src = probe(&clip, 1)?.frames_rgb.remove(0);
+    let diff = |a: &[u8], b: &[u8]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (*x as f64 - *y as f64).abs())
+            .sum::<f64>()
+            / a.len() as f64
+    };
+    assert!(
+        diff(&src, &means[0]) < 4.0,
+        "alpha 0 changed the frame: {}",
+        diff(&src, &means[0])
+    );
+    assert!(
+        diff(&src, &means[1]) > 30.0,
+        "alpha 1 left the frame: {}",
+        diff(&src, &means[1])
+    );
+    Ok(())
+}
+
+#[test]
+fn class_flag_fixes_the_target() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let clip = dir.path().join("in.mp4");
+    make_clip(&clip, 64, 48, (25, 1), 5)?;
+    let out = dir.path().join("o.mp4");
+    let meta = dir.path().join("m.jsonl");
+    let o = run(&[
+        "--input",
+        clip.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--model",
+        fixture().to_str().unwrap(),
+        "--class",
+        "7",
+        "--metadata",
+        meta.to_str().unwrap(),
+    ])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines = metadata(&meta)?;
+    assert_eq!(lines.len(), 5);
+    assert!(lines
+        .iter()
+        .all(|l| l["class"] == 7 && l["label"] == "class7"));
+    Ok(())
+}
+
+#[test]
+fn config_file_is_read_and_flags_override_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let clip = dir.path().join("in.mp4");
+    make_clip(&clip, 64, 48, (25, 1), 3)?;
+    let out = dir.path().join("o.mp4");
+    let meta = dir.path().join("m.jsonl");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "model = \"{}\"\nclass = 2\nbatch_size = 2\nmetadata = \"{}\"\n",
+            fixture().display(),
+            meta.display()
+        ),
+    )?;
+    let o = run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--input",
+        clip.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--class",
+        "3",
+    ])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(metadata(&meta)?.iter().all(|l| l["class"] == 3));
+    std::fs::write(&cfg, "batch_sise = 2\n")?;
+    let o = run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--input",
+        clip.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ])?;
+    assert_fails(&o, 2, "unknown field `batch_sise`");
+    Ok(())
+}
+
+#[test]
+fn help_and_version() -> Result<()> {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gradcam-stream"))
+        .arg("--help")
+        .output()?;
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    for flag in [
+        "--input",
+        "--output",
+        "--config",
+        "--model",
+        "--device",
+        "--batch-size",
+        "--max-wait-ms",
+        "--queue-capacity",
+        "--class",
+        "--alpha",
+        "--metadata",
+        "--threads",
+        "--progress",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    assert!(
+        help.contains("[default: 8]") && help.contains("[default: 0.5]"),
+        "{help}"
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gradcam-stream"))
+        .arg("--version")
+        .output()?;
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("gradcam-stream "));
+    Ok(())
+}
