@@ -46,7 +46,7 @@ pub struct Args {
     pub queue_capacity: Option<usize>,
 
     /// Explain this ImageNet class id in every frame instead of each frame's top-1 class
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", allow_hyphen_values = true)]
     pub class: Option<i64>,
 
     /// Opacity of the heatmap over the frame, 0 to 1 [default: 0.5]

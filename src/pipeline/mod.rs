@@ -65,8 +65,8 @@ fn describe_error(role: Role, err: &gst::message::Error) -> String {
     let e = err.error();
     let element = err.src().map(|s| s.name().to_string()).unwrap_or_default();
     if role == Role::Source {
-        if e.matches(gst::StreamError::TypeNotFound) {
-            return "the input is not a video GStreamer can decode (its type was not recognized); give a video file such as .mp4, .mkv or .webm".into();
+        if e.matches(gst::StreamError::TypeNotFound) || e.matches(gst::StreamError::WrongType) {
+            return format!("the input is not a video GStreamer can decode ({e}); give a video file such as .mp4, .mkv or .webm");
         }
         if e.matches(gst::StreamError::Demux) || e.matches(gst::StreamError::Decode) {
             return format!("the input is damaged or truncated ({e}); re-encode or re-download it");
@@ -74,7 +74,7 @@ fn describe_error(role: Role, err: &gst::message::Error) -> String {
         if e.matches(gst::ResourceError::NotFound) || e.matches(gst::ResourceError::OpenRead) {
             return format!("cannot open the input: {e}; check the path or URI");
         }
-        if e.matches(gst::StreamError::WrongType) {
+        if e.matches(gst::StreamError::Failed) && element == "decode" {
             return format!("{e}; give a file that holds a video track");
         }
         if e.matches(gst::CoreError::MissingPlugin) || e.matches(gst::StreamError::CodecNotFound) {

@@ -1,0 +1,264 @@
+//! Bad input: one line naming the problem and the fix, a non-zero status, no panic, and no
+//! output (not even a partial one) left behind.
+
+mod common;
+
+use std::path::Path;
+
+use anyhow::Result;
+use common::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn missing_input() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("o.mp4");
+    let o = run(&["--input", "/no/such/clip.mp4", "--output", s(&out)])?;
+    assert_fails(&o, 2, "input /no/such/clip.mp4 does not exist");
+    assert!(files_in(dir.path()).is_empty());
+    Ok(())
+}
+
+#[test]
+fn missing_arguments_and_unknown_values() -> Result<()> {
+    let o = run(&["--output", "x.mp4"])?;
+    assert_fails(&o, 2, "no input given");
+    let o = run(&["--input", s(&sample("bikes.mp4")), "--output", "x.avi"])?;
+    assert_fails(&o, 2, "use .mp4 or .mkv");
+    let o = run(&["--input", "rtmp://example/x", "--output", "x.mp4"])?;
+    assert_fails(&o, 2, "unsupported input scheme");
+    Ok(())
+}
+
+#[test]
+fn a_file_that_is_not_video() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("notes.mp4");
+    std::fs::write(
+        &input,
+        "these are not the frames you are looking for\n".repeat(100),
+    )?;
+    let out = dir.path().join("o.mp4");
+    let o = run(&[
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--model",
+        s(&fixture()),
+    ])?;
+    assert_fails(&o, 1, "not a video GStreamer can decode");
+    assert_eq!(files_in(dir.path()), vec!["notes.mp4"]);
+    Ok(())
+}
+
+#[test]
+fn a_truncated_mp4() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let whole = dir.path().join("whole.mp4");
+    make_clip(&whole, 160, 120, (25, 1), 50)?;
+    let bytes = std::fs::read(&whole)?;
+    let cut = dir.path().join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2])?;
+    std::fs::remove_file(&whole)?;
+    let out = dir.path().join("o.mp4");
+    let meta = dir.path().join("o.jsonl");
+    let o = run(&[
+        "--input",
+        s(&cut),
+        "--output",
+        s(&out),
+        "--model",
+        s(&fixture()),
+        "--metadata",
+        s(&meta),
+    ])?;
+    assert_fails(&o, 1, "damaged or truncated");
+    assert_eq!(files_in(dir.path()), vec!["cut.mp4"]);
+    Ok(())
+}
+
+#[test]
+fn an_unreadable_model() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let model = dir.path().join("bad.pt");
+    std::fs::write(&model, b"not a zip archive")?;
+    std::fs::copy(
+        fixture().with_extension("json"),
+        dir.path().join("bad.json"),
+    )?;
+    let out = dir.path().join("o.mp4");
+    let o = run(&[
+        "--input",
+        s(&sample("bikes.mp4")),
+        "--output",
+        s(&out),
+        "--model",
+        s(&model),
+    ])?;
+    assert_fails(&o, 1, "not a TorchScript file");
+    assert!(!out.exists());
+
+    let o = run(&[
+        "--input",
+        s(&sample("bikes.mp4")),
+        "--output",
+        s(&out),
+        "--model",
+        s(&dir.path().join("none.pt")),
+    ])?;
+    assert_fails(&o, 1, "does not exist; run `make models`");
+
+    std::fs::copy(fixture(), dir.path().join("nosidecar.pt"))?;
+    let o = run(&[
+        "--input",
+        s(&sample("bikes.mp4")),
+        "--output",
+        s(&out),
+        "--model",
+        s(&dir.path().join("nosidecar.pt")),
+    ])?;
+    assert_fails(&o, 1, "sidecar");
+    assert!(!out.exists());
+    Ok(())
+}
+
+#[test]
+fn a_model_without_features_and_head() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let model = dir.path().join("plain.pt");
+    // A whole-network TorchScript, as torch.jit.trace gives by default.
+    let status = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys, torch\n\
+             m = torch.jit.trace(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval(), torch.rand(1, 3, 32, 32))\n\
+             m.save(sys.argv[1])",
+            s(&model),
+        ])
+        .status()?;
+    assert!(status.success());
+    std::fs::copy(
+        fixture().with_extension("json"),
+        dir.path().join("plain.json"),
+    )?;
+    let out = dir.path().join("o.mp4");
+    let o = run(&[
+        "--input",
+        s(&sample("bikes.mp4")),
+        "--output",
+        s(&out),
+        "--model",
+        s(&model),
+    ])?;
+    assert_fails(&o, 1, "has no `features` method");
+    assert!(!out.exists());
+    Ok(())
+}
+
+#[test]
+fn class_out_of_range() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("o.mp4");
+    let o = run(&[
+        "--input",
+        s(&sample("bikes.mp4")),
+        "--output",
+        s(&out),
+        "--model",
+        s(&fixture()),
+        "--class",
+        "10",
+    ])?;
+    assert_fails(
+        &o,
+        2,
+        "--class 10 is out of range: model fixture has 10 classes (0 to 9)",
+    );
+    let o = run(&[
+        "--input",
+        s(&sample("bikes.mp4")),
+        "--output",
+        s(&out),
+        "--class",
+        "-3",
+    ])?;
+    assert_fails(&o, 2, "negative");
+    assert!(files_in(dir.path()).is_empty());
+    Ok(())
+}
+
+#[test]
+fn an_output_that_cannot_be_written() -> Result<()> {
+    let o = run(&[
+        "--input",
+        s(&sample("bikes.mp4")),
+        "--output",
+        "/no/such/dir/o.mp4",
+        "--model",
+        s(&fixture()),
+    ])?;
+    assert_fails(&o, 1, "cannot write output /no/such/dir/o.mp4");
+    let dir = tempfile::tempdir()?;
+    let o = run(&[
+        "--input",
+        s(&sample("bikes.mp4")),
+        "--output",
+        s(&dir.path().join("o.mp4")),
+        "--model",
+        s(&fixture()),
+        "--metadata",
+        "/no/such/dir/m.jsonl",
+    ])?;
+    assert_fails(&o, 1, "cannot write output /no/such/dir/m.jsonl");
+    assert!(files_in(dir.path()).is_empty());
+    Ok(())
+}
+
+#[test]
+fn cuda_without_a_gpu() -> Result<()> {
+    if tch::Cuda::is_available() {
+        eprintln!("a CUDA GPU is present: the error cannot occur here");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let o = run(&[
+        "--input",
+        s(&sample("bikes.mp4")),
+        "--output",
+        s(&dir.path().join("o.mp4")),
+        "--device",
+        "cuda",
+    ])?;
+    assert_fails(&o, 1, "no CUDA GPU is available");
+    assert!(files_in(dir.path()).is_empty());
+    Ok(())
+}
+
+#[test]
+fn an_image_that_is_not_an_image() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("cat.jpg");
+    std::fs::write(&input, "meow")?;
+    let o = run(&[
+        "--input",
+        s(&input),
+        "--output",
+        s(&dir.path().join("cat_cam.png")),
+        "--model",
+        s(&fixture()),
+    ])?;
+    assert_fails(&o, 1, "cannot read image");
+    assert_eq!(files_in(dir.path()), vec!["cat.jpg"]);
+    let o = run(&[
+        "--input",
+        s(&sample("bikes.mp4")),
+        "--output",
+        s(&dir.path().join("x.png")),
+    ])?;
+    assert_fails(&o, 2, "use .mp4 or .mkv");
+    Ok(())
+}
