@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Reference check: pytorch-grad-cam (PyPI grad-cam) on the same frames, model and layer.
+
+Reads the frames gradcam-stream saw (raw RGBx as GStreamer decoded them, so both sides start
+from identical pixels), preprocesses each frame as gradcam-stream does (whole frame resized
+bilinearly with antialiasing to the model's input, ImageNet-normalized), and runs
+pytorch_grad_cam.GradCAM with the target layer = the model's `features` output and the same
+target class gradcam-stream reported. Both maps are brought to the input size with the same
+cv2.resize; per-frame Pearson correlation must be >= --min-corr. Prints a summary line.
+"""
+import argparse
+import json
+import sys
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+
+class Features(torch.nn.Module):
+    def __init__(self, scripted):
+        super().__init__()
+        self.m = scripted
+
+    def forward(self, x):
+        return self.m.features(x)
+
+
+class Whole(torch.nn.Module):
+    """The split TorchScript as one nn.Module, with `features` as a hookable layer."""
+
+    def __init__(self, scripted):
+        super().__init__()
+        self.m = scripted
+        self.features = Features(scripted)
+
+    def forward(self, x):
+        return self.m.head(self.features(x))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--raw", required=True, help="raw RGBx frames, as gst-launch's filesink writes them")
+    ap.add_argument("--size", required=True, help="WxH of the frames")
+    ap.add_argument("--metadata", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--min-corr", type=float, default=0.98)
+    args = ap.parse_args()
+
+    meta = json.load(open(args.model.rsplit(".", 1)[0] + ".json"))
+    h, w = meta["input_size"]
+    mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
+    ours = [json.loads(line) for line in open(args.metadata)]
+
+    scripted = torch.jit.load(args.model).eval()
+    model = Whole(scripted).eval()
+    cam = GradCAM(model=model, target_layers=[model.features])
+
+    fw, fh = map(int, args.size.split("x"))
+    raw = np.fromfile(args.raw, dtype=np.uint8)
+    frames = list(raw.reshape(-1, fh, fw, 4)[..., :3])
+    if len(frames) != len(ours):
+        sys.exit(f"FAIL: {len(frames)} raw frames, metadata has {len(ours)}")
+
+    corrs = []
+    for start in range(0, len(frames), args.batch_size):
+        chunk = frames[start:start + args.batch_size]
+        x = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).contiguous()
+        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        x = (x.float() / 255 - mean) / std
+        lines = ours[start:start + len(chunk)]
+        targets = [ClassifierOutputTarget(l["class"]) for l in lines]
+        ref = cam(input_tensor=x, targets=targets)  # [B, h, w], normalized, at the input size
+        for r, l in zip(ref, lines):
+            c = l["cam"]
+            mine = np.array(c["data"], dtype=np.float32).reshape(c["h"], c["w"])
+            mine = cv2.resize(mine, (w, h))
+            if np.ptp(r) < 1e-6 and np.ptp(mine) < 1e-6:
+                corrs.append(1.0)  # both flat: identical
+                continue
+            corrs.append(float(np.corrcoef(r.ravel(), mine.ravel())[0, 1]))
+    corrs = np.nan_to_num(np.array(corrs), nan=-1.0)
+    worst = int(np.argmin(corrs))
+    print(f"frames {len(corrs)}  correlation min {corrs.min():.4f} (frame {worst})  mean {corrs.mean():.4f}")
+    if corrs.min() < args.min_corr:
+        sys.exit(f"FAIL: frame {worst} correlates {corrs[worst]:.4f} < {args.min_corr}")
+
+
+if __name__ == "__main__":
+    main()
