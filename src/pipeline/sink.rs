@@ -28,9 +28,9 @@ pub struct Sink {
 /// The encoder and muxer for a file of `container` kind, as a gst-launch fragment.
 pub fn file_fragment(container: Container) -> &'static str {
     match container {
-        Container::Mp4 => "x264enc name=encode speed-preset=superfast bframes=0 ! mp4mux name=mux",
+        Container::Mp4 => "x264enc name=encode speed-preset=ultrafast bframes=0 ! mp4mux name=mux",
         Container::Matroska => {
-            "x264enc name=encode speed-preset=superfast bframes=0 ! matroskamux name=mux"
+            "x264enc name=encode speed-preset=ultrafast bframes=0 ! matroskamux name=mux"
         }
     }
 }

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""The peer: what a Python user does instead of gradcam-stream, for `make bench`.
+
+OpenCV reads the video, PyPI grad-cam's GradCAM explains batches of the same size with the
+same eager EfficientNet-Lite0 and the same target layer (the output of `extract_features`),
+show_cam_on_image overlays, OpenCV writes an mp4. Prints one JSON line with the throughput.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export_model import IMAGENET_MEAN, IMAGENET_STD, efficientnet_lite0  # noqa: E402
+from pytorch_grad_cam import GradCAM  # noqa: E402
+from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--input", required=True)
+    ap.add_argument("--output", required=True)
+    ap.add_argument("--batch-size", type=int, default=8)
+    args = ap.parse_args()
+
+    start = time.time()
+    split, _ = efficientnet_lite0()  # eager modules: features = extract_features, head = pool + fc
+    model = torch.nn.Sequential(split.feat, split.hd).eval()
+    cam = GradCAM(model=model, target_layers=[split.feat])
+    mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
+
+    cap = cv2.VideoCapture(args.input)
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    out = cv2.VideoWriter(args.output, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    frames = 0
+    done = False
+    while not done:
+        batch = []
+        while len(batch) < args.batch_size:
+            ok, bgr = cap.read()
+            if not ok:
+                done = True
+                break
+            batch.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        if not batch:
+            break
+        x = np.stack([(cv2.resize(f, (224, 224)).astype(np.float32) / 255 - mean) / std for f in batch])
+        maps = cam(input_tensor=torch.from_numpy(x).permute(0, 3, 1, 2), targets=None)  # top-1
+        for f, m in zip(batch, maps):
+            vis = show_cam_on_image(f.astype(np.float32) / 255, cv2.resize(m, (w, h)), use_rgb=True)
+            out.write(cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
+            frames += 1
+    out.release()
+    secs = time.time() - start
+    print(json.dumps({"bench": "peer", "input": args.input, "frames": frames, "seconds": round(secs, 2),
+                      "fps": round(frames / secs, 2)}))
+
+
+if __name__ == "__main__":
+    main()
