@@ -19,10 +19,12 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// Frames per second of `f` over batches, after two warm-up calls, for at least `secs`.
+/// Frames per second of `f` over batches, after five warm-up calls (TorchScript's profiling
+/// executor optimizes the graph over the first runs), for at least `secs`.
 fn measure(batch: &[Frame], secs: f64, mut f: impl FnMut(&[Frame]) -> Result<()>) -> Result<f64> {
-    f(batch)?;
-    f(batch)?;
+    for _ in 0..5 {
+        f(batch)?;
+    }
     let start = Instant::now();
     let mut n = 0;
     while start.elapsed() < Duration::from_secs_f64(secs) || n < 3 {

@@ -70,31 +70,34 @@ pub fn blend(
     alpha: f32,
     lut: &[[u8; 3]; 256],
 ) {
-    assert_eq!(
-        pixels.len(),
-        width * height * 4,
-        "frame is not RGBx {width}x{height}"
-    );
+    assert_eq!(pixels.len(), width * height * 4, "frame is not RGBx {width}x{height}");
+    assert_eq!(cam.data.len(), cam.h * cam.w, "cam data does not match its shape");
     // Fixed point: weights out of 256 keep the inner loop in integers.
     let a = (alpha.clamp(0.0, 1.0) * 256.0).round() as u32;
     let keep = 256 - a;
+    // Interpolate every map row across the frame width once; each frame row is then a
+    // vertical mix of two of these, a loop the compiler vectorizes.
     let xs = axis_taps(cam.w, width);
-    let ys = axis_taps(cam.h, height);
-    let mut row = vec![0f32; cam.w];
-    for (y, &(y0, fy)) in ys.iter().enumerate() {
+    let wide: Vec<f32> = cam
+        .data
+        .chunks_exact(cam.w)
+        .flat_map(|r| {
+            xs.iter().map(move |&(x0, fx)| {
+                let x1 = (x0 + 1).min(cam.w - 1);
+                r[x0] + (r[x1] - r[x0]) * fx
+            })
+        })
+        .collect(); // [h, width]
+    let mut idx = vec![0u8; width];
+    for (y, &(y0, fy)) in axis_taps(cam.h, height).iter().enumerate() {
         let y1 = (y0 + 1).min(cam.h - 1);
-        let (r0, r1) = (
-            &cam.data[y0 * cam.w..][..cam.w],
-            &cam.data[y1 * cam.w..][..cam.w],
-        );
-        for (r, (p, q)) in row.iter_mut().zip(r0.iter().zip(r1)) {
-            *r = p + (q - p) * fy;
+        let (r0, r1) = (&wide[y0 * width..][..width], &wide[y1 * width..][..width]);
+        for ((i, p), q) in idx.iter_mut().zip(r0).zip(r1) {
+            *i = ((p + (q - p) * fy).clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
         }
         let line = &mut pixels[y * width * 4..][..width * 4];
-        for (px, &(x0, fx)) in line.chunks_exact_mut(4).zip(&xs) {
-            let x1 = (x0 + 1).min(cam.w - 1);
-            let v = row[x0] + (row[x1] - row[x0]) * fx;
-            let c = &lut[(v.clamp(0.0, 1.0) * 255.0 + 0.5) as usize];
+        for (px, &i) in line.chunks_exact_mut(4).zip(&idx) {
+            let c = &lut[i as usize];
             for k in 0..3 {
                 px[k] = ((px[k] as u32 * keep + c[k] as u32 * a + 128) >> 8) as u8;
             }
