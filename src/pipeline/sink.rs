@@ -77,7 +77,7 @@ impl Sink {
             self.appsrc.set_caps(Some(&caps));
             // x264 encodes 4:2:0 (the format every player takes) only at even sizes; an odd
             // size keeps its exact resolution in 4:4:4 instead of being scaled.
-            let chroma = if frame.width % 2 == 0 && frame.height % 2 == 0 {
+            let chroma = if frame.width.is_multiple_of(2) && frame.height.is_multiple_of(2) {
                 gst_video::VideoFormat::I420
             } else {
                 gst_video::VideoFormat::Y444
