@@ -70,8 +70,16 @@ pub fn blend(
     alpha: f32,
     lut: &[[u8; 3]; 256],
 ) {
-    assert_eq!(pixels.len(), width * height * 4, "frame is not RGBx {width}x{height}");
-    assert_eq!(cam.data.len(), cam.h * cam.w, "cam data does not match its shape");
+    assert_eq!(
+        pixels.len(),
+        width * height * 4,
+        "frame is not RGBx {width}x{height}"
+    );
+    assert_eq!(
+        cam.data.len(),
+        cam.h * cam.w,
+        "cam data does not match its shape"
+    );
     // Fixed point: weights out of 256 keep the inner loop in integers.
     let a = (alpha.clamp(0.0, 1.0) * 256.0).round() as u32;
     let keep = 256 - a;
