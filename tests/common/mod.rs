@@ -72,7 +72,7 @@ pub fn files_in(dir: &Path) -> Vec<String> {
 pub fn make_clip(path: &Path, w: u32, h: u32, rate: (i32, i32), n: u32) -> Result<()> {
     gst::init()?;
     // x264 encodes 4:2:0 only at even sizes; odd ones need 4:4:4.
-    let format = if w % 2 == 0 && h % 2 == 0 {
+    let format = if w.is_multiple_of(2) && h.is_multiple_of(2) {
         "I420"
     } else {
         "Y444"
