@@ -28,7 +28,6 @@ def main():
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args()
 
-    start = time.time()
     split, _ = efficientnet_lite0()  # eager modules: features = extract_features, head = pool + fc
     model = torch.nn.Sequential(split.feat, split.hd).eval()
     cam = GradCAM(model=model, target_layers=[split.feat])
@@ -40,6 +39,7 @@ def main():
     out = cv2.VideoWriter(args.output, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     frames = 0
     done = False
+    start = time.time()  # like gradcam-stream's own figure: from the first frame, model loaded
     while not done:
         batch = []
         while len(batch) < args.batch_size:

@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -10,7 +11,9 @@ use crate::config::Progress;
 
 #[derive(Debug)]
 pub struct Stats {
-    start: Instant,
+    created: Instant,
+    /// When the first frame arrived: throughput counts from here, not from model loading.
+    first_frame: OnceLock<Instant>,
     /// Frames the decoder delivered.
     pub decoded: AtomicU64,
     /// Frames written to the output.
@@ -23,7 +26,8 @@ pub struct Stats {
 impl Default for Stats {
     fn default() -> Self {
         Stats {
-            start: Instant::now(),
+            created: Instant::now(),
+            first_frame: OnceLock::new(),
             decoded: AtomicU64::new(0),
             written: AtomicU64::new(0),
             batches: AtomicU64::new(0),
@@ -37,8 +41,14 @@ impl Stats {
         self.batches.fetch_add(1, Relaxed);
     }
 
+    /// Record that frames started flowing (only the first call counts).
+    pub fn frames_started(&self) {
+        let _ = self.first_frame.set(Instant::now());
+    }
+
+    /// Time since the first frame arrived (since creation while none has).
     pub fn elapsed(&self) -> Duration {
-        self.start.elapsed()
+        self.first_frame.get().unwrap_or(&self.created).elapsed()
     }
 
     pub fn fps(&self) -> f64 {

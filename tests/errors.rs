@@ -42,14 +42,7 @@ fn a_file_that_is_not_video() -> Result<()> {
         "these are not the frames you are looking for\n".repeat(100),
     )?;
     let out = dir.path().join("o.mp4");
-    let o = run(&[
-        "--input",
-        s(&input),
-        "--output",
-        s(&out),
-        "--model",
-        s(&fixture()),
-    ])?;
+    let o = explain(s(&input), s(&out), s(&fixture()), &[])?;
     assert_fails(&o, 1, "not a video GStreamer can decode");
     assert_eq!(files_in(dir.path()), vec!["notes.mp4"]);
     Ok(())
@@ -66,16 +59,7 @@ fn a_truncated_mp4() -> Result<()> {
     std::fs::remove_file(&whole)?;
     let out = dir.path().join("o.mp4");
     let meta = dir.path().join("o.jsonl");
-    let o = run(&[
-        "--input",
-        s(&cut),
-        "--output",
-        s(&out),
-        "--model",
-        s(&fixture()),
-        "--metadata",
-        s(&meta),
-    ])?;
+    let o = explain(s(&cut), s(&out), s(&fixture()), &["--metadata", s(&meta)])?;
     assert_fails(&o, 1, "damaged or truncated");
     assert_eq!(files_in(dir.path()), vec!["cut.mp4"]);
     Ok(())
@@ -91,36 +75,25 @@ fn an_unreadable_model() -> Result<()> {
         dir.path().join("bad.json"),
     )?;
     let out = dir.path().join("o.mp4");
-    let o = run(&[
-        "--input",
-        s(&sample("bikes.mp4")),
-        "--output",
-        s(&out),
-        "--model",
-        s(&model),
-    ])?;
+    let o = explain(s(&sample("bikes.mp4")), s(&out), s(&model), &[])?;
     assert_fails(&o, 1, "not a TorchScript file");
     assert!(!out.exists());
 
-    let o = run(&[
-        "--input",
+    let o = explain(
         s(&sample("bikes.mp4")),
-        "--output",
         s(&out),
-        "--model",
         s(&dir.path().join("none.pt")),
-    ])?;
+        &[],
+    )?;
     assert_fails(&o, 1, "does not exist; run `make models`");
 
     std::fs::copy(fixture(), dir.path().join("nosidecar.pt"))?;
-    let o = run(&[
-        "--input",
+    let o = explain(
         s(&sample("bikes.mp4")),
-        "--output",
         s(&out),
-        "--model",
         s(&dir.path().join("nosidecar.pt")),
-    ])?;
+        &[],
+    )?;
     assert_fails(&o, 1, "sidecar");
     assert!(!out.exists());
     Ok(())
@@ -146,14 +119,7 @@ fn a_model_without_features_and_head() -> Result<()> {
         dir.path().join("plain.json"),
     )?;
     let out = dir.path().join("o.mp4");
-    let o = run(&[
-        "--input",
-        s(&sample("bikes.mp4")),
-        "--output",
-        s(&out),
-        "--model",
-        s(&model),
-    ])?;
+    let o = explain(s(&sample("bikes.mp4")), s(&out), s(&model), &[])?;
     assert_fails(&o, 1, "has no `features` method");
     assert!(!out.exists());
     Ok(())
@@ -163,16 +129,12 @@ fn a_model_without_features_and_head() -> Result<()> {
 fn class_out_of_range() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("o.mp4");
-    let o = run(&[
-        "--input",
+    let o = explain(
         s(&sample("bikes.mp4")),
-        "--output",
         s(&out),
-        "--model",
         s(&fixture()),
-        "--class",
-        "10",
-    ])?;
+        &["--class", "10"],
+    )?;
     assert_fails(
         &o,
         2,
@@ -193,26 +155,20 @@ fn class_out_of_range() -> Result<()> {
 
 #[test]
 fn an_output_that_cannot_be_written() -> Result<()> {
-    let o = run(&[
-        "--input",
+    let o = explain(
         s(&sample("bikes.mp4")),
-        "--output",
         "/no/such/dir/o.mp4",
-        "--model",
         s(&fixture()),
-    ])?;
+        &[],
+    )?;
     assert_fails(&o, 1, "cannot write output /no/such/dir/o.mp4");
     let dir = tempfile::tempdir()?;
-    let o = run(&[
-        "--input",
+    let o = explain(
         s(&sample("bikes.mp4")),
-        "--output",
         s(&dir.path().join("o.mp4")),
-        "--model",
         s(&fixture()),
-        "--metadata",
-        "/no/such/dir/m.jsonl",
-    ])?;
+        &["--metadata", "/no/such/dir/m.jsonl"],
+    )?;
     assert_fails(&o, 1, "cannot write output /no/such/dir/m.jsonl");
     assert!(files_in(dir.path()).is_empty());
     Ok(())
@@ -243,14 +199,12 @@ fn an_image_that_is_not_an_image() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("cat.jpg");
     std::fs::write(&input, "meow")?;
-    let o = run(&[
-        "--input",
+    let o = explain(
         s(&input),
-        "--output",
         s(&dir.path().join("cat_cam.png")),
-        "--model",
         s(&fixture()),
-    ])?;
+        &[],
+    )?;
     assert_fails(&o, 1, "cannot read image");
     assert_eq!(files_in(dir.path()), vec!["cat.jpg"]);
     let o = run(&[

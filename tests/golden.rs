@@ -12,16 +12,12 @@ fn maps_match_pytorch_grad_cam_on_bikes() -> Result<()> {
     let out = dir.path().join("o.mp4");
     let meta = dir.path().join("m.jsonl");
     let video = sample("bikes.mp4");
-    let o = run(&[
-        "--input",
+    let o = explain(
         video.to_str().unwrap(),
-        "--output",
         out.to_str().unwrap(),
-        "--model",
         model().to_str().unwrap(),
-        "--metadata",
-        meta.to_str().unwrap(),
-    ])?;
+        &["--metadata", meta.to_str().unwrap()],
+    )?;
     assert!(o.status.success(), "{}", stderr(&o));
     // The decoded frames, exactly as our pipeline gets them (uridecodebin → videoconvert → RGBx).
     let raw = dir.path().join("frames.rgbx");

@@ -25,17 +25,13 @@ fn photo(name: &str, dir: &Path) -> Result<std::path::PathBuf> {
     Ok(path)
 }
 
-fn explain(input: &Path, out: &Path, meta: &Path) -> Result<(String, serde_json::Value)> {
-    let o = run(&[
-        "--input",
+fn explain_photo(input: &Path, out: &Path, meta: &Path) -> Result<(String, serde_json::Value)> {
+    let o = explain(
         input.to_str().unwrap(),
-        "--output",
         out.to_str().unwrap(),
-        "--model",
         model().to_str().unwrap(),
-        "--metadata",
-        meta.to_str().unwrap(),
-    ])?;
+        &["--metadata", meta.to_str().unwrap()],
+    )?;
     assert!(o.status.success(), "{}", stderr(&o));
     let lines = metadata(meta)?;
     assert_eq!(lines.len(), 1);
@@ -50,7 +46,7 @@ fn chelsea_is_a_cat_and_the_map_is_on_her() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let input = photo("chelsea", dir.path())?;
     let out = dir.path().join("chelsea_cam.png");
-    let (stdout, meta) = explain(&input, &out, &dir.path().join("m.jsonl"))?;
+    let (stdout, meta) = explain_photo(&input, &out, &dir.path().join("m.jsonl"))?;
     let class = meta["class"].as_i64().unwrap();
     assert!(
         class == 285 || class == 281,
@@ -93,7 +89,7 @@ fn coffee_is_espresso() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let input = photo("coffee", dir.path())?;
     let out = dir.path().join("coffee_cam.jpg");
-    let (stdout, meta) = explain(&input, &out, &dir.path().join("m.jsonl"))?;
+    let (stdout, meta) = explain_photo(&input, &out, &dir.path().join("m.jsonl"))?;
     assert_eq!(meta["class"], 967, "{stdout}");
     assert_eq!(meta["label"], "espresso");
     assert!(meta["score"].as_f64().unwrap() > 0.5);

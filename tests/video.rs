@@ -14,16 +14,12 @@ fn assert_frame_exact(
     let dir = tempfile::tempdir()?;
     let out = dir.path().join(out_name);
     let meta = dir.path().join("meta.jsonl");
-    let o = run(&[
-        "--input",
+    let o = explain(
         input.to_str().unwrap(),
-        "--output",
         out.to_str().unwrap(),
-        "--model",
         model.to_str().unwrap(),
-        "--metadata",
-        meta.to_str().unwrap(),
-    ])?;
+        &["--metadata", meta.to_str().unwrap()],
+    )?;
     assert!(o.status.success(), "{}", stderr(&o));
     let a = probe(input, 0)?;
     let b = probe(&out, 0)?;
@@ -106,16 +102,12 @@ fn the_heatmap_is_drawn_over_the_frames() -> Result<()> {
     let mut means = vec![];
     for alpha in ["0", "1"] {
         let out = dir.path().join(format!("a{alpha}.mp4"));
-        let o = run(&[
-            "--input",
+        let o = explain(
             clip.to_str().unwrap(),
-            "--output",
             out.to_str().unwrap(),
-            "--model",
             fixture().to_str().unwrap(),
-            "--alpha",
-            alpha,
-        ])?;
+            &["--alpha", alpha],
+        )?;
         assert!(o.status.success(), "{}", stderr(&o));
         means.push(probe(&out, 1)?.frames_rgb.remove(0));
     }
@@ -147,18 +139,12 @@ fn class_flag_fixes_the_target() -> Result<()> {
     make_clip(&clip, 64, 48, (25, 1), 5)?;
     let out = dir.path().join("o.mp4");
     let meta = dir.path().join("m.jsonl");
-    let o = run(&[
-        "--input",
+    let o = explain(
         clip.to_str().unwrap(),
-        "--output",
         out.to_str().unwrap(),
-        "--model",
         fixture().to_str().unwrap(),
-        "--class",
-        "7",
-        "--metadata",
-        meta.to_str().unwrap(),
-    ])?;
+        &["--class", "7", "--metadata", meta.to_str().unwrap()],
+    )?;
     assert!(o.status.success(), "{}", stderr(&o));
     let lines = metadata(&meta)?;
     assert_eq!(lines.len(), 5);

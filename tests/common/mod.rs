@@ -41,6 +41,13 @@ pub fn run(args: &[&str]) -> Result<Output> {
         .context("running gradcam-stream")
 }
 
+/// Run gradcam-stream on `input` into `output` with `model`, plus `extra` flags.
+pub fn explain(input: &str, output: &str, model: &str, extra: &[&str]) -> Result<Output> {
+    let mut args = vec!["--input", input, "--output", output, "--model", model];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
