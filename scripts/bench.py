@@ -47,7 +47,7 @@ def ours(clip, tmp):
         sys.exit(f"gradcam-stream failed on {clip}: {r.stderr}")
     # "done: N frames in S s (F fps) on DEVICE ...": timed from the first frame, like the peer.
     done = r.stderr.split("done: ")[1].split()
-    frames, fps = int(done[0]), float(done[4].lstrip("("))
+    frames, fps = int(done[0]), float(done[5].lstrip("("))
     return {"frames": frames, "wall": secs, "fps": fps, "device": r.stderr.split(" on ")[1].split()[0]}
 
 
