@@ -36,9 +36,13 @@ class Whole(torch.nn.Module):
         super().__init__()
         self.m = scripted
         self.features = Features(scripted)
+        # A frozen TorchScript has no parameters; pytorch-grad-cam reads the device off one.
+        self.anchor = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
 
     def forward(self, x):
-        return self.m.head(self.features(x))
+        # Frozen weights are constants, so let the input carry autograd through the network,
+        # as it would through an eager model's parameters.
+        return self.m.head(self.features(x.detach().requires_grad_(True)))
 
 
 def main():
