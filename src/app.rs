@@ -99,6 +99,10 @@ fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
         uri,
         out.partial_path(),
         *container,
+        pipeline::Limits {
+            max_frames: cfg.max_frames,
+            duration: cfg.duration,
+        },
         frames_tx,
         rendered_rx,
         stats.clone(),

@@ -57,6 +57,14 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub metadata: Option<PathBuf>,
 
+    /// Stop after this many frames, finishing the output cleanly
+    #[arg(long, value_name = "N")]
+    pub max_frames: Option<u64>,
+
+    /// Stop this many seconds after the first frame arrives, finishing the output cleanly
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+
     /// CPU threads for the model; 0 lets libtorch decide [default: 0]
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,

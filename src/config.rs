@@ -29,6 +29,8 @@ pub struct FileConfig {
     pub metadata: Option<PathBuf>,
     pub threads: Option<usize>,
     pub progress: Option<String>,
+    pub max_frames: Option<u64>,
+    pub duration: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +82,10 @@ pub struct Config {
     pub metadata: Option<PathBuf>,
     pub threads: usize,
     pub progress: Progress,
+    /// End the run cleanly after this many frames.
+    pub max_frames: Option<u64>,
+    /// End the run cleanly this long after the first frame.
+    pub duration: Option<Duration>,
 }
 
 /// An error in what the user asked for (exit status 2), as opposed to a failure while running.
@@ -183,6 +189,17 @@ impl Config {
             }
         }
         let model = a.model.or(f.model).unwrap_or_else(default_model);
+        let max_frames = a.max_frames.or(f.max_frames);
+        if max_frames == Some(0) {
+            bail!(usage("--max-frames must be at least 1"));
+        }
+        let duration = match a.duration.or(f.duration) {
+            Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
+            Some(d) => bail!(usage(format!(
+                "--duration {d} must be a positive number of seconds"
+            ))),
+            None => None,
+        };
         Ok(Config {
             input,
             output,
@@ -196,6 +213,8 @@ impl Config {
             metadata,
             threads: a.threads.or(f.threads).unwrap_or(0),
             progress,
+            max_frames,
+            duration,
         })
     }
 }
@@ -385,6 +404,8 @@ mod tests {
             ("device", |a| a.device = Some("tpu".into())),
             ("negative", |a| a.class = Some(-1)),
             ("jsonl", |a| a.metadata = Some("m.json".into())),
+            ("--max-frames", |a| a.max_frames = Some(0)),
+            ("--duration", |a| a.duration = Some(-1.0)),
         ];
         for (needle, edit) in cases {
             let mut a = args(&this_file(), "x.mp4");

@@ -11,6 +11,7 @@ pub mod model;
 pub mod outfile;
 pub mod overlay;
 pub mod pipeline;
+pub mod shutdown;
 pub mod stats;
 pub mod worker;
 

@@ -8,6 +8,7 @@ use gradcam_stream::cli::Args;
 use gradcam_stream::config::{Config, UsageError};
 
 fn main() -> ExitCode {
+    gradcam_stream::shutdown::install();
     let args = Args::parse();
     let result = Config::from_args(args).and_then(gradcam_stream::run);
     match result {

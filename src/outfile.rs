@@ -4,8 +4,27 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
+
+/// Partial files of this process, for [`remove_partials`] on an abrupt exit.
+static PARTIALS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Remove every partial file still open: for exits that skip destructors.
+pub fn remove_partials() {
+    if let Ok(list) = PARTIALS.lock() {
+        for p in list.iter() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn forget(partial: &Path) {
+    if let Ok(mut list) = PARTIALS.lock() {
+        list.retain(|p| p != partial);
+    }
+}
 
 pub struct OutFile {
     dest: PathBuf,
@@ -37,6 +56,9 @@ impl OutFile {
                 dest.display()
             )
         })?;
+        if let Ok(mut list) = PARTIALS.lock() {
+            list.push(partial.clone());
+        }
         Ok((
             OutFile {
                 dest: dest.to_owned(),
@@ -64,6 +86,7 @@ impl OutFile {
             )
         })?;
         self.committed = true;
+        forget(&self.partial);
         Ok(())
     }
 }
@@ -72,6 +95,7 @@ impl Drop for OutFile {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_file(&self.partial);
+            forget(&self.partial);
         }
     }
 }

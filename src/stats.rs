@@ -46,6 +46,11 @@ impl Stats {
         let _ = self.first_frame.set(Instant::now());
     }
 
+    /// Whether frames have started flowing.
+    pub fn started(&self) -> bool {
+        self.first_frame.get().is_some()
+    }
+
     /// Time since the first frame arrived (since creation while none has).
     pub fn elapsed(&self) -> Duration {
         self.first_frame.get().unwrap_or(&self.created).elapsed()

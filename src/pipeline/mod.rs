@@ -24,6 +24,7 @@ use gstreamer::prelude::*;
 
 use crate::config::Container;
 use crate::frame::Frame;
+use crate::shutdown;
 use crate::stats::{Reporter, Stats};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +92,13 @@ fn describe_error(role: Role, err: &gst::message::Error) -> String {
     format!("encoding the output failed in {element}: {e}")
 }
 
+/// When a run ends early, cleanly: the output is finalized with what was explained so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    pub max_frames: Option<u64>,
+    pub duration: Option<Duration>,
+}
+
 /// A video run: decode `uri` into `frames`, encode what arrives on `rendered` into `out`.
 /// Returns once the output file is finalized (or the first error); the caller's threads in
 /// between end when their channels close.
@@ -98,6 +106,7 @@ pub fn run_file(
     uri: &str,
     out: &Path,
     container: Container,
+    limits: Limits,
     frames: Sender<Frame>,
     rendered: Receiver<Frame>,
     stats: Arc<Stats>,
@@ -108,7 +117,13 @@ pub fn run_file(
     let stop = Arc::new(AtomicBool::new(false));
 
     let mut sink = sink::build_file(out, container)?;
-    let src = source::build(uri, slot.clone(), stop.clone(), stats.clone())?;
+    let src = source::build(
+        uri,
+        limits.max_frames,
+        slot.clone(),
+        stop.clone(),
+        stats.clone(),
+    )?;
     watch(&src.pipeline, Role::Source, events_tx.clone());
     watch(&sink.pipeline, Role::Sink, events_tx.clone());
 
@@ -147,7 +162,17 @@ pub fn run_file(
                     Event::PusherDone(Err(e)) => return Err(e),
                     Event::PusherDone(Ok(())) => {}
                 },
-                default(Duration::from_millis(200)) => reporter.update(&stats),
+                default(Duration::from_millis(100)) => {
+                    reporter.update(&stats);
+                    let out_of_time = limits.duration.is_some_and(|d| stats.started() && stats.elapsed() >= d);
+                    if (shutdown::requested() || out_of_time) && !stop.load(Ordering::Relaxed) {
+                        // Accept no more frames; those in flight still reach the output,
+                        // then EOS finalizes it.
+                        stop.store(true, Ordering::Relaxed);
+                        slot.lock().map(|mut s| s.take()).ok();
+                        let _ = src.pipeline.set_state(gst::State::Null);
+                    }
+                }
             }
         }
     })();

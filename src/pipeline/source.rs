@@ -43,6 +43,7 @@ fn make(factory: &str, name: &str) -> Result<gst::Element> {
 
 pub fn build(
     uri: &str,
+    max_frames: Option<u64>,
     slot: FrameSlot,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
@@ -111,6 +112,9 @@ pub fn build(
             .new_sample(move |appsink| {
                 let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                 let i = index.fetch_add(1, Ordering::Relaxed);
+                if max_frames.is_some_and(|max| i >= max) {
+                    return Err(gst::FlowError::Eos);
+                }
                 let Some(frame) = to_frame(&sample, i) else {
                     gst::element_error!(
                         appsink,
@@ -120,6 +124,7 @@ pub fn build(
                     return Err(gst::FlowError::Error);
                 };
                 if i == 0 {
+                    stats.frames_started();
                     stats
                         .total
                         .store(expected_frames(appsink, frame.rate), Ordering::Relaxed);
@@ -131,6 +136,11 @@ pub fn build(
                 let mut frame = frame;
                 loop {
                     match tx.send_timeout(frame, Duration::from_millis(100)) {
+                        Ok(()) if max_frames.is_some_and(|max| i + 1 >= max) => {
+                            // The last frame asked for: close the channel so the run ends.
+                            slot.lock().map(|mut s| s.take()).ok();
+                            return Err(gst::FlowError::Eos);
+                        }
                         Ok(()) => return Ok(gst::FlowSuccess::Ok),
                         Err(SendTimeoutError::Timeout(f)) if !stop.load(Ordering::Relaxed) => {
                             frame = f

@@ -1,0 +1,27 @@
+//! Ctrl-C and SIGTERM. The first asks the run to stop cleanly: no new frames are accepted, the
+//! frames in flight are explained and written, and the output is finalized. The second exits
+//! at once, removing any partial output first.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+/// Install the handler (once per process; later calls do nothing).
+pub fn install() {
+    let _ = ctrlc::set_handler(|| {
+        if SIGNALS.fetch_add(1, Ordering::SeqCst) == 0 {
+            eprintln!(
+                "stopping: finishing the frames in flight (press Ctrl-C again to quit at once)"
+            );
+        } else {
+            crate::outfile::remove_partials();
+            eprintln!("error: interrupted twice; quit without finishing the output");
+            std::process::exit(130);
+        }
+    });
+}
+
+/// Whether a stop was asked for.
+pub fn requested() -> bool {
+    SIGNALS.load(Ordering::SeqCst) > 0
+}

@@ -1,0 +1,165 @@
+//! Ending a run early still gives a complete, playable output: --max-frames, --duration,
+//! and SIGINT/SIGTERM (a second signal quits at once and leaves nothing behind).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use common::*;
+
+fn spawn(args: &[&str]) -> Result<Child> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_gradcam-stream"))
+        .args(args)
+        .args(["--progress", "lines"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?)
+}
+
+fn signal(child: &Child, sig: &str) -> Result<()> {
+    let st = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()?;
+    assert!(st.success());
+    Ok(())
+}
+
+/// Wait for the child to exit, at most `limit`; returns its status code and stderr.
+fn wait(mut child: Child, limit: Duration) -> Result<(Option<i32>, String)> {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait()? {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err)?;
+            return Ok((st.code(), err));
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            bail!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait until the run has written some frames (its progress line says so).
+fn wait_for_frames(dir: &std::path::Path) {
+    // The partial output grows once frames are encoded.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        let grown = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .any(|e| e.metadata().map(|m| m.len() > 20_000).unwrap_or(false))
+            })
+            .unwrap_or(false);
+        if grown {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn max_frames_ends_cleanly() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("o.mp4");
+    let meta = dir.path().join("m.jsonl");
+    let o = explain(
+        sample("bikes.mp4").to_str().unwrap(),
+        out.to_str().unwrap(),
+        fixture().to_str().unwrap(),
+        &["--max-frames", "30", "--metadata", meta.to_str().unwrap()],
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = probe(&out, 0)?;
+    assert_eq!(p.pts.len(), 30);
+    assert_eq!(metadata(&meta)?.len(), 30);
+    assert_eq!(
+        ffprobe_pts(&out)?,
+        ffprobe_pts(&sample("bikes.mp4"))?[..30].to_vec()
+    );
+    Ok(())
+}
+
+#[test]
+fn duration_ends_cleanly() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("o.mp4");
+    let o = explain(
+        sample("bigbuckbunny.mp4").to_str().unwrap(),
+        out.to_str().unwrap(),
+        model().to_str().unwrap(),
+        &["--duration", "0.5"],
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let n = probe(&out, 0)?.pts.len();
+    assert!(n > 0 && n < 132, "{n} frames");
+    Ok(())
+}
+
+#[test]
+fn sigint_and_sigterm_finish_a_playable_file() -> Result<()> {
+    for sig in ["-INT", "-TERM"] {
+        let dir = tempfile::tempdir()?;
+        let out = dir.path().join("o.mp4");
+        let child = spawn(&[
+            "--input",
+            sample("bigbuckbunny.mp4").to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])?;
+        wait_for_frames(dir.path());
+        signal(&child, sig)?;
+        let sent = Instant::now();
+        let (code, err) = wait(child, Duration::from_secs(10))?;
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "took {:?} to stop",
+            sent.elapsed()
+        );
+        assert!(err.contains("stopping"), "{err}");
+        let p = probe(&out, 0)?;
+        assert!(
+            !p.pts.is_empty() && p.pts.len() < 132,
+            "{} frames",
+            p.pts.len()
+        );
+        assert_eq!((p.width, p.height), (1280, 720));
+        assert_eq!(files_in(dir.path()), vec!["o.mp4"]);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_second_signal_quits_at_once_and_leaves_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("o.mp4");
+    let meta = dir.path().join("o.jsonl");
+    let child = spawn(&[
+        "--input",
+        sample("bigbuckbunny.mp4").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--metadata",
+        meta.to_str().unwrap(),
+    ])?;
+    wait_for_frames(dir.path());
+    signal(&child, "-INT")?;
+    signal(&child, "-INT")?;
+    let (code, err) = wait(child, Duration::from_secs(5))?;
+    if code == Some(0) {
+        // The first signal's clean stop won the race; the output must then be whole.
+        assert!(!probe(&out, 0)?.pts.is_empty());
+        return Ok(());
+    }
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        files_in(dir.path()).is_empty(),
+        "{:?}",
+        files_in(dir.path())
+    );
+    Ok(())
+}
