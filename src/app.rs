@@ -24,8 +24,10 @@ pub fn run(cfg: Config) -> Result<()> {
     };
     match (&cfg.input, &cfg.output) {
         (Input::Image(_), Output::Image(_)) => run_image(&cfg, settings),
-        (Input::Video { .. }, Output::Video { .. }) => run_video(&cfg, settings),
-        _ => unreachable!("config pairs image with image and video with video"),
+        (Input::Image(_), _) | (_, Output::Image(_)) => {
+            unreachable!("config pairs image with image and video with video")
+        }
+        _ => run_video(&cfg, settings),
     }
 }
 
@@ -69,16 +71,22 @@ fn label(classes: &[String], id: i64) -> &str {
 }
 
 fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
-    let (Input::Video { uri, .. }, Output::Video { path, container }) = (&cfg.input, &cfg.output)
-    else {
-        unreachable!()
+    let out = match &cfg.output {
+        Output::Video { path, .. } => Some(OutFile::create(path)?.0),
+        _ => None,
     };
-    let (out, _file) = OutFile::create(path)?;
+    let target = match (&cfg.output, &out) {
+        (Output::Video { container, .. }, Some(out)) => {
+            pipeline::sink::Target::File(out.partial_path(), *container)
+        }
+        _ => pipeline::sink::Target::Null,
+    };
     let stats = Arc::new(Stats::default());
     let (frames_tx, frames_rx) = crossbeam_channel::bounded::<Frame>(cfg.queue_capacity);
     let (explained_tx, explained_rx) = crossbeam_channel::bounded::<Explained>(cfg.batch_size * 2);
     let (rendered_tx, rendered_rx) = crossbeam_channel::bounded::<Frame>(cfg.batch_size * 2);
 
+    let oldest = frames_rx.clone();
     let (info, worker) = worker::spawn(settings, frames_rx, explained_tx, stats.clone())?;
     let mut renderer = Renderer::new(cfg, &info)?;
     let render_thread = std::thread::Builder::new()
@@ -95,15 +103,16 @@ fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
 
     pipeline::init()?;
     let mut reporter = Reporter::new(cfg.progress);
-    let piped = pipeline::run_file(
-        uri,
-        out.partial_path(),
-        *container,
+    let piped = pipeline::run_video(
+        &cfg.input,
+        target,
+        cfg.overload,
         pipeline::Limits {
             max_frames: cfg.max_frames,
             duration: cfg.duration,
         },
         frames_tx,
+        oldest,
         rendered_rx,
         stats.clone(),
         &mut reporter,
@@ -124,15 +133,27 @@ fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
         anyhow::bail!("the input gave no video frames; nothing was written");
     }
     renderer.commit()?;
-    out.commit()?;
+    let dest = match out {
+        Some(out) => {
+            let dest = out.dest().display().to_string();
+            out.commit()?;
+            dest
+        }
+        None => "null".into(),
+    };
     let secs = stats.elapsed().as_secs_f64();
+    let dropped = stats.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    let dropped = if dropped > 0 {
+        format!(", {dropped} dropped (model behind the source)")
+    } else {
+        String::new()
+    };
     eprintln!(
-        "done: {written} frames in {secs:.1} s ({:.1} fps) on {} with {}, batch size {} → {}",
+        "done: {written} frames in {secs:.1} s ({:.1} fps) on {} with {}, batch size {}{dropped} → {dest}",
         written as f64 / secs.max(1e-9),
         info.device,
         info.name,
         cfg.batch_size,
-        path.display()
     );
     Ok(())
 }

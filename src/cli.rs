@@ -12,11 +12,12 @@ use clap::Parser;
 #[derive(Debug, Parser, Default)]
 #[command(name = "gradcam-stream", version, about, long_about = None)]
 pub struct Args {
-    /// Input: a video file path or URI (file://, http://), or an image (.png .jpg .jpeg .bmp .webp .tiff)
+    /// Input: a video file path or URI (file://, http://), a live test source
+    /// (test://[pattern][?size=WxH&fps=N]), or an image (.png .jpg .jpeg .bmp .webp .tiff)
     #[arg(short, long, value_name = "PATH|URI")]
     pub input: Option<String>,
 
-    /// Output: a video (.mp4, .mkv) for video input, an image (.png .jpg …) for image input
+    /// Output: a video (.mp4, .mkv) or `null` (discard) for video input, an image (.png .jpg …) for image input
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 
@@ -56,6 +57,11 @@ pub struct Args {
     /// Write one JSON object per frame (class, score, the map) to this .jsonl file
     #[arg(long, value_name = "FILE")]
     pub metadata: Option<PathBuf>,
+
+    /// When the model falls behind a live source: drop (oldest waiting frames go, the default
+    /// for live sources) or block; a file input always blocks and never drops
+    #[arg(long, value_name = "drop|block")]
+    pub on_overload: Option<String>,
 
     /// Stop after this many frames, finishing the output cleanly
     #[arg(long, value_name = "N")]

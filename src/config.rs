@@ -29,6 +29,7 @@ pub struct FileConfig {
     pub metadata: Option<PathBuf>,
     pub threads: Option<usize>,
     pub progress: Option<String>,
+    pub on_overload: Option<String>,
     pub max_frames: Option<u64>,
     pub duration: Option<f64>,
 }
@@ -54,6 +55,29 @@ pub enum Input {
     Image(PathBuf),
     /// Anything GStreamer's uridecodebin opens; `path` is set for local files.
     Video { uri: String, path: Option<PathBuf> },
+    /// `test://[pattern][?size=WxH&fps=N]`: a live synthetic source (videotestsrc).
+    Test {
+        pattern: String,
+        width: u32,
+        height: u32,
+        fps: u32,
+    },
+}
+
+impl Input {
+    /// A live source produces frames on its own clock, whether or not we keep up.
+    pub fn is_live(&self) -> bool {
+        matches!(self, Input::Test { .. })
+    }
+}
+
+/// What the appsink does when the model falls behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overload {
+    /// Drop the oldest waiting frame so the newest always gets through (live default).
+    Drop,
+    /// Wait for room: decoding slows to the model's pace (files, always).
+    Block,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +89,12 @@ pub enum Container {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     Image(PathBuf),
-    Video { path: PathBuf, container: Container },
+    Video {
+        path: PathBuf,
+        container: Container,
+    },
+    /// Discard the frames (for measuring).
+    Null,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +111,7 @@ pub struct Config {
     pub metadata: Option<PathBuf>,
     pub threads: usize,
     pub progress: Progress,
+    pub overload: Overload,
     /// End the run cleanly after this many frames.
     pub max_frames: Option<u64>,
     /// End the run cleanly this long after the first frame.
@@ -189,6 +219,17 @@ impl Config {
             }
         }
         let model = a.model.or(f.model).unwrap_or_else(default_model);
+        let overload = match a.on_overload.or(f.on_overload).as_deref() {
+            None if input.is_live() => Overload::Drop,
+            None | Some("block") => Overload::Block,
+            Some("drop") if input.is_live() => Overload::Drop,
+            Some("drop") => bail!(usage(
+                "--on-overload drop applies to live sources; a file input never drops frames"
+            )),
+            Some(other) => bail!(usage(format!(
+                "unknown --on-overload `{other}`; use drop or block"
+            ))),
+        };
         let max_frames = a.max_frames.or(f.max_frames);
         if max_frames == Some(0) {
             bail!(usage("--max-frames must be at least 1"));
@@ -213,6 +254,7 @@ impl Config {
             metadata,
             threads: a.threads.or(f.threads).unwrap_or(0),
             progress,
+            overload,
             max_frames,
             duration,
         })
@@ -244,14 +286,17 @@ pub fn is_image_path(p: &Path) -> bool {
 }
 
 fn parse_input(s: &str) -> Result<Input> {
-    if let Some((scheme, _)) = s.split_once("://") {
+    if let Some((scheme, rest)) = s.split_once("://") {
+        if scheme == "test" {
+            return parse_test(rest);
+        }
         if scheme == "file" {
             let path = PathBuf::from(&s["file://".len()..]);
             return local_input(path);
         }
         if !matches!(scheme, "http" | "https") {
             bail!(usage(format!(
-                "unsupported input scheme `{scheme}://` in {s}; use a file path, file://, http:// or https://"
+                "unsupported input scheme `{scheme}://` in {s}; use a file path, file://, http://, https:// or test://"
             )));
         }
         return Ok(Input::Video {
@@ -260,6 +305,36 @@ fn parse_input(s: &str) -> Result<Input> {
         });
     }
     local_input(PathBuf::from(s))
+}
+
+/// `test://[pattern][?size=WxH&fps=N]`, e.g. `test://ball?size=640x480&fps=30`.
+fn parse_test(rest: &str) -> Result<Input> {
+    let (pattern, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let pattern = if pattern.is_empty() { "smpte" } else { pattern };
+    let (mut width, mut height, mut fps) = (640, 480, 30);
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        let bad = || usage(format!("test:// option `{kv}`: use size=WxH and fps=N"));
+        match kv.split_once('=').ok_or_else(bad)? {
+            ("size", v) => {
+                let (w, h) = v.split_once('x').ok_or_else(bad)?;
+                width = w.parse().map_err(|_| bad())?;
+                height = h.parse().map_err(|_| bad())?;
+            }
+            ("fps", v) => fps = v.parse().map_err(|_| bad())?,
+            _ => return Err(bad()),
+        }
+    }
+    if width == 0 || height == 0 || fps == 0 {
+        bail!(usage(format!(
+            "test://{rest}: size and fps must be positive"
+        )));
+    }
+    Ok(Input::Test {
+        pattern: pattern.to_owned(),
+        width,
+        height,
+        fps,
+    })
 }
 
 fn local_input(path: PathBuf) -> Result<Input> {
@@ -301,6 +376,12 @@ fn file_uri(abs: &Path) -> String {
 }
 
 fn parse_output(path: &Path, input: &Input) -> Result<Output> {
+    if path == Path::new("null") {
+        return match input {
+            Input::Image(_) => bail!(usage("output null is for video inputs; give an image path")),
+            _ => Ok(Output::Null),
+        };
+    }
     let ext = extension(path).unwrap_or_default();
     match input {
         Input::Image(_) => {
@@ -312,12 +393,12 @@ fn parse_output(path: &Path, input: &Input) -> Result<Output> {
             }
             Ok(Output::Image(path.to_owned()))
         }
-        Input::Video { .. } => {
+        Input::Video { .. } | Input::Test { .. } => {
             let container = match ext.as_str() {
                 "mp4" | "m4v" | "mov" => Container::Mp4,
                 "mkv" => Container::Matroska,
                 _ => bail!(usage(format!(
-                    "output {}: unsupported extension; use .mp4 or .mkv for a video input",
+                    "output {}: unsupported extension; use .mp4 or .mkv (or null) for a video input",
                     path.display()
                 ))),
             };
@@ -379,6 +460,41 @@ mod tests {
                 ..
             }
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn test_sources_and_overload_policy() -> Result<()> {
+        let c = Config::merge(
+            args("test://ball?size=64x48&fps=60", "null"),
+            FileConfig::default(),
+        )?;
+        assert_eq!(
+            c.input,
+            Input::Test {
+                pattern: "ball".into(),
+                width: 64,
+                height: 48,
+                fps: 60
+            }
+        );
+        assert_eq!(c.output, Output::Null);
+        assert_eq!(c.overload, Overload::Drop);
+        let mut a = args("test://", "x.mp4");
+        a.on_overload = Some("block".into());
+        assert_eq!(
+            Config::merge(a, FileConfig::default())?.overload,
+            Overload::Block
+        );
+        let file = Config::merge(args(&this_file(), "x.mp4"), FileConfig::default())?;
+        assert_eq!(file.overload, Overload::Block);
+        let mut a = args(&this_file(), "x.mp4");
+        a.on_overload = Some("drop".into());
+        let e = Config::merge(a, FileConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("never drops"), "{e}");
+        let e =
+            Config::merge(args("test://ball?size=64", "null"), FileConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("size=WxH"), "{e}");
         Ok(())
     }
 

@@ -16,6 +16,8 @@ pub struct Stats {
     first_frame: OnceLock<Instant>,
     /// Frames the decoder delivered.
     pub decoded: AtomicU64,
+    /// Frames a live source gave that were dropped because the model was behind.
+    pub dropped: AtomicU64,
     /// Frames written to the output.
     pub written: AtomicU64,
     pub batches: AtomicU64,
@@ -30,6 +32,7 @@ impl Default for Stats {
             first_frame: OnceLock::new(),
             decoded: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             total: AtomicU64::new(0),
         }

@@ -12,7 +12,6 @@
 pub mod sink;
 pub mod source;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use crate::config::Container;
+use crate::config::{Input, Overload};
 use crate::frame::Frame;
 use crate::shutdown;
 use crate::stats::{Reporter, Stats};
@@ -99,15 +98,18 @@ pub struct Limits {
     pub duration: Option<Duration>,
 }
 
-/// A video run: decode `uri` into `frames`, encode what arrives on `rendered` into `out`.
-/// Returns once the output file is finalized (or the first error); the caller's threads in
-/// between end when their channels close.
-pub fn run_file(
-    uri: &str,
-    out: &Path,
-    container: Container,
+/// A video run: decode `input` into `frames`, send what arrives on `rendered` to `target`.
+/// Returns once the output is finalized (or the first error); the caller's threads in
+/// between end when their channels close. `oldest` is the receiving end of `frames`, used to
+/// drop the oldest waiting frame when `overload` says so.
+#[allow(clippy::too_many_arguments)]
+pub fn run_video(
+    input: &Input,
+    target: sink::Target,
+    overload: Overload,
     limits: Limits,
     frames: Sender<Frame>,
+    oldest: Receiver<Frame>,
     rendered: Receiver<Frame>,
     stats: Arc<Stats>,
     reporter: &mut Reporter,
@@ -116,13 +118,17 @@ pub fn run_file(
     let slot: source::FrameSlot = Arc::new(Mutex::new(Some(frames)));
     let stop = Arc::new(AtomicBool::new(false));
 
-    let mut sink = sink::build_file(out, container)?;
+    let mut sink = sink::build(target)?;
     let src = source::build(
-        uri,
-        limits.max_frames,
-        slot.clone(),
-        stop.clone(),
-        stats.clone(),
+        input,
+        source::Handoff {
+            slot: slot.clone(),
+            overload,
+            oldest,
+            max_frames: limits.max_frames,
+            stop: stop.clone(),
+            stats: stats.clone(),
+        },
     )?;
     watch(&src.pipeline, Role::Source, events_tx.clone());
     watch(&sink.pipeline, Role::Sink, events_tx.clone());

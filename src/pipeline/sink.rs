@@ -40,13 +40,25 @@ fn quote(path: &Path) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-pub fn build_file(path: &Path, container: Container) -> Result<Sink> {
-    let desc = format!(
-        "appsrc name=frames format=time block=true ! videoconvert name=convert ! \
-         capsfilter name=chroma caps=video/x-raw,format=I420 ! {} ! filesink name=file location={}",
-        file_fragment(container),
-        quote(path)
-    );
+/// Where the explained frames go.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// An encoded file at this (partial) path.
+    File(&'a Path, Container),
+    /// Nowhere (measuring).
+    Null,
+}
+
+pub fn build(target: Target) -> Result<Sink> {
+    let desc = match target {
+        Target::File(path, container) => format!(
+            "appsrc name=frames format=time block=true ! videoconvert name=convert ! \
+             capsfilter name=chroma caps=video/x-raw,format=I420 ! {} ! filesink name=file location={}",
+            file_fragment(container),
+            quote(path)
+        ),
+        Target::Null => "appsrc name=frames format=time block=true ! fakesink name=null sync=false".into(),
+    };
     let pipeline = gst::parse::launch(&desc)
         .with_context(|| format!("building the output pipeline `{desc}`; is gstreamer1.0-plugins-ugly installed? (make setup)"))?
         .downcast::<gst::Pipeline>()
@@ -120,10 +132,11 @@ mod tests {
         gst::init()?;
         let dir = tempfile::tempdir()?;
         for c in [Container::Mp4, Container::Matroska] {
-            let sink = build_file(&dir.path().join("x"), c)?;
+            let sink = build(Target::File(&dir.path().join("x"), c))?;
             assert!(sink.pipeline.by_name("encode").is_some());
             assert!(sink.pipeline.by_name("mux").is_some());
         }
+        assert!(build(Target::Null)?.pipeline.by_name("null").is_some());
         Ok(())
     }
 }

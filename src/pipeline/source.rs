@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{SendTimeoutError, Sender};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
+use crate::config::{Input, Overload};
 use crate::frame::Frame;
 use crate::stats::Stats;
 
@@ -41,16 +42,19 @@ fn make(factory: &str, name: &str) -> Result<gst::Element> {
         })
 }
 
-pub fn build(
-    uri: &str,
-    max_frames: Option<u64>,
-    slot: FrameSlot,
-    stop: Arc<AtomicBool>,
-    stats: Arc<Stats>,
-) -> Result<Source> {
+/// How the appsink callback hands frames on.
+pub struct Handoff {
+    pub slot: FrameSlot,
+    /// With `Overload::Drop`, the receiving end too, to take the oldest waiting frame out.
+    pub overload: Overload,
+    pub oldest: Receiver<Frame>,
+    pub max_frames: Option<u64>,
+    pub stop: Arc<AtomicBool>,
+    pub stats: Arc<Stats>,
+}
+
+pub fn build(input: &Input, handoff: Handoff) -> Result<Source> {
     let pipeline = gst::Pipeline::with_name("source");
-    let decode = make("uridecodebin", "decode")?;
-    decode.set_property("uri", uri);
     let convert = make("videoconvert", "convert")?;
     let caps = gst_video::VideoCapsBuilder::new()
         .format(gst_video::VideoFormat::Rgbx)
@@ -66,8 +70,58 @@ pub fn build(
         .enable_last_sample(false)
         .max_buffers(2)
         .build();
-    pipeline.add_many([&decode, &convert, &filter, sink.upcast_ref()])?;
+    pipeline.add_many([&convert, &filter, sink.upcast_ref()])?;
     gst::Element::link_many([&convert, &filter, sink.upcast_ref()])?;
+    match input {
+        Input::Video { uri, .. } => add_decoder(&pipeline, uri, &convert)?,
+        Input::Test {
+            pattern,
+            width,
+            height,
+            fps,
+        } => {
+            let src = make("videotestsrc", "test")?;
+            src.set_property("is-live", true);
+            let known = src
+                .find_property("pattern")
+                .and_then(|p| p.downcast::<gst::glib::ParamSpecEnum>().ok())
+                .is_some_and(|p| {
+                    let class = p.enum_class();
+                    class.value_by_nick(pattern).is_some()
+                        || pattern.parse().is_ok_and(|n| class.value(n).is_some())
+                });
+            if !known {
+                anyhow::bail!(
+                    "test://{pattern}: unknown pattern; use smpte, ball, snow, black, white, gradient, … (gst-inspect-1.0 videotestsrc)"
+                );
+            }
+            src.set_property_from_str("pattern", pattern);
+            let caps = gst_video::VideoCapsBuilder::new()
+                .width(*width as i32)
+                .height(*height as i32)
+                .framerate(gst::Fraction::new(*fps as i32, 1))
+                .build();
+            let mode = gst::ElementFactory::make("capsfilter")
+                .name("mode")
+                .property("caps", &caps)
+                .build()
+                .context("creating capsfilter")?;
+            pipeline.add_many([&src, &mode])?;
+            gst::Element::link_many([&src, &mode, &convert]).with_context(|| {
+                format!("test://{pattern}: videotestsrc cannot give {width}x{height} at {fps} fps")
+            })?;
+        }
+        Input::Image(_) => anyhow::bail!("a still image has no GStreamer source"),
+    }
+    set_callback(&sink, handoff);
+    Ok(Source { pipeline })
+}
+
+/// uridecodebin, linked to `convert` once it finds a video stream.
+fn add_decoder(pipeline: &gst::Pipeline, uri: &str, convert: &gst::Element) -> Result<()> {
+    let decode = make("uridecodebin", "decode")?;
+    decode.set_property("uri", uri);
+    pipeline.add(&decode)?;
 
     // Link the first video stream; other streams (audio, subtitles) stay unlinked and are skipped.
     let convert_weak = convert.downgrade();
@@ -106,6 +160,18 @@ pub fn build(
         }
     });
 
+    Ok(())
+}
+
+fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
+    let Handoff {
+        slot,
+        overload,
+        oldest,
+        max_frames,
+        stop,
+        stats,
+    } = h;
     let index = AtomicU64::new(0);
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -134,6 +200,23 @@ pub fn build(
                     return Err(gst::FlowError::Flushing);
                 };
                 let mut frame = frame;
+                if overload == Overload::Drop {
+                    // Newest frames win: make room by dropping the oldest waiting one.
+                    loop {
+                        match tx.try_send(frame) {
+                            Ok(()) => return Ok(gst::FlowSuccess::Ok),
+                            Err(TrySendError::Full(f)) => {
+                                frame = f;
+                                if oldest.try_recv().is_ok() {
+                                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            Err(TrySendError::Disconnected(_)) => {
+                                return Err(gst::FlowError::Flushing)
+                            }
+                        }
+                    }
+                }
                 loop {
                     match tx.send_timeout(frame, Duration::from_millis(100)) {
                         Ok(()) if max_frames.is_some_and(|max| i + 1 >= max) => {
@@ -152,7 +235,6 @@ pub fn build(
             })
             .build(),
     );
-    Ok(Source { pipeline })
 }
 
 /// Copy a decoded sample into a [`Frame`], dropping any row padding.
