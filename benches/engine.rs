@@ -70,7 +70,9 @@ fn main() -> Result<()> {
     let (mut forward, mut gradcam) = (0f64, 0f64);
     for _ in 0..rounds {
         forward = forward.max(measure(&batch, secs, |b| engine.forward_only(b).map(drop))?);
-        gradcam = gradcam.max(measure(&batch, secs, |b| engine.explain(b.to_vec()).map(drop))?);
+        gradcam = gradcam.max(measure(&batch, secs, |b| {
+            engine.explain(b.to_vec()).map(drop)
+        })?);
     }
     for (what, fps) in [("forward", forward), ("gradcam", gradcam)] {
         println!(

@@ -53,17 +53,21 @@ pub struct Handoff {
     pub stats: Arc<Stats>,
 }
 
+fn capsfilter(name: &str, caps: &gst::Caps) -> Result<gst::Element> {
+    gst::ElementFactory::make("capsfilter")
+        .name(name)
+        .property("caps", caps)
+        .build()
+        .context("creating capsfilter")
+}
+
 pub fn build(input: &Input, handoff: Handoff) -> Result<Source> {
     let pipeline = gst::Pipeline::with_name("source");
     let convert = make("videoconvert", "convert")?;
     let caps = gst_video::VideoCapsBuilder::new()
         .format(gst_video::VideoFormat::Rgbx)
         .build();
-    let filter = gst::ElementFactory::make("capsfilter")
-        .name("rgbx")
-        .property("caps", &caps)
-        .build()
-        .context("creating capsfilter")?;
+    let filter = capsfilter("rgbx", &caps)?;
     let sink = gst_app::AppSink::builder()
         .name("frames")
         .sync(false)
@@ -101,11 +105,7 @@ pub fn build(input: &Input, handoff: Handoff) -> Result<Source> {
                 .height(*height as i32)
                 .framerate(gst::Fraction::new(*fps as i32, 1))
                 .build();
-            let mode = gst::ElementFactory::make("capsfilter")
-                .name("mode")
-                .property("caps", &caps)
-                .build()
-                .context("creating capsfilter")?;
+            let mode = capsfilter("mode", &caps)?;
             pipeline.add_many([&src, &mode])?;
             gst::Element::link_many([&src, &mode, &convert]).with_context(|| {
                 format!("test://{pattern}: videotestsrc cannot give {width}x{height} at {fps} fps")
