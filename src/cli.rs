@@ -42,7 +42,8 @@ pub struct Args {
     #[arg(long, value_name = "MS")]
     pub max_wait_ms: Option<u64>,
 
-    /// Decoded frames that may wait for the model; a file input blocks decoding when full [default: 16]
+    /// Decoded frames that may wait for the model; a file input blocks decoding when full
+    /// [default: 16 for files, the batch size for live sources]
     #[arg(long, value_name = "N")]
     pub queue_capacity: Option<usize>,
 

@@ -191,7 +191,11 @@ impl Config {
                 "--batch-size {batch_size} is out of range; use 1 to 256"
             )));
         }
-        let queue_capacity = a.queue_capacity.or(f.queue_capacity).unwrap_or(16);
+        // A live source's queue is latency: keep it to one batch there.
+        let queue_capacity = a
+            .queue_capacity
+            .or(f.queue_capacity)
+            .unwrap_or(if input.is_live() { batch_size } else { 16 });
         if queue_capacity == 0 {
             bail!(usage("--queue-capacity must be at least 1"));
         }
@@ -480,6 +484,7 @@ mod tests {
         );
         assert_eq!(c.output, Output::Null);
         assert_eq!(c.overload, Overload::Drop);
+        assert_eq!(c.queue_capacity, c.batch_size);
         let mut a = args("test://", "x.mp4");
         a.on_overload = Some("block".into());
         assert_eq!(
@@ -488,6 +493,7 @@ mod tests {
         );
         let file = Config::merge(args(&this_file(), "x.mp4"), FileConfig::default())?;
         assert_eq!(file.overload, Overload::Block);
+        assert_eq!(file.queue_capacity, 16);
         let mut a = args(&this_file(), "x.mp4");
         a.on_overload = Some("drop".into());
         let e = Config::merge(a, FileConfig::default()).unwrap_err();
