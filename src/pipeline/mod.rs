@@ -39,7 +39,22 @@ enum Event {
 }
 
 pub fn init() -> Result<()> {
-    gst::init().context("initializing GStreamer")
+    gst::init().context("initializing GStreamer")?;
+    quiet_library_warnings();
+    Ok(())
+}
+
+/// GStreamer's own CRITICAL and WARNING log lines (for instance decodebin racing its teardown
+/// after an input turns out not to be video) would break the one-line error promise; the error
+/// that matters reaches the bus and is reported. `GRADCAM_DEBUG=1` shows them.
+fn quiet_library_warnings() {
+    if std::env::var_os("GRADCAM_DEBUG").is_some_and(|v| !v.is_empty()) {
+        return;
+    }
+    let levels = gst::glib::LogLevels::LEVEL_CRITICAL | gst::glib::LogLevels::LEVEL_WARNING;
+    for domain in ["GStreamer", "GLib", "GLib-GObject"] {
+        gst::glib::log_set_handler(Some(domain), levels, false, false, |_, _, _| {});
+    }
 }
 
 /// Forward the bus messages that matter to the event channel, from whatever thread posts them.
