@@ -87,7 +87,7 @@ fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
     let (rendered_tx, rendered_rx) = crossbeam_channel::bounded::<Frame>(cfg.batch_size * 2);
 
     let oldest = frames_rx.clone();
-    let (info, worker) = worker::spawn(settings, frames_rx, explained_tx, stats.clone())?;
+    let (info, worker) = worker::spawn(settings, frames_rx, explained_tx)?;
     let mut renderer = Renderer::new(cfg, &info)?;
     let render_thread = std::thread::Builder::new()
         .name("gradcam-render".into())
@@ -182,8 +182,7 @@ fn run_image(cfg: &Config, settings: worker::Settings) -> Result<()> {
 
     let (frames_tx, frames_rx) = crossbeam_channel::bounded(1);
     let (results_tx, results_rx) = crossbeam_channel::bounded(1);
-    let (info, worker) =
-        worker::spawn(settings, frames_rx, results_tx, Arc::new(Stats::default()))?;
+    let (info, worker) = worker::spawn(settings, frames_rx, results_tx)?;
     let mut renderer = Renderer::new(cfg, &info)?;
     frames_tx.send(frame).expect("the worker is waiting");
     drop(frames_tx);

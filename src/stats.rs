@@ -14,13 +14,10 @@ pub struct Stats {
     created: Instant,
     /// When the first frame arrived: throughput counts from here, not from model loading.
     first_frame: OnceLock<Instant>,
-    /// Frames the decoder delivered.
-    pub decoded: AtomicU64,
     /// Frames a live source gave that were dropped because the model was behind.
     pub dropped: AtomicU64,
     /// Frames written to the output.
     pub written: AtomicU64,
-    pub batches: AtomicU64,
     /// Expected number of frames (0 while unknown).
     pub total: AtomicU64,
 }
@@ -30,20 +27,14 @@ impl Default for Stats {
         Stats {
             created: Instant::now(),
             first_frame: OnceLock::new(),
-            decoded: AtomicU64::new(0),
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
             total: AtomicU64::new(0),
         }
     }
 }
 
 impl Stats {
-    pub fn batch_done(&self, _frames: usize) {
-        self.batches.fetch_add(1, Relaxed);
-    }
-
     /// Record that frames started flowing (only the first call counts).
     pub fn frames_started(&self) {
         let _ = self.first_frame.set(Instant::now());

@@ -3,7 +3,6 @@
 //! It never touches GStreamer; it stops when its input channel closes and is drained.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,6 @@ use crate::cam;
 use crate::config::DeviceChoice;
 use crate::frame::{CamMap, ClassScore, Explained, Frame};
 use crate::model::{self, Model};
-use crate::stats::Stats;
 
 /// How many of the most likely classes each result carries.
 pub const TOP: i64 = 5;
@@ -47,7 +45,6 @@ pub fn spawn(
     settings: Settings,
     frames: Receiver<Frame>,
     results: Sender<Explained>,
-    stats: Arc<Stats>,
 ) -> Result<(ModelInfo, JoinHandle<Result<()>>)> {
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<ModelInfo>>(1);
     let handle = std::thread::Builder::new()
@@ -65,7 +62,7 @@ pub fn spawn(
                 }
             };
             drop(ready_tx);
-            engine.run(&frames, &results, &stats)
+            engine.run(&frames, &results)
         })
         .context("starting the worker thread")?;
     match ready_rx.recv() {
@@ -131,16 +128,9 @@ impl Engine {
         }
     }
 
-    fn run(
-        &self,
-        frames: &Receiver<Frame>,
-        results: &Sender<Explained>,
-        stats: &Stats,
-    ) -> Result<()> {
+    fn run(&self, frames: &Receiver<Frame>, results: &Sender<Explained>) -> Result<()> {
         while let Some(batch) = self.next_batch(frames) {
-            let n = batch.len();
             let explained = self.explain(batch)?;
-            stats.batch_done(n);
             for e in explained {
                 if results.send(e).is_err() {
                     return Ok(()); // the output stage is gone: it reports its own error

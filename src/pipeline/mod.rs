@@ -176,7 +176,7 @@ pub fn run_video(
             crossbeam_channel::select! {
                 recv(events) -> ev => match ev.expect("we hold a sender") {
                     Event::Eos(Role::Source) => {
-                        slot.lock().map(|mut s| s.take()).ok();
+                        source::close(&slot);
                     }
                     Event::Eos(Role::Sink) => return Ok(()),
                     Event::Error(msg) => return Err(anyhow!(msg)),
@@ -190,7 +190,7 @@ pub fn run_video(
                         // Accept no more frames; those in flight still reach the output,
                         // then EOS finalizes it.
                         stop.store(true, Ordering::Relaxed);
-                        slot.lock().map(|mut s| s.take()).ok();
+                        source::close(&slot);
                         let _ = src.pipeline.set_state(gst::State::Null);
                     }
                 }
@@ -201,7 +201,7 @@ pub fn run_video(
     // Shut down: close the frame channel so the worker drains, unblock the callback and any
     // push in progress, then wait for the pusher.
     stop.store(true, Ordering::Relaxed);
-    slot.lock().map(|mut s| s.take()).ok();
+    source::close(&slot);
     let _ = src.pipeline.set_state(gst::State::Null);
     let _ = sink_pipeline.set_state(gst::State::Null);
     let _ = pusher.join();

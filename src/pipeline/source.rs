@@ -29,6 +29,14 @@ use crate::stats::Stats;
 /// it (closing the channel) at end of stream or on shutdown.
 pub type FrameSlot = Arc<Mutex<Option<Sender<Frame>>>>;
 
+/// Drop the sender in `slot`: once the frames already queued are drained, the worker's
+/// channel reports the end.
+pub fn close(slot: &FrameSlot) {
+    if let Ok(mut s) = slot.lock() {
+        s.take();
+    }
+}
+
 pub struct Source {
     pub pipeline: gst::Pipeline,
 }
@@ -195,7 +203,6 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                         .total
                         .store(expected_frames(appsink, frame.rate), Ordering::Relaxed);
                 }
-                stats.decoded.fetch_add(1, Ordering::Relaxed);
                 let Some(tx) = slot.lock().map(|s| s.clone()).unwrap_or(None) else {
                     return Err(gst::FlowError::Flushing);
                 };
@@ -221,7 +228,7 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                     match tx.send_timeout(frame, Duration::from_millis(100)) {
                         Ok(()) if max_frames.is_some_and(|max| i + 1 >= max) => {
                             // The last frame asked for: close the channel so the run ends.
-                            slot.lock().map(|mut s| s.take()).ok();
+                            close(&slot);
                             return Err(gst::FlowError::Eos);
                         }
                         Ok(()) => return Ok(gst::FlowSuccess::Ok),
