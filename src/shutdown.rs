@@ -16,7 +16,11 @@ pub fn install() {
         } else {
             crate::outfile::remove_partials();
             eprintln!("error: interrupted twice; quit without finishing the output");
-            std::process::exit(130);
+            // `_exit`, not `exit`: running libtorch's and GStreamer's static destructors while
+            // the worker and streaming threads still use them can crash the process on the way
+            // out (seen as death by signal instead of status 130).
+            // SAFETY: _exit only ends the process; it touches no Rust state.
+            unsafe { libc::_exit(130) }
         }
     });
 }
