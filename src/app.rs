@@ -22,11 +22,9 @@ pub fn run(cfg: Config) -> Result<()> {
         class: cfg.class,
         threads: cfg.threads,
     };
-    match (&cfg.input, &cfg.output) {
-        (Input::Image(_), Output::Image(_)) => run_image(&cfg, settings),
-        (Input::Image(_), _) | (_, Output::Image(_)) => {
-            unreachable!("config pairs image with image and video with video")
-        }
+    match (&cfg.input, cfg.outputs.as_slice()) {
+        (Input::Image(_), [Output::Image(_)]) => run_image(&cfg, settings),
+        (Input::Image(_), _) => unreachable!("config pairs an image with one image output"),
         _ => run_video(&cfg, settings),
     }
 }
@@ -71,16 +69,38 @@ fn label(classes: &[String], id: i64) -> &str {
 }
 
 fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
-    let out = match &cfg.output {
-        Output::Video { path, .. } => Some(OutFile::create(path)?.0),
-        _ => None,
-    };
-    let target = match (&cfg.output, &out) {
-        (Output::Video { container, .. }, Some(out)) => {
-            pipeline::sink::Target::File(out.partial_path(), *container)
+    pipeline::init()?;
+    // Files are written under a partial name and renamed once finalized; servers start now so
+    // a port in use fails before the model loads.
+    let mut files = Vec::new();
+    let mut servers = Vec::new();
+    for o in &cfg.outputs {
+        match o {
+            Output::Video { path, container } => files.push((OutFile::create(path)?.0, *container)),
+            Output::Rtsp { host, port, path } => {
+                let server = pipeline::rtsp::Server::start(host, *port, path)?;
+                eprintln!("serving: {}", server.url);
+                servers.push(server);
+            }
+            _ => {}
         }
-        _ => pipeline::sink::Target::Null,
-    };
+    }
+    let (mut f, mut r) = (files.iter(), servers.iter());
+    let branches = cfg
+        .outputs
+        .iter()
+        .map(|o| match o {
+            Output::Video { .. } => {
+                let (out, container) = f.next().expect("one file per file output");
+                pipeline::sink::Branch::File(out.partial_path(), *container)
+            }
+            Output::Rtsp { .. } => {
+                pipeline::sink::Branch::Rtsp(r.next().expect("one server each").feeds.clone())
+            }
+            Output::Display => pipeline::sink::Branch::Display,
+            Output::Null | Output::Image(_) => pipeline::sink::Branch::Null,
+        })
+        .collect();
     let stats = Arc::new(Stats::default());
     let (frames_tx, frames_rx) = crossbeam_channel::bounded::<Frame>(cfg.queue_capacity);
     let (explained_tx, explained_rx) = crossbeam_channel::bounded::<Explained>(cfg.batch_size * 2);
@@ -101,15 +121,17 @@ fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
         })
         .context("starting the render thread")?;
 
-    pipeline::init()?;
-    let mut reporter = Reporter::new(cfg.progress);
+    let mut reporter = Reporter::new(cfg.progress, cfg.stats_every);
     let piped = pipeline::run_video(
-        &cfg.input,
-        target,
-        cfg.overload,
-        pipeline::Limits {
-            max_frames: cfg.max_frames,
-            duration: cfg.duration,
+        pipeline::Run {
+            input: &cfg.input,
+            rtsp: cfg.rtsp,
+            branches,
+            overload: cfg.overload,
+            limits: pipeline::Limits {
+                max_frames: cfg.max_frames,
+                duration: cfg.duration,
+            },
         },
         frames_tx,
         oldest,
@@ -117,7 +139,8 @@ fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
         stats.clone(),
         &mut reporter,
     );
-    reporter.finish();
+    reporter.finish(&stats);
+    drop(servers);
     let worked = worker
         .join()
         .map_err(|_| anyhow!("the worker thread panicked"))?;
@@ -133,21 +156,31 @@ fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
         anyhow::bail!("the input gave no video frames; nothing was written");
     }
     renderer.commit()?;
-    let dest = match out {
-        Some(out) => {
-            let dest = out.dest().display().to_string();
-            out.commit()?;
-            dest
+    let mut dests = Vec::new();
+    for (out, _) in files {
+        dests.push(out.dest().display().to_string());
+        out.commit()?;
+    }
+    for o in &cfg.outputs {
+        match o {
+            Output::Rtsp { .. } => dests.push("rtsp".into()),
+            Output::Display => dests.push("display".into()),
+            Output::Null => dests.push("null".into()),
+            _ => {}
         }
-        None => "null".into(),
-    };
+    }
+    let dest = dests.join(", ");
     let secs = stats.elapsed().as_secs_f64();
     let dropped = stats.dropped.load(std::sync::atomic::Ordering::Relaxed);
-    let dropped = if dropped > 0 {
+    let mut dropped = if dropped > 0 {
         format!(", {dropped} dropped (model behind the source)")
     } else {
         String::new()
     };
+    let reconnects = stats.reconnects.load(std::sync::atomic::Ordering::Relaxed);
+    if reconnects > 0 {
+        dropped.push_str(&format!(", {reconnects} reconnects"));
+    }
     eprintln!(
         "done: {written} frames in {secs:.1} s ({:.1} fps) on {} with {}, batch size {}{dropped} → {dest}",
         written as f64 / secs.max(1e-9),
@@ -159,7 +192,7 @@ fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
 }
 
 fn run_image(cfg: &Config, settings: worker::Settings) -> Result<()> {
-    let (Input::Image(input), Output::Image(path)) = (&cfg.input, &cfg.output) else {
+    let (Input::Image(input), [Output::Image(path)]) = (&cfg.input, cfg.outputs.as_slice()) else {
         unreachable!()
     };
     let start = Instant::now();

@@ -12,14 +12,42 @@ use clap::Parser;
 #[derive(Debug, Parser, Default)]
 #[command(name = "gradcam-stream", version, about, long_about = None)]
 pub struct Args {
-    /// Input: a video file path or URI (file://, http://), a live test source
+    /// Input: a video file path or URI (file://, http(s)://), an RTSP feed (rtsp://host[:port]/path),
+    /// a webcam (/dev/videoN or v4l2:///dev/videoN), a live test source
     /// (test://[pattern][?size=WxH&fps=N]), or an image (.png .jpg .jpeg .bmp .webp .tiff)
     #[arg(short, long, value_name = "PATH|URI")]
     pub input: Option<String>,
 
-    /// Output: a video (.mp4, .mkv) or `null` (discard) for video input, an image (.png .jpg …) for image input
-    #[arg(short, long, value_name = "PATH")]
-    pub output: Option<PathBuf>,
+    /// Output, repeatable: a video file (.mp4, .mkv), an RTSP server (rtsp://0.0.0.0:8554/gradcam;
+    /// port 0 picks a free one), display (a window) or null (discard); an image for image input
+    #[arg(short, long, value_name = "PATH|URL")]
+    pub output: Vec<String>,
+
+    /// Capture size to ask a webcam (or test:// source) for
+    #[arg(long, value_name = "WxH")]
+    pub input_size: Option<String>,
+
+    /// Frame rate to ask a webcam (or test:// source) for
+    #[arg(long, value_name = "N")]
+    pub input_fps: Option<u32>,
+
+    /// RTSP input: jitter-buffer latency in milliseconds [default: 200]
+    #[arg(long, value_name = "MS")]
+    pub rtsp_latency_ms: Option<u32>,
+
+    /// RTSP input transport: auto (UDP, falling back to TCP), tcp or udp [default: auto]
+    #[arg(long, value_name = "auto|tcp|udp")]
+    pub rtsp_transport: Option<String>,
+
+    /// RTSP input: reconnect tries in a row (1 s, 2 s, 4 s … apart, at most 30 s) before giving up
+    /// [default: 5]
+    #[arg(long, value_name = "N")]
+    pub reconnect_max: Option<u32>,
+
+    /// Print a stats line (frames in/out, dropped, reconnects, fps, latency p50/p95) every
+    /// SECONDS [default when given without a value: 5]
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "5")]
+    pub stats: Option<f64>,
 
     /// TOML config file; flags given on the command line override its values
     #[arg(short, long, value_name = "FILE")]

@@ -18,7 +18,7 @@ const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp", "tif", 
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub input: Option<String>,
-    pub output: Option<PathBuf>,
+    pub output: Option<OneOrMany>,
     pub model: Option<PathBuf>,
     pub device: Option<String>,
     pub batch_size: Option<usize>,
@@ -32,6 +32,29 @@ pub struct FileConfig {
     pub on_overload: Option<String>,
     pub max_frames: Option<u64>,
     pub duration: Option<f64>,
+    pub input_size: Option<String>,
+    pub input_fps: Option<u32>,
+    pub rtsp_latency_ms: Option<u32>,
+    pub rtsp_transport: Option<String>,
+    pub reconnect_max: Option<u32>,
+    pub stats: Option<f64>,
+}
+
+/// `output = "x.mp4"` or `output = ["x.mp4", "rtsp://0.0.0.0:8554/gradcam"]`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,13 +85,42 @@ pub enum Input {
         height: u32,
         fps: u32,
     },
+    /// A V4L2 camera (`/dev/videoN`), raw or MJPEG, in the mode asked for when one is.
+    Webcam {
+        device: PathBuf,
+        size: Option<(u32, u32)>,
+        fps: Option<u32>,
+    },
+    /// An RTSP feed (`rtsp://host[:port]/path`), reconnected when it drops.
+    Rtsp { uri: String },
 }
 
 impl Input {
     /// A live source produces frames on its own clock, whether or not we keep up.
     pub fn is_live(&self) -> bool {
-        matches!(self, Input::Test { .. })
+        matches!(
+            self,
+            Input::Test { .. } | Input::Webcam { .. } | Input::Rtsp { .. }
+        )
     }
+}
+
+/// How rtspsrc carries the feed: `auto` tries UDP and falls back to TCP when no packet comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtspTransport {
+    Auto,
+    Tcp,
+    Udp,
+}
+
+/// RTSP input settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtspSettings {
+    /// rtspsrc's jitter buffer, in milliseconds.
+    pub latency_ms: u32,
+    pub transport: RtspTransport,
+    /// Reconnect tries in a row (1 s, 2 s, 4 s … apart, at most 30 s) before giving up.
+    pub reconnect_max: u32,
 }
 
 /// What the appsink does when the model falls behind.
@@ -93,6 +145,14 @@ pub enum Output {
         path: PathBuf,
         container: Container,
     },
+    /// Serve the explained stream over RTSP at `rtsp://host:port/path` (port 0: a free one).
+    Rtsp {
+        host: String,
+        port: u16,
+        path: String,
+    },
+    /// A window on the desktop (autovideosink).
+    Display,
     /// Discard the frames (for measuring).
     Null,
 }
@@ -100,7 +160,8 @@ pub enum Output {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub input: Input,
-    pub output: Output,
+    /// One or more outputs; an image input has exactly one image output.
+    pub outputs: Vec<Output>,
     pub model: PathBuf,
     pub device: DeviceChoice,
     pub batch_size: usize,
@@ -116,6 +177,9 @@ pub struct Config {
     pub max_frames: Option<u64>,
     /// End the run cleanly this long after the first frame.
     pub duration: Option<Duration>,
+    pub rtsp: RtspSettings,
+    /// Print a stats line this often (and a final one at exit).
+    pub stats_every: Option<Duration>,
 }
 
 /// An error in what the user asked for (exit status 2), as opposed to a failure while running.
@@ -162,11 +226,28 @@ impl Config {
         let input = a.input.or(f.input).ok_or_else(|| {
             usage("no input given; pass --input FILE|URI (or set `input` in the config file)")
         })?;
-        let output = a.output.or(f.output).ok_or_else(|| {
-            usage("no output given; pass --output out.mp4 (or set `output` in the config file)")
-        })?;
-        let input = parse_input(&input)?;
-        let output = parse_output(&output, &input)?;
+        let outputs = if a.output.is_empty() {
+            f.output.map(OneOrMany::into_vec).unwrap_or_default()
+        } else {
+            a.output
+        };
+        if outputs.is_empty() {
+            bail!(usage(
+                "no output given; pass --output out.mp4 (or set `output` in the config file)"
+            ));
+        }
+        let input_size = match a.input_size.or(f.input_size) {
+            Some(s) => Some(parse_size(&s).ok_or_else(|| {
+                usage(format!("--input-size {s}: use WIDTHxHEIGHT, e.g. 1280x720"))
+            })?),
+            None => None,
+        };
+        let input_fps = a.input_fps.or(f.input_fps);
+        if input_fps == Some(0) {
+            bail!(usage("--input-fps must be at least 1"));
+        }
+        let input = parse_input(&input, input_size, input_fps)?;
+        let outputs = parse_outputs(&outputs, &input)?;
 
         let device = match a.device.or(f.device).as_deref().unwrap_or("auto") {
             "auto" => DeviceChoice::Auto,
@@ -245,9 +326,24 @@ impl Config {
             ))),
             None => None,
         };
+        let transport = match a.rtsp_transport.or(f.rtsp_transport).as_deref() {
+            None | Some("auto") => RtspTransport::Auto,
+            Some("tcp") => RtspTransport::Tcp,
+            Some("udp") => RtspTransport::Udp,
+            Some(other) => bail!(usage(format!(
+                "unknown --rtsp-transport `{other}`; use auto, tcp or udp"
+            ))),
+        };
+        let stats_every = match a.stats.or(f.stats) {
+            Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+            Some(s) => bail!(usage(format!(
+                "--stats {s} must be a positive number of seconds"
+            ))),
+            None => None,
+        };
         Ok(Config {
             input,
-            output,
+            outputs,
             model,
             device,
             batch_size,
@@ -261,6 +357,12 @@ impl Config {
             overload,
             max_frames,
             duration,
+            rtsp: RtspSettings {
+                latency_ms: a.rtsp_latency_ms.or(f.rtsp_latency_ms).unwrap_or(200),
+                transport,
+                reconnect_max: a.reconnect_max.or(f.reconnect_max).unwrap_or(5),
+            },
+            stats_every,
         })
     }
 }
@@ -289,26 +391,83 @@ pub fn is_image_path(p: &Path) -> bool {
     extension(p).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
 }
 
-fn parse_input(s: &str) -> Result<Input> {
-    if let Some((scheme, rest)) = s.split_once("://") {
-        if scheme == "test" {
-            return parse_test(rest);
+fn parse_size(s: &str) -> Option<(u32, u32)> {
+    let (w, h) = s.split_once('x')?;
+    let (w, h) = (w.parse().ok()?, h.parse().ok()?);
+    (w > 0 && h > 0).then_some((w, h))
+}
+
+fn parse_input(s: &str, size: Option<(u32, u32)>, fps: Option<u32>) -> Result<Input> {
+    let input = if let Some((scheme, rest)) = s.split_once("://") {
+        match scheme {
+            "test" => parse_test(rest)?,
+            "file" => local_input(PathBuf::from(rest))?,
+            "v4l2" => webcam(Path::new(rest))?,
+            "http" | "https" => Input::Video {
+                uri: s.to_owned(),
+                path: None,
+            },
+            "rtsp" | "rtsps" | "rtspt" | "rtspu" => {
+                if rest.split('/').next().unwrap_or("").is_empty() {
+                    bail!(usage(format!(
+                        "{s}: no host; use rtsp://HOST[:PORT]/PATH"
+                    )));
+                }
+                Input::Rtsp { uri: s.to_owned() }
+            }
+            _ => bail!(usage(format!(
+                "unsupported input scheme `{scheme}://` in {s}; use a file path, file://, http(s)://, rtsp://, v4l2:// (or /dev/videoN) or test://"
+            ))),
         }
-        if scheme == "file" {
-            let path = PathBuf::from(&s["file://".len()..]);
-            return local_input(path);
+    } else if s.starts_with("/dev/video") {
+        webcam(Path::new(s))?
+    } else {
+        local_input(PathBuf::from(s))?
+    };
+    // A requested capture mode applies to sources that have modes.
+    match input {
+        Input::Webcam { device, .. } => Ok(Input::Webcam { device, size, fps }),
+        Input::Test {
+            pattern,
+            width,
+            height,
+            fps: test_fps,
+        } => {
+            let (width, height) = size.unwrap_or((width, height));
+            Ok(Input::Test {
+                pattern,
+                width,
+                height,
+                fps: fps.unwrap_or(test_fps),
+            })
         }
-        if !matches!(scheme, "http" | "https") {
-            bail!(usage(format!(
-                "unsupported input scheme `{scheme}://` in {s}; use a file path, file://, http://, https:// or test://"
-            )));
-        }
-        return Ok(Input::Video {
-            uri: s.to_owned(),
-            path: None,
-        });
+        _ if size.is_some() || fps.is_some() => bail!(usage(format!(
+            "--input-size and --input-fps apply to webcams and test:// sources, not to {s}"
+        ))),
+        other => Ok(other),
     }
-    local_input(PathBuf::from(s))
+}
+
+/// A V4L2 device node that exists and is a character device.
+fn webcam(device: &Path) -> Result<Input> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::metadata(device).map_err(|_| {
+        usage(format!(
+            "webcam {} does not exist; list the cameras with `v4l2-ctl --list-devices` or `ls /dev/video*`",
+            device.display()
+        ))
+    })?;
+    if !meta.file_type().is_char_device() {
+        bail!(usage(format!(
+            "{} is not a video device; give a camera node such as /dev/video0",
+            device.display()
+        )));
+    }
+    Ok(Input::Webcam {
+        device: device.to_owned(),
+        size: None,
+        fps: None,
+    })
 }
 
 /// `test://[pattern][?size=WxH&fps=N]`, e.g. `test://ball?size=640x480&fps=30`.
@@ -379,12 +538,84 @@ fn file_uri(abs: &Path) -> String {
     uri
 }
 
-fn parse_output(path: &Path, input: &Input) -> Result<Output> {
-    if path == Path::new("null") {
-        return match input {
-            Input::Image(_) => bail!(usage("output null is for video inputs; give an image path")),
-            _ => Ok(Output::Null),
-        };
+fn parse_outputs(specs: &[String], input: &Input) -> Result<Vec<Output>> {
+    let mut outputs: Vec<Output> = Vec::new();
+    for spec in specs {
+        let o = parse_output(spec, input)?;
+        if outputs.contains(&o) {
+            bail!(usage(format!("output {spec} is given twice")));
+        }
+        outputs.push(o);
+    }
+    if matches!(input, Input::Image(_)) && outputs.len() > 1 {
+        bail!(usage("an image input has one output image"));
+    }
+    if outputs.len() > 1 && outputs.contains(&Output::Null) {
+        bail!(usage(
+            "output null discards the frames; drop it when there are other outputs"
+        ));
+    }
+    Ok(outputs)
+}
+
+/// `rtsp://HOST[:PORT][/PATH]` for the server: port 8554 and path /gradcam when left out.
+fn parse_rtsp_output(spec: &str) -> Result<Output> {
+    let rest = &spec["rtsp://".len()..];
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let bad = || {
+        usage(format!(
+            "output {spec}: use rtsp://HOST:PORT/PATH, e.g. rtsp://0.0.0.0:8554/gradcam (port 0 picks a free one)"
+        ))
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+        None => (authority, 8554),
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let path = match path.trim_end_matches('/') {
+        "" => "/gradcam".to_owned(),
+        p => p.to_owned(),
+    };
+    Ok(Output::Rtsp {
+        host: host.to_owned(),
+        port,
+        path,
+    })
+}
+
+fn parse_output(spec: &str, input: &Input) -> Result<Output> {
+    let path = Path::new(spec);
+    if matches!(spec, "null" | "display") {
+        if let Input::Image(_) = input {
+            bail!(usage(format!(
+                "output {spec} is for video inputs; give an image path"
+            )));
+        }
+        if spec == "null" {
+            return Ok(Output::Null);
+        }
+        let graphical = ["DISPLAY", "WAYLAND_DISPLAY"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+        if !graphical {
+            bail!(usage(
+                "output display needs a graphical session and DISPLAY is not set; run it on a desktop or under xvfb-run, or write a file or rtsp:// instead"
+            ));
+        }
+        return Ok(Output::Display);
+    }
+    if let Some((scheme, _)) = spec.split_once("://") {
+        if scheme == "rtsp" && !matches!(input, Input::Image(_)) {
+            return parse_rtsp_output(spec);
+        }
+        bail!(usage(format!(
+            "unsupported output `{spec}`; use a .mp4 or .mkv file, rtsp://HOST:PORT/PATH, display or null"
+        )));
     }
     let ext = extension(path).unwrap_or_default();
     match input {
@@ -397,12 +628,12 @@ fn parse_output(path: &Path, input: &Input) -> Result<Output> {
             }
             Ok(Output::Image(path.to_owned()))
         }
-        Input::Video { .. } | Input::Test { .. } => {
+        _ => {
             let container = match ext.as_str() {
                 "mp4" | "m4v" | "mov" => Container::Mp4,
                 "mkv" => Container::Matroska,
                 _ => bail!(usage(format!(
-                    "output {}: unsupported extension; use .mp4 or .mkv (or null) for a video input",
+                    "output {}: unsupported extension; use .mp4 or .mkv, rtsp://HOST:PORT/PATH, display or null for a video input",
                     path.display()
                 ))),
             };
@@ -421,7 +652,7 @@ mod tests {
     fn args(input: &str, output: &str) -> Args {
         Args {
             input: Some(input.into()),
-            output: Some(output.into()),
+            output: vec![output.into()],
             ..Args::default()
         }
     }
@@ -439,7 +670,7 @@ mod tests {
         assert_eq!(c.device, DeviceChoice::Auto);
         assert!(matches!(c.input, Input::Video { ref uri, .. } if uri.starts_with("file:///")));
         assert_eq!(
-            c.output,
+            c.outputs[0],
             Output::Video {
                 path: "x.mp4".into(),
                 container: Container::Mp4
@@ -458,7 +689,7 @@ mod tests {
         assert_eq!(c.alpha, 0.3);
         assert_eq!(c.device, DeviceChoice::Cpu);
         assert!(matches!(
-            c.output,
+            c.outputs[0],
             Output::Video {
                 container: Container::Matroska,
                 ..
@@ -482,7 +713,7 @@ mod tests {
                 fps: 60
             }
         );
-        assert_eq!(c.output, Output::Null);
+        assert_eq!(c.outputs, vec![Output::Null]);
         assert_eq!(c.overload, Overload::Drop);
         assert_eq!(c.queue_capacity, c.batch_size);
         let mut a = args("test://", "x.mp4");

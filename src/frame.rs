@@ -1,6 +1,8 @@
 //! The values that cross thread boundaries: decoded frames in, explained frames out.
 //! Plain data only: no GStreamer and no tch types, so any stage can hold them.
 
+use std::time::Instant;
+
 /// One decoded video frame (or a still image), packed RGBx: 4 bytes a pixel, `width * 4` a row.
 #[derive(Debug, Clone)]
 pub struct Frame {
@@ -15,6 +17,8 @@ pub struct Frame {
     /// Frame rate as a fraction (numerator, denominator); (0, 1) when unknown or variable.
     pub rate: (i32, i32),
     pub pixels: Vec<u8>,
+    /// When the frame left the decoder (the appsink): latency is measured from here.
+    pub arrived: Instant,
 }
 
 impl Frame {
@@ -35,6 +39,7 @@ impl Frame {
             height,
             rate: (0, 1),
             pixels,
+            arrived: Instant::now(),
         }
     }
 

@@ -1,14 +1,22 @@
-//! The output half: explained frames go into an `appsrc` with their original timestamps and
-//! are encoded to a file.
+//! The output half: explained frames go into an `appsrc` and a `tee` hands them to each output
+//! branch.
 //!
 //! ```text
-//! {appsrc name=frames} - {videoconvert name=convert} - {capsfilter name=chroma} - {x264enc name=encode}
-//!     - {mp4mux|matroskamux name=mux} - {filesink name=file}
+//! {appsrc name=frames} - {tee name=split}
+//!   file:    - queue - videoconvert - {capsfilter name=chromaN} - x264enc - mp4mux|matroskamux - filesink
+//!   rtsp:    - queue (leaky) - videoconvert - {capsfilter name=chromaN} - x264enc tune=zerolatency
+//!                - h264parse - {appsink name=rtspN} → the RTSP server's medias
+//!   display: - queue (leaky) - videoconvert - autovideosink
+//!   null:    - fakesink
 //! ```
-//! Every push blocks while the encoder is behind (appsrc `block=true`), which throttles the
-//! pusher thread and not a GStreamer streaming thread.
+//! The sinks are `async=false`: none waits for preroll, so one branch holding its first frame
+//! cannot stall the tee for the others (a serialized query queued behind it would).
+//! Every push blocks while a file's encoder is behind (appsrc `block=true`), which throttles
+//! the pusher thread and not a GStreamer streaming thread. The live branches (rtsp, display)
+//! leak their oldest frame instead of holding the others back.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use gstreamer as gst;
@@ -18,6 +26,7 @@ use gstreamer_video as gst_video;
 
 use crate::config::Container;
 use crate::frame::Frame;
+use crate::pipeline::rtsp::Feeds;
 
 pub struct Sink {
     pub pipeline: gst::Pipeline,
@@ -28,10 +37,8 @@ pub struct Sink {
 /// The encoder and muxer for a file of `container` kind, as a gst-launch fragment.
 pub fn file_fragment(container: Container) -> &'static str {
     match container {
-        Container::Mp4 => "x264enc name=encode speed-preset=ultrafast bframes=0 ! mp4mux name=mux",
-        Container::Matroska => {
-            "x264enc name=encode speed-preset=ultrafast bframes=0 ! matroskamux name=mux"
-        }
+        Container::Mp4 => "x264enc speed-preset=ultrafast bframes=0 ! mp4mux",
+        Container::Matroska => "x264enc speed-preset=ultrafast bframes=0 ! matroskamux",
     }
 }
 
@@ -40,27 +47,47 @@ fn quote(path: &Path) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// Where the explained frames go.
-#[derive(Debug, Clone, Copy)]
-pub enum Target<'a> {
+/// One place the explained frames go.
+#[derive(Clone)]
+pub enum Branch<'a> {
     /// An encoded file at this (partial) path.
     File(&'a Path, Container),
+    /// An RTSP server's medias.
+    Rtsp(Arc<Feeds>),
+    /// A window.
+    Display,
     /// Nowhere (measuring).
     Null,
 }
 
-pub fn build(target: Target) -> Result<Sink> {
-    let desc = match target {
-        Target::File(path, container) => format!(
-            "appsrc name=frames format=time block=true ! videoconvert name=convert ! \
-             capsfilter name=chroma caps=video/x-raw,format=I420 ! {} ! filesink name=file location={}",
-            file_fragment(container),
-            quote(path)
-        ),
-        Target::Null => "appsrc name=frames format=time block=true ! fakesink name=null sync=false".into(),
-    };
+/// A queue that keeps only the newest couple of frames when its branch falls behind.
+const LEAKY_QUEUE: &str =
+    "queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0";
+
+pub fn build(branches: &[Branch]) -> Result<Sink> {
+    let mut desc = String::from("appsrc name=frames format=time block=true ! tee name=split");
+    for (n, branch) in branches.iter().enumerate() {
+        let part = match branch {
+            Branch::File(path, container) => format!(
+                "queue ! videoconvert ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! {} ! filesink name=file{n} async=false location={}",
+                file_fragment(*container),
+                quote(path)
+            ),
+            Branch::Rtsp(_) => format!(
+                "{LEAKY_QUEUE} ! videoconvert ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! \
+                 x264enc speed-preset=ultrafast tune=zerolatency bframes=0 key-int-max=30 ! \
+                 h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au ! \
+                 appsink name=rtsp{n} sync=false async=false enable-last-sample=false"
+            ),
+            Branch::Display => format!(
+                "{LEAKY_QUEUE} ! videoconvert ! autovideosink name=display{n} sync=false async=false"
+            ),
+            Branch::Null => format!("fakesink name=null{n} sync=false async=false"),
+        };
+        desc.push_str(&format!(" split. ! {part}"));
+    }
     let pipeline = gst::parse::launch(&desc)
-        .with_context(|| format!("building the output pipeline `{desc}`; is gstreamer1.0-plugins-ugly installed? (make setup)"))?
+        .with_context(|| format!("building the output pipeline `{desc}`; are the GStreamer plugins installed? (make setup)"))?
         .downcast::<gst::Pipeline>()
         .map_err(|_| anyhow::anyhow!("the output description is not a pipeline"))?;
     pipeline.set_property("name", "sink");
@@ -68,11 +95,41 @@ pub fn build(target: Target) -> Result<Sink> {
         .by_name("frames")
         .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
         .context("the output pipeline has no appsrc")?;
+    for (n, branch) in branches.iter().enumerate() {
+        if let Branch::Rtsp(feeds) = branch {
+            let appsink = pipeline
+                .by_name(&format!("rtsp{n}"))
+                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+                .context("the output pipeline has no RTSP appsink")?;
+            feed_server(&appsink, feeds.clone());
+        }
+    }
     Ok(Sink {
         pipeline,
         appsrc,
         caps: None,
     })
+}
+
+/// Encoded frames from `appsink` to the server's medias; a new media gets a keyframe soon.
+fn feed_server(appsink: &gst_app::AppSink, feeds: Arc<Feeds>) {
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |appsink| {
+                let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if feeds.take_keyframe_request() {
+                    let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                        .all_headers(true)
+                        .build();
+                    if let Some(pad) = appsink.static_pad("sink") {
+                        pad.push_event(event);
+                    }
+                }
+                feeds.push(&sample);
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
 }
 
 impl Sink {
@@ -94,11 +151,11 @@ impl Sink {
             } else {
                 gst_video::VideoFormat::Y444
             };
-            if let Some(filter) = self.pipeline.by_name("chroma") {
-                filter.set_property(
-                    "caps",
-                    gst_video::VideoCapsBuilder::new().format(chroma).build(),
-                );
+            let chroma = gst_video::VideoCapsBuilder::new().format(chroma).build();
+            for e in self.pipeline.iterate_elements().into_iter().flatten() {
+                if e.name().starts_with("chroma") {
+                    e.set_property("caps", &chroma);
+                }
             }
             // Room for a few frames: enough to keep the encoder busy, little memory.
             self.appsrc.set_max_bytes(frame.pixels.len() as u64 * 4);
@@ -128,15 +185,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_container_builds() -> Result<()> {
+    fn every_branch_builds() -> Result<()> {
         gst::init()?;
         let dir = tempfile::tempdir()?;
-        for c in [Container::Mp4, Container::Matroska] {
-            let sink = build(Target::File(&dir.path().join("x"), c))?;
-            assert!(sink.pipeline.by_name("encode").is_some());
-            assert!(sink.pipeline.by_name("mux").is_some());
+        let (mp4, mkv) = (dir.path().join("a"), dir.path().join("b"));
+        let sink = build(&[
+            Branch::File(&mp4, Container::Mp4),
+            Branch::File(&mkv, Container::Matroska),
+            Branch::Rtsp(Arc::new(Feeds::default())),
+            Branch::Display,
+            Branch::Null,
+        ])?;
+        for name in ["file0", "file1", "rtsp2", "display3", "null4"] {
+            assert!(sink.pipeline.by_name(name).is_some(), "{name}");
         }
-        assert!(build(Target::Null)?.pipeline.by_name("null").is_some());
         Ok(())
     }
 }

@@ -1,17 +1,21 @@
-//! The input half: `uridecodebin` decodes whatever the URI holds, only its video stream is
-//! converted to RGBx and handed, frame by frame, to the worker's channel from the appsink.
+//! The input half: a source that decodes to raw video, converted to RGBx and handed, frame by
+//! frame, to the worker's channel from the appsink. The sources:
 //!
 //! ```text
-//! {uridecodebin name=decode} -(video pad)- {videoconvert name=convert}
-//!     - {capsfilter video/x-raw,format=RGBx} - {appsink name=frames}
+//! file, http(s), rtsp:  {uridecodebin name=decode} -(first video pad)-
+//! webcam:               {v4l2src name=webcam} - {capsfilter name=mode} - {decodebin name=decode} -
+//! test://:              {videotestsrc name=test} - {capsfilter name=mode} -
+//!     … - {videoconvert name=convert} - {capsfilter video/x-raw,format=RGBx} - {appsink name=frames}
 //! ```
+//! A live source's frames are stamped with their arrival time (from one epoch that outlives
+//! reconnects), so the output's timestamps rise monotonically at the pace actually processed.
 //! The appsink callback never blocks for the model: it waits only for room in the bounded
 //! channel (that is the back-pressure that keeps a file input from racing ahead), and gives up
 //! as soon as the run is stopping.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
@@ -21,7 +25,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
-use crate::config::{Input, Overload};
+use crate::config::{Input, Overload, RtspSettings, RtspTransport};
 use crate::frame::Frame;
 use crate::stats::Stats;
 
@@ -50,7 +54,8 @@ fn make(factory: &str, name: &str) -> Result<gst::Element> {
         })
 }
 
-/// How the appsink callback hands frames on.
+/// How the appsink callback hands frames on. Cloned for each (re)built source of one run.
+#[derive(Clone)]
 pub struct Handoff {
     pub slot: FrameSlot,
     /// With `Overload::Drop`, the receiving end too, to take the oldest waiting frame out.
@@ -59,6 +64,11 @@ pub struct Handoff {
     pub max_frames: Option<u64>,
     pub stop: Arc<AtomicBool>,
     pub stats: Arc<Stats>,
+    /// Frames given so far, across reconnects.
+    pub index: Arc<AtomicU64>,
+    /// For a live source: the instant timestamps count from (arrival time replaces the
+    /// source's own timestamps, which restart on a reconnect).
+    pub epoch: Option<Instant>,
 }
 
 fn capsfilter(name: &str, caps: &gst::Caps) -> Result<gst::Element> {
@@ -69,7 +79,7 @@ fn capsfilter(name: &str, caps: &gst::Caps) -> Result<gst::Element> {
         .context("creating capsfilter")
 }
 
-pub fn build(input: &Input, handoff: Handoff) -> Result<Source> {
+pub fn build(input: &Input, rtsp: &RtspSettings, handoff: Handoff) -> Result<Source> {
     let pipeline = gst::Pipeline::with_name("source");
     let convert = make("videoconvert", "convert")?;
     let caps = gst_video::VideoCapsBuilder::new()
@@ -86,6 +96,42 @@ pub fn build(input: &Input, handoff: Handoff) -> Result<Source> {
     gst::Element::link_many([&convert, &filter, sink.upcast_ref()])?;
     match input {
         Input::Video { uri, .. } => add_decoder(&pipeline, uri, &convert)?,
+        Input::Rtsp { uri } => {
+            add_decoder(&pipeline, uri, &convert)?;
+            let settings = *rtsp;
+            pipeline.by_name("decode").expect("just added").connect(
+                "source-setup",
+                false,
+                move |args| {
+                    if let Some(src) = args.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
+                        configure_rtspsrc(&src, &settings);
+                    }
+                    None
+                },
+            );
+        }
+        Input::Webcam { device, size, fps } => {
+            let src = make("v4l2src", "webcam")?;
+            src.set_property("device", device.to_string_lossy().as_ref());
+            // Raw and MJPEG cameras alike: ask for the mode in either form, decodebin decodes.
+            let mut caps = gst::Caps::new_empty();
+            for name in ["video/x-raw", "image/jpeg"] {
+                let mut st = gst::Structure::new_empty(name);
+                if let Some((w, h)) = size {
+                    st.set("width", *w as i32);
+                    st.set("height", *h as i32);
+                }
+                if let Some(f) = fps {
+                    st.set("framerate", gst::Fraction::new(*f as i32, 1));
+                }
+                caps.get_mut().expect("new caps").append_structure(st);
+            }
+            let mode = capsfilter("mode", &caps)?;
+            let decode = make("decodebin", "decode")?;
+            pipeline.add_many([&src, &mode, &decode])?;
+            gst::Element::link_many([&src, &mode, &decode])?;
+            link_first_video_pad(&decode, &convert);
+        }
         Input::Test {
             pattern,
             width,
@@ -125,12 +171,35 @@ pub fn build(input: &Input, handoff: Handoff) -> Result<Source> {
     Ok(Source { pipeline })
 }
 
+/// rtspsrc's latency and transports; `timeout` makes `auto` fall back to TCP after 2 s
+/// without a UDP packet.
+fn configure_rtspsrc(src: &gst::Element, s: &RtspSettings) {
+    if src.find_property("latency").is_some() {
+        src.set_property("latency", s.latency_ms);
+    }
+    if src.find_property("protocols").is_some() {
+        let protocols = match s.transport {
+            RtspTransport::Auto => "udp+tcp",
+            RtspTransport::Tcp => "tcp",
+            RtspTransport::Udp => "udp",
+        };
+        src.set_property_from_str("protocols", protocols);
+        src.set_property("timeout", 2_000_000u64);
+    }
+}
+
 /// uridecodebin, linked to `convert` once it finds a video stream.
 fn add_decoder(pipeline: &gst::Pipeline, uri: &str, convert: &gst::Element) -> Result<()> {
     let decode = make("uridecodebin", "decode")?;
     decode.set_property("uri", uri);
     pipeline.add(&decode)?;
+    link_first_video_pad(&decode, convert);
+    Ok(())
+}
 
+/// Link the first video pad `decode` (a decodebin) adds to `convert`; report an input with
+/// no video stream.
+fn link_first_video_pad(decode: &gst::Element, convert: &gst::Element) {
     // Link the first video stream; other streams (audio, subtitles) stay unlinked and are skipped.
     let convert_weak = convert.downgrade();
     decode.connect_pad_added(move |_, pad| {
@@ -167,8 +236,6 @@ fn add_decoder(pipeline: &gst::Pipeline, uri: &str, convert: &gst::Element) -> R
             );
         }
     });
-
-    Ok(())
 }
 
 fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
@@ -179,8 +246,9 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
         max_frames,
         stop,
         stats,
+        index,
+        epoch,
     } = h;
-    let index = AtomicU64::new(0);
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |appsink| {
@@ -189,7 +257,8 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                 if max_frames.is_some_and(|max| i >= max) {
                     return Err(gst::FlowError::Eos);
                 }
-                let Some(frame) = to_frame(&sample, i) else {
+                stats.frame_received();
+                let Some(mut frame) = to_frame(&sample, i) else {
                     gst::element_error!(
                         appsink,
                         gst::StreamError::Format,
@@ -197,6 +266,10 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                     );
                     return Err(gst::FlowError::Error);
                 };
+                if let Some(epoch) = epoch {
+                    frame.pts = Some(frame.arrived.duration_since(epoch).as_nanos() as u64);
+                    frame.duration = None;
+                }
                 if i == 0 {
                     stats.frames_started();
                     stats
@@ -206,7 +279,6 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                 let Some(tx) = slot.lock().map(|s| s.clone()).unwrap_or(None) else {
                     return Err(gst::FlowError::Flushing);
                 };
-                let mut frame = frame;
                 if overload == Overload::Drop {
                     // Newest frames win: make room by dropping the oldest waiting one.
                     loop {
@@ -266,6 +338,7 @@ fn to_frame(sample: &gst::Sample, index: u64) -> Option<Frame> {
         height: h as u32,
         rate: (fps.numer(), fps.denom()),
         pixels,
+        arrived: Instant::now(),
     })
 }
 
