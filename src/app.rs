@@ -179,7 +179,8 @@ fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
     };
     let reconnects = stats.reconnects.load(std::sync::atomic::Ordering::Relaxed);
     if reconnects > 0 {
-        dropped.push_str(&format!(", {reconnects} reconnects"));
+        let s = if reconnects == 1 { "" } else { "s" };
+        dropped.push_str(&format!(", {reconnects} reconnect{s}"));
     }
     eprintln!(
         "done: {written} frames in {secs:.1} s ({:.1} fps) on {} with {}, batch size {}{dropped} → {dest}",

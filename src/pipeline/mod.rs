@@ -90,6 +90,12 @@ fn describe_error(role: Role, err: &gst::message::Error) -> String {
         if element == "webcam" {
             return format!("the webcam cannot capture: {e}; check the device, and that --input-size/--input-fps name a mode it has (v4l2-ctl --list-formats-ext)");
         }
+        if element == "source" && e.matches(gst::ResourceError::OpenReadWrite) {
+            return format!("cannot reach the RTSP server ({e})");
+        }
+        if element == "source" && e.matches(gst::ResourceError::NotFound) {
+            return format!("the RTSP server has no stream at this path ({e})");
+        }
         if e.matches(gst::StreamError::TypeNotFound) || e.matches(gst::StreamError::WrongType) {
             return format!("the input is not a video GStreamer can decode ({e}); give a video file such as .mp4, .mkv or .webm");
         }
@@ -225,7 +231,9 @@ pub fn run_video(
             crossbeam_channel::select! {
                 recv(events) -> ev => match ev.expect("we hold a sender") {
                     Event::Eos(Role::Source(g)) if g == feed.generation => {
-                        if feed.reconnects() && !stop.load(Ordering::Relaxed) {
+                        // Our own end (--max-frames) closed the channel first; any other end
+                        // of a live feed is a loss.
+                        if feed.reconnects() && !stop.load(Ordering::Relaxed) && !source::is_closed(&slot) {
                             feed.lost("the feed ended".into(), &stats)?;
                         } else {
                             source::close(&slot);

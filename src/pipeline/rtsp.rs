@@ -51,7 +51,7 @@ impl Feeds {
     }
 
     /// Whether a media joined since the last call and needs a keyframe.
-    pub fn take_keyframe_request(&self) -> bool {
+    fn take_keyframe_request(&self) -> bool {
         self.keyframe_wanted.swap(false, Ordering::Relaxed)
     }
 
@@ -88,6 +88,28 @@ impl Feeds {
             }
             feed.appsrc.push_buffer(b).is_ok()
         });
+    }
+
+    /// Feed the server from `appsink` (H.264 byte-stream, one access unit a buffer); a new
+    /// media makes the encoder upstream send a keyframe.
+    pub fn attach(self: Arc<Self>, appsink: &gst_app::AppSink) {
+        appsink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |appsink| {
+                    let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if self.take_keyframe_request() {
+                        let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
+                            .all_headers(true)
+                            .build();
+                        if let Some(pad) = appsink.static_pad("sink") {
+                            pad.push_event(event);
+                        }
+                    }
+                    self.push(&sample);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
     }
 
     /// End of the stream for every media: clients see the stream end.

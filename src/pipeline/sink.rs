@@ -101,7 +101,7 @@ pub fn build(branches: &[Branch]) -> Result<Sink> {
                 .by_name(&format!("rtsp{n}"))
                 .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
                 .context("the output pipeline has no RTSP appsink")?;
-            feed_server(&appsink, feeds.clone());
+            feeds.clone().attach(&appsink);
         }
     }
     Ok(Sink {
@@ -109,27 +109,6 @@ pub fn build(branches: &[Branch]) -> Result<Sink> {
         appsrc,
         caps: None,
     })
-}
-
-/// Encoded frames from `appsink` to the server's medias; a new media gets a keyframe soon.
-fn feed_server(appsink: &gst_app::AppSink, feeds: Arc<Feeds>) {
-    appsink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |appsink| {
-                let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                if feeds.take_keyframe_request() {
-                    let event = gst_video::UpstreamForceKeyUnitEvent::builder()
-                        .all_headers(true)
-                        .build();
-                    if let Some(pad) = appsink.static_pad("sink") {
-                        pad.push_event(event);
-                    }
-                }
-                feeds.push(&sample);
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
 }
 
 impl Sink {

@@ -33,6 +33,11 @@ use crate::stats::Stats;
 /// it (closing the channel) at end of stream or on shutdown.
 pub type FrameSlot = Arc<Mutex<Option<Sender<Frame>>>>;
 
+/// Whether the channel was closed (end of input, a stop, or the last frame asked for).
+pub fn is_closed(slot: &FrameSlot) -> bool {
+    slot.lock().map(|s| s.is_none()).unwrap_or(true)
+}
+
 /// Drop the sender in `slot`: once the frames already queued are drained, the worker's
 /// channel reports the end.
 pub fn close(slot: &FrameSlot) {
@@ -268,7 +273,6 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                 };
                 if let Some(epoch) = epoch {
                     frame.pts = Some(frame.arrived.duration_since(epoch).as_nanos() as u64);
-                    frame.duration = None;
                 }
                 if i == 0 {
                     stats.frames_started();
@@ -283,7 +287,7 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                     // Newest frames win: make room by dropping the oldest waiting one.
                     loop {
                         match tx.try_send(frame) {
-                            Ok(()) => return Ok(gst::FlowSuccess::Ok),
+                            Ok(()) => break,
                             Err(TrySendError::Full(f)) => {
                                 frame = f;
                                 if oldest.try_recv().is_ok() {
@@ -295,22 +299,24 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                             }
                         }
                     }
-                }
-                loop {
-                    match tx.send_timeout(frame, Duration::from_millis(100)) {
-                        Ok(()) if max_frames.is_some_and(|max| i + 1 >= max) => {
-                            // The last frame asked for: close the channel so the run ends.
-                            close(&slot);
-                            return Err(gst::FlowError::Eos);
+                } else {
+                    loop {
+                        match tx.send_timeout(frame, Duration::from_millis(100)) {
+                            Ok(()) => break,
+                            Err(SendTimeoutError::Timeout(f)) if !stop.load(Ordering::Relaxed) => {
+                                frame = f
+                            }
+                            // Stopping, or the worker is gone (it reports its own error).
+                            Err(_) => return Err(gst::FlowError::Flushing),
                         }
-                        Ok(()) => return Ok(gst::FlowSuccess::Ok),
-                        Err(SendTimeoutError::Timeout(f)) if !stop.load(Ordering::Relaxed) => {
-                            frame = f
-                        }
-                        // Stopping, or the worker is gone (it reports its own error).
-                        Err(_) => return Err(gst::FlowError::Flushing),
                     }
                 }
+                if max_frames.is_some_and(|max| i + 1 >= max) {
+                    // The last frame asked for: close the channel so the run ends.
+                    close(&slot);
+                    return Err(gst::FlowError::Eos);
+                }
+                Ok(gst::FlowSuccess::Ok)
             })
             .build(),
     );

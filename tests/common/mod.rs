@@ -221,3 +221,157 @@ pub fn metadata(path: &Path) -> Result<Vec<serde_json::Value>> {
         .map(|l| serde_json::from_str(l).with_context(|| format!("bad line {l}")))
         .collect()
 }
+
+/// A gradcam-stream (or helper) process whose stderr and stdout lines are collected as they
+/// come, so a test can wait for a line while it runs.
+pub struct Running {
+    pub child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Running {
+    pub fn start(program: &Path, args: &[&str]) -> Result<Running> {
+        use std::io::BufRead;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+        for stream in [out, err] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(|l| l.ok())
+                {
+                    let mut l = lines.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        Ok(Running { child, lines })
+    }
+
+    /// gradcam-stream with these flags.
+    pub fn explain(args: &[&str]) -> Result<Running> {
+        Running::start(Path::new(env!("CARGO_BIN_EXE_gradcam-stream")), args)
+    }
+
+    /// The RTSP test server (examples/rtsp_serve.rs, built by `cargo test`).
+    pub fn rtsp_server(port: u16, path: &str, source: &str) -> Result<Running> {
+        let exe = std::env::current_exe()?;
+        let dir = exe.parent().and_then(Path::parent).context("target dir")?;
+        let server = dir.join("examples/rtsp_serve");
+        Running::start(&server, &[&port.to_string(), path, source])
+    }
+
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Wait until a line containing `needle` appears; returns that line.
+    pub fn wait_for(&self, needle: &str, limit: std::time::Duration) -> Result<String> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(l) = self.output().lines().find(|l| l.contains(needle)) {
+                return Ok(l.to_owned());
+            }
+            if start.elapsed() > limit {
+                bail!(
+                    "no `{needle}` within {limit:?}; output so far:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// The URL after `serving: `.
+    pub fn url(&self) -> Result<String> {
+        let l = self.wait_for("serving: ", std::time::Duration::from_secs(30))?;
+        Ok(l.split("serving: ").nth(1).unwrap().trim().to_owned())
+    }
+
+    /// Wait for exit, at most `limit` (then kill); returns the status code and all output.
+    pub fn wait(mut self, limit: std::time::Duration) -> Result<(Option<i32>, String)> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                return Ok((st.code(), self.output()));
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                bail!("still running after {limit:?}:\n{}", self.output());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        let st = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(st.success(), "kill {sig} failed");
+        Ok(())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP port nothing listens on right now.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The `key=value` fields of every `stats:` line (not the total), in order.
+pub fn stats_lines(output: &str) -> Vec<std::collections::HashMap<String, String>> {
+    output
+        .lines()
+        .filter(|l| l.starts_with("stats: t="))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Receive `n` decoded frames from an RTSP URL with GStreamer's rtspsrc; returns their sizes.
+pub fn rtsp_frames(url: &str, n: usize) -> Result<Vec<(u32, u32)>> {
+    gst::init()?;
+    let p = gst::parse::launch(&format!(
+        "rtspsrc location={url} protocols=tcp latency=100 ! decodebin ! videoconvert ! appsink name=s sync=false"
+    ))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| anyhow!("not a pipeline"))?;
+    let sink = p
+        .by_name("s")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .context("appsink")?;
+    p.set_state(gst::State::Playing)?;
+    let mut sizes = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sizes.len() < n && std::time::Instant::now() < deadline {
+        if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(200)) {
+            let info = gst_video::VideoInfo::from_caps(s.caps().context("caps")?)?;
+            sizes.push((info.width(), info.height()));
+        }
+    }
+    p.set_state(gst::State::Null)?;
+    Ok(sizes)
+}
