@@ -1,4 +1,5 @@
-//! The live test source (`test://`), the overload policy and the null output.
+//! Live sources and outputs: the test source (`test://`), the overload policy and bounded
+//! latency, a stop by signal, the null and display outputs, and webcam errors.
 
 mod common;
 
@@ -92,5 +93,128 @@ fn files_never_drop() -> Result<()> {
         &[],
     )?;
     assert_fails(&o, 1, "test://nosuchpattern: unknown pattern");
+    Ok(())
+}
+
+#[test]
+fn overload_keeps_latency_bounded() -> Result<()> {
+    // 60 fps at 640x480 is several times what the real model explains here: frames must be
+    // dropped, and latency must stay flat rather than grow with a backlog.
+    let run = Running::explain(&[
+        "--input",
+        "test://ball?size=640x480&fps=60",
+        "--output",
+        "null",
+        "--duration",
+        "12",
+        "--stats",
+        "1",
+    ])?;
+    let (code, log) = run.wait(std::time::Duration::from_secs(90))?;
+    assert_eq!(code, Some(0), "{log}");
+    let p95: Vec<f64> = stats_lines(&log)
+        .iter()
+        .filter_map(|s| s.get("latency_p95")?.trim_end_matches("ms").parse().ok())
+        .collect();
+    assert!(p95.len() >= 9, "{log}");
+    let third = p95.len() / 3;
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (first, last) = (median(&p95[..third]), median(&p95[p95.len() - third..]));
+    assert!(
+        last <= first * 1.5 + 50.0,
+        "p95 grew from {first} ms to {last} ms: {p95:?}"
+    );
+    let total = log.lines().find(|l| l.starts_with("stats: total")).unwrap();
+    assert!(!total.contains("dropped=0 "), "{total}");
+    Ok(())
+}
+
+#[test]
+fn sigint_on_a_live_run_finishes_a_playable_file() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("live.mp4");
+    let run = Running::explain(&[
+        "--input",
+        "test://ball?size=320x240&fps=30",
+        "--output",
+        out.to_str().unwrap(),
+        "--stats",
+        "1",
+    ])?;
+    run.wait_for("stats: t=", std::time::Duration::from_secs(30))?;
+    run.signal("-INT")?;
+    let sent = std::time::Instant::now();
+    let (code, log) = run.wait(std::time::Duration::from_secs(10))?;
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        sent.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        sent.elapsed()
+    );
+    let p = probe(&out, 0)?;
+    assert!(p.pts.len() > 5, "{} frames", p.pts.len());
+    assert!(p.pts.windows(2).all(|w| w[0] < w[1]));
+    Ok(())
+}
+
+#[test]
+fn display_output_under_xvfb() -> Result<()> {
+    let o = std::process::Command::new("xvfb-run")
+        .args(["-a", env!("CARGO_BIN_EXE_gradcam-stream")])
+        .args([
+            "--input",
+            "test://ball?size=160x120&fps=30",
+            "--output",
+            "display",
+        ])
+        .args(["--model", fixture().to_str().unwrap(), "--max-frames", "30"])
+        .args(["--progress", "none"])
+        .output()?;
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("done: 30 frames") && err.contains("→ display"),
+        "{err}"
+    );
+
+    // No graphical session: one clear line.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gradcam-stream"))
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .args(["--input", "test://", "--output", "display"])
+        .output()?;
+    assert_fails(&o, 2, "DISPLAY is not set");
+    Ok(())
+}
+
+#[test]
+fn webcams_that_cannot_capture_are_clear_errors() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("o.mp4");
+    let out = out.to_str().unwrap();
+    let fix = fixture();
+    let fix = fix.to_str().unwrap();
+    assert_fails(
+        &explain("/dev/video99", out, fix, &[])?,
+        2,
+        "does not exist",
+    );
+    assert_fails(
+        &explain("v4l2:///dev/video99", out, fix, &[])?,
+        2,
+        "does not exist",
+    );
+    assert_fails(
+        &explain("v4l2:///etc/hostname", out, fix, &[])?,
+        2,
+        "is not a video device",
+    );
+    // A character device that is no camera: v4l2src itself refuses it.
+    assert_fails(&explain("v4l2:///dev/null", out, fix, &[])?, 1, "webcam");
+    assert!(files_in(dir.path()).is_empty());
     Ok(())
 }

@@ -80,7 +80,7 @@ pub fn build(branches: &[Branch]) -> Result<Sink> {
                  appsink name=rtsp{n} sync=false async=false enable-last-sample=false"
             ),
             Branch::Display => format!(
-                "{LEAKY_QUEUE} ! videoconvert ! autovideosink name=display{n} sync=false async=false"
+                "{LEAKY_QUEUE} ! videoconvert ! autovideosink name=display{n} sync=false"
             ),
             Branch::Null => format!("fakesink name=null{n} sync=false async=false"),
         };
@@ -91,6 +91,14 @@ pub fn build(branches: &[Branch]) -> Result<Sink> {
         .downcast::<gst::Pipeline>()
         .map_err(|_| anyhow::anyhow!("the output description is not a pipeline"))?;
     pipeline.set_property("name", "sink");
+    // The sink autovideosink picks is made later, inside it: unset its `async` there too.
+    pipeline.connect_deep_element_added(|_, _, element| {
+        if element.element_flags().contains(gst::ElementFlags::SINK)
+            && element.find_property("async").is_some()
+        {
+            element.set_property("async", false);
+        }
+    });
     let appsrc = pipeline
         .by_name("frames")
         .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())

@@ -361,3 +361,56 @@ fn expected_frames(appsink: &gst_app::AppSink, rate: (i32, i32)) -> u64 {
     let rem = d.nseconds() as u128 * rate.0 as u128 % (rate.1 as u128 * 1_000_000_000);
     (frames + u128::from(rem * 2 >= rate.1 as u128 * 1_000_000_000)) as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handoff() -> Handoff {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        Handoff {
+            slot: Arc::new(Mutex::new(Some(tx))),
+            overload: Overload::Drop,
+            oldest: rx,
+            max_frames: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            stats: Arc::new(Stats::default()),
+            index: Arc::new(AtomicU64::new(0)),
+            epoch: Some(Instant::now()),
+        }
+    }
+
+    #[test]
+    fn the_webcam_pipeline_asks_for_the_mode_raw_or_mjpeg() -> Result<()> {
+        gst::init()?;
+        let input = Input::Webcam {
+            device: "/dev/video0".into(),
+            size: Some((1280, 720)),
+            fps: Some(30),
+        };
+        let rtsp = RtspSettings {
+            latency_ms: 200,
+            transport: RtspTransport::Auto,
+            reconnect_max: 0,
+        };
+        let src = build(&input, &rtsp, handoff())?;
+        let cam = src.pipeline.by_name("webcam").expect("v4l2src");
+        assert_eq!(cam.property::<String>("device"), "/dev/video0");
+        let caps = src
+            .pipeline
+            .by_name("mode")
+            .expect("capsfilter")
+            .property::<gst::Caps>("caps");
+        let names: Vec<_> = caps.iter().map(|s| s.name().to_string()).collect();
+        assert_eq!(names, ["video/x-raw", "image/jpeg"]);
+        for s in caps.iter() {
+            assert_eq!(s.get::<i32>("width")?, 1280);
+            assert_eq!(
+                s.get::<gst::Fraction>("framerate")?,
+                gst::Fraction::new(30, 1)
+            );
+        }
+        assert!(src.pipeline.by_name("decode").is_some());
+        Ok(())
+    }
+}
