@@ -736,6 +736,56 @@ mod tests {
     }
 
     #[test]
+    fn several_outputs_and_live_inputs() -> Result<()> {
+        let file: FileConfig = toml::from_str(
+            "output = [\"a.mp4\", \"rtsp://0.0.0.0:0/x\", \"rtsp://127.0.0.1\"]\nreconnect_max = 2",
+        )?;
+        let mut a = args("rtsp://cam.local:554/stream1", "");
+        a.output.clear();
+        let c = Config::merge(a, file)?;
+        assert_eq!(
+            c.input,
+            Input::Rtsp {
+                uri: "rtsp://cam.local:554/stream1".into()
+            }
+        );
+        assert_eq!(c.overload, Overload::Drop);
+        assert_eq!(c.rtsp.reconnect_max, 2);
+        assert_eq!(c.rtsp.transport, RtspTransport::Auto);
+        assert_eq!(
+            c.outputs[1..],
+            [
+                Output::Rtsp {
+                    host: "0.0.0.0".into(),
+                    port: 0,
+                    path: "/x".into()
+                },
+                Output::Rtsp {
+                    host: "127.0.0.1".into(),
+                    port: 8554,
+                    path: "/gradcam".into()
+                }
+            ]
+        );
+        let mut a = args("test://snow", "null");
+        a.input_size = Some("64x32".into());
+        a.input_fps = Some(5);
+        a.stats = Some(2.0);
+        let c = Config::merge(a, FileConfig::default())?;
+        assert!(matches!(
+            c.input,
+            Input::Test {
+                width: 64,
+                height: 32,
+                fps: 5,
+                ..
+            }
+        ));
+        assert_eq!(c.stats_every, Some(Duration::from_secs(2)));
+        Ok(())
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let r: std::result::Result<FileConfig, _> = toml::from_str("batchsize = 4");
         assert!(r.unwrap_err().to_string().contains("unknown field"));

@@ -30,6 +30,48 @@ fn missing_arguments_and_unknown_values() -> Result<()> {
     assert_fails(&o, 2, "use .mp4 or .mkv");
     let o = run(&["--input", "rtmp://example/x", "--output", "x.mp4"])?;
     assert_fails(&o, 2, "unsupported input scheme");
+    let bikes = sample("bikes.mp4");
+    let bikes = s(&bikes);
+    for (output, needle) in [
+        (
+            "srt://0.0.0.0:9000",
+            "unsupported output `srt://0.0.0.0:9000`",
+        ),
+        ("rtsp://:8554/x", "use rtsp://HOST:PORT/PATH"),
+        ("rtsp://0.0.0.0:99999/x", "use rtsp://HOST:PORT/PATH"),
+    ] {
+        let o = run(&["--input", bikes, "--output", output])?;
+        assert_fails(&o, 2, needle);
+    }
+    let o = run(&["--input", bikes, "--output", "a.mp4", "--output", "a.mp4"])?;
+    assert_fails(&o, 2, "given twice");
+    let o = run(&[
+        "--input",
+        bikes,
+        "--output",
+        "a.mp4",
+        "--input-size",
+        "640x480",
+    ])?;
+    assert_fails(&o, 2, "apply to webcams and test:// sources");
+    let o = run(&[
+        "--input",
+        "test://",
+        "--output",
+        "a.mp4",
+        "--input-size",
+        "640",
+    ])?;
+    assert_fails(&o, 2, "use WIDTHxHEIGHT");
+    let o = run(&[
+        "--input",
+        "rtsp://h/x",
+        "--output",
+        "a.mp4",
+        "--rtsp-transport",
+        "sctp",
+    ])?;
+    assert_fails(&o, 2, "use auto, tcp or udp");
     Ok(())
 }
 
