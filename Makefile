@@ -31,6 +31,7 @@ test: setup lint
 	cargo test $(CARGO_FLAGS) -- --test-threads=1
 
 bench: build
+	cargo build $(CARGO_FLAGS) --examples
 	$(VENV)/bin/python scripts/bench.py
 
 models: setup

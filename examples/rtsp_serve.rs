@@ -36,7 +36,7 @@ fn main() -> Result<()> {
             )
         }
         None => {
-            let abs = std::fs::canonicalize(source).with_context(|| format!("{source}"))?;
+            let abs = std::fs::canonicalize(source).with_context(|| format!("cannot open {source}"))?;
             format!("filesrc location=\"{}\" ! decodebin", abs.display())
         }
     };
