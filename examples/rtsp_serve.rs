@@ -36,7 +36,8 @@ fn main() -> Result<()> {
             )
         }
         None => {
-            let abs = std::fs::canonicalize(source).with_context(|| format!("cannot open {source}"))?;
+            let abs =
+                std::fs::canonicalize(source).with_context(|| format!("cannot open {source}"))?;
             format!("filesrc location=\"{}\" ! decodebin", abs.display())
         }
     };
