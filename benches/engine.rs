@@ -4,10 +4,12 @@
 //!
 //! cargo bench --bench engine -- [--model M] [--batch-size B] [--width W] [--height H]
 //!     [--seconds S per measurement] [--rounds R, the best of which is reported]
+//!     [--methods: every CAM method instead of Grad-CAM alone]
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use gradcam_stream::cam::Method;
 use gradcam_stream::config::{DeviceChoice, DEFAULT_MODEL};
 use gradcam_stream::frame::Frame;
 use gradcam_stream::worker::{Engine, Settings};
@@ -53,6 +55,7 @@ fn main() -> Result<()> {
         batch_size,
         max_wait: Duration::ZERO,
         class: None,
+        method: gradcam_stream::cam::Method::GradCam,
         threads: 0,
     })?;
     // Deterministic, non-constant pixels (a constant image would be an untypical input).
@@ -65,16 +68,28 @@ fn main() -> Result<()> {
         })
         .collect();
     let device = engine.info().device;
-    // Alternate the two in rounds and keep each one's best: on a shared machine the best
-    // round is the one least disturbed by neighbours, and both get the same chances.
-    let (mut forward, mut gradcam) = (0f64, 0f64);
+    let methods: Vec<Method> = if args.iter().any(|a| a == "--methods") {
+        Method::ALL.to_vec()
+    } else {
+        vec![Method::GradCam]
+    };
+    let mut engine = Some(engine);
+    // Alternate them in rounds and keep each one's best: on a shared machine the best round
+    // is the one least disturbed by neighbours, and all get the same chances.
+    let mut forward = 0f64;
+    let mut best = vec![0f64; methods.len()];
     for _ in 0..rounds {
-        forward = forward.max(measure(&batch, secs, |b| engine.forward_only(b).map(drop))?);
-        gradcam = gradcam.max(measure(&batch, secs, |b| {
-            engine.explain(b.to_vec()).map(drop)
-        })?);
+        let e = engine.as_ref().expect("kept");
+        forward = forward.max(measure(&batch, secs, |b| e.forward_only(b).map(drop))?);
+        for (i, &m) in methods.iter().enumerate() {
+            let e = engine.take().expect("kept").with_method(m);
+            best[i] = best[i].max(measure(&batch, secs, |b| e.explain(b.to_vec()).map(drop))?);
+            engine = Some(e);
+        }
     }
-    for (what, fps) in [("forward", forward), ("gradcam", gradcam)] {
+    let mut rows = vec![("forward", forward)];
+    rows.extend(methods.iter().map(|m| m.name()).zip(best));
+    for (what, fps) in rows {
         println!(
             r#"{{"bench":"{what}","model":"{model}","device":"{device}","batch_size":{batch_size},"frame":"{w}x{h}","rounds":{rounds},"fps":{fps:.2}}}"#
         );

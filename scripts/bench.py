@@ -38,10 +38,10 @@ def json_lines(out):
     return [json.loads(l) for l in out.splitlines() if l.startswith("{")]
 
 
-def engine(w, h):
+def engine(w, h, *extra):
     out = subprocess.run(
         ["cargo", "bench", "--locked", "--bench", "engine", "--", "--batch-size", str(BATCH),
-         "--width", str(w), "--height", str(h), "--seconds", SECONDS, "--rounds", str(ROUNDS)],
+         "--width", str(w), "--height", str(h), "--seconds", SECONDS, "--rounds", str(ROUNDS), *extra],
         cwd=ROOT, check=True, capture_output=True, text=True).stdout
     return {r["bench"]: r for r in json_lines(out)}
 
@@ -129,6 +129,15 @@ def main():
               f"| {gc / fwd:.2f}x | {e2e / pr:.2f}x | {e2e / fwd:.2f}x |")
     print()
     print("targets: engine / forward >= 0.9, e2e / peer >= 1.5 (stretch 2), e2e / forward >= 0.85")
+    print("measuring every CAM method on bikes.mp4-sized batches ...", file=sys.stderr, flush=True)
+    m = engine(640, 272, "--methods")
+    print()
+    print("| method (640x272 frames) | frames / s | cost vs forward-only |")
+    print("|---|---|---|")
+    for name, r in m.items():
+        if name != "forward":
+            print(f"| {name} | {r['fps']:.1f} | {r['fps'] / m['forward']['fps']:.2f}x |")
+    print(f"| (forward-only) | {m['forward']['fps']:.1f} | 1.00x |")
     with tempfile.TemporaryDirectory() as tmp:
         print(f"measuring a 25 fps live source for {LIVE_SECONDS} s ...", file=sys.stderr, flush=True)
         lv = live(tmp)

@@ -20,6 +20,7 @@ pub fn run(cfg: Config) -> Result<()> {
         batch_size: cfg.batch_size,
         max_wait: cfg.max_wait,
         class: cfg.class,
+        method: cfg.method,
         threads: cfg.threads,
     };
     match (&cfg.input, cfg.outputs.as_slice()) {
@@ -34,6 +35,7 @@ struct Renderer {
     alpha: f32,
     lut: [[u8; 3]; 256],
     classes: Vec<String>,
+    method: &'static str,
     metadata: Option<LineFile>,
 }
 
@@ -44,13 +46,14 @@ impl Renderer {
             alpha: cfg.alpha,
             lut: overlay::jet_lut(),
             classes: info.classes.clone(),
+            method: cfg.method.name(),
             metadata,
         })
     }
 
     fn render(&mut self, e: Explained) -> Result<Frame> {
         if let Some(m) = &mut self.metadata {
-            m.line(&metadata::line(&e, &self.classes))
+            m.line(&metadata::line(&e, &self.classes, self.method))
                 .context("writing metadata")?;
         }
         let mut frame = e.frame;

@@ -79,6 +79,11 @@ pub struct Args {
     #[arg(long, value_name = "ID", allow_hyphen_values = true)]
     pub class: Option<i64>,
 
+    /// CAM method: gradcam, gradcam++, xgradcam, layercam, hirescam, eigencam (gradient-free)
+    /// [default: gradcam]
+    #[arg(long, value_name = "NAME")]
+    pub method: Option<String>,
+
     /// Opacity of the heatmap over the frame, 0 to 1 [default: 0.5]
     #[arg(long, value_name = "A")]
     pub alpha: Option<f32>,

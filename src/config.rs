@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::cam::Method;
 use crate::cli::Args;
 
 /// Default model, relative to the working directory or to the project the binary was built in.
@@ -38,6 +39,7 @@ pub struct FileConfig {
     pub rtsp_transport: Option<String>,
     pub reconnect_max: Option<u32>,
     pub stats: Option<f64>,
+    pub method: Option<String>,
 }
 
 /// `output = "x.mp4"` or `output = ["x.mp4", "rtsp://0.0.0.0:8554/gradcam"]`.
@@ -168,6 +170,7 @@ pub struct Config {
     pub max_wait: Duration,
     pub queue_capacity: usize,
     pub class: Option<i64>,
+    pub method: Method,
     pub alpha: f32,
     pub metadata: Option<PathBuf>,
     pub threads: usize,
@@ -341,9 +344,17 @@ impl Config {
             ))),
             None => None,
         };
+        let method = match a.method.or(f.method) {
+            None => Method::GradCam,
+            Some(m) => Method::parse(&m).ok_or_else(|| {
+                let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
+                usage(format!("unknown --method `{m}`; use {}", names.join(", ")))
+            })?,
+        };
         Ok(Config {
             input,
             outputs,
+            method,
             model,
             device,
             batch_size,

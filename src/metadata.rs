@@ -20,10 +20,11 @@ struct Line<'a> {
     label: &'a str,
     score: f32,
     cam: CamJson<'a>,
+    method: &'a str,
 }
 
 /// One JSON object (no newline) for an explained frame.
-pub fn line(e: &Explained, classes: &[String]) -> String {
+pub fn line(e: &Explained, classes: &[String], method: &str) -> String {
     let label = classes
         .get(e.target.class as usize)
         .map(String::as_str)
@@ -39,6 +40,7 @@ pub fn line(e: &Explained, classes: &[String]) -> String {
             w: e.cam.w,
             data: &e.cam.data,
         },
+        method,
     };
     serde_json::to_string(&l).expect("metadata serializes")
 }
@@ -65,10 +67,10 @@ mod tests {
             },
             top: vec![],
         };
-        let s = line(&e, &["a".into(), "b".into()]);
+        let s = line(&e, &["a".into(), "b".into()], "gradcam");
         assert_eq!(
             s,
-            r#"{"frame":3,"pts_ns":120000000,"class":1,"label":"b","score":0.5,"cam":{"h":1,"w":2,"data":[0.0,1.0]}}"#
+            r#"{"frame":3,"pts_ns":120000000,"class":1,"label":"b","score":0.5,"cam":{"h":1,"w":2,"data":[0.0,1.0]},"method":"gradcam"}"#
         );
         Ok(())
     }

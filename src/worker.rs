@@ -25,6 +25,7 @@ pub struct Settings {
     pub batch_size: usize,
     pub max_wait: Duration,
     pub class: Option<i64>,
+    pub method: cam::Method,
     /// libtorch intra-op threads; 0 keeps libtorch's choice.
     pub threads: usize,
 }
@@ -100,6 +101,7 @@ fn load(s: &Settings) -> Result<Engine> {
         batch_size: s.batch_size,
         max_wait: s.max_wait,
         class: s.class,
+        method: s.method,
     })
 }
 
@@ -109,6 +111,7 @@ pub struct Engine {
     batch_size: usize,
     max_wait: Duration,
     class: Option<i64>,
+    method: cam::Method,
 }
 
 impl Engine {
@@ -165,11 +168,18 @@ impl Engine {
         Some(batch)
     }
 
-    /// Forward pass without autograd up to the target layer; Grad-CAM through the head only.
+    /// Forward pass without autograd up to the target layer; the method's gradients (if any)
+    /// through the head only.
     pub fn cams(&self, frames: &[Frame]) -> Result<cam::CamBatch> {
         let x = self.model.preprocess(frames)?; // [B, 3, H, W]
         let acts = tch::no_grad(|| self.model.features(&x))?; // [B, C, h, w]
-        cam::gradcam(&acts, |a| self.model.head(a), self.class)
+        cam::compute(self.method, &acts, |a| self.model.head(a), self.class)
+    }
+
+    /// The same engine explaining with another method (benchmarks, tests).
+    pub fn with_method(mut self, method: cam::Method) -> Engine {
+        self.method = method;
+        self
     }
 
     /// Forward only, no gradients: the speed limit Grad-CAM is measured against.

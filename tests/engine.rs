@@ -18,6 +18,7 @@ fn engine(model: std::path::PathBuf) -> Result<Engine> {
         batch_size: 8,
         max_wait: Duration::ZERO,
         class: None,
+        method: gradcam_stream::cam::Method::GradCam,
         threads: 0,
     })
 }

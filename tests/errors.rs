@@ -72,6 +72,10 @@ fn missing_arguments_and_unknown_values() -> Result<()> {
         "sctp",
     ])?;
     assert_fails(&o, 2, "use auto, tcp or udp");
+    let o = run(&[
+        "--input", bikes, "--output", "a.mp4", "--method", "scorecam",
+    ])?;
+    assert_fails(&o, 2, "unknown --method `scorecam`; use gradcam, gradcam++");
     Ok(())
 }
 

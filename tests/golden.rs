@@ -1,26 +1,15 @@
-//! Our Grad-CAM against the reference implementation (PyPI grad-cam, pytorch-grad-cam) on the
-//! same frames, model and target layer: per-frame correlation of the maps ≥ 0.98.
+//! Our maps against the reference implementation (PyPI grad-cam, pytorch-grad-cam) on the
+//! same frames, model and target layer, method by method: per-frame correlation ≥ 0.98.
 
 mod common;
+
+use std::path::Path;
 
 use anyhow::Result;
 use common::*;
 
-#[test]
-fn maps_match_pytorch_grad_cam_on_bikes() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let out = dir.path().join("o.mp4");
-    let meta = dir.path().join("m.jsonl");
-    let video = sample("bikes.mp4");
-    let o = explain(
-        video.to_str().unwrap(),
-        out.to_str().unwrap(),
-        model().to_str().unwrap(),
-        &["--metadata", meta.to_str().unwrap()],
-    )?;
-    assert!(o.status.success(), "{}", stderr(&o));
-    // The decoded frames, exactly as our pipeline gets them (uridecodebin → videoconvert → RGBx).
-    let raw = dir.path().join("frames.rgbx");
+/// The decoded frames, exactly as our pipeline gets them (uridecodebin → videoconvert → RGBx).
+fn raw_frames(video: &Path, raw: &Path) -> Result<()> {
     let st = std::process::Command::new("gst-launch-1.0")
         .args([
             "-q",
@@ -35,28 +24,65 @@ fn maps_match_pytorch_grad_cam_on_bikes() -> Result<()> {
         ])
         .arg(format!("location={}", raw.display()))
         .status()?;
-    assert!(st.success());
-    let r = std::process::Command::new(python())
-        .arg(root().join("tests/golden_gradcam.py"))
-        .args([
-            "--raw",
-            raw.to_str().unwrap(),
-            "--size",
-            "640x272",
-            "--metadata",
-            meta.to_str().unwrap(),
-            "--model",
-            model().to_str().unwrap(),
-            "--min-corr",
-            "0.98",
-        ])
-        .output()?;
+    anyhow::ensure!(st.success(), "gst-launch failed");
+    Ok(())
+}
+
+/// Explain `frames` frames of bikes.mp4 with `method` and compare with the reference.
+fn check(method: &str, frames: Option<u32>, raw: &Path, dir: &Path) -> Result<()> {
+    let out = dir.join(format!("{method}.mp4"));
+    let meta = dir.join(format!("{method}.jsonl"));
+    let video = sample("bikes.mp4");
+    let mut extra = vec!["--metadata", meta.to_str().unwrap(), "--method", method];
+    let n = frames.map(|n| n.to_string());
+    if let Some(n) = &n {
+        extra.extend(["--max-frames", n]);
+    }
+    let o = explain(
+        video.to_str().unwrap(),
+        out.to_str().unwrap(),
+        model().to_str().unwrap(),
+        &extra,
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(root().join("tests/golden_gradcam.py")).args([
+        "--raw",
+        raw.to_str().unwrap(),
+        "--size",
+        "640x272",
+        "--metadata",
+        meta.to_str().unwrap(),
+        "--model",
+        model().to_str().unwrap(),
+        "--min-corr",
+        "0.98",
+        "--method",
+        method,
+    ]);
+    if frames.is_some() {
+        cmd.arg("--allow-prefix");
+    }
+    let r = cmd.output()?;
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&r.stdout),
         String::from_utf8_lossy(&r.stderr)
     );
     eprintln!("{report}");
-    assert!(r.status.success(), "{report}");
+    assert!(r.status.success(), "{method}: {report}");
+    Ok(())
+}
+
+#[test]
+fn maps_match_pytorch_grad_cam_on_bikes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let raw = dir.path().join("frames.rgbx");
+    raw_frames(&sample("bikes.mp4"), &raw)?;
+    // Grad-CAM on the whole clip; every other method on its first 48 frames.
+    check("gradcam", None, &raw, dir.path())?;
+    for method in ["gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"] {
+        check(method, Some(48), &raw, dir.path())?;
+    }
     Ok(())
 }

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Reference check: pytorch-grad-cam (PyPI grad-cam) on the same frames, model and layer.
+"""Reference check: pytorch-grad-cam (PyPI grad-cam) on the same frames, model, layer and method.
 
 Reads the frames gradcam-stream saw (raw RGBx as GStreamer decoded them, so both sides start
 from identical pixels), preprocesses each frame as gradcam-stream does (whole frame resized
 bilinearly with antialiasing to the model's input, ImageNet-normalized), and runs
-pytorch_grad_cam.GradCAM with the target layer = the model's `features` output and the same
+the pytorch_grad_cam class of --method (GradCAM by default) with the target layer = the model's `features` output and the same
 target class gradcam-stream reported. Both maps are brought to the input size with the same
 cv2.resize; per-frame Pearson correlation must be >= --min-corr. Prints a summary line.
 """
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 
@@ -45,6 +45,10 @@ class Whole(torch.nn.Module):
         return self.m.head(self.features(x.detach().requires_grad_(True)))
 
 
+METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM,
+           "hirescam": HiResCAM, "eigencam": EigenCAM}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--raw", required=True, help="raw RGBx frames, as gst-launch's filesink writes them")
@@ -53,6 +57,8 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--min-corr", type=float, default=0.98)
+    ap.add_argument("--method", default="gradcam", choices=sorted(METHODS))
+    ap.add_argument("--allow-prefix", action="store_true", help="our run explained the first frames only")
     args = ap.parse_args()
 
     meta = json.load(open(args.model.rsplit(".", 1)[0] + ".json"))
@@ -63,13 +69,16 @@ def main():
 
     scripted = torch.jit.load(args.model).eval()
     model = Whole(scripted).eval()
-    cam = GradCAM(model=model, target_layers=[model.features])
+    cam = METHODS[args.method](model=model, target_layers=[model.features])
 
     fw, fh = map(int, args.size.split("x"))
     raw = np.fromfile(args.raw, dtype=np.uint8)
     frames = list(raw.reshape(-1, fh, fw, 4)[..., :3])
-    if len(frames) != len(ours):
+    if len(frames) < len(ours) or (len(frames) != len(ours) and not args.allow_prefix):
         sys.exit(f"FAIL: {len(frames)} raw frames, metadata has {len(ours)}")
+    frames = frames[:len(ours)]
+    if any(l.get("method", "gradcam") != args.method for l in ours):
+        sys.exit(f"FAIL: the metadata's method is not {args.method}")
 
     corrs = []
     for start in range(0, len(frames), args.batch_size):
@@ -90,7 +99,7 @@ def main():
             corrs.append(float(np.corrcoef(r.ravel(), mine.ravel())[0, 1]))
     corrs = np.nan_to_num(np.array(corrs), nan=-1.0)
     worst = int(np.argmin(corrs))
-    print(f"frames {len(corrs)}  correlation min {corrs.min():.4f} (frame {worst})  mean {corrs.mean():.4f}")
+    print(f"{args.method}: frames {len(corrs)}  correlation min {corrs.min():.4f} (frame {worst})  mean {corrs.mean():.4f}")
     if corrs.min() < args.min_corr:
         sys.exit(f"FAIL: frame {worst} correlates {corrs[worst]:.4f} < {args.min_corr}")
 

@@ -1,11 +1,13 @@
 //! Grad-CAM (Selvaraju et al., arXiv 1610.02391): the weight of channel k is the spatial mean of
 //! d(score of the target class, before softmax) / d(A_k); the map is ReLU(sum_k w_k A_k).
-//! Gradients flow through the head only: the activations come in as a leaf tensor.
+//! Gradients flow through the head only: the activations come in as a leaf tensor. The
+//! backward pass here serves every gradient-based method (see `methods.rs`).
 
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 /// Maps and the scores they explain, for a whole batch.
+#[derive(Debug)]
 pub struct CamBatch {
     /// [B, h, w], each map min-max normalized to [0, 1].
     pub maps: Tensor,
@@ -19,19 +21,34 @@ pub struct CamBatch {
 ///
 /// `acts` are the target layer's activations [B, C, h, w], computed without autograd; `head`
 /// maps activations to logits [B, K]. `class` fixes the target, else each frame's top-1 is used.
-/// One backward pass serves the whole batch: frames are independent in the head, so the
-/// gradient of the summed target scores w.r.t. frame b's activations is that of frame b's score.
 pub fn gradcam(
     acts: &Tensor,
     head: impl Fn(&Tensor) -> Result<Tensor>,
     class: Option<i64>,
 ) -> Result<CamBatch> {
+    super::compute(super::Method::GradCam, acts, head, class)
+}
+
+/// The logits, the target of each frame, and (when `with_grads`) the gradient of the target
+/// scores w.r.t. the activations. One backward pass serves the whole batch: frames are
+/// independent in the head, so the gradient of the summed target scores w.r.t. frame b's
+/// activations is that of frame b's score.
+pub(crate) fn targets_and_grads(
+    acts: &Tensor,
+    head: impl Fn(&Tensor) -> Result<Tensor>,
+    class: Option<i64>,
+    with_grads: bool,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let size = acts.size();
     let &[b, _c, _h, _w] = size.as_slice() else {
         bail!("activations must be [B, C, h, w], got {size:?}");
     };
-    let a = acts.detach().set_requires_grad(true); // a leaf: backward stops here
-    let logits = head(&a)?; // [B, K]
+    let a = acts.detach().set_requires_grad(with_grads); // a leaf: backward stops here
+    let logits = if with_grads {
+        head(&a)?
+    } else {
+        tch::no_grad(|| head(&a))?
+    }; // [B, K]
     let k = match logits.size().as_slice() {
         &[lb, k] if lb == b => k,
         other => bail!("head must give [{b}, K] logits, got {other:?}"),
@@ -44,19 +61,16 @@ pub fn gradcam(
         ),
         None => logits.detach().argmax(1, false), // [B]
     };
-    let score = logits
-        .gather(1, &targets.unsqueeze(1), false)
-        .sum(Kind::Float); // scalar
-    let grads = Tensor::f_run_backward(&[&score], &[&a], false, false)?;
-    let weights = grads[0].mean_dim([2i64, 3].as_slice(), true, Kind::Float); // [B, C, 1, 1]
-    let cam = (weights * a.detach())
-        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
-        .relu(); // [B, h, w]
-    Ok(CamBatch {
-        maps: normalize(&cam),
-        logits: logits.detach(),
-        targets,
-    })
+    let grads = if with_grads {
+        let score = logits
+            .gather(1, &targets.unsqueeze(1), false)
+            .sum(Kind::Float); // scalar
+        let mut g = Tensor::f_run_backward(&[&score], &[&a], false, false)?;
+        Some(g.remove(0))
+    } else {
+        None
+    };
+    Ok((logits.detach(), targets, grads))
 }
 
 /// Per-map min-max normalization to [0, 1] with pytorch-grad-cam's epsilon: an all-zero map

@@ -1,6 +1,9 @@
-//! Class activation maps: pure tensor maths on activations and a head, one file per method.
-//! No I/O, no frames, no devices chosen here.
+//! Class activation maps: pure tensor maths on activations and a head. No I/O, no frames, no
+//! devices chosen here. `gradcam.rs` holds the shared backward pass and normalization,
+//! `methods.rs` each method's weighting.
 
 pub mod gradcam;
+pub mod methods;
 
 pub use gradcam::{gradcam, normalize, CamBatch};
+pub use methods::{compute, Method};
