@@ -140,9 +140,7 @@ mod tests {
     fn out_of_range_class_is_an_error() {
         let a = Tensor::ones([1, 1, 2, 2], (Kind::Float, tch::Device::Cpu));
         let w = Tensor::ones([3, 1], (Kind::Float, tch::Device::Cpu));
-        let e = gradcam(&a, pool_linear(w), Some(3))
-            .err()
-            .expect("must fail");
+        let e = gradcam(&a, pool_linear(w), Some(3)).expect_err("must fail");
         assert!(e.to_string().contains("out of range"), "{e}");
     }
 
