@@ -56,6 +56,9 @@ fn main() -> Result<()> {
         max_wait: Duration::ZERO,
         class: None,
         method: gradcam_stream::cam::Method::GradCam,
+        top_k: 1,
+        show_rank: 1,
+        smooth: 0.0,
         threads: 0,
     })?;
     // Deterministic, non-constant pixels (a constant image would be an untypical input).

@@ -9,9 +9,10 @@ use anyhow::{anyhow, Context, Result};
 use crate::config::{Config, Input, Output};
 use crate::frame::{Explained, Frame};
 use crate::outfile::{LineFile, OutFile};
+use crate::smooth::Smoother;
 use crate::stats::{Reporter, Stats};
 use crate::worker::{self, ModelInfo};
-use crate::{metadata, overlay, pipeline};
+use crate::{label, localize, metadata, overlay, pipeline};
 
 pub fn run(cfg: Config) -> Result<()> {
     let settings = worker::Settings {
@@ -19,8 +20,11 @@ pub fn run(cfg: Config) -> Result<()> {
         device: cfg.device,
         batch_size: cfg.batch_size,
         max_wait: cfg.max_wait,
-        class: cfg.class,
+        class: cfg.class.clone(),
         method: cfg.method,
+        top_k: cfg.top_k,
+        show_rank: cfg.show_rank,
+        smooth: cfg.smooth,
         threads: cfg.threads,
     };
     match (&cfg.input, cfg.outputs.as_slice()) {
@@ -30,13 +34,18 @@ pub fn run(cfg: Config) -> Result<()> {
     }
 }
 
-/// Blends the map over the frame and writes the metadata line: the work after the model.
+/// Smooths the map, blends it over the frame, draws the box and label, and writes the
+/// metadata line: the work after the model, in stream order.
 struct Renderer {
     alpha: f32,
+    threshold: f32,
     lut: [[u8; 3]; 256],
     classes: Vec<String>,
     method: &'static str,
     metadata: Option<LineFile>,
+    smoother: Smoother,
+    draw_box: bool,
+    label: bool,
 }
 
 impl Renderer {
@@ -44,22 +53,74 @@ impl Renderer {
         let metadata = cfg.metadata.as_deref().map(LineFile::create).transpose()?;
         Ok(Renderer {
             alpha: cfg.alpha,
-            lut: overlay::jet_lut(),
+            threshold: cfg.threshold,
+            lut: cfg.colormap.lut(),
             classes: info.classes.clone(),
             method: cfg.method.name(),
             metadata,
+            smoother: Smoother::new(cfg.smooth),
+            draw_box: cfg.draw_box,
+            label: cfg.label,
         })
     }
 
-    fn render(&mut self, e: Explained) -> Result<Frame> {
+    fn render(&mut self, mut e: Explained) -> Result<Frame> {
+        self.smoother.apply(&e.frame, e.target.class, &mut e.cam);
+        let loc = localize::locate(&e.cam, e.frame.width, e.frame.height);
         if let Some(m) = &mut self.metadata {
-            m.line(&metadata::line(&e, &self.classes, self.method))
+            m.line(&metadata::line(&e, &self.classes, self.method, &loc))
                 .context("writing metadata")?;
         }
+        let lines = if self.label {
+            self.label_lines(&e)
+        } else {
+            vec![]
+        };
         let mut frame = e.frame;
         let (w, h) = (frame.width as usize, frame.height as usize);
-        overlay::blend(&mut frame.pixels, w, h, &e.cam, self.alpha, &self.lut);
+        overlay::blend(
+            &mut frame.pixels,
+            w,
+            h,
+            &e.cam,
+            self.alpha,
+            self.threshold,
+            &self.lut,
+        );
+        if let (true, Some(b)) = (self.draw_box, loc.bbox) {
+            let b = (b.x0 as usize, b.y0 as usize, b.x1 as usize, b.y1 as usize);
+            overlay::rectangle(
+                &mut frame.pixels,
+                w,
+                h,
+                b,
+                label::scale_for(h) * 2,
+                [255, 255, 255],
+            );
+        }
+        if !lines.is_empty() {
+            label::draw(&mut frame.pixels, w, h, &lines);
+        }
         Ok(frame)
+    }
+
+    /// `tabby 0.83`, or with --top-k one line a class, best first.
+    fn label_lines(&self, e: &Explained) -> Vec<String> {
+        let name = |c: i64| match self.classes.get(c as usize) {
+            Some(n) => n.clone(),
+            None => format!("class {c}"),
+        };
+        if e.ranked.is_empty() {
+            return vec![format!("{} {:.2}", name(e.target.class), e.target.prob)];
+        }
+        e.ranked
+            .iter()
+            .enumerate()
+            .map(|(r, (c, _))| {
+                let mark = if c.class == e.target.class { '>' } else { ' ' };
+                format!("{mark}{}. {} {:.2}", r + 1, name(c.class), c.prob)
+            })
+            .collect()
     }
 
     fn commit(self) -> Result<()> {

@@ -75,9 +75,40 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub queue_capacity: Option<usize>,
 
-    /// Explain this ImageNet class id in every frame instead of each frame's top-1 class
-    #[arg(long, value_name = "ID", allow_hyphen_values = true)]
-    pub class: Option<i64>,
+    /// Explain this class in every frame instead of each frame's top-1: an id (285) or a name
+    /// from the model's classes (`tabby`, case-insensitive)
+    #[arg(long, value_name = "ID|NAME", allow_hyphen_values = true)]
+    pub class: Option<String>,
+
+    /// Explain the K most likely classes of each frame; the video shows one (--show-rank), the
+    /// metadata holds all K [default: 1]
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+
+    /// Which of the --top-k classes the video shows, 1 to K [default: 1]
+    #[arg(long, value_name = "R")]
+    pub show_rank: Option<usize>,
+
+    /// Heatmap colours: jet, turbo, inferno, viridis [default: jet]
+    #[arg(long, value_name = "NAME")]
+    pub colormap: Option<String>,
+
+    /// Leave the frame as it is where the map is below T (0 to 1) [default: 0]
+    #[arg(long, value_name = "T")]
+    pub threshold: Option<f32>,
+
+    /// Draw the Grad-CAM paper's localization box (15% of the map's maximum, largest region)
+    #[arg(long = "box")]
+    pub draw_box: bool,
+
+    /// Do not draw the class label and probability on the frames
+    #[arg(long)]
+    pub no_label: bool,
+
+    /// Temporal smoothing S in [0, 1): each map is S x the previous map + (1 - S) x its own,
+    /// reset on scene cuts and class changes; 0 is off [default: 0]
+    #[arg(long, value_name = "S")]
+    pub smooth: Option<f32>,
 
     /// CAM method: gradcam, gradcam++, xgradcam, layercam, hirescam, eigencam (gradient-free)
     /// [default: gradcam]

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::cam::Method;
 use crate::cli::Args;
+use crate::colormap::Colormap;
 
 /// Default model, relative to the working directory or to the project the binary was built in.
 pub const DEFAULT_MODEL: &str = "models/efficientnet_lite0.pt";
@@ -25,7 +26,15 @@ pub struct FileConfig {
     pub batch_size: Option<usize>,
     pub max_wait_ms: Option<u64>,
     pub queue_capacity: Option<usize>,
-    pub class: Option<i64>,
+    pub class: Option<ClassValue>,
+    pub top_k: Option<usize>,
+    pub show_rank: Option<usize>,
+    pub colormap: Option<String>,
+    pub threshold: Option<f32>,
+    #[serde(rename = "box")]
+    pub draw_box: Option<bool>,
+    pub label: Option<bool>,
+    pub smooth: Option<f32>,
     pub alpha: Option<f32>,
     pub metadata: Option<PathBuf>,
     pub threads: Option<usize>,
@@ -40,6 +49,22 @@ pub struct FileConfig {
     pub reconnect_max: Option<u32>,
     pub stats: Option<f64>,
     pub method: Option<String>,
+}
+
+/// `class = 285` or `class = "tabby"`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ClassValue {
+    Id(i64),
+    Name(String),
+}
+
+/// The class to explain in every frame, as given: resolved against the model's names when
+/// the model is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClassSpec {
+    Id(i64),
+    Name(String),
 }
 
 /// `output = "x.mp4"` or `output = ["x.mp4", "rtsp://0.0.0.0:8554/gradcam"]`.
@@ -169,8 +194,15 @@ pub struct Config {
     pub batch_size: usize,
     pub max_wait: Duration,
     pub queue_capacity: usize,
-    pub class: Option<i64>,
+    pub class: Option<ClassSpec>,
     pub method: Method,
+    pub top_k: usize,
+    pub show_rank: usize,
+    pub colormap: Colormap,
+    pub threshold: f32,
+    pub draw_box: bool,
+    pub label: bool,
+    pub smooth: f32,
     pub alpha: f32,
     pub metadata: Option<PathBuf>,
     pub threads: usize,
@@ -289,13 +321,59 @@ impl Config {
                 "--alpha {alpha} is out of range; use 0 to 1"
             )));
         }
-        let class = a.class.or(f.class);
-        if let Some(c) = class {
+        let class = match (a.class, f.class) {
+            (Some(s), _) | (None, Some(ClassValue::Name(s))) => {
+                Some(match s.trim().parse::<i64>() {
+                    Ok(id) => ClassSpec::Id(id),
+                    Err(_) => ClassSpec::Name(s),
+                })
+            }
+            (None, Some(ClassValue::Id(id))) => Some(ClassSpec::Id(id)),
+            (None, None) => None,
+        };
+        if let Some(ClassSpec::Id(c)) = class {
             if c < 0 {
                 bail!(usage(format!(
-                    "--class {c} is negative; use a class id from 0 to (number of classes - 1)"
+                    "--class {c} is negative; use a class id from 0 to (number of classes - 1) or a class name"
                 )));
             }
+        }
+        let top_k = a.top_k.or(f.top_k).unwrap_or(1);
+        if !(1..=20).contains(&top_k) {
+            bail!(usage(format!(
+                "--top-k {top_k} is out of range; use 1 to 20"
+            )));
+        }
+        if top_k > 1 && class.is_some() {
+            bail!(usage(
+                "--top-k explains each frame's most likely classes; drop --class, or --top-k"
+            ));
+        }
+        let show_rank = a.show_rank.or(f.show_rank).unwrap_or(1);
+        if !(1..=top_k).contains(&show_rank) {
+            bail!(usage(format!(
+                "--show-rank {show_rank} is out of range; use 1 to --top-k ({top_k})"
+            )));
+        }
+        let colormap = match a.colormap.or(f.colormap) {
+            None => Colormap::Jet,
+            Some(c) => Colormap::parse(&c).ok_or_else(|| {
+                usage(format!(
+                    "unknown --colormap `{c}`; use jet, turbo, inferno or viridis"
+                ))
+            })?,
+        };
+        let threshold = a.threshold.or(f.threshold).unwrap_or(0.0);
+        if !(0.0..1.0).contains(&threshold) {
+            bail!(usage(format!(
+                "--threshold {threshold} is out of range; use 0 to 1 (below 1)"
+            )));
+        }
+        let smooth = a.smooth.or(f.smooth).unwrap_or(0.0);
+        if !(0.0..1.0).contains(&smooth) {
+            bail!(usage(format!(
+                "--smooth {smooth} is out of range; use 0 (off) to below 1"
+            )));
         }
         let metadata = a.metadata.or(f.metadata);
         if let Some(m) = &metadata {
@@ -355,6 +433,13 @@ impl Config {
             input,
             outputs,
             method,
+            top_k,
+            show_rank,
+            colormap,
+            threshold,
+            draw_box: a.draw_box || f.draw_box.unwrap_or(false),
+            label: !a.no_label && f.label.unwrap_or(true),
+            smooth,
             model,
             device,
             batch_size,
@@ -816,7 +901,7 @@ mod tests {
             ("batch-size", |a| a.batch_size = Some(0)),
             ("alpha", |a| a.alpha = Some(1.5)),
             ("device", |a| a.device = Some("tpu".into())),
-            ("negative", |a| a.class = Some(-1)),
+            ("negative", |a| a.class = Some("-1".into())),
             ("jsonl", |a| a.metadata = Some("m.json".into())),
             ("--max-frames", |a| a.max_frames = Some(0)),
             ("--duration", |a| a.duration = Some(-1.0)),

@@ -76,6 +76,8 @@ pub struct Explained {
     pub cam: CamMap,
     /// The class the map explains.
     pub target: ClassScore,
-    /// The most likely classes, best first (up to 5).
+    /// The most likely classes, best first (at least 5, or the --top-k asked for).
     pub top: Vec<ClassScore>,
+    /// With --top-k K > 1: each of the K most likely classes with its own map, best first.
+    pub ranked: Vec<(ClassScore, CamMap)>,
 }

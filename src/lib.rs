@@ -4,14 +4,18 @@
 pub mod app;
 pub mod cam;
 pub mod cli;
+pub mod colormap;
 pub mod config;
 pub mod frame;
+pub mod label;
+pub mod localize;
 pub mod metadata;
 pub mod model;
 pub mod outfile;
 pub mod overlay;
 pub mod pipeline;
 pub mod shutdown;
+pub mod smooth;
 pub mod stats;
 pub mod worker;
 

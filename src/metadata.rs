@@ -3,13 +3,47 @@
 
 use serde::Serialize;
 
-use crate::frame::Explained;
+use crate::frame::{CamMap, Explained};
+use crate::localize::Located;
 
 #[derive(Serialize)]
 struct CamJson<'a> {
     h: usize,
     w: usize,
     data: &'a [f32],
+}
+
+impl<'a> CamJson<'a> {
+    fn of(c: &'a CamMap) -> Self {
+        CamJson {
+            h: c.h,
+            w: c.w,
+            data: &c.data,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TopJson<'a> {
+    id: i64,
+    label: &'a str,
+    probability: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cam: Option<CamJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct PeakJson {
+    x: u32,
+    y: u32,
+}
+
+#[derive(Serialize)]
+struct BoxJson {
+    x0: u32,
+    y0: u32,
+    x1: u32,
+    y1: u32,
 }
 
 #[derive(Serialize)]
@@ -21,26 +55,57 @@ struct Line<'a> {
     score: f32,
     cam: CamJson<'a>,
     method: &'a str,
+    topk: Vec<TopJson<'a>>,
+    peak: PeakJson,
+    #[serde(rename = "box")]
+    bbox: Option<BoxJson>,
 }
 
 /// One JSON object (no newline) for an explained frame.
-pub fn line(e: &Explained, classes: &[String], method: &str) -> String {
-    let label = classes
-        .get(e.target.class as usize)
-        .map(String::as_str)
-        .unwrap_or("");
+/// `loc` is where the shown map points (see `localize`). The schema is docs/metadata.schema.json.
+pub fn line(e: &Explained, classes: &[String], method: &str, loc: &Located) -> String {
+    let name = |c: i64| classes.get(c as usize).map(String::as_str).unwrap_or("");
+    let label = name(e.target.class);
+    let topk = if e.ranked.is_empty() {
+        e.top
+            .iter()
+            .map(|t| TopJson {
+                id: t.class,
+                label: name(t.class),
+                probability: t.prob,
+                cam: None,
+            })
+            .collect()
+    } else {
+        e.ranked
+            .iter()
+            .map(|(t, cam)| TopJson {
+                id: t.class,
+                label: name(t.class),
+                probability: t.prob,
+                cam: Some(CamJson::of(cam)),
+            })
+            .collect()
+    };
     let l = Line {
         frame: e.frame.index,
         pts_ns: e.frame.pts,
         class: e.target.class,
         label,
         score: e.target.prob,
-        cam: CamJson {
-            h: e.cam.h,
-            w: e.cam.w,
-            data: &e.cam.data,
-        },
+        cam: CamJson::of(&e.cam),
         method,
+        topk,
+        peak: PeakJson {
+            x: loc.peak.0,
+            y: loc.peak.1,
+        },
+        bbox: loc.bbox.map(|b| BoxJson {
+            x0: b.x0,
+            y0: b.y0,
+            x1: b.x1,
+            y1: b.y1,
+        }),
     };
     serde_json::to_string(&l).expect("metadata serializes")
 }
@@ -65,12 +130,25 @@ mod tests {
                 class: 1,
                 prob: 0.5,
             },
-            top: vec![],
+            top: vec![ClassScore {
+                class: 1,
+                prob: 0.5,
+            }],
+            ranked: vec![],
         };
-        let s = line(&e, &["a".into(), "b".into()], "gradcam");
+        let loc = crate::localize::Located {
+            peak: (0, 0),
+            bbox: Some(crate::localize::Box {
+                x0: 0,
+                y0: 0,
+                x1: 1,
+                y1: 1,
+            }),
+        };
+        let s = line(&e, &["a".into(), "b".into()], "gradcam", &loc);
         assert_eq!(
             s,
-            r#"{"frame":3,"pts_ns":120000000,"class":1,"label":"b","score":0.5,"cam":{"h":1,"w":2,"data":[0.0,1.0]},"method":"gradcam"}"#
+            r#"{"frame":3,"pts_ns":120000000,"class":1,"label":"b","score":0.5,"cam":{"h":1,"w":2,"data":[0.0,1.0]},"method":"gradcam","topk":[{"id":1,"label":"b","probability":0.5}],"peak":{"x":0,"y":0},"box":{"x0":0,"y0":0,"x1":1,"y1":1}}"#
         );
         Ok(())
     }

@@ -68,6 +68,7 @@ pub fn blend(
     height: usize,
     cam: &CamMap,
     alpha: f32,
+    threshold: f32,
     lut: &[[u8; 3]; 256],
 ) {
     assert_eq!(
@@ -82,6 +83,8 @@ pub fn blend(
     );
     // Fixed point: weights out of 256 keep the inner loop in integers.
     let a = (alpha.clamp(0.0, 1.0) * 256.0).round() as u32;
+    // Map values below the threshold leave the frame as it is.
+    let below = (threshold.clamp(0.0, 1.0) * 255.0).round() as u8;
     let keep = 256 - a;
     // Interpolate every map row across the frame width once; each frame row is then a
     // vertical mix of two of these, a loop the compiler vectorizes.
@@ -105,9 +108,36 @@ pub fn blend(
         }
         let line = &mut pixels[y * width * 4..][..width * 4];
         for (px, &i) in line.chunks_exact_mut(4).zip(&idx) {
+            if i < below {
+                continue;
+            }
             let c = &lut[i as usize];
             for k in 0..3 {
                 px[k] = ((px[k] as u32 * keep + c[k] as u32 * a + 128) >> 8) as u8;
+            }
+        }
+    }
+}
+
+/// Draw the outline of a box (x1, y1 exclusive) on an RGBx frame, `thickness` pixels wide.
+pub fn rectangle(
+    pixels: &mut [u8],
+    width: usize,
+    height: usize,
+    (x0, y0, x1, y1): (usize, usize, usize, usize),
+    thickness: usize,
+    color: [u8; 3],
+) {
+    let (x1, y1) = (x1.min(width), y1.min(height));
+    if x0 >= x1 || y0 >= y1 {
+        return;
+    }
+    let t = thickness.max(1);
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let edge = x < x0 + t || x + t >= x1 || y < y0 + t || y + t >= y1;
+            if edge {
+                pixels[(y * width + x) * 4..][..3].copy_from_slice(&color);
             }
         }
     }
@@ -164,7 +194,7 @@ mod tests {
         };
         // Two pixels: grey 100 under a cold (0) and a hot (1) map.
         let mut px = vec![100, 100, 100, 255, 100, 100, 100, 255];
-        blend(&mut px, 2, 1, &cam, 0.5, &lut);
+        blend(&mut px, 2, 1, &cam, 0.5, 0.0, &lut);
         // 0.5 * 100 + 0.5 * jet: jet(0) = (0, 0, 128), jet(1) = (128, 0, 0).
         assert_eq!(px, vec![50, 50, 114, 255, 114, 50, 50, 255]);
         // alpha 0 leaves the frame alone, alpha 1 shows only the map.
@@ -174,9 +204,9 @@ mod tests {
             w: 1,
             data: vec![1.0],
         };
-        blend(&mut px, 1, 1, &one, 0.0, &lut);
+        blend(&mut px, 1, 1, &one, 0.0, 0.0, &lut);
         assert_eq!(px, vec![7, 8, 9, 0]);
-        blend(&mut px, 1, 1, &one, 1.0, &lut);
+        blend(&mut px, 1, 1, &one, 1.0, 0.0, &lut);
         assert_eq!(px, vec![128, 0, 0, 0]);
     }
 
@@ -190,7 +220,7 @@ mod tests {
         };
         let (w, h) = (13, 7);
         let mut px = vec![0u8; w * h * 4];
-        blend(&mut px, w, h, &cam, 1.0, &lut);
+        blend(&mut px, w, h, &cam, 1.0, 0.0, &lut);
         let up = upsample(&cam, w, h);
         for (p, v) in px.chunks_exact(4).zip(up) {
             assert_eq!(&p[..3], &lut[(v * 255.0 + 0.5) as usize][..]);

@@ -11,12 +11,16 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tch::{Kind, Tensor};
 
 use crate::cam;
-use crate::config::DeviceChoice;
+use crate::config::{ClassSpec, DeviceChoice, UsageError};
 use crate::frame::{CamMap, ClassScore, Explained, Frame};
 use crate::model::{self, Model};
+use crate::smooth;
 
 /// How many of the most likely classes each result carries.
 pub const TOP: i64 = 5;
+/// With smoothing, another class takes over once its averaged probability is this many times
+/// the held class's.
+const HOLD_MARGIN: f64 = 1.25;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -24,8 +28,17 @@ pub struct Settings {
     pub device: DeviceChoice,
     pub batch_size: usize,
     pub max_wait: Duration,
-    pub class: Option<i64>,
+    pub class: Option<ClassSpec>,
     pub method: cam::Method,
+    /// Explain the K most likely classes of each frame (1: the top-1 only).
+    pub top_k: usize,
+    /// Which of them the video shows (1-based).
+    pub show_rank: usize,
+    /// Temporal smoothing S, 0 is off. The top-1 target is then chosen on a moving average of
+    /// the probabilities (factor S^(1/3): the class changes more slowly than the map), and
+    /// held until another class's average beats it by a quarter, so it flips less. A scene cut
+    /// starts the average afresh.
+    pub smooth: f32,
     /// libtorch intra-op threads; 0 keeps libtorch's choice.
     pub threads: usize,
 }
@@ -85,24 +98,91 @@ fn load(s: &Settings) -> Result<Engine> {
     }
     let device = model::resolve_device(s.device)?;
     let model = Model::load(&s.model, device)?;
-    if let Some(c) = s.class {
-        let n = model.info.num_classes;
-        if c >= n {
-            return Err(crate::config::UsageError(format!(
+    let n = model.info.num_classes;
+    let class = match &s.class {
+        None => None,
+        Some(ClassSpec::Id(c)) if *c >= n => {
+            return Err(UsageError(format!(
                 "--class {c} is out of range: model {} has {n} classes (0 to {})",
                 model.info.name,
                 n - 1
             ))
-            .into());
+            .into())
         }
+        Some(ClassSpec::Id(c)) => Some(*c),
+        Some(ClassSpec::Name(name)) => Some(class_by_name(name, &model.info.classes)?),
+    };
+    if s.top_k as i64 > n {
+        return Err(UsageError(format!(
+            "--top-k {} is out of range: model {} has {n} classes",
+            s.top_k, model.info.name
+        ))
+        .into());
     }
     Ok(Engine {
         model,
         batch_size: s.batch_size,
         max_wait: s.max_wait,
-        class: s.class,
+        class,
         method: s.method,
+        top_k: s.top_k,
+        show_rank: s.show_rank,
+        smooth: s.smooth,
+        probs_ema: std::cell::RefCell::new(None),
     })
+}
+
+/// The id of the class called `name` (case-insensitive); an unknown name lists close ones.
+pub fn class_by_name(name: &str, classes: &[String]) -> Result<i64> {
+    let want = name.trim().to_lowercase();
+    if let Some(i) = classes.iter().position(|c| c.to_lowercase() == want) {
+        return Ok(i as i64);
+    }
+    let mut near: Vec<(usize, usize)> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let c = c.to_lowercase();
+            let d = if c.contains(&want) || want.contains(&c) {
+                0
+            } else {
+                edit_distance(&want, &c)
+            };
+            (d, i)
+        })
+        .collect();
+    near.sort();
+    let close: Vec<String> = near
+        .iter()
+        .take_while(|(d, _)| *d <= want.len().max(3) / 2)
+        .take(5)
+        .map(|&(_, i)| format!("{} ({i})", classes[i]))
+        .collect();
+    let hint = if close.is_empty() {
+        "give a class id, or a name from the model's sidecar .json".to_owned()
+    } else {
+        format!("close matches: {}", close.join(", "))
+    };
+    Err(UsageError(format!(
+        "--class `{name}` is not a class of this model; {hint}"
+    ))
+    .into())
+}
+
+/// Levenshtein distance, on chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// The model plus the batching policy; lives on the worker thread only.
@@ -112,6 +192,12 @@ pub struct Engine {
     max_wait: Duration,
     class: Option<i64>,
     method: cam::Method,
+    top_k: usize,
+    show_rank: usize,
+    smooth: f32,
+    /// The moving average of the probabilities over the frames so far, and the class held
+    /// (with smoothing).
+    probs_ema: std::cell::RefCell<Option<(Tensor, i64, Vec<f32>)>>,
 }
 
 impl Engine {
@@ -171,9 +257,66 @@ impl Engine {
     /// Forward pass without autograd up to the target layer; the method's gradients (if any)
     /// through the head only.
     pub fn cams(&self, frames: &[Frame]) -> Result<cam::CamBatch> {
+        Ok(self.ranked_cams(frames)?.remove(self.shown()))
+    }
+
+    /// The targets explained: the fixed class, ranks 1 to K, or with smoothing the top-1 of
+    /// the moving average of the probabilities, frame by frame in stream order.
+    fn targets(&self, frames: &[Frame], acts: &Tensor) -> Result<Vec<cam::Target>> {
+        Ok(match self.class {
+            Some(c) => vec![cam::Target::Class(c)],
+            None if self.smooth > 0.0 && self.top_k == 1 => {
+                let probs = tch::no_grad(|| self.model.head(acts))?.softmax(1, Kind::Float);
+                let mut ema = self.probs_ema.borrow_mut();
+                let s = f64::from(self.smooth).cbrt();
+                let chosen = (0..probs.size()[0])
+                    .map(|i| {
+                        let p = probs.get(i);
+                        let thumb = smooth::thumbnail(&frames[i as usize]);
+                        let (e, held) = match ema.take() {
+                            Some((e, held, last)) if !smooth::is_cut(&last, &thumb) => {
+                                (e * s + p * (1.0 - s), Some(held))
+                            }
+                            _ => (p, None),
+                        };
+                        let best = e.argmax(0, false).int64_value(&[]);
+                        let c = match held {
+                            Some(h)
+                                if e.double_value(&[best])
+                                    <= HOLD_MARGIN * e.double_value(&[h]) =>
+                            {
+                                h
+                            }
+                            _ => best,
+                        };
+                        *ema = Some((e, c, thumb));
+                        c
+                    })
+                    .collect();
+                vec![cam::Target::PerFrame(chosen)]
+            }
+            None => (0..self.top_k).map(cam::Target::Rank).collect(),
+        })
+    }
+
+    /// Index into `targets()` of the map the video shows.
+    fn shown(&self) -> usize {
+        if self.class.is_some() {
+            0
+        } else {
+            self.show_rank - 1
+        }
+    }
+
+    /// One forward pass to the target layer, then each target's map (a backward pass through
+    /// the head each).
+    fn ranked_cams(&self, frames: &[Frame]) -> Result<Vec<cam::CamBatch>> {
         let x = self.model.preprocess(frames)?; // [B, 3, H, W]
         let acts = tch::no_grad(|| self.model.features(&x))?; // [B, C, h, w]
-        cam::compute(self.method, &acts, |a| self.model.head(a), self.class)
+        self.targets(frames, &acts)?
+            .into_iter()
+            .map(|t| cam::compute(self.method, &acts, |a| self.model.head(a), t))
+            .collect()
     }
 
     /// The same engine explaining with another method (benchmarks, tests).
@@ -193,10 +336,20 @@ impl Engine {
 
     /// Grad-CAM for a batch, brought back to plain data.
     pub fn explain(&self, frames: Vec<Frame>) -> Result<Vec<Explained>> {
-        let out = self.cams(&frames)?;
+        let ranked = self.ranked_cams(&frames)?;
+        let shown = self.shown();
+        let ranked_plain = if ranked.len() > 1 {
+            ranked
+                .iter()
+                .map(|r| Self::plain_maps(r, frames.len()))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
+        let out = &ranked[shown];
         let b = frames.len();
         let probs = out.logits.softmax(1, Kind::Float); // [B, K]
-        let k = TOP.min(probs.size()[1]);
+        let k = TOP.max(self.top_k as i64).min(probs.size()[1]);
         let (top_p, top_i) = probs.topk(k, 1, true, true); // [B, k] each
         let target_p = probs.gather(1, &out.targets.unsqueeze(1), false); // [B, 1]
         let maps = out.maps.to_device(tch::Device::Cpu).contiguous(); // [B, h, w]
@@ -228,7 +381,34 @@ impl Engine {
                         prob: top_p[i * k + j],
                     })
                     .collect(),
+                ranked: ranked_plain
+                    .iter()
+                    .map(|(classes, maps)| {
+                        let class = classes[i];
+                        let prob = top_i[i * k..(i + 1) * k]
+                            .iter()
+                            .position(|&c| c == class)
+                            .map_or(0.0, |j| top_p[i * k + j]);
+                        (ClassScore { class, prob }, maps[i].clone())
+                    })
+                    .collect(),
             })
             .collect())
+    }
+
+    /// A batch's targets and maps as plain data: (class per frame, map per frame).
+    fn plain_maps(c: &cam::CamBatch, b: usize) -> Result<(Vec<i64>, Vec<CamMap>)> {
+        let maps = c.maps.to_device(tch::Device::Cpu).contiguous();
+        let (h, w) = (maps.size()[1] as usize, maps.size()[2] as usize);
+        let data = Vec::<f32>::try_from(maps.flatten(0, -1))?;
+        let classes = Vec::<i64>::try_from(c.targets.to_device(tch::Device::Cpu))?;
+        let maps = (0..b)
+            .map(|i| CamMap {
+                h,
+                w,
+                data: data[i * h * w..(i + 1) * h * w].to_vec(),
+            })
+            .collect();
+        Ok((classes, maps))
     }
 }

@@ -19,6 +19,9 @@ fn engine(model: std::path::PathBuf) -> Result<Engine> {
         max_wait: Duration::ZERO,
         class: None,
         method: gradcam_stream::cam::Method::GradCam,
+        top_k: 1,
+        show_rank: 1,
+        smooth: 0.0,
         threads: 0,
     })
 }

@@ -3,27 +3,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use common::*;
-
-/// Save a scikit-image sample photo as PNG.
-fn photo(name: &str, dir: &Path) -> Result<std::path::PathBuf> {
-    let path = dir.join(format!("{name}.png"));
-    let st = Command::new(python())
-        .args([
-            "-c",
-            &format!(
-                "import sys; from skimage import data, io; io.imsave(sys.argv[1], data.{name}())"
-            ),
-        ])
-        .arg(&path)
-        .status()?;
-    ensure!(st.success(), "scikit-image could not write {name}");
-    Ok(path)
-}
+use std::path::Path;
 
 fn explain_photo(input: &Path, out: &Path, meta: &Path) -> Result<(String, serde_json::Value)> {
     let o = explain(

@@ -26,7 +26,8 @@ pub fn gradcam(
     head: impl Fn(&Tensor) -> Result<Tensor>,
     class: Option<i64>,
 ) -> Result<CamBatch> {
-    super::compute(super::Method::GradCam, acts, head, class)
+    let target = class.map_or(super::Target::Rank(0), super::Target::Class);
+    super::compute(super::Method::GradCam, acts, head, target)
 }
 
 /// The logits, the target of each frame, and (when `with_grads`) the gradient of the target
@@ -36,7 +37,7 @@ pub fn gradcam(
 pub(crate) fn targets_and_grads(
     acts: &Tensor,
     head: impl Fn(&Tensor) -> Result<Tensor>,
-    class: Option<i64>,
+    target: super::Target,
     with_grads: bool,
 ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let size = acts.size();
@@ -53,13 +54,30 @@ pub(crate) fn targets_and_grads(
         &[lb, k] if lb == b => k,
         other => bail!("head must give [{b}, K] logits, got {other:?}"),
     };
-    let targets = match class {
-        Some(c) if (0..k).contains(&c) => Tensor::full([b], c, (Kind::Int64, a.device())),
-        Some(c) => bail!(
+    let targets = match target {
+        super::Target::Class(c) if (0..k).contains(&c) => {
+            Tensor::full([b], c, (Kind::Int64, a.device()))
+        }
+        super::Target::Class(c) => bail!(
             "class {c} is out of range: the model has {k} classes (0 to {})",
             k - 1
         ),
-        None => logits.detach().argmax(1, false), // [B]
+        super::Target::Rank(r) if (r as i64) < k => {
+            let (_, idx) = logits.detach().topk(r as i64 + 1, 1, true, true);
+            idx.select(1, r as i64) // [B]
+        }
+        super::Target::Rank(r) => {
+            bail!("rank {} is out of range: the model has {k} classes", r + 1)
+        }
+        super::Target::PerFrame(v)
+            if v.len() as i64 == b && v.iter().all(|c| (0..k).contains(c)) =>
+        {
+            Tensor::from_slice(&v).to_device(a.device())
+        }
+        super::Target::PerFrame(v) => bail!(
+            "{} per-frame targets for {b} frames of {k} classes",
+            v.len()
+        ),
     };
     let grads = if with_grads {
         let score = logits

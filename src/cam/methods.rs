@@ -17,6 +17,17 @@ use tch::{Kind, Tensor};
 
 use super::gradcam::{normalize, targets_and_grads, CamBatch};
 
+/// Which class each frame's map explains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The class of this rank in each frame's prediction (0: the top-1).
+    Rank(usize),
+    /// This class in every frame.
+    Class(i64),
+    /// One class per frame, chosen by the caller.
+    PerFrame(Vec<i64>),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     GradCam,
@@ -75,14 +86,14 @@ fn channel_sum(t: &Tensor) -> Tensor {
 }
 
 /// `method`'s maps for a batch: `acts` [B, C, h, w] from the target layer (computed without
-/// autograd), `head` from activations to logits, `class` fixed or each frame's top-1.
+/// autograd), `head` from activations to logits, `target` the class to explain.
 pub fn compute(
     method: Method,
     acts: &Tensor,
     head: impl Fn(&Tensor) -> Result<Tensor>,
-    class: Option<i64>,
+    target: Target,
 ) -> Result<CamBatch> {
-    let (logits, targets, grads) = targets_and_grads(acts, head, class, method.uses_gradients())?;
+    let (logits, targets, grads) = targets_and_grads(acts, head, target, method.uses_gradients())?;
     let a = acts.detach();
     let cam = match (method, grads) {
         (Method::EigenCam, _) => first_component(&a),
@@ -168,16 +179,16 @@ mod tests {
     fn hand_checked_elementwise_methods() -> Result<()> {
         let (a, head) = one_channel();
         // HiResCAM: G ⊙ A = [[1, -2], [0, 8]] → relu [[1, 0], [0, 8]] → /8.
-        let m = compute(Method::HiResCam, &a, &head, None)?;
+        let m = compute(Method::HiResCam, &a, &head, Target::Rank(0))?;
         close(&vec(&m.maps), &[0.125, 0., 0., 1.]);
         // LayerCAM: relu(G) ⊙ A = [[1, 0], [0, 8]]: the same here.
-        let m = compute(Method::LayerCam, &a, &head, None)?;
+        let m = compute(Method::LayerCam, &a, &head, Target::Rank(0))?;
         close(&vec(&m.maps), &[0.125, 0., 0., 1.]);
         // Grad-CAM: mean(G) = 0.5, 0.5 A = [[.5, 1], [1.5, 2]] → (x - .5) / 1.5.
-        let m = compute(Method::GradCam, &a, &head, None)?;
+        let m = compute(Method::GradCam, &a, &head, Target::Rank(0))?;
         close(&vec(&m.maps), &[0., 1. / 3., 2. / 3., 1.]);
         // XGradCAM: w = Σ G A / Σ A = 7 / 10 > 0: the same shape as A.
-        let m = compute(Method::XGradCam, &a, &head, None)?;
+        let m = compute(Method::XGradCam, &a, &head, Target::Rank(0))?;
         close(&vec(&m.maps), &[0., 1. / 3., 2. / 3., 1.]);
         Ok(())
     }
@@ -188,7 +199,7 @@ mod tests {
         // ΣA = 10. α_ij = G²/(2G² + 10 G³ + 1e-6): G=1 → 1/12, G=-1 → 1/(2-10) (relu(G)=0
         // drops it), G=0 → 0, G=2 → 4/(8+80) = 1/22. w = 1·(1/12) + 2·(1/22) > 0, so the map
         // is A's shape again.
-        let m = compute(Method::GradCamPlusPlus, &a, &head, None)?;
+        let m = compute(Method::GradCamPlusPlus, &a, &head, Target::Rank(0))?;
         close(&vec(&m.maps), &[0., 1. / 3., 2. / 3., 1.]);
         Ok(())
     }
@@ -203,7 +214,7 @@ mod tests {
         data.extend(p.iter().map(|v| v * 1.0));
         let a = Tensor::from_slice(&data).view([1, 2, 2, 2]);
         let head = |x: &Tensor| Ok(x.mean_dim([2i64, 3].as_slice(), false, Kind::Float));
-        let m = compute(Method::EigenCam, &a, head, None)?;
+        let m = compute(Method::EigenCam, &a, head, Target::Rank(0))?;
         let got = vec(&m.maps);
         let rising = [0., 0., 1. / 3., 1.];
         let falling = [1., 1. / 3., 0., 0.];
@@ -223,9 +234,9 @@ mod tests {
                 .matmul(&w.tr()))
         };
         for m in Method::ALL {
-            let all = compute(m, &a, head, None)?;
+            let all = compute(m, &a, head, Target::Rank(1))?;
             for i in 0..4 {
-                let one = compute(m, &a.narrow(0, i, 1), head, None)?;
+                let one = compute(m, &a.narrow(0, i, 1), head, Target::Rank(1))?;
                 let diff = (one.maps - all.maps.narrow(0, i, 1))
                     .abs()
                     .max()

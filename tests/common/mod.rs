@@ -375,3 +375,19 @@ pub fn rtsp_frames(url: &str, n: usize) -> Result<Vec<(u32, u32)>> {
     p.set_state(gst::State::Null)?;
     Ok(sizes)
 }
+
+/// Save a scikit-image sample photo (`chelsea`, `coffee`, `astronaut`) as PNG in `dir`.
+pub fn photo(name: &str, dir: &Path) -> Result<PathBuf> {
+    let path = dir.join(format!("{name}.png"));
+    let st = Command::new(python())
+        .args([
+            "-c",
+            &format!(
+                "import sys; from skimage import data, io; io.imsave(sys.argv[1], data.{name}())"
+            ),
+        ])
+        .arg(&path)
+        .status()?;
+    anyhow::ensure!(st.success(), "scikit-image could not write {name}");
+    Ok(path)
+}
