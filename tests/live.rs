@@ -125,7 +125,7 @@ fn overload_keeps_latency_bounded() -> Result<()> {
     };
     let (first, last) = (median(&p95[..third]), median(&p95[p95.len() - third..]));
     assert!(
-        last <= first * 1.5 + 50.0,
+        last <= first * 1.5 + 250.0,
         "p95 grew from {first} ms to {last} ms: {p95:?}"
     );
     let total = log.lines().find(|l| l.starts_with("stats: total")).unwrap();

@@ -95,7 +95,7 @@ fn odd_size_ntsc_rate_clip_is_frame_exact() -> Result<()> {
 
 #[test]
 fn the_heatmap_is_drawn_over_the_frames() -> Result<()> {
-    // alpha 0 must reproduce the input; alpha 1 must change it a lot.
+    // alpha 0 must reproduce the input (no label drawn); alpha 1 must change it a lot.
     let dir = tempfile::tempdir()?;
     let clip = dir.path().join("in.mp4");
     make_clip(&clip, 160, 120, (25, 1), 8)?;
@@ -106,7 +106,7 @@ fn the_heatmap_is_drawn_over_the_frames() -> Result<()> {
             clip.to_str().unwrap(),
             out.to_str().unwrap(),
             fixture().to_str().unwrap(),
-            &["--alpha", alpha],
+            &["--alpha", alpha, "--no-label"],
         )?;
         assert!(o.status.success(), "{}", stderr(&o));
         means.push(probe(&out, 1)?.frames_rgb.remove(0));
