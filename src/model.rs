@@ -70,6 +70,19 @@ fn first_line(e: impl std::fmt::Display) -> String {
         .to_owned()
 }
 
+/// The line of a libtorch error that says what went wrong: a TorchScript failure starts with a
+/// generic line and a traceback, and ends with the actual `RuntimeError: …`.
+fn telling_line(e: impl std::fmt::Display) -> String {
+    let s = e.to_string();
+    let last_error = s
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.contains("Error: "))
+        .next_back()
+        .map(|l| l.split_once("Error: ").map_or(l, |(_, m)| m).to_owned());
+    last_error.unwrap_or_else(|| first_line(s))
+}
+
 impl Model {
     pub fn load(path: &Path, device: Device) -> Result<Model> {
         if !path.exists() {
@@ -141,7 +154,16 @@ impl Model {
                 want[2]
             );
         }
-        let logits = tch::no_grad(|| self.head(&a))?;
+        // The head runs as Grad-CAM runs it: on a leaf that needs gradients.
+        let leaf = a.detach().set_requires_grad(true);
+        let logits = self.module.method_ts("head", &[&leaf]).map_err(|e| {
+            anyhow!(
+                "model {}: `head` does not accept what `features` gives ({:?}): {}; re-export the model with scripts/export_model.py",
+                self.path.display(),
+                a.size(),
+                telling_line(format!("{e:#}"))
+            )
+        })?;
         if logits.size() != [1, self.info.num_classes] {
             bail!(
                 "model {}: `head` gives {:?}, expected [1, {}]; re-export the model",
@@ -155,14 +177,18 @@ impl Model {
 
     fn call(&self, method: &str, x: &Tensor) -> Result<Tensor> {
         self.module.method_ts(method, &[x]).map_err(|e| {
-            let msg = first_line(e);
+            let msg = first_line(&e);
             if msg.contains(&format!("'{method}'")) || msg.contains("not defined") {
                 anyhow!(
                     "model {} has no `{method}` method; gradcam-stream needs a split model with `features` and `head`: export it with scripts/export_model.py",
                     self.path.display()
                 )
             } else {
-                anyhow!("model {}: `{method}` failed: {msg}", self.path.display())
+                anyhow!(
+                    "model {}: `{method}` failed: {}",
+                    self.path.display(),
+                    telling_line(e)
+                )
             }
         })
     }

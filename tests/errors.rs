@@ -172,6 +172,23 @@ fn a_model_without_features_and_head() -> Result<()> {
 }
 
 #[test]
+fn a_head_that_does_not_accept_the_features() -> Result<()> {
+    // features give 8 channels, the head pools and expects 16.
+    let dir = tempfile::tempdir()?;
+    let model = dir.path().join("bad.pt");
+    let st = std::process::Command::new(python())
+        .arg(root().join("tests/bad_head_model.py"))
+        .arg(&model)
+        .status()?;
+    assert!(st.success());
+    let out = dir.path().join("o.mp4");
+    let o = explain(s(&sample("bikes.mp4")), s(&out), s(&model), &[])?;
+    assert_fails(&o, 1, "`head` does not accept what `features` gives ([1, 8, 8, 8]): mat1 and mat2 shapes cannot be multiplied");
+    assert!(!out.exists());
+    Ok(())
+}
+
+#[test]
 fn class_out_of_range() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("o.mp4");
