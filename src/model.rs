@@ -77,8 +77,7 @@ fn telling_line(e: impl std::fmt::Display) -> String {
     let last_error = s
         .lines()
         .map(str::trim)
-        .filter(|l| l.contains("Error: "))
-        .next_back()
+        .rfind(|l| l.contains("Error: "))
         .map(|l| l.split_once("Error: ").map_or(l, |(_, m)| m).to_owned());
     last_error.unwrap_or_else(|| first_line(s))
 }
