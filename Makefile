@@ -10,7 +10,7 @@ export LIBTORCH_CXX11_ABI := 1
 BIN := target/release/gradcam-stream
 CARGO_FLAGS := --release --locked
 
-.PHONY: all setup build demo test lint unit bench models clean
+.PHONY: all setup build demo test lint unit bench models docs clean
 
 all: build
 
@@ -35,6 +35,9 @@ bench: build
 	$(VENV)/bin/python scripts/bench.py
 
 models: setup
+
+docs: build
+	$(VENV)/bin/python scripts/docs_pictures.py
 
 clean:
 	cargo clean

@@ -182,8 +182,12 @@ def torchvision_model(arch, layer, weights):
     else:
         net = builder(weights=None)
         if weights != "random":
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            net.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+            try:
+                state = torch.load(weights, map_location="cpu", weights_only=True)
+                net.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+            except (OSError, RuntimeError, KeyError) as e:
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                sys.exit(f"error: cannot read --weights {weights} for {arch}: {msg}")
     net.eval()
     if layer is None:
         layer = next((v for k, v in DEFAULT_LAYERS.items() if arch.startswith(k)), None)

@@ -88,6 +88,29 @@ fn torchvision_and_user_models_export_and_explain() -> Result<()> {
 }
 
 #[test]
+fn weights_from_a_local_pth() -> Result<()> {
+    // A state dict saved the way users have them; the export loads it rather than random weights.
+    let dir = tempfile::tempdir()?;
+    let pth = dir.path().join("r18.pth");
+    let st = Command::new(python())
+        .args([
+            "-c",
+            "import sys, torch, torchvision; torch.manual_seed(3); torch.save(torchvision.models.resnet18().state_dict(), sys.argv[1])",
+        ])
+        .arg(&pth)
+        .status()?;
+    assert!(st.success());
+    let e = export(dir.path(), "r18", &["--arch", "resnet18", "--weights", pth.to_str().unwrap()])?;
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    let sidecar = std::fs::read_to_string(dir.path().join("r18.json"))?;
+    assert!(sidecar.contains("resnet18 (r18.pth weights)"), "{sidecar}");
+    let e = export(dir.path(), "x", &["--arch", "resnet18", "--weights", "/no/such.pth"])?;
+    assert_eq!(e.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&e.stderr).contains("cannot read --weights /no/such.pth"));
+    Ok(())
+}
+
+#[test]
 fn bad_layers_are_clear_errors() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let e = export(

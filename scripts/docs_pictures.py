@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Regenerates the pictures in docs/ from the built binary (`make docs`): each CAM method,
+colormap, the threshold, the box and top-k on scikit-image photos, and a strip showing what
+temporal smoothing does to the maps of samples/bikes.mp4."""
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from skimage import data, io
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target/release/gradcam-stream"
+DOCS = ROOT / "docs"
+
+
+def run(*args):
+    subprocess.run([str(BIN), *map(str, args), "--progress", "none"], check=True, capture_output=True)
+
+
+def smoothing_strip(tmp):
+    """Maps of bikes.mp4 frames 150-155, unsmoothed (top) and at --smooth 0.5 (bottom)."""
+    rows = []
+    for s in ["0", "0.5"]:
+        meta = tmp / f"bikes-{s}.jsonl"
+        run("--input", ROOT / "samples/bikes.mp4", "--output", "null", "--metadata", meta, "--smooth", s)
+        lines = [json.loads(l) for l in open(meta)][150:156]
+        tiles = []
+        for l in lines:
+            cam = np.array(l["cam"]["data"], dtype=np.float32).reshape(l["cam"]["h"], l["cam"]["w"])
+            tile = cv2.applyColorMap((cv2.resize(cam, (128, 128)) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+            cv2.putText(tile, f"{l['frame']}", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
+            tiles.append(tile)
+        label = np.zeros((128, 150, 3), np.uint8)
+        cv2.putText(label, "smooth " + s, (6, 68), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1)
+        rows.append(np.hstack([label, *tiles]))
+    cv2.imwrite(str(DOCS / "smoothing.png"), np.vstack(rows))
+
+
+def main():
+    DOCS.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cat, astronaut = tmp / "chelsea.png", tmp / "astronaut.png"
+        io.imsave(cat, data.chelsea())
+        io.imsave(astronaut, data.astronaut())
+        for m in ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"]:
+            run("-i", cat, "-o", DOCS / f"method-{m.replace('++', 'pp')}.png", "--method", m)
+        for c in ["turbo", "inferno", "viridis"]:
+            run("-i", cat, "-o", DOCS / f"colormap-{c}.png", "--colormap", c)
+        run("-i", cat, "-o", DOCS / "threshold.png", "--threshold", "0.5")
+        run("-i", cat, "-o", DOCS / "box.png", "--box")
+        run("-i", astronaut, "-o", DOCS / "top-k.png", "--top-k", "3", "--box")
+        smoothing_strip(tmp)
+    print(f"pictures written to {DOCS}")
+
+
+if __name__ == "__main__":
+    main()
