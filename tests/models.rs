@@ -100,11 +100,19 @@ fn weights_from_a_local_pth() -> Result<()> {
         .arg(&pth)
         .status()?;
     assert!(st.success());
-    let e = export(dir.path(), "r18", &["--arch", "resnet18", "--weights", pth.to_str().unwrap()])?;
+    let e = export(
+        dir.path(),
+        "r18",
+        &["--arch", "resnet18", "--weights", pth.to_str().unwrap()],
+    )?;
     assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
     let sidecar = std::fs::read_to_string(dir.path().join("r18.json"))?;
     assert!(sidecar.contains("resnet18 (r18.pth weights)"), "{sidecar}");
-    let e = export(dir.path(), "x", &["--arch", "resnet18", "--weights", "/no/such.pth"])?;
+    let e = export(
+        dir.path(),
+        "x",
+        &["--arch", "resnet18", "--weights", "/no/such.pth"],
+    )?;
     assert_eq!(e.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&e.stderr).contains("cannot read --weights /no/such.pth"));
     Ok(())
