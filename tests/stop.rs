@@ -3,44 +3,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use common::*;
 
-fn spawn(args: &[&str]) -> Result<Child> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_gradcam-stream"))
-        .args(args)
-        .args(["--progress", "lines"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?)
-}
-
-fn signal(child: &Child, sig: &str) -> Result<()> {
-    let st = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()?;
-    assert!(st.success());
-    Ok(())
-}
-
-/// Wait for the child to exit, at most `limit`; returns its status code and stderr.
-fn wait(mut child: Child, limit: Duration) -> Result<(Option<i32>, String)> {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait()? {
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err)?;
-            return Ok((st.code(), err));
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            bail!("still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// gradcam-stream with these flags, its output collected as it runs.
+fn spawn(args: &[&str]) -> Result<Running> {
+    Running::explain(&[args, &["--progress", "lines"]].concat())
 }
 
 /// Wait until the run has written some frames (its progress line says so).
@@ -111,9 +81,9 @@ fn sigint_and_sigterm_finish_a_playable_file() -> Result<()> {
             out.to_str().unwrap(),
         ])?;
         wait_for_frames(dir.path());
-        signal(&child, sig)?;
+        child.signal(sig)?;
         let sent = Instant::now();
-        let (code, err) = wait(child, Duration::from_secs(10))?;
+        let (code, err) = child.wait(Duration::from_secs(10))?;
         assert_eq!(code, Some(0), "{err}");
         assert!(
             sent.elapsed() < Duration::from_secs(2),
@@ -147,9 +117,9 @@ fn a_second_signal_quits_at_once_and_leaves_nothing() -> Result<()> {
         meta.to_str().unwrap(),
     ])?;
     wait_for_frames(dir.path());
-    signal(&child, "-INT")?;
-    signal(&child, "-INT")?;
-    let (code, err) = wait(child, Duration::from_secs(5))?;
+    child.signal("-INT")?;
+    child.signal("-INT")?;
+    let (code, err) = child.wait(Duration::from_secs(5))?;
     if code == Some(0) {
         // The first signal's clean stop won the race; the output must then be whole.
         assert!(!probe(&out, 0)?.pts.is_empty());

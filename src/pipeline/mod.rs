@@ -113,16 +113,16 @@ fn describe_error(role: Role, err: &gst::message::Error) -> String {
         }
         return format!("decoding the input failed in {element}: {e}");
     }
+    if element.starts_with("display") {
+        return format!(
+            "the display output failed: {e}; check DISPLAY, or use a file or rtsp:// output"
+        );
+    }
     if e.matches(gst::ResourceError::OpenWrite)
         || e.matches(gst::ResourceError::Write)
         || e.matches(gst::ResourceError::NoSpaceLeft)
     {
         return format!("writing the output failed: {e}; check free space and permissions");
-    }
-    if element.starts_with("display") {
-        return format!(
-            "the display output failed: {e}; check DISPLAY, or use a file or rtsp:// output"
-        );
     }
     format!("encoding the output failed in {element}: {e}")
 }
@@ -222,9 +222,13 @@ pub fn run_video(
         .context("starting the output thread")?;
 
     let result = (|| -> Result<()> {
-        sink_pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|_| anyhow!("cannot start the output pipeline"))?;
+        if sink_pipeline.set_state(gst::State::Playing).is_err() {
+            // The element that refused posted why on the bus.
+            return Err(match events.recv_timeout(Duration::from_millis(500)) {
+                Ok(Event::Error(_, msg)) => anyhow!(msg),
+                _ => anyhow!("cannot start the output pipeline"),
+            });
+        }
         // A source that fails at once (missing plugin, bad URI) posts its error on the bus.
         feed.play();
         loop {

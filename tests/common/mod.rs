@@ -227,6 +227,7 @@ pub fn metadata(path: &Path) -> Result<Vec<serde_json::Value>> {
 pub struct Running {
     pub child: std::process::Child,
     lines: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -242,9 +243,10 @@ impl Running {
         let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
         let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+        let mut readers = Vec::new();
         for stream in [out, err] {
             let lines = lines.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in std::io::BufReader::new(stream)
                     .lines()
                     .map_while(|l| l.ok())
@@ -253,9 +255,13 @@ impl Running {
                     l.push_str(&line);
                     l.push('\n');
                 }
-            });
+            }));
         }
-        Ok(Running { child, lines })
+        Ok(Running {
+            child,
+            lines,
+            readers,
+        })
     }
 
     /// gradcam-stream with these flags.
@@ -303,14 +309,17 @@ impl Running {
         let start = std::time::Instant::now();
         loop {
             if let Some(st) = self.child.try_wait()? {
-                std::thread::sleep(std::time::Duration::from_millis(100));
+                // The pipes close with the process: the readers have everything once they end.
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
+                }
                 return Ok((st.code(), self.output()));
             }
             if start.elapsed() > limit {
                 let _ = self.child.kill();
                 bail!("still running after {limit:?}:\n{}", self.output());
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 
