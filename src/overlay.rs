@@ -10,15 +10,6 @@ pub fn jet(v: f32) -> [u8; 3] {
     [ch(3.0), ch(2.0), ch(1.0)]
 }
 
-/// 256-entry lookup table of [`jet`], indexed by `round(v * 255)`.
-pub fn jet_lut() -> [[u8; 3]; 256] {
-    let mut lut = [[0u8; 3]; 256];
-    for (i, c) in lut.iter_mut().enumerate() {
-        *c = jet(i as f32 / 255.0);
-    }
-    lut
-}
-
 /// Source sample positions for bilinear resizing `src` cells onto `dst` pixels with
 /// half-pixel centres (align_corners = false, as torch and OpenCV): (lower index, weight of upper).
 fn axis_taps(src: usize, dst: usize) -> Vec<(usize, f32)> {
@@ -155,7 +146,6 @@ mod tests {
         assert_eq!(jet(0.25), [0, 128, 255]);
         assert_eq!(jet(0.75), [255, 128, 0]);
         assert_eq!(jet(-3.0), jet(0.0));
-        assert_eq!(jet_lut()[255], jet(1.0));
     }
 
     #[test]
@@ -186,7 +176,7 @@ mod tests {
 
     #[test]
     fn blend_mixes_frame_and_colormap() {
-        let lut = jet_lut();
+        let lut = crate::colormap::Colormap::Jet.lut();
         let cam = CamMap {
             h: 1,
             w: 2,
@@ -212,7 +202,7 @@ mod tests {
 
     #[test]
     fn blend_agrees_with_upsample() {
-        let lut = jet_lut();
+        let lut = crate::colormap::Colormap::Jet.lut();
         let cam = CamMap {
             h: 2,
             w: 3,

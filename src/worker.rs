@@ -254,12 +254,6 @@ impl Engine {
         Some(batch)
     }
 
-    /// Forward pass without autograd up to the target layer; the method's gradients (if any)
-    /// through the head only.
-    pub fn cams(&self, frames: &[Frame]) -> Result<cam::CamBatch> {
-        Ok(self.ranked_cams(frames)?.remove(self.shown()))
-    }
-
     /// The targets explained: the fixed class, ranks 1 to K, or with smoothing the top-1 of
     /// the moving average of the probabilities, frame by frame in stream order.
     fn targets(&self, frames: &[Frame], acts: &Tensor) -> Result<Vec<cam::Target>> {
