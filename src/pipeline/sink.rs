@@ -32,7 +32,14 @@ pub struct Sink {
     pub pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
     caps: Option<(u32, u32, (i32, i32))>,
+    /// The last timestamp pushed, to keep them strictly increasing.
+    last_pts: Option<u64>,
 }
+
+/// The least gap between two output timestamps. A live feed can deliver a burst (a jitter
+/// buffer flushing after a reconnect) whose arrival times lie microseconds apart, closer than
+/// the muxer's time scale resolves: such frames would share a timestamp in the file.
+const MIN_GAP_NS: u64 = 1_000_000;
 
 /// The encoder and muxer for a file of `container` kind, as a gst-launch fragment.
 pub fn file_fragment(container: Container) -> &'static str {
@@ -116,6 +123,7 @@ pub fn build(branches: &[Branch]) -> Result<Sink> {
         pipeline,
         appsrc,
         caps: None,
+        last_pts: None,
     })
 }
 
@@ -148,10 +156,17 @@ impl Sink {
             self.appsrc.set_max_bytes(frame.pixels.len() as u64 * 4);
             self.caps = Some(key);
         }
+        let pts = match (frame.pts, self.last_pts) {
+            (Some(p), Some(last)) => Some(p.max(last + MIN_GAP_NS)),
+            (p, _) => p,
+        };
+        if pts.is_some() {
+            self.last_pts = pts;
+        }
         let mut buffer = gst::Buffer::from_mut_slice(frame.pixels);
         {
             let b = buffer.get_mut().expect("a new buffer is writable");
-            b.set_pts(frame.pts.map(gst::ClockTime::from_nseconds));
+            b.set_pts(pts.map(gst::ClockTime::from_nseconds));
             b.set_duration(frame.duration.map(gst::ClockTime::from_nseconds));
             b.set_offset(frame.index);
         }
