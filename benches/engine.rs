@@ -1,18 +1,26 @@
 //! Engine throughput, run by `make bench` (scripts/bench.py): the model's forward-only speed
-//! (preprocess + features + head, no autograd) is the limit; Grad-CAM on the same batches is
-//! what the engine reaches. Prints one JSON object per line.
+//! (upload + preprocess + features + head, no autograd) is the limit; the explanation on the
+//! same batches (CAM, results and blended frames back on the host) is what the engine
+//! reaches. Prints one JSON object per line.
 //!
-//! cargo bench --bench engine -- [--model M] [--batch-size B] [--width W] [--height H]
-//!     [--seconds S per measurement] [--rounds R, the best of which is reported]
+//! cargo bench --bench engine -- [--model M] [--device auto|cpu|cuda] [--precision fp32|fp16]
+//!     [--batch-size B] [--width W] [--height H] [--seconds S per measurement]
+//!     [--rounds R, the best of which is reported] [--blend auto|host|device]
 //!     [--methods: every CAM method instead of Grad-CAM alone]
+//!     [--vary: also Grad-CAM on batches whose sizes vary as the pipeline's do]
+//!
+//! Rows: `forward`, then each method's name (`gradcam`, …), then with --vary `gradcam-varied`.
+//! The blend is part of the explanation where it runs on the device (`--blend device`, the
+//! default on a GPU); with `--blend host` the host blend of the same frames (what the render
+//! stage does, on one thread) is measured alone as `host-blend`.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use gradcam_stream::cam::Method;
-use gradcam_stream::config::{DeviceChoice, DEFAULT_MODEL};
+use gradcam_stream::config::{DeviceChoice, Precision, DEFAULT_MODEL};
+use gradcam_stream::engine::{BlendAt, Engine, Settings};
 use gradcam_stream::frame::Frame;
-use gradcam_stream::worker::{Engine, Settings};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()
@@ -23,18 +31,46 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 }
 
 /// Frames per second of `f` over batches, after five warm-up calls (TorchScript's profiling
-/// executor optimizes the graph over the first runs), for at least `secs`.
-fn measure(batch: &[Frame], secs: f64, mut f: impl FnMut(&[Frame]) -> Result<()>) -> Result<f64> {
-    for _ in 0..5 {
-        f(batch)?;
+/// executor optimizes the graph over the first runs), for at least `secs`. `batches` are
+/// taken in turn.
+fn measure(
+    batches: &[Vec<Frame>],
+    secs: f64,
+    mut f: impl FnMut(&[Frame]) -> Result<()>,
+) -> Result<f64> {
+    for b in batches.iter().cycle().take(5.max(batches.len())) {
+        f(b)?;
     }
     let start = Instant::now();
-    let mut n = 0;
-    while start.elapsed() < Duration::from_secs_f64(secs) || n < 3 {
-        f(batch)?;
+    let (mut n, mut frames) = (0, 0);
+    for b in batches.iter().cycle() {
+        if start.elapsed() >= Duration::from_secs_f64(secs) && n >= 3 {
+            break;
+        }
+        f(b)?;
         n += 1;
+        frames += b.len();
     }
-    Ok((n * batch.len()) as f64 / start.elapsed().as_secs_f64())
+    Ok(frames as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Batch sizes as a pipeline makes them: mostly full, some partial ones after a wait ran out.
+fn varied_sizes(max: usize) -> Vec<usize> {
+    [
+        max,
+        max,
+        max - max / 4,
+        1,
+        max,
+        max / 2,
+        max,
+        3,
+        max - 1,
+        max,
+    ]
+    .iter()
+    .map(|&n| n.clamp(1, max))
+    .collect()
 }
 
 fn main() -> Result<()> {
@@ -49,52 +85,93 @@ fn main() -> Result<()> {
         "cuda" => DeviceChoice::Cuda,
         _ => DeviceChoice::Auto,
     };
+    let precision = match arg(&args, "--precision", "fp32".to_owned()).as_str() {
+        "fp16" => Precision::Fp16,
+        _ => Precision::Fp32,
+    };
+    let blend = match arg(&args, "--blend", "auto".to_owned()).as_str() {
+        "host" => BlendAt::Host,
+        "device" => BlendAt::Device,
+        _ => BlendAt::Auto,
+    };
     let engine = Engine::new(&Settings {
-        model: model.clone().into(),
         device,
+        precision,
         batch_size,
-        max_wait: Duration::ZERO,
-        class: None,
-        method: gradcam_stream::cam::Method::GradCam,
-        top_k: 1,
-        show_rank: 1,
-        smooth: 0.0,
-        threads: 0,
+        blend,
+        ..Settings::new(model.clone().into())
     })?;
-    // Deterministic, non-constant pixels (a constant image would be an untypical input).
-    let batch: Vec<Frame> = (0..batch_size as u64)
-        .map(|i| {
-            let rgb: Vec<u8> = (0..w * h * 3)
-                .map(|k| ((k as u64 * 2654435761 + i * 97) >> 13) as u8)
-                .collect();
-            Frame::from_rgb(i, w, h, &rgb)
-        })
+    let frame = |i: u64| {
+        // Deterministic, non-constant pixels (a constant image would be an untypical input).
+        let rgb: Vec<u8> = (0..w * h * 3)
+            .map(|k| ((k as u64 * 2654435761 + i * 97) >> 13) as u8)
+            .collect();
+        Frame::from_rgb(i, w, h, &rgb)
+    };
+    let batch: Vec<Frame> = (0..batch_size as u64).map(frame).collect();
+    let varied: Vec<Vec<Frame>> = varied_sizes(batch_size)
+        .into_iter()
+        .map(|n| batch[..n].to_vec())
         .collect();
     let device = engine.info().device;
+    let blends = engine.blends();
     let methods: Vec<Method> = if args.iter().any(|a| a == "--methods") {
         Method::ALL.to_vec()
     } else {
         vec![Method::GradCam]
     };
+    let vary = args.iter().any(|a| a == "--vary");
+    let one = std::slice::from_ref(&batch);
     let mut engine = Some(engine);
     // Alternate them in rounds and keep each one's best: on a shared machine the best round
     // is the one least disturbed by neighbours, and all get the same chances.
     let mut forward = 0f64;
     let mut best = vec![0f64; methods.len()];
+    let (mut varied_best, mut host_blend) = (0f64, 0f64);
     for _ in 0..rounds {
-        let e = engine.as_ref().expect("kept");
-        forward = forward.max(measure(&batch, secs, |b| e.forward_only(b).map(drop))?);
+        let e = engine.as_mut().expect("kept");
+        forward = forward.max(measure(one, secs, |b| e.forward_only(b).map(drop))?);
         for (i, &m) in methods.iter().enumerate() {
-            let e = engine.take().expect("kept").with_method(m);
-            best[i] = best[i].max(measure(&batch, secs, |b| e.explain(b.to_vec()).map(drop))?);
+            let mut e = engine.take().expect("kept").with_method(m);
+            best[i] = best[i].max(measure(one, secs, |b| e.explain(b.to_vec()).map(drop))?);
             engine = Some(e);
+        }
+        if vary {
+            let mut e = engine.take().expect("kept").with_method(Method::GradCam);
+            varied_best =
+                varied_best.max(measure(&varied, secs, |b| e.explain(b.to_vec()).map(drop))?);
+            engine = Some(e);
+        }
+        if !blends {
+            let e = engine.as_mut().expect("kept");
+            let explained = e.explain(batch.clone())?;
+            let lut = gradcam_stream::colormap::Colormap::Jet.lut();
+            host_blend = host_blend.max(measure(one, secs / 2.0, |_| {
+                for x in &explained {
+                    let mut px = x.frame.pixels.clone();
+                    gradcam_stream::overlay::blend(
+                        &mut px, w as usize, h as usize, &x.cam, 0.5, 0.0, &lut,
+                    );
+                }
+                Ok(())
+            })?);
         }
     }
     let mut rows = vec![("forward", forward)];
     rows.extend(methods.iter().map(|m| m.name()).zip(best));
+    if vary {
+        rows.push(("gradcam-varied", varied_best));
+    }
+    if !blends {
+        rows.push(("host-blend", host_blend));
+    }
+    let precision = match precision {
+        Precision::Fp32 => "fp32",
+        Precision::Fp16 => "fp16",
+    };
     for (what, fps) in rows {
         println!(
-            r#"{{"bench":"{what}","model":"{model}","device":"{device}","batch_size":{batch_size},"frame":"{w}x{h}","rounds":{rounds},"fps":{fps:.2}}}"#
+            r#"{{"bench":"{what}","model":"{model}","device":"{device}","precision":"{precision}","blend_on_device":{blends},"batch_size":{batch_size},"frame":"{w}x{h}","rounds":{rounds},"fps":{fps:.2}}}"#
         );
     }
     Ok(())

@@ -7,17 +7,17 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 
 use crate::config::{Config, Input, Output};
+use crate::engine::{self, ModelInfo};
 use crate::frame::{Explained, Frame};
 use crate::outfile::{LineFile, OutFile};
-use crate::smooth::Smoother;
-use crate::stats::{Reporter, Stats};
-use crate::worker::{self, ModelInfo};
-use crate::{label, localize, metadata, overlay, pipeline};
+use crate::stats::{Reporter, Stage, Stats};
+use crate::{label, localize, metadata, overlay, pipeline, worker};
 
 pub fn run(cfg: Config) -> Result<()> {
-    let settings = worker::Settings {
+    let settings = engine::Settings {
         model: cfg.model.clone(),
         device: cfg.device,
+        precision: cfg.precision,
         batch_size: cfg.batch_size,
         max_wait: cfg.max_wait,
         class: cfg.class.clone(),
@@ -26,6 +26,10 @@ pub fn run(cfg: Config) -> Result<()> {
         show_rank: cfg.show_rank,
         smooth: cfg.smooth,
         threads: cfg.threads,
+        colormap: cfg.colormap,
+        alpha: cfg.alpha,
+        threshold: cfg.threshold,
+        blend: engine::BlendAt::Auto,
     };
     match (&cfg.input, cfg.outputs.as_slice()) {
         (Input::Image(_), [Output::Image(_)]) => run_image(&cfg, settings),
@@ -34,43 +38,27 @@ pub fn run(cfg: Config) -> Result<()> {
     }
 }
 
-/// Smooths the map, blends it over the frame, draws the box and label, and writes the
-/// metadata line: the work after the model, in stream order.
-struct Renderer {
+/// What is drawn on each frame after the model: the heatmap (unless the engine blended it on
+/// its device), the box and the label. Pure per frame, so frames are drawn in parallel.
+struct Drawer {
     alpha: f32,
     threshold: f32,
     lut: [[u8; 3]; 256],
     classes: Vec<String>,
     method: &'static str,
-    metadata: Option<LineFile>,
-    smoother: Smoother,
     draw_box: bool,
     label: bool,
+    /// Whether each frame's metadata line is wanted.
+    lines: bool,
 }
 
-impl Renderer {
-    fn new(cfg: &Config, info: &ModelInfo) -> Result<Renderer> {
-        let metadata = cfg.metadata.as_deref().map(LineFile::create).transpose()?;
-        Ok(Renderer {
-            alpha: cfg.alpha,
-            threshold: cfg.threshold,
-            lut: cfg.colormap.lut(),
-            classes: info.classes.clone(),
-            method: cfg.method.name(),
-            metadata,
-            smoother: Smoother::new(cfg.smooth),
-            draw_box: cfg.draw_box,
-            label: cfg.label,
-        })
-    }
-
-    fn render(&mut self, mut e: Explained) -> Result<Frame> {
-        self.smoother.apply(&e.frame, e.target.class, &mut e.cam);
+impl Drawer {
+    /// The finished frame and, when wanted, its metadata line.
+    fn draw(&self, e: Explained) -> (Frame, Option<String>) {
         let loc = localize::locate(&e.cam, e.frame.width, e.frame.height);
-        if let Some(m) = &mut self.metadata {
-            m.line(&metadata::line(&e, &self.classes, self.method, &loc))
-                .context("writing metadata")?;
-        }
+        let line = self
+            .lines
+            .then(|| metadata::line(&e, &self.classes, self.method, &loc));
         let lines = if self.label {
             self.label_lines(&e)
         } else {
@@ -78,15 +66,17 @@ impl Renderer {
         };
         let mut frame = e.frame;
         let (w, h) = (frame.width as usize, frame.height as usize);
-        overlay::blend(
-            &mut frame.pixels,
-            w,
-            h,
-            &e.cam,
-            self.alpha,
-            self.threshold,
-            &self.lut,
-        );
+        if !e.blended {
+            overlay::blend(
+                &mut frame.pixels,
+                w,
+                h,
+                &e.cam,
+                self.alpha,
+                self.threshold,
+                &self.lut,
+            );
+        }
         if let (true, Some(b)) = (self.draw_box, loc.bbox) {
             let b = (b.x0 as usize, b.y0 as usize, b.x1 as usize, b.y1 as usize);
             overlay::rectangle(
@@ -101,7 +91,7 @@ impl Renderer {
         if !lines.is_empty() {
             label::draw(&mut frame.pixels, w, h, &lines);
         }
-        Ok(frame)
+        (frame, line)
     }
 
     /// `tabby 0.83`, or with --top-k one line a class, best first.
@@ -122,6 +112,72 @@ impl Renderer {
             })
             .collect()
     }
+}
+
+/// The render stage: draws a batch's frames in parallel (in order), then writes their
+/// metadata lines in stream order.
+struct Renderer {
+    drawer: Drawer,
+    metadata: Option<LineFile>,
+    threads: usize,
+}
+
+impl Renderer {
+    fn new(cfg: &Config, info: &ModelInfo) -> Result<Renderer> {
+        let metadata = cfg.metadata.as_deref().map(LineFile::create).transpose()?;
+        Ok(Renderer {
+            drawer: Drawer {
+                alpha: cfg.alpha,
+                threshold: cfg.threshold,
+                lut: cfg.colormap.lut(),
+                classes: info.classes.clone(),
+                method: cfg.method.name(),
+                draw_box: cfg.draw_box,
+                label: cfg.label,
+                lines: metadata.is_some(),
+            },
+            metadata,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        })
+    }
+
+    fn render(&mut self, batch: Vec<Explained>) -> Result<Vec<Frame>> {
+        let threads = self.threads.min(batch.len()).max(1);
+        let drawn: Vec<(Frame, Option<String>)> = if threads == 1 {
+            batch.into_iter().map(|e| self.drawer.draw(e)).collect()
+        } else {
+            let per = batch.len().div_ceil(threads);
+            let mut rest = batch;
+            let mut parts = Vec::with_capacity(threads);
+            while !rest.is_empty() {
+                let tail = rest.split_off(per.min(rest.len()));
+                parts.push(std::mem::replace(&mut rest, tail));
+            }
+            let drawer = &self.drawer;
+            std::thread::scope(|s| {
+                let handles: Vec<_> = parts
+                    .into_iter()
+                    .map(|part| {
+                        s.spawn(move || {
+                            part.into_iter().map(|e| drawer.draw(e)).collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("drawing a frame does not panic"))
+                    .collect()
+            })
+        };
+        let mut frames = Vec::with_capacity(drawn.len());
+        for (frame, line) in drawn {
+            if let (Some(m), Some(line)) = (&mut self.metadata, line) {
+                m.line(&line).context("writing metadata")?;
+            }
+            frames.push(frame);
+        }
+        Ok(frames)
+    }
 
     fn commit(self) -> Result<()> {
         self.metadata.map(LineFile::commit).transpose().map(|_| ())
@@ -132,8 +188,9 @@ fn label(classes: &[String], id: i64) -> &str {
     classes.get(id as usize).map(String::as_str).unwrap_or("?")
 }
 
-fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
+fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
     pipeline::init()?;
+    let codec = pipeline::sink::resolve_encoder(cfg.encoder)?;
     // Files are written under a partial name and renamed once finalized; servers start now so
     // a port in use fails before the model loads.
     let mut files = Vec::new();
@@ -167,18 +224,26 @@ fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
         .collect();
     let stats = Arc::new(Stats::default());
     let (frames_tx, frames_rx) = crossbeam_channel::bounded::<Frame>(cfg.queue_capacity);
-    let (explained_tx, explained_rx) = crossbeam_channel::bounded::<Explained>(cfg.batch_size * 2);
+    // Two batches in flight between the worker and the output, as between source and worker.
+    let (explained_tx, explained_rx) = crossbeam_channel::bounded::<Vec<Explained>>(2);
     let (rendered_tx, rendered_rx) = crossbeam_channel::bounded::<Frame>(cfg.batch_size * 2);
 
     let oldest = frames_rx.clone();
-    let (info, worker) = worker::spawn(settings, frames_rx, explained_tx)?;
+    let (ready, worker) = worker::spawn(settings, frames_rx, explained_tx, stats.clone())?;
+    let info = ready.info;
     let mut renderer = Renderer::new(cfg, &info)?;
+    let render_stats = stats.clone();
     let render_thread = std::thread::Builder::new()
         .name("gradcam-render".into())
         .spawn(move || -> Result<Renderer> {
-            for e in explained_rx.iter() {
-                if rendered_tx.send(renderer.render(e)?).is_err() {
-                    break; // the output stopped; it reports why
+            for batch in explained_rx.iter() {
+                let busy = Instant::now();
+                let frames = renderer.render(batch)?;
+                render_stats.add_busy(Stage::Overlay, busy.elapsed());
+                for frame in frames {
+                    if rendered_tx.send(frame).is_err() {
+                        return Ok(renderer); // the output stopped; it reports why
+                    }
                 }
             }
             Ok(renderer)
@@ -191,6 +256,7 @@ fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
             input: &cfg.input,
             rtsp: cfg.rtsp,
             branches,
+            codec,
             overload: cfg.overload,
             limits: pipeline::Limits {
                 max_frames: cfg.max_frames,
@@ -256,7 +322,7 @@ fn run_video(cfg: &Config, settings: worker::Settings) -> Result<()> {
     Ok(())
 }
 
-fn run_image(cfg: &Config, settings: worker::Settings) -> Result<()> {
+fn run_image(cfg: &Config, settings: engine::Settings) -> Result<()> {
     let (Input::Image(input), [Output::Image(path)]) = (&cfg.input, cfg.outputs.as_slice()) else {
         unreachable!()
     };
@@ -280,7 +346,9 @@ fn run_image(cfg: &Config, settings: worker::Settings) -> Result<()> {
 
     let (frames_tx, frames_rx) = crossbeam_channel::bounded(1);
     let (results_tx, results_rx) = crossbeam_channel::bounded(1);
-    let (info, worker) = worker::spawn(settings, frames_rx, results_tx)?;
+    let stats = Arc::new(Stats::default());
+    let (ready, worker) = worker::spawn(settings, frames_rx, results_tx, stats)?;
+    let info = ready.info;
     let mut renderer = Renderer::new(cfg, &info)?;
     frames_tx.send(frame).expect("the worker is waiting");
     drop(frames_tx);
@@ -288,7 +356,10 @@ fn run_image(cfg: &Config, settings: worker::Settings) -> Result<()> {
     worker
         .join()
         .map_err(|_| anyhow!("the worker thread panicked"))??;
-    let explained = explained.map_err(|_| anyhow!("the worker ended without a result"))?;
+    let explained = explained
+        .ok()
+        .and_then(|mut batch| batch.pop())
+        .ok_or_else(|| anyhow!("the worker ended without a result"))?;
 
     println!("top classes for {}:", input.display());
     for (rank, c) in explained.top.iter().enumerate() {
@@ -301,7 +372,10 @@ fn run_image(cfg: &Config, settings: worker::Settings) -> Result<()> {
         );
     }
     let target = explained.target;
-    let frame = renderer.render(explained)?;
+    let frame = renderer
+        .render(vec![explained])?
+        .pop()
+        .expect("one frame in, one out");
     let rgb =
         image::RgbImage::from_raw(frame.width, frame.height, frame.to_rgb()).expect("sizes match");
     let mut w = std::io::BufWriter::new(file);

@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub reconnect_max: Option<u32>,
     pub stats: Option<f64>,
     pub method: Option<String>,
+    pub precision: Option<String>,
+    pub encoder: Option<String>,
 }
 
 /// `class = 285` or `class = "tabby"`.
@@ -89,6 +91,22 @@ pub enum DeviceChoice {
     Auto,
     Cpu,
     Cuda,
+}
+
+/// The model's arithmetic: fp16 runs it under CUDA autocast (a GPU only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Fp32,
+    Fp16,
+}
+
+/// The H.264 encoder of file and RTSP outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoder {
+    /// NVENC where the GPU has it (GStreamer's nvh264enc is registered), else x264.
+    Auto,
+    X264,
+    Nvenc,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +209,8 @@ pub struct Config {
     pub outputs: Vec<Output>,
     pub model: PathBuf,
     pub device: DeviceChoice,
+    pub precision: Precision,
+    pub encoder: Encoder,
     pub batch_size: usize,
     pub max_wait: Duration,
     pub queue_capacity: usize,
@@ -307,13 +327,20 @@ impl Config {
                 "--batch-size {batch_size} is out of range; use 1 to 256"
             )));
         }
-        // A live source's queue is latency: keep it to one batch there.
+        // Two batches: one to gather while the model explains the other. A live source's
+        // queue is latency, so no more there; a file's is at least 16 frames of slack.
         let queue_capacity = a
             .queue_capacity
             .or(f.queue_capacity)
-            .unwrap_or(if input.is_live() { batch_size } else { 16 });
-        if queue_capacity == 0 {
-            bail!(usage("--queue-capacity must be at least 1"));
+            .unwrap_or(if input.is_live() {
+                2 * batch_size
+            } else {
+                (2 * batch_size).max(16)
+            });
+        if queue_capacity < batch_size {
+            bail!(usage(format!(
+                "--queue-capacity {queue_capacity} is smaller than --batch-size {batch_size}: a batch could never fill; use a queue of at least the batch size (two batches is the default)"
+            )));
         }
         let alpha = a.alpha.or(f.alpha).unwrap_or(0.5);
         if !(0.0..=1.0).contains(&alpha) {
@@ -422,6 +449,21 @@ impl Config {
             ))),
             None => None,
         };
+        let precision = match a.precision.or(f.precision).as_deref() {
+            None | Some("fp32") => Precision::Fp32,
+            Some("fp16") => Precision::Fp16,
+            Some(other) => bail!(usage(format!(
+                "unknown --precision `{other}`; use fp32 or fp16 (fp16 on a CUDA GPU)"
+            ))),
+        };
+        let encoder = match a.encoder.or(f.encoder).as_deref() {
+            None | Some("auto") => Encoder::Auto,
+            Some("x264") => Encoder::X264,
+            Some("nvenc") => Encoder::Nvenc,
+            Some(other) => bail!(usage(format!(
+                "unknown --encoder `{other}`; use auto, x264 or nvenc"
+            ))),
+        };
         let method = match a.method.or(f.method) {
             None => Method::GradCam,
             Some(m) => Method::parse(&m).ok_or_else(|| {
@@ -442,6 +484,8 @@ impl Config {
             smooth,
             model,
             device,
+            precision,
+            encoder,
             batch_size,
             max_wait: Duration::from_millis(a.max_wait_ms.or(f.max_wait_ms).unwrap_or(50)),
             queue_capacity,
@@ -811,7 +855,7 @@ mod tests {
         );
         assert_eq!(c.outputs, vec![Output::Null]);
         assert_eq!(c.overload, Overload::Drop);
-        assert_eq!(c.queue_capacity, c.batch_size);
+        assert_eq!(c.queue_capacity, 2 * c.batch_size);
         let mut a = args("test://", "x.mp4");
         a.on_overload = Some("block".into());
         assert_eq!(
@@ -821,6 +865,10 @@ mod tests {
         let file = Config::merge(args(&this_file(), "x.mp4"), FileConfig::default())?;
         assert_eq!(file.overload, Overload::Block);
         assert_eq!(file.queue_capacity, 16);
+        let mut a = args(&this_file(), "x.mp4");
+        a.batch_size = Some(32);
+        let c = Config::merge(a, FileConfig::default())?;
+        assert_eq!(c.queue_capacity, 64, "two batches");
         let mut a = args(&this_file(), "x.mp4");
         a.on_overload = Some("drop".into());
         let e = Config::merge(a, FileConfig::default()).unwrap_err();
@@ -905,6 +953,12 @@ mod tests {
             ("jsonl", |a| a.metadata = Some("m.json".into())),
             ("--max-frames", |a| a.max_frames = Some(0)),
             ("--duration", |a| a.duration = Some(-1.0)),
+            ("--precision", |a| a.precision = Some("fp8".into())),
+            ("--encoder", |a| a.encoder = Some("vp9".into())),
+            ("smaller than --batch-size", |a| {
+                a.batch_size = Some(16);
+                a.queue_capacity = Some(8);
+            }),
         ];
         for (needle, edit) in cases {
             let mut a = args(&this_file(), "x.mp4");

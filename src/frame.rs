@@ -72,7 +72,9 @@ pub struct ClassScore {
 /// A frame with its explanation, from the worker to the output stage.
 #[derive(Debug, Clone)]
 pub struct Explained {
+    /// The frame; with `blended`, the heatmap is already on it (blended on the model's device).
     pub frame: Frame,
+    pub blended: bool,
     pub cam: CamMap,
     /// The class the map explains.
     pub target: ClassScore,

@@ -6,6 +6,7 @@ pub mod cam;
 pub mod cli;
 pub mod colormap;
 pub mod config;
+pub mod engine;
 pub mod frame;
 pub mod label;
 pub mod localize;
@@ -15,7 +16,6 @@ pub mod outfile;
 pub mod overlay;
 pub mod pipeline;
 pub mod shutdown;
-pub mod smooth;
 pub mod stats;
 pub mod worker;
 

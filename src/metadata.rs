@@ -121,6 +121,7 @@ mod tests {
         frame.pts = Some(120_000_000);
         let e = Explained {
             frame,
+            blended: false,
             cam: CamMap {
                 h: 1,
                 w: 2,

@@ -9,7 +9,6 @@ use serde::Deserialize;
 use tch::{CModule, Device, Kind, Tensor};
 
 use crate::config::DeviceChoice;
-use crate::frame::Frame;
 
 /// What `scripts/export_model.py` writes beside the model.
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +57,15 @@ pub fn device_name(d: Device) -> String {
         Device::Cuda(i) => format!("cuda:{i}"),
         other => format!("{other:?}").to_lowercase(),
     }
+}
+
+/// A libtorch error as the one line that says what went wrong; with `GRADCAM_DEBUG=1`, the
+/// whole text (the TorchScript traceback, the C++ backtrace).
+pub fn one_line(e: impl std::fmt::Display) -> String {
+    if std::env::var_os("GRADCAM_DEBUG").is_some_and(|v| !v.is_empty()) {
+        return e.to_string();
+    }
+    telling_line(e)
 }
 
 /// libtorch errors carry a C++ backtrace after the first line; the first line is the message.
@@ -186,7 +194,7 @@ impl Model {
                 anyhow!(
                     "model {}: `{method}` failed: {}",
                     self.path.display(),
-                    telling_line(e)
+                    one_line(e)
                 )
             }
         })
@@ -202,35 +210,20 @@ impl Model {
         self.call("head", a)
     }
 
-    /// Frames → the model's input: [B, 3, H, W] float, resized (bilinear, antialiased, the whole
-    /// frame squeezed to the input size so the map covers every pixel) and normalized, on the device.
-    pub fn preprocess(&self, frames: &[Frame]) -> Result<Tensor> {
+    /// Frames [B, 3, H, W] (float, 0..255, on the device) → the model's input [B, 3, h, w]:
+    /// resized (bilinear, antialiased, the whole frame squeezed to the input size so the map
+    /// covers every pixel) and normalized. Float in, float out: see `engine` for why.
+    pub fn preprocess(&self, rgb: &Tensor) -> Result<Tensor> {
         let [h, w] = self.info.input_size;
-        let mut batch = Vec::with_capacity(frames.len());
-        for f in frames {
-            let (fh, fw) = (f.height as i64, f.width as i64);
-            if f.pixels.len() != (fh * fw) as usize * Frame::CHANNELS {
-                bail!(
-                    "frame {} holds {} bytes, not RGBx {fw}x{fh}",
-                    f.index,
-                    f.pixels.len()
-                );
-            }
-            // [1, H', W', 4] u8 → [1, 3, H', W'] (a channels-last view, no copy)
-            let t = Tensor::f_from_data_size(&f.pixels, &[1, fh, fw, 4], Kind::Uint8)?
-                .to_device(self.device)
-                .narrow(3, 0, 3)
-                .permute([0, 3, 1, 2]);
-            let t = if (fh, fw) == (h, w) {
-                t
-            } else {
-                // libtorch resizes uint8 channels-last images with a vectorized antialiased kernel.
-                t.contiguous()
-                    .f_internal_upsample_bilinear2d_aa([h, w], false, None, None)?
-            };
-            batch.push(t);
-        }
-        let x = Tensor::f_cat(&batch, 0)?.to_kind(Kind::Float) / 255.0; // [B, 3, H, W]
-        Ok((x - &self.mean) / &self.std)
+        let size = rgb.size();
+        let &[_, 3, fh, fw] = size.as_slice() else {
+            bail!("frames must be [B, 3, H, W], got {size:?}");
+        };
+        let x = if (fh, fw) == (h, w) {
+            rgb.shallow_clone()
+        } else {
+            rgb.f_internal_upsample_bilinear2d_aa([h, w], false, None, None)?
+        };
+        Ok(((x / 255.0 - &self.mean) / &self.std).f_contiguous()?)
     }
 }

@@ -1,4 +1,5 @@
-//! Counters shared by the stages (atomics only: nothing here blocks) and the progress display.
+//! Counters shared by the stages (atomics, and one short lock for latency: nothing here
+//! blocks a stage) and the progress display.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -29,6 +30,44 @@ pub struct Stats {
     pub written: AtomicU64,
     /// Expected number of frames (0 while unknown).
     pub total: AtomicU64,
+    /// Nanoseconds each stage spent busy (for the source: waiting for room in the queue).
+    busy: [AtomicU64; Stage::ALL.len()],
+    /// Time frames waited in the queue for the worker, in nanoseconds, and how many.
+    queue_wait: AtomicU64,
+    queue_taken: AtomicU64,
+    /// Device memory in use, in bytes (0: not on a GPU).
+    device_memory: AtomicU64,
+}
+
+/// The stages a frame passes, for `--stats`' account of where the time goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The source (decoding to the appsink): counted is the time it *waited* for room in the
+    /// queue; its share busy is the rest.
+    SourceWait,
+    /// The worker: upload, model, CAM, smoothing (and on a GPU the blend), copies back.
+    Model,
+    /// The render stage: the host blend (on a CPU), box, label, metadata.
+    Overlay,
+    /// The output: pushing into the appsrc, which waits while the encoder is behind.
+    Output,
+}
+
+impl Stage {
+    const ALL: [Stage; 4] = [
+        Stage::SourceWait,
+        Stage::Model,
+        Stage::Overlay,
+        Stage::Output,
+    ];
+}
+
+/// The counters behind one stats line, to take differences between lines.
+#[derive(Debug, Clone, Copy, Default)]
+struct Snapshot {
+    busy: [u64; Stage::ALL.len()],
+    queue_wait: u64,
+    queue_taken: u64,
 }
 
 impl Default for Stats {
@@ -43,6 +82,10 @@ impl Default for Stats {
             reconnects: AtomicU64::new(0),
             total: AtomicU64::new(0),
             latency: Mutex::new((Histogram::default(), Histogram::default())),
+            busy: Default::default(),
+            queue_wait: AtomicU64::new(0),
+            queue_taken: AtomicU64::new(0),
+            device_memory: AtomicU64::new(0),
         }
     }
 }
@@ -86,6 +129,29 @@ impl Stats {
         if let Ok(mut l) = self.latency.lock() {
             l.0.add(d);
             l.1.add(d);
+        }
+    }
+
+    /// Count `d` of work (or, for the source, of waiting) in `stage`.
+    pub fn add_busy(&self, stage: Stage, d: Duration) {
+        self.busy[stage as usize].fetch_add(d.as_nanos() as u64, Relaxed);
+    }
+
+    /// A frame left the queue after waiting `d` there.
+    pub fn record_queue_wait(&self, d: Duration) {
+        self.queue_wait.fetch_add(d.as_nanos() as u64, Relaxed);
+        self.queue_taken.fetch_add(1, Relaxed);
+    }
+
+    pub fn set_device_memory(&self, bytes: u64) {
+        self.device_memory.store(bytes, Relaxed);
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            busy: std::array::from_fn(|i| self.busy[i].load(Relaxed)),
+            queue_wait: self.queue_wait.load(Relaxed),
+            queue_taken: self.queue_taken.load(Relaxed),
         }
     }
 
@@ -147,25 +213,48 @@ impl Histogram {
     }
 }
 
-/// `in=… out=… dropped=… reconnects=… fps=… latency_p50=…ms latency_p95=…ms`: the counters a
-/// stats line shows, fps over `secs`.
+/// `in=… out=… dropped=… reconnects=… fps=… latency_p50=…ms latency_p95=…ms busy: source=…%
+/// model=…% overlay=…% output=…% queue_wait=…ms [gpu_mem=…MiB]`: the counters a stats line
+/// shows, fps and shares over the `secs` between `from` and `to`.
 fn stats_fields(
     stats: &Stats,
     out: u64,
     secs: f64,
     latency: Option<(Duration, Duration)>,
+    (from, to): (Snapshot, Snapshot),
 ) -> String {
     let (p50, p95) = match latency {
         Some((a, b)) => (a.as_millis().to_string(), b.as_millis().to_string()),
         None => ("-".into(), "-".into()),
     };
+    let share = |stage: Stage| {
+        let ns = to.busy[stage as usize].saturating_sub(from.busy[stage as usize]);
+        (ns as f64 / 1e9 / secs.max(1e-9) * 100.0).min(100.0)
+    };
+    let taken = to.queue_taken.saturating_sub(from.queue_taken);
+    let queue_ms = match taken {
+        0 => "-".to_owned(),
+        n => format!(
+            "{:.0}",
+            to.queue_wait.saturating_sub(from.queue_wait) as f64 / 1e6 / n as f64
+        ),
+    };
+    let memory = match stats.device_memory.load(Relaxed) {
+        0 => String::new(),
+        b => format!(" gpu_mem={}MiB", b >> 20),
+    };
     format!(
-        "in={} out={} dropped={} reconnects={} fps={:.1} latency_p50={p50}ms latency_p95={p95}ms",
+        "in={} out={} dropped={} reconnects={} fps={:.1} latency_p50={p50}ms latency_p95={p95}ms \
+         busy: source={:.0}% model={:.0}% overlay={:.0}% output={:.0}% queue_wait={queue_ms}ms{memory}",
         stats.received.load(Relaxed),
         stats.written.load(Relaxed),
         stats.dropped.load(Relaxed),
         stats.reconnects.load(Relaxed),
         out as f64 / secs.max(1e-9),
+        100.0 - share(Stage::SourceWait),
+        share(Stage::Model),
+        share(Stage::Overlay),
+        share(Stage::Output),
     )
 }
 
@@ -174,9 +263,12 @@ pub struct Reporter {
     bar: Option<ProgressBar>,
     lines: bool,
     last_line: Instant,
-    /// `--stats`: the period, when the last line was printed and the frames written then.
+    /// `--stats`: the period, when the last line was printed, the frames written then and
+    /// the stage counters.
     stats_every: Option<Duration>,
-    last_stats: (Instant, u64),
+    last_stats: (Instant, u64, Snapshot),
+    /// The stage counters when frames started flowing (the whole-run line counts from there).
+    first: Option<Snapshot>,
 }
 
 impl Reporter {
@@ -201,7 +293,8 @@ impl Reporter {
             lines,
             last_line: Instant::now(),
             stats_every,
-            last_stats: (Instant::now(), 0),
+            last_stats: (Instant::now(), 0, Snapshot::default()),
+            first: None,
         }
     }
 
@@ -232,8 +325,14 @@ impl Reporter {
             eprintln!("progress: {done}{of} frames, {:.1} fps", stats.fps());
         }
         if let Some(every) = self.stats_every {
-            let (since, before) = self.last_stats;
+            if stats.started() && self.first.is_none() {
+                // Count from the first frame, as fps does.
+                self.first = Some(stats.snapshot());
+                self.last_stats = (Instant::now(), 0, stats.snapshot());
+            }
+            let (since, before, then) = self.last_stats;
             if stats.started() && since.elapsed() >= every {
+                let now = stats.snapshot();
                 let line = format!(
                     "stats: t={:.1}s {}",
                     stats.elapsed().as_secs_f64(),
@@ -241,11 +340,12 @@ impl Reporter {
                         stats,
                         done - before.min(done),
                         since.elapsed().as_secs_f64(),
-                        stats.latency_window()
+                        stats.latency_window(),
+                        (then, now),
                     )
                 );
                 self.print(&line);
-                self.last_stats = (Instant::now(), done);
+                self.last_stats = (Instant::now(), done, now);
             }
         }
     }
@@ -263,7 +363,8 @@ impl Reporter {
                     stats,
                     stats.written.load(Relaxed),
                     secs,
-                    stats.latency_total()
+                    stats.latency_total(),
+                    (self.first.unwrap_or_default(), stats.snapshot()),
                 )
             );
         }

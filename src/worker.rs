@@ -1,56 +1,26 @@
 //! The one thread that owns the model and every tensor: it gathers decoded frames into
-//! dynamic batches, computes Grad-CAM for each batch, and hands plain-data results on.
-//! It never touches GStreamer; it stops when its input channel closes and is drained.
+//! dynamic batches, has the engine explain each, and hands the plain results on, a batch at a
+//! time. On a GPU it gathers and queues batch N+1 while batch N computes. It never touches
+//! GStreamer; it stops when its input channel closes and is drained.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use tch::{Kind, Tensor};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use crate::cam;
-use crate::config::{ClassSpec, DeviceChoice, UsageError};
-use crate::frame::{CamMap, ClassScore, Explained, Frame};
-use crate::model::{self, Model};
-use crate::smooth;
+use crate::engine::{Engine, ModelInfo, Pending, Settings};
+use crate::frame::{Explained, Frame};
+use crate::model;
+use crate::stats::{Stage, Stats};
 
-/// How many of the most likely classes each result carries.
-pub const TOP: i64 = 5;
-/// With smoothing, another class takes over once its averaged probability is this many times
-/// the held class's.
-const HOLD_MARGIN: f64 = 1.25;
-
+/// What the worker says about the loaded engine before frames flow.
 #[derive(Debug, Clone)]
-pub struct Settings {
-    pub model: PathBuf,
-    pub device: DeviceChoice,
-    pub batch_size: usize,
-    pub max_wait: Duration,
-    pub class: Option<ClassSpec>,
-    pub method: cam::Method,
-    /// Explain the K most likely classes of each frame (1: the top-1 only).
-    pub top_k: usize,
-    /// Which of them the video shows (1-based).
-    pub show_rank: usize,
-    /// Temporal smoothing S, 0 is off. The top-1 target is then chosen on a moving average of
-    /// the probabilities (factor S^(1/3): the class changes more slowly than the map), and
-    /// held until another class's average beats it by a quarter, so it flips less. A scene cut
-    /// starts the average afresh.
-    pub smooth: f32,
-    /// libtorch intra-op threads; 0 keeps libtorch's choice.
-    pub threads: usize,
-}
-
-/// What the rest of the program may know about the loaded model.
-#[derive(Debug, Clone)]
-pub struct ModelInfo {
-    pub name: String,
-    pub device: String,
-    pub classes: Vec<String>,
-    pub input_size: [i64; 2],
-    pub feature_shape: [i64; 3],
+pub struct Ready {
+    pub info: ModelInfo,
+    /// Whether the frames come back with the heatmap blended (else the render stage blends).
+    pub blended: bool,
 }
 
 /// Start the worker. The model is loaded on the worker thread before this returns, so a bad
@@ -58,16 +28,20 @@ pub struct ModelInfo {
 pub fn spawn(
     settings: Settings,
     frames: Receiver<Frame>,
-    results: Sender<Explained>,
-) -> Result<(ModelInfo, JoinHandle<Result<()>>)> {
-    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<ModelInfo>>(1);
+    results: Sender<Vec<Explained>>,
+    stats: Arc<Stats>,
+) -> Result<(Ready, JoinHandle<Result<()>>)> {
+    quiet_worker_panics();
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<Ready>>(1);
     let handle = std::thread::Builder::new()
-        .name("gradcam-worker".into())
+        .name(WORKER.into())
         .spawn(move || -> Result<()> {
-            let loaded = load(&settings);
-            let engine = match loaded {
+            let engine = match guarded("loading the model", || Engine::new(&settings)) {
                 Ok(engine) => {
-                    let _ = ready_tx.send(Ok(engine.info()));
+                    let _ = ready_tx.send(Ok(Ready {
+                        info: engine.info(),
+                        blended: engine.blends(),
+                    }));
                     engine
                 }
                 Err(e) => {
@@ -76,11 +50,21 @@ pub fn spawn(
                 }
             };
             drop(ready_tx);
-            engine.run(&frames, &results)
+            let batcher = Batcher {
+                frames,
+                size: settings.batch_size,
+                max_wait: settings.max_wait,
+                next: Vec::with_capacity(settings.batch_size),
+                started: Instant::now(),
+                carry: None,
+                closed: false,
+                stats: stats.clone(),
+            };
+            run(engine, batcher, &results, &stats)
         })
         .context("starting the worker thread")?;
     match ready_rx.recv() {
-        Ok(Ok(info)) => Ok((info, handle)),
+        Ok(Ok(ready)) => Ok((ready, handle)),
         Ok(Err(e)) => {
             let _ = handle.join();
             Err(e)
@@ -92,317 +76,271 @@ pub fn spawn(
     }
 }
 
-fn load(s: &Settings) -> Result<Engine> {
-    if s.threads > 0 {
-        tch::set_num_threads(s.threads as i32);
-    }
-    let device = model::resolve_device(s.device)?;
-    let model = Model::load(&s.model, device)?;
-    let n = model.info.num_classes;
-    let class = match &s.class {
-        None => None,
-        Some(ClassSpec::Id(c)) if *c >= n => {
-            return Err(UsageError(format!(
-                "--class {c} is out of range: model {} has {n} classes (0 to {})",
-                model.info.name,
-                n - 1
-            ))
-            .into())
-        }
-        Some(ClassSpec::Id(c)) => Some(*c),
-        Some(ClassSpec::Name(name)) => Some(class_by_name(name, &model.info.classes)?),
-    };
-    if s.top_k as i64 > n {
-        return Err(UsageError(format!(
-            "--top-k {} is out of range: model {} has {n} classes",
-            s.top_k, model.info.name
-        ))
-        .into());
-    }
-    Ok(Engine {
-        model,
-        batch_size: s.batch_size,
-        max_wait: s.max_wait,
-        class,
-        method: s.method,
-        top_k: s.top_k,
-        show_rank: s.show_rank,
-        smooth: s.smooth,
-        probs_ema: std::cell::RefCell::new(None),
-    })
+const WORKER: &str = "gradcam-worker";
+
+/// tch turns a libtorch failure in an infallible call into a panic whose text holds a C++
+/// backtrace. On the worker thread the panic is caught and reported as one line (see
+/// `guarded`), so the default hook's print is kept for `GRADCAM_DEBUG=1` and other threads.
+fn quiet_worker_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let worker = std::thread::current().name() == Some(WORKER);
+            let debug = std::env::var_os("GRADCAM_DEBUG").is_some_and(|v| !v.is_empty());
+            if !worker || debug {
+                default(info);
+            }
+        }));
+    });
 }
 
-/// The id of the class called `name` (case-insensitive); an unknown name lists close ones.
-pub fn class_by_name(name: &str, classes: &[String]) -> Result<i64> {
-    let want = name.trim().to_lowercase();
-    if let Some(i) = classes.iter().position(|c| c.to_lowercase() == want) {
-        return Ok(i as i64);
-    }
-    let mut near: Vec<(usize, usize)> = classes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let c = c.to_lowercase();
-            let d = if c.contains(&want) || want.contains(&c) {
-                0
-            } else {
-                edit_distance(&want, &c)
-            };
-            (d, i)
-        })
-        .collect();
-    near.sort();
-    let close: Vec<String> = near
-        .iter()
-        .take_while(|(d, _)| *d <= want.len().max(3) / 2)
-        .take(5)
-        .map(|&(_, i)| format!("{} ({i})", classes[i]))
-        .collect();
-    let hint = if close.is_empty() {
-        "give a class id, or a name from the model's sidecar .json".to_owned()
-    } else {
-        format!("close matches: {}", close.join(", "))
-    };
-    Err(UsageError(format!(
-        "--class `{name}` is not a class of this model; {hint}"
-    ))
-    .into())
-}
-
-/// Levenshtein distance, on chars.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
+/// `f`, with its libtorch errors and panics turned into one line that says `what` failed.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(match e.downcast_ref::<tch::TchError>() {
+            Some(t) => anyhow!("libtorch failed {what}: {}", model::one_line(t)),
+            None => e,
+        }),
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            Err(anyhow!("libtorch failed {what}: {}", panic_line(text)))
         }
     }
-    row[b.len()]
 }
 
-/// The model plus the batching policy; lives on the worker thread only.
-pub struct Engine {
-    pub model: Model,
-    batch_size: usize,
+/// The telling line of a panic's text. tch panics with `called Result::unwrap() on an Err
+/// value: Torch("…")`, the libtorch message escaped inside.
+fn panic_line(text: &str) -> String {
+    match text.split_once("Torch(\"") {
+        Some((_, inner)) => {
+            let inner = inner.trim_end_matches("\")");
+            let unescaped = inner
+                .replace("\\n", "\n")
+                .replace("\\\"", "\"")
+                .replace("\\'", "'");
+            model::one_line(unescaped)
+        }
+        None => model::one_line(text),
+    }
+}
+
+/// The frames of the next batch, as they arrive.
+struct Batcher {
+    frames: Receiver<Frame>,
+    size: usize,
     max_wait: Duration,
-    class: Option<i64>,
-    method: cam::Method,
-    top_k: usize,
-    show_rank: usize,
-    smooth: f32,
-    /// The moving average of the probabilities over the frames so far, and the class held
-    /// (with smoothing).
-    probs_ema: std::cell::RefCell<Option<(Tensor, i64, Vec<f32>)>>,
+    /// The batch being gathered, and when its first frame was taken.
+    next: Vec<Frame>,
+    started: Instant,
+    /// A frame of another size than the batch's: it starts the batch after.
+    carry: Option<Frame>,
+    /// The channel is closed and drained.
+    closed: bool,
+    stats: Arc<Stats>,
 }
 
-impl Engine {
-    /// An engine used directly on the calling thread (benchmarks, still images in tests).
-    pub fn new(s: &Settings) -> Result<Engine> {
-        load(s)
+impl Batcher {
+    /// A frame taken from the queue: its time there is counted, and it joins the batch.
+    fn take(&mut self, f: Frame) -> bool {
+        self.stats.record_queue_wait(f.arrived.elapsed());
+        self.push(f)
     }
 
-    pub fn info(&self) -> ModelInfo {
-        let i = &self.model.info;
-        ModelInfo {
-            name: i.name.clone(),
-            device: model::device_name(self.model.device),
-            classes: i.classes.clone(),
-            input_size: i.input_size,
-            feature_shape: i.feature_shape,
+    /// Add `f` to the batch unless its size differs from the batch's (then it waits in
+    /// `carry`); false when the batch can take no more.
+    fn push(&mut self, f: Frame) -> bool {
+        if let Some(first) = self.next.first() {
+            if (first.width, first.height) != (f.width, f.height) {
+                self.carry = Some(f);
+                return false;
+            }
+        } else {
+            self.started = Instant::now();
         }
+        self.next.push(f);
+        self.next.len() < self.size
     }
 
-    fn run(&self, frames: &Receiver<Frame>, results: &Sender<Explained>) -> Result<()> {
-        while let Some(batch) = self.next_batch(frames) {
-            let explained = self.explain(batch)?;
-            for e in explained {
-                if results.send(e).is_err() {
-                    return Ok(()); // the output stage is gone: it reports its own error
-                }
+    /// Take what is queued now, without waiting; false when the batch can take no more.
+    fn take_queued(&mut self) -> bool {
+        if let Some(f) = self.carry.take() {
+            if !self.push(f) {
+                return false;
             }
         }
-        Ok(())
-    }
-
-    /// Block for the first frame, then take what arrives within `max_wait`, up to `batch_size`.
-    /// None once the channel is closed and empty.
-    fn next_batch(&self, frames: &Receiver<Frame>) -> Option<Vec<Frame>> {
-        let first = frames.recv().ok()?;
-        let deadline = Instant::now() + self.max_wait;
-        let mut batch = Vec::with_capacity(self.batch_size);
-        batch.push(first);
-        while batch.len() < self.batch_size {
-            // Take what is already queued without waiting, then wait out the deadline.
-            match frames.try_recv() {
+        while self.carry.is_none() && self.next.len() < self.size {
+            match self.frames.try_recv() {
                 Ok(f) => {
-                    batch.push(f);
-                    continue;
+                    if !self.take(f) {
+                        return false;
+                    }
                 }
-                Err(crossbeam_channel::TryRecvError::Disconnected) => break,
-                Err(crossbeam_channel::TryRecvError::Empty) => {}
-            }
-            match frames.recv_deadline(deadline) {
-                Ok(f) => batch.push(f),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => {
+                    self.closed = true;
+                    return false;
+                }
             }
         }
-        Some(batch)
+        self.carry.is_none() && self.next.len() < self.size
     }
 
-    /// The targets explained: the fixed class, ranks 1 to K, or with smoothing the top-1 of
-    /// the moving average of the probabilities, frame by frame in stream order.
-    fn targets(&self, frames: &[Frame], acts: &Tensor) -> Result<Vec<cam::Target>> {
-        Ok(match self.class {
-            Some(c) => vec![cam::Target::Class(c)],
-            None if self.smooth > 0.0 && self.top_k == 1 => {
-                let probs = tch::no_grad(|| self.model.head(acts))?.softmax(1, Kind::Float);
-                let mut ema = self.probs_ema.borrow_mut();
-                let s = f64::from(self.smooth).cbrt();
-                let chosen = (0..probs.size()[0])
-                    .map(|i| {
-                        let p = probs.get(i);
-                        let thumb = smooth::thumbnail(&frames[i as usize]);
-                        let (e, held) = match ema.take() {
-                            Some((e, held, last)) if !smooth::is_cut(&last, &thumb) => {
-                                (e * s + p * (1.0 - s), Some(held))
-                            }
-                            _ => (p, None),
-                        };
-                        let best = e.argmax(0, false).int64_value(&[]);
-                        let c = match held {
-                            Some(h)
-                                if e.double_value(&[best])
-                                    <= HOLD_MARGIN * e.double_value(&[h]) =>
-                            {
-                                h
-                            }
-                            _ => best,
-                        };
-                        *ema = Some((e, c, thumb));
-                        c
-                    })
-                    .collect();
-                vec![cam::Target::PerFrame(chosen)]
+    /// Wait up to `limit` for one more frame; false when the batch can take no more.
+    fn wait_one(&mut self, limit: Duration) -> bool {
+        match self.frames.recv_timeout(limit) {
+            Ok(f) => self.take(f),
+            Err(RecvTimeoutError::Timeout) => true,
+            Err(RecvTimeoutError::Disconnected) => {
+                self.closed = true;
+                false
             }
-            None => (0..self.top_k).map(cam::Target::Rank).collect(),
-        })
-    }
-
-    /// Index into `targets()` of the map the video shows.
-    fn shown(&self) -> usize {
-        if self.class.is_some() {
-            0
-        } else {
-            self.show_rank - 1
         }
     }
 
-    /// One forward pass to the target layer, then each target's map (a backward pass through
-    /// the head each).
-    fn ranked_cams(&self, frames: &[Frame]) -> Result<Vec<cam::CamBatch>> {
-        let x = self.model.preprocess(frames)?; // [B, 3, H, W]
-        let acts = tch::no_grad(|| self.model.features(&x))?; // [B, C, h, w]
-        self.targets(frames, &acts)?
-            .into_iter()
-            .map(|t| cam::compute(self.method, &acts, |a| self.model.head(a), t))
-            .collect()
+    /// Complete the batch: block for its first frame, then take what arrives until it is
+    /// full or `max_wait` has passed since the first. None once the input is closed and
+    /// drained.
+    fn complete(&mut self) -> Option<Vec<Frame>> {
+        if self.next.is_empty() && self.carry.is_none() {
+            match self.frames.recv() {
+                Ok(f) => {
+                    self.take(f);
+                }
+                Err(_) => {
+                    self.closed = true;
+                    return None;
+                }
+            }
+        }
+        let deadline = self.started + self.max_wait;
+        while self.take_queued() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !self.wait_one(left) {
+                break;
+            }
+        }
+        Some(std::mem::take(&mut self.next))
     }
+}
 
-    /// The same engine explaining with another method (benchmarks, tests).
-    pub fn with_method(mut self, method: cam::Method) -> Engine {
-        self.method = method;
-        self
-    }
+/// How often the worker looks whether the batch on the device is done while it gathers the
+/// next one.
+const POLL: Duration = Duration::from_millis(1);
 
-    /// Forward only, no gradients: the speed limit Grad-CAM is measured against.
-    pub fn forward_only(&self, frames: &[Frame]) -> Result<Tensor> {
-        tch::no_grad(|| {
-            let x = self.model.preprocess(frames)?;
-            let a = self.model.features(&x)?;
-            self.model.head(&a)
-        })
-    }
-
-    /// Grad-CAM for a batch, brought back to plain data.
-    pub fn explain(&self, frames: Vec<Frame>) -> Result<Vec<Explained>> {
-        let ranked = self.ranked_cams(&frames)?;
-        let shown = self.shown();
-        let ranked_plain = if ranked.len() > 1 {
-            ranked
-                .iter()
-                .map(|r| Self::plain_maps(r, frames.len()))
-                .collect::<Result<Vec<_>>>()?
-        } else {
-            Vec::new()
+fn run(
+    mut engine: Engine,
+    mut batcher: Batcher,
+    results: &Sender<Vec<Explained>>,
+    stats: &Stats,
+) -> Result<()> {
+    let mut pending: Option<Pending> = None;
+    let deliver = |engine: &mut Engine, p: Pending| -> Result<bool> {
+        let what = format!("explaining a batch of {} frames", p.len());
+        let busy = Instant::now();
+        let done = guarded(&what, || engine.finish(p))?;
+        stats.add_busy(Stage::Model, busy.elapsed());
+        if let Some(m) = crate::engine::device_memory_in_use() {
+            stats.set_device_memory(m);
+        }
+        // The output stage is gone: it reports its own error.
+        Ok(results.send(done).is_ok())
+    };
+    loop {
+        if let Some(p) = pending.take() {
+            // The device works on `p`: gather the next batch meanwhile, and queue it as soon
+            // as it is full or the device is free.
+            let full = !batcher.take_queued() || batcher.closed;
+            if full && !batcher.next.is_empty() {
+                let next = std::mem::take(&mut batcher.next);
+                let what = format!("explaining a batch of {} frames", next.len());
+                let busy = Instant::now();
+                let queued = guarded(&what, || engine.submit(next))?;
+                stats.add_busy(Stage::Model, busy.elapsed());
+                pending = Some(queued);
+                if !deliver(&mut engine, p)? {
+                    return Ok(());
+                }
+            } else if p.done() || batcher.closed {
+                if !deliver(&mut engine, p)? {
+                    return Ok(());
+                }
+            } else {
+                batcher.wait_one(POLL);
+                pending = Some(p);
+            }
+            continue;
+        }
+        let Some(batch) = batcher.complete() else {
+            return Ok(());
         };
-        let out = &ranked[shown];
-        let b = frames.len();
-        let probs = out.logits.softmax(1, Kind::Float); // [B, K]
-        let k = TOP.max(self.top_k as i64).min(probs.size()[1]);
-        let (top_p, top_i) = probs.topk(k, 1, true, true); // [B, k] each
-        let target_p = probs.gather(1, &out.targets.unsqueeze(1), false); // [B, 1]
-        let maps = out.maps.to_device(tch::Device::Cpu).contiguous(); // [B, h, w]
-        let (h, w) = (maps.size()[1] as usize, maps.size()[2] as usize);
-        let maps = Vec::<f32>::try_from(maps.flatten(0, -1))?;
-        let top_p = Vec::<f32>::try_from(top_p.to_device(tch::Device::Cpu).flatten(0, -1))?;
-        let top_i = Vec::<i64>::try_from(top_i.to_device(tch::Device::Cpu).flatten(0, -1))?;
-        let targets = Vec::<i64>::try_from(out.targets.to_device(tch::Device::Cpu))?;
-        let target_p = Vec::<f32>::try_from(target_p.to_device(tch::Device::Cpu).flatten(0, -1))?;
-        assert_eq!(maps.len(), b * h * w);
-        let k = k as usize;
-        Ok(frames
-            .into_iter()
-            .enumerate()
-            .map(|(i, frame)| Explained {
-                frame,
-                cam: CamMap {
-                    h,
-                    w,
-                    data: maps[i * h * w..(i + 1) * h * w].to_vec(),
-                },
-                target: ClassScore {
-                    class: targets[i],
-                    prob: target_p[i],
-                },
-                top: (0..k)
-                    .map(|j| ClassScore {
-                        class: top_i[i * k + j],
-                        prob: top_p[i * k + j],
-                    })
-                    .collect(),
-                ranked: ranked_plain
-                    .iter()
-                    .map(|(classes, maps)| {
-                        let class = classes[i];
-                        let prob = top_i[i * k..(i + 1) * k]
-                            .iter()
-                            .position(|&c| c == class)
-                            .map_or(0.0, |j| top_p[i * k + j]);
-                        (ClassScore { class, prob }, maps[i].clone())
-                    })
-                    .collect(),
-            })
-            .collect())
+        let what = format!("explaining a batch of {} frames", batch.len());
+        let busy = Instant::now();
+        let queued = guarded(&what, || engine.submit(batch))?;
+        stats.add_busy(Stage::Model, busy.elapsed());
+        if engine.pipelined() {
+            pending = Some(queued);
+        } else if !deliver(&mut engine, queued)? {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tch_panic_becomes_its_telling_line() {
+        let text = "called `Result::unwrap()` on an `Err` value: Torch(\"shape '[1, -1]' is invalid for input of size 8\\nException raised from infer_size_impl at /pytorch/aten/src/ATen/InferSize.h:94 (most recent call first):\\nframe #0: c10::Error::Error(c10::SourceLocation, std::string) + 0x98\")";
+        assert_eq!(
+            panic_line(text),
+            "shape '[1, -1]' is invalid for input of size 8"
+        );
+        let e = guarded("in a test", || -> Result<()> { panic!("{text}") }).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "libtorch failed in a test: shape '[1, -1]' is invalid for input of size 8"
+        );
     }
 
-    /// A batch's targets and maps as plain data: (class per frame, map per frame).
-    fn plain_maps(c: &cam::CamBatch, b: usize) -> Result<(Vec<i64>, Vec<CamMap>)> {
-        let maps = c.maps.to_device(tch::Device::Cpu).contiguous();
-        let (h, w) = (maps.size()[1] as usize, maps.size()[2] as usize);
-        let data = Vec::<f32>::try_from(maps.flatten(0, -1))?;
-        let classes = Vec::<i64>::try_from(c.targets.to_device(tch::Device::Cpu))?;
-        let maps = (0..b)
-            .map(|i| CamMap {
-                h,
-                w,
-                data: data[i * h * w..(i + 1) * h * w].to_vec(),
-            })
-            .collect();
-        Ok((classes, maps))
+    fn frame(i: u64, w: u32) -> Frame {
+        Frame::from_rgb(i, w, 2, &vec![0; w as usize * 2 * 3])
+    }
+
+    #[test]
+    fn batches_fill_up_to_the_size_and_split_where_the_frame_size_changes() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for (i, w) in [4, 4, 4, 4, 4, 6, 6].into_iter().enumerate() {
+            tx.send(frame(i as u64, w)).unwrap();
+        }
+        drop(tx);
+        let mut b = Batcher {
+            frames: rx,
+            size: 3,
+            max_wait: Duration::from_millis(10),
+            next: Vec::new(),
+            started: Instant::now(),
+            carry: None,
+            closed: false,
+            stats: Arc::new(Stats::default()),
+        };
+        let mut sizes = Vec::new();
+        while let Some(batch) = b.complete() {
+            sizes.push(batch.iter().map(|f| (f.index, f.width)).collect::<Vec<_>>());
+        }
+        assert_eq!(
+            sizes,
+            vec![
+                vec![(0, 4), (1, 4), (2, 4)],
+                vec![(3, 4), (4, 4)],
+                vec![(5, 6), (6, 6)],
+            ]
+        );
     }
 }

@@ -1,41 +1,38 @@
-//! The Grad-CAM engine through the library, on the real model: a batch of N gives the same
-//! maps and classes as N batches of one.
+//! The engine through the library, on the real model: a batch of N gives the same maps and
+//! classes as N batches of one, and the blend on the model's device gives the pixels the
+//! host blend gives.
 
 mod common;
-
-use std::time::Duration;
 
 use anyhow::Result;
 use common::*;
 use gradcam_stream::config::DeviceChoice;
+use gradcam_stream::engine::{BlendAt, Engine, Settings};
 use gradcam_stream::frame::Frame;
-use gradcam_stream::worker::{Engine, Settings};
 
-fn engine(model: std::path::PathBuf) -> Result<Engine> {
+fn engine(model: std::path::PathBuf, blend: BlendAt, smooth: f32) -> Result<Engine> {
     Engine::new(&Settings {
-        model,
         device: DeviceChoice::Cpu,
-        batch_size: 8,
-        max_wait: Duration::ZERO,
-        class: None,
-        method: gradcam_stream::cam::Method::GradCam,
-        top_k: 1,
-        show_rank: 1,
-        smooth: 0.0,
-        threads: 0,
+        blend,
+        smooth,
+        ..Settings::new(model)
     })
+}
+
+/// Real frames: some of bikes.mp4, of different content.
+fn frames() -> Result<Vec<Frame>> {
+    let p = probe(&sample("bikes.mp4"), 250)?;
+    Ok([0usize, 60, 120, 180, 240]
+        .iter()
+        .map(|&i| Frame::from_rgb(i as u64, p.width, p.height, &p.frames_rgb[i]))
+        .collect())
 }
 
 #[test]
 fn a_batch_equals_frames_one_at_a_time() -> Result<()> {
-    // Real frames: the first ones of bikes.mp4, of different content.
-    let p = probe(&sample("bikes.mp4"), 250)?;
-    let frames: Vec<Frame> = [0usize, 60, 120, 180, 240]
-        .iter()
-        .map(|&i| Frame::from_rgb(i as u64, p.width, p.height, &p.frames_rgb[i]))
-        .collect();
+    let frames = frames()?;
     for model in [model(), fixture()] {
-        let e = engine(model)?;
+        let mut e = engine(model, BlendAt::Host, 0.0)?;
         let batch = e.explain(frames.clone())?;
         for (f, b) in frames.iter().zip(&batch) {
             let one = e.explain(vec![f.clone()])?.remove(0);
@@ -51,5 +48,68 @@ fn a_batch_equals_frames_one_at_a_time() -> Result<()> {
             assert!((one.target.prob - b.target.prob).abs() < 1e-4);
         }
     }
+    Ok(())
+}
+
+#[test]
+fn the_device_blend_gives_the_host_blends_pixels() -> Result<()> {
+    let frames = frames()?;
+    let on_host = engine(model(), BlendAt::Host, 0.0)?.explain(frames.clone())?;
+    let on_device = engine(model(), BlendAt::Device, 0.0)?.explain(frames.clone())?;
+    let lut = gradcam_stream::colormap::Colormap::Jet.lut();
+    for ((h, d), f) in on_host.into_iter().zip(on_device).zip(&frames) {
+        assert!(!h.blended && d.blended);
+        assert_eq!(h.cam, d.cam);
+        assert_ne!(d.frame.pixels, f.pixels, "the device blend changed nothing");
+        let mut want = h.frame.pixels.clone();
+        let (w, ht) = (f.width as usize, f.height as usize);
+        gradcam_stream::overlay::blend(&mut want, w, ht, &h.cam, 0.5, 0.0, &lut);
+        // The two upsample in float in a different order: a level can differ by one where a
+        // value sits on a rounding boundary, moving a pixel by a few steps of 255.
+        let (mut differ, mut worst) = (0usize, 0u8);
+        for (a, b) in want.iter().zip(&d.frame.pixels) {
+            if a != b {
+                differ += 1;
+                worst = worst.max(a.abs_diff(*b));
+            }
+        }
+        assert!(worst <= 4, "frame {}: a pixel differs by {worst}", f.index);
+        assert!(
+            differ * 1000 <= want.len(),
+            "frame {}: {differ} of {} bytes differ",
+            f.index,
+            want.len()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn smoothing_carries_over_batches_as_frame_by_frame() -> Result<()> {
+    // A smoothed stream explained in one batch and frame by frame gives the same maps: the
+    // state moves from frame to frame whatever the batch boundaries.
+    let p = probe(&sample("bikes.mp4"), 12)?;
+    let frames: Vec<Frame> = (0..12)
+        .map(|i| Frame::from_rgb(i as u64, p.width, p.height, &p.frames_rgb[i]))
+        .collect();
+    let batched = engine(model(), BlendAt::Host, 0.5)?.explain(frames.clone())?;
+    let mut e = engine(model(), BlendAt::Host, 0.5)?;
+    let mut unsmoothed = engine(model(), BlendAt::Host, 0.0)?;
+    let mut changed = 0;
+    for (f, b) in frames.into_iter().zip(&batched) {
+        let raw = unsmoothed.explain(vec![f.clone()])?.remove(0);
+        let one = e.explain(vec![f])?.remove(0);
+        assert_eq!(one.target.class, b.target.class);
+        let diff = one
+            .cam
+            .data
+            .iter()
+            .zip(&b.cam.data)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-3, "maps differ by {diff}");
+        changed += usize::from(raw.cam != one.cam);
+    }
+    assert!(changed >= 6, "smoothing changed only {changed} of 12 maps");
     Ok(())
 }

@@ -69,14 +69,13 @@ pub(crate) fn targets_and_grads(
         super::Target::Rank(r) => {
             bail!("rank {} is out of range: the model has {k} classes", r + 1)
         }
-        super::Target::PerFrame(v)
-            if v.len() as i64 == b && v.iter().all(|c| (0..k).contains(c)) =>
-        {
-            Tensor::from_slice(&v).to_device(a.device())
+        super::Target::PerFrame(v) if v.size() == [b] && v.kind() == Kind::Int64 => {
+            v.f_to_device(a.device())?
         }
         super::Target::PerFrame(v) => bail!(
-            "{} per-frame targets for {b} frames of {k} classes",
-            v.len()
+            "per-frame targets {:?} {:?} for {b} frames: need [{b}] int64 class ids",
+            v.size(),
+            v.kind()
         ),
     };
     let grads = if with_grads {

@@ -18,14 +18,14 @@ use tch::{Kind, Tensor};
 use super::gradcam::{normalize, targets_and_grads, CamBatch};
 
 /// Which class each frame's map explains.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Target {
     /// The class of this rank in each frame's prediction (0: the top-1).
     Rank(usize),
     /// This class in every frame.
     Class(i64),
-    /// One class per frame, chosen by the caller.
-    PerFrame(Vec<i64>),
+    /// One class per frame, chosen by the caller: [B] int64 class ids, on any device.
+    PerFrame(Tensor),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,7 +26,7 @@ use gstreamer::prelude::*;
 use crate::config::{Input, Overload, RtspSettings};
 use crate::frame::Frame;
 use crate::shutdown;
-use crate::stats::{Reporter, Stats};
+use crate::stats::{Reporter, Stage, Stats};
 
 /// Which pipeline a bus message came from; a source is numbered by how many times it has
 /// been (re)built, so the last words of a torn-down one are told apart.
@@ -148,6 +148,7 @@ pub struct Run<'a> {
     pub input: &'a Input,
     pub rtsp: RtspSettings,
     pub branches: Vec<sink::Branch<'a>>,
+    pub codec: sink::Codec,
     pub overload: Overload,
     pub limits: Limits,
 }
@@ -169,6 +170,7 @@ pub fn run_video(
         input,
         rtsp,
         branches,
+        codec,
         overload,
         limits,
     } = run;
@@ -186,7 +188,7 @@ pub fn run_video(
         epoch: input.is_live().then(Instant::now),
     };
 
-    let mut sink = sink::build(&branches)?;
+    let mut sink = sink::build(&branches, codec)?;
     watch(&sink.pipeline, Role::Sink, events_tx.clone());
     let mut feed = Feed {
         input,
@@ -211,7 +213,9 @@ pub fn run_video(
             let r = (|| {
                 for frame in rendered.iter() {
                     pusher_stats.record_latency(frame.arrived.elapsed());
+                    let pushing = Instant::now();
                     sink.push(frame)?;
+                    pusher_stats.add_busy(Stage::Output, pushing.elapsed());
                     pusher_stats.written.fetch_add(1, Ordering::Relaxed);
                 }
                 sink.finish();

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! {appsrc name=frames} - {tee name=split}
-//!   file:    - queue - videoconvert - {capsfilter name=chromaN} - x264enc - mp4mux|matroskamux - filesink
-//!   rtsp:    - queue (leaky) - videoconvert - {capsfilter name=chromaN} - x264enc tune=zerolatency
+//!   file:    - queue - videoconvert - {capsfilter name=chromaN} - {x264enc|nvh264enc name=encN}
+//!                - mp4mux|matroskamux - filesink
+//!   rtsp:    - queue (leaky) - videoconvert - {capsfilter name=chromaN} - {encoder, zero latency}
 //!                - h264parse - {appsink name=rtspN} → the RTSP server's medias
 //!   display: - queue (leaky) - videoconvert - autovideosink
 //!   null:    - fakesink
@@ -24,7 +25,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
-use crate::config::Container;
+use crate::config::{Container, Encoder};
 use crate::frame::Frame;
 use crate::pipeline::rtsp::Feeds;
 
@@ -41,12 +42,67 @@ pub struct Sink {
 /// the muxer's time scale resolves: such frames would share a timestamp in the file.
 const MIN_GAP_NS: u64 = 1_000_000;
 
-/// The encoder and muxer for a file of `container` kind, as a gst-launch fragment.
-pub fn file_fragment(container: Container) -> &'static str {
-    match container {
-        Container::Mp4 => "x264enc speed-preset=ultrafast bframes=0 ! mp4mux",
-        Container::Matroska => "x264enc speed-preset=ultrafast bframes=0 ! matroskamux",
+/// The H.264 encoder an output uses, once `auto` is resolved on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    X264,
+    /// NVENC through nvcodec's nvh264enc.
+    Nvenc,
+}
+
+/// `--encoder` on this machine: NVENC when asked for or, with auto, when GStreamer has it
+/// (nvcodec registers nvh264enc only where the GPU has an NVENC engine: L4, T4, A10, RTX;
+/// not H100 or H200).
+pub fn resolve_encoder(choice: Encoder) -> Result<Codec> {
+    let nvenc = gst::ElementFactory::find("nvh264enc").is_some();
+    match choice {
+        Encoder::X264 => Ok(Codec::X264),
+        Encoder::Auto if nvenc => Ok(Codec::Nvenc),
+        Encoder::Auto => Ok(Codec::X264),
+        Encoder::Nvenc if nvenc => Ok(Codec::Nvenc),
+        Encoder::Nvenc => anyhow::bail!(
+            "--encoder nvenc: this machine has no NVENC encoder (GStreamer's nvh264enc is missing: it needs an NVIDIA GPU with an NVENC engine, its driver, and gstreamer1.0-plugins-bad's nvcodec); use --encoder x264 (or auto)"
+        ),
     }
+}
+
+/// The encoder (named `name`) as a gst-launch fragment; `live` for a low-latency stream with
+/// a keyframe at least every 30 frames. x264 uses a thread per core (its default).
+fn encoder_fragment(codec: Codec, name: &str, live: bool) -> String {
+    match (codec, live) {
+        (Codec::X264, false) => format!("x264enc name={name} speed-preset=ultrafast bframes=0"),
+        (Codec::X264, true) => format!(
+            "x264enc name={name} speed-preset=ultrafast tune=zerolatency bframes=0 key-int-max=30"
+        ),
+        (Codec::Nvenc, _) => format!("nvh264enc name={name}"),
+    }
+}
+
+/// NVENC's settings, where this nvcodec has them: no B-frames (frames leave in order, as
+/// x264's do here) and, live, no lookahead delay and a keyframe every 30 frames.
+fn configure_nvenc(enc: &gst::Element, live: bool) {
+    let set = |name: &str, value: gst::glib::Value| {
+        if enc
+            .find_property(name)
+            .is_some_and(|p| p.value_type() == value.type_())
+        {
+            enc.set_property_from_value(name, &value);
+        }
+    };
+    set("bframes", 0u32.to_value());
+    if live {
+        set("zerolatency", true.to_value());
+        set("gop-size", 30i32.to_value());
+    }
+}
+
+/// The encoder and muxer for a file of `container` kind, as a gst-launch fragment.
+pub fn file_fragment(container: Container, codec: Codec, name: &str) -> String {
+    let mux = match container {
+        Container::Mp4 => "mp4mux",
+        Container::Matroska => "matroskamux",
+    };
+    format!("{} ! {mux}", encoder_fragment(codec, name, false))
 }
 
 fn quote(path: &Path) -> String {
@@ -71,20 +127,24 @@ pub enum Branch<'a> {
 const LEAKY_QUEUE: &str =
     "queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0";
 
-pub fn build(branches: &[Branch]) -> Result<Sink> {
+/// The colour conversion before an encoder, on every core (0: a thread a core).
+const CONVERT: &str = "videoconvert n-threads=0";
+
+pub fn build(branches: &[Branch], codec: Codec) -> Result<Sink> {
     let mut desc = String::from("appsrc name=frames format=time block=true ! tee name=split");
     for (n, branch) in branches.iter().enumerate() {
         let part = match branch {
             Branch::File(path, container) => format!(
-                "queue ! videoconvert ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! {} ! filesink name=file{n} async=false location={}",
-                file_fragment(*container),
+                "queue ! {CONVERT} ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! {} ! filesink name=file{n} async=false location={}",
+                file_fragment(*container, codec, &format!("enc{n}")),
                 quote(path)
             ),
             Branch::Rtsp(_) => format!(
-                "{LEAKY_QUEUE} ! videoconvert ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! \
-                 x264enc speed-preset=ultrafast tune=zerolatency bframes=0 key-int-max=30 ! \
+                "{LEAKY_QUEUE} ! {CONVERT} ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! \
+                 {} ! \
                  h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au ! \
-                 appsink name=rtsp{n} sync=false async=false enable-last-sample=false"
+                 appsink name=rtsp{n} sync=false async=false enable-last-sample=false",
+                encoder_fragment(codec, &format!("enc{n}"), true)
             ),
             Branch::Display => format!(
                 "{LEAKY_QUEUE} ! videoconvert ! autovideosink name=display{n} sync=false"
@@ -111,6 +171,9 @@ pub fn build(branches: &[Branch]) -> Result<Sink> {
         .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
         .context("the output pipeline has no appsrc")?;
     for (n, branch) in branches.iter().enumerate() {
+        if let (Codec::Nvenc, Some(enc)) = (codec, pipeline.by_name(&format!("enc{n}"))) {
+            configure_nvenc(&enc, matches!(branch, Branch::Rtsp(_)));
+        }
         if let Branch::Rtsp(feeds) = branch {
             let appsink = pipeline
                 .by_name(&format!("rtsp{n}"))
@@ -191,15 +254,42 @@ mod tests {
         gst::init()?;
         let dir = tempfile::tempdir()?;
         let (mp4, mkv) = (dir.path().join("a"), dir.path().join("b"));
-        let sink = build(&[
-            Branch::File(&mp4, Container::Mp4),
-            Branch::File(&mkv, Container::Matroska),
-            Branch::Rtsp(Arc::new(Feeds::default())),
-            Branch::Display,
-            Branch::Null,
-        ])?;
-        for name in ["file0", "file1", "rtsp2", "display3", "null4"] {
+        let sink = build(
+            &[
+                Branch::File(&mp4, Container::Mp4),
+                Branch::File(&mkv, Container::Matroska),
+                Branch::Rtsp(Arc::new(Feeds::default())),
+                Branch::Display,
+                Branch::Null,
+            ],
+            Codec::X264,
+        )?;
+        for name in [
+            "file0", "file1", "rtsp2", "display3", "null4", "enc0", "enc2",
+        ] {
             assert!(sink.pipeline.by_name(name).is_some(), "{name}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn encoders_resolve_on_this_machine() -> Result<()> {
+        gst::init()?;
+        assert_eq!(resolve_encoder(Encoder::X264)?, Codec::X264);
+        let nvenc = gst::ElementFactory::find("nvh264enc").is_some();
+        let auto = resolve_encoder(Encoder::Auto)?;
+        assert_eq!(auto, if nvenc { Codec::Nvenc } else { Codec::X264 });
+        match resolve_encoder(Encoder::Nvenc) {
+            Ok(c) => assert!(nvenc && c == Codec::Nvenc),
+            Err(e) => {
+                assert!(!nvenc);
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("no NVENC") && msg.contains("--encoder x264"),
+                    "{msg}"
+                );
+                assert_eq!(msg.lines().count(), 1);
+            }
         }
         Ok(())
     }

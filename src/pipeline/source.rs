@@ -27,7 +27,16 @@ use gstreamer_video::prelude::*;
 
 use crate::config::{Input, Overload, RtspSettings, RtspTransport};
 use crate::frame::Frame;
-use crate::stats::Stats;
+use crate::stats::{Stage, Stats};
+
+/// Runs its closure when dropped: on every way out of a scope.
+struct Defer<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
 
 /// The sender side of the frame channel, shared by the callback and the bus loop, which drops
 /// it (closing the channel) at end of stream or on shutdown.
@@ -87,6 +96,9 @@ fn capsfilter(name: &str, caps: &gst::Caps) -> Result<gst::Element> {
 pub fn build(input: &Input, rtsp: &RtspSettings, handoff: Handoff) -> Result<Source> {
     let pipeline = gst::Pipeline::with_name("source");
     let convert = make("videoconvert", "convert")?;
+    // Converting each frame to RGBx is per-pixel work on the host: spread it over the cores
+    // (0: one thread a core).
+    convert.set_property("n-threads", 0u32);
     let caps = gst_video::VideoCapsBuilder::new()
         .format(gst_video::VideoFormat::Rgbx)
         .build();
@@ -203,29 +215,41 @@ fn add_decoder(pipeline: &gst::Pipeline, uri: &str, convert: &gst::Element) -> R
 }
 
 /// Link the first video pad `decode` (a decodebin) adds to `convert`; report an input with
-/// no video stream.
+/// no video stream. A hardware decoder (NVDEC's nvh264dec, where the nvcodec plugin finds a
+/// GPU) may give frames in GPU memory: `cudadownload` brings those to the host first.
 fn link_first_video_pad(decode: &gst::Element, convert: &gst::Element) {
     // Link the first video stream; other streams (audio, subtitles) stay unlinked and are skipped.
     let convert_weak = convert.downgrade();
-    decode.connect_pad_added(move |_, pad| {
+    decode.connect_pad_added(move |decode, pad| {
         let Some(convert) = convert_weak.upgrade() else {
             return;
         };
         let Some(sinkpad) = convert.static_pad("sink") else {
             return;
         };
-        let is_video = pad
-            .current_caps()
+        let caps = pad.current_caps();
+        let is_video = caps
+            .as_ref()
             .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
             .unwrap_or(false);
-        if is_video && !sinkpad.is_linked() {
-            if let Err(e) = pad.link(&sinkpad) {
-                gst::element_error!(
-                    convert,
-                    gst::StreamError::Format,
-                    ("cannot link the decoded video stream: {e:?}")
-                );
-            }
+        if !is_video || sinkpad.is_linked() {
+            return;
+        }
+        let in_gpu_memory = caps
+            .as_ref()
+            .and_then(|c| c.features(0))
+            .is_some_and(|f| f.contains("memory:CUDAMemory"));
+        let linked = if in_gpu_memory {
+            link_through_download(decode, pad, &sinkpad)
+        } else {
+            pad.link(&sinkpad).map(|_| ()).map_err(|e| format!("{e:?}"))
+        };
+        if let Err(e) = linked {
+            gst::element_error!(
+                convert,
+                gst::StreamError::Format,
+                ("cannot link the decoded video stream: {e}")
+            );
         }
     });
     let convert_weak = convert.downgrade();
@@ -241,6 +265,39 @@ fn link_first_video_pad(decode: &gst::Element, convert: &gst::Element) {
             );
         }
     });
+}
+
+/// `pad` (frames in CUDA memory) → cudadownload → `sinkpad`, inside the decoder's pipeline.
+fn link_through_download(
+    decode: &gst::Element,
+    pad: &gst::Pad,
+    sinkpad: &gst::Pad,
+) -> std::result::Result<(), String> {
+    let download = gst::ElementFactory::make("cudadownload")
+        .name("download")
+        .build()
+        .map_err(|_| {
+            "the decoder gives CUDA memory and cudadownload (nvcodec) is missing".to_owned()
+        })?;
+    let bin = decode
+        .parent()
+        .and_then(|p| p.downcast::<gst::Bin>().ok())
+        .ok_or("the decoder has no pipeline")?;
+    bin.add(&download).map_err(|e| e.to_string())?;
+    download
+        .sync_state_with_parent()
+        .map_err(|e| e.to_string())?;
+    let (dl_sink, dl_src) = (
+        download
+            .static_pad("sink")
+            .ok_or("cudadownload has no sink pad")?,
+        download
+            .static_pad("src")
+            .ok_or("cudadownload has no src pad")?,
+    );
+    pad.link(&dl_sink).map_err(|e| format!("{e:?}"))?;
+    dl_src.link(sinkpad).map_err(|e| format!("{e:?}"))?;
+    Ok(())
 }
 
 fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
@@ -300,6 +357,8 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                         }
                     }
                 } else {
+                    let waiting = Instant::now();
+                    let _counted = Defer(|| stats.add_busy(Stage::SourceWait, waiting.elapsed()));
                     loop {
                         match tx.send_timeout(frame, Duration::from_millis(100)) {
                             Ok(()) => break,

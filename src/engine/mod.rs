@@ -1,0 +1,719 @@
+//! The device side of the worker, a batch at a time: upload the frames, run the model and the
+//! CAM, smooth, blend the heatmap over the frames, and bring the results back in one copy
+//! each (the blended frames, and a small table of maps and scores). `submit` queues a batch's
+//! work and, on a GPU, returns before the device has done it; `finish` waits for that batch
+//! only and unpacks plain data. So the worker gathers and queues batch N+1 while batch N
+//! computes. Every tensor is made and dropped on the thread that owns the `Engine`.
+//!
+//! One code path for every device. Frames are uploaded as they come (uint8 RGBx) and the first
+//! op after the upload converts them to float; no op after it runs on uint8 until the blended
+//! frames are converted back. CPU and CUDA kernels take different dtypes (antialiased uint8
+//! resizing exists on the CPU only), and a test on the CPU cannot see such a gap.
+
+mod cuda;
+pub mod overlay;
+pub mod smooth;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use tch::{Device, Kind, Tensor};
+
+use crate::cam;
+use crate::colormap::Colormap;
+use crate::config::{ClassSpec, DeviceChoice, Precision, UsageError};
+use crate::frame::{CamMap, ClassScore, Explained, Frame};
+use crate::model::{self, Model};
+
+pub use cuda::memory_in_use as device_memory_in_use;
+
+/// How many of the most likely classes each result carries.
+pub const TOP: i64 = 5;
+
+/// Where the heatmap is blended over the frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlendAt {
+    /// On the model's device when it is a GPU; on the host (the render stage, in parallel per
+    /// frame) on a CPU, where the fixed-point host blend is the faster.
+    Auto,
+    Device,
+    Host,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub model: PathBuf,
+    pub device: DeviceChoice,
+    pub precision: Precision,
+    pub batch_size: usize,
+    pub max_wait: Duration,
+    pub class: Option<ClassSpec>,
+    pub method: cam::Method,
+    /// Explain the K most likely classes of each frame (1: the top-1 only).
+    pub top_k: usize,
+    /// Which of them the video shows (1-based).
+    pub show_rank: usize,
+    /// Temporal smoothing S, 0 is off (see `smooth`).
+    pub smooth: f32,
+    /// libtorch intra-op threads; 0: libtorch's choice on a CPU, one on a GPU (the device does
+    /// the work there; more would only spin cores the codecs need).
+    pub threads: usize,
+    pub colormap: Colormap,
+    pub alpha: f32,
+    pub threshold: f32,
+    pub blend: BlendAt,
+}
+
+impl Settings {
+    /// The defaults of the command line, for `model`: tests and benchmarks start here.
+    pub fn new(model: PathBuf) -> Settings {
+        Settings {
+            model,
+            device: DeviceChoice::Auto,
+            precision: Precision::Fp32,
+            batch_size: 8,
+            max_wait: Duration::from_millis(50),
+            class: None,
+            method: cam::Method::GradCam,
+            top_k: 1,
+            show_rank: 1,
+            smooth: 0.0,
+            threads: 0,
+            colormap: Colormap::Jet,
+            alpha: 0.5,
+            threshold: 0.0,
+            blend: BlendAt::Auto,
+        }
+    }
+}
+
+/// What the rest of the program may know about the loaded model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub name: String,
+    pub device: String,
+    pub classes: Vec<String>,
+    pub input_size: [i64; 2],
+    pub feature_shape: [i64; 3],
+}
+
+/// Pinned host buffers on a GPU, two for each use so one batch's copies can be in flight
+/// while the next batch's are queued. Keyed by use and shape.
+#[derive(Default)]
+struct Pinned {
+    buffers: Vec<(&'static str, Vec<i64>, Kind, [Tensor; 2])>,
+    /// Which of each pair the current batch uses.
+    turn: usize,
+}
+
+impl Pinned {
+    /// The current batch's pinned buffer for `what`, of `size` and `kind`.
+    fn take(
+        &mut self,
+        what: &'static str,
+        size: &[i64],
+        kind: Kind,
+        device: Device,
+    ) -> Result<Tensor> {
+        let at = match self
+            .buffers
+            .iter()
+            .position(|(w, s, k, _)| *w == what && s.as_slice() == size && *k == kind)
+        {
+            Some(i) => i,
+            None => {
+                let make = || -> Result<Tensor> {
+                    Ok(Tensor::f_empty(size, (kind, Device::Cpu))?.f_pin_memory(device)?)
+                };
+                self.buffers
+                    .push((what, size.to_vec(), kind, [make()?, make()?]));
+                self.buffers.len() - 1
+            }
+        };
+        Ok(self.buffers[at].3[self.turn % 2].shallow_clone())
+    }
+}
+
+/// A batch whose work is queued on the device: `Engine::finish` turns it into results.
+pub struct Pending {
+    frames: Vec<Frame>,
+    /// [B, N] float on the host: each frame's map, target, scores (see `Layout`).
+    table: Tensor,
+    layout: Layout,
+    /// [B, H, W, 4] uint8 on the host, when the blend ran on the device.
+    pixels: Option<Tensor>,
+    /// Done once the copies to the host are (GPU only).
+    marker: Option<cuda::Marker>,
+}
+
+impl Pending {
+    /// Whether the device has done this batch (always, off a GPU).
+    pub fn done(&self) -> bool {
+        self.marker.as_ref().is_none_or(cuda::Marker::done)
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
+/// The columns of a batch's result table: the shown map (h·w), its class and probability,
+/// the top k probabilities, their class ids, then for --top-k each ranked class and map.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    h: usize,
+    w: usize,
+    k: usize,
+    ranked: usize,
+}
+
+impl Layout {
+    fn width(&self) -> usize {
+        let hw = self.h * self.w;
+        hw + 2 + 2 * self.k + self.ranked * (1 + hw)
+    }
+}
+
+/// The model plus what explaining needs; lives on the worker thread only.
+pub struct Engine {
+    model: Model,
+    class: Option<i64>,
+    method: cam::Method,
+    top_k: usize,
+    show_rank: usize,
+    precision: Precision,
+    smoothing: Option<smooth::Smoothing>,
+    blend: Option<overlay::Blend>,
+    /// Batch sizes the model is run at, smallest first: a batch is padded to the next one, so
+    /// the device sees a few fixed shapes, each planned once at load. Empty: exact sizes (on a
+    /// CPU, where padding would cost real work and nothing is planned per shape).
+    buckets: Vec<i64>,
+    pinned: Pinned,
+    /// Copies back run asynchronously and are waited for per batch (a GPU with libcudart).
+    pipelined: bool,
+}
+
+/// The id of the class called `name` (case-insensitive); an unknown name lists close ones.
+pub fn class_by_name(name: &str, classes: &[String]) -> Result<i64> {
+    let want = name.trim().to_lowercase();
+    if let Some(i) = classes.iter().position(|c| c.to_lowercase() == want) {
+        return Ok(i as i64);
+    }
+    let mut near: Vec<(usize, usize)> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let c = c.to_lowercase();
+            let d = if c.contains(&want) || want.contains(&c) {
+                0
+            } else {
+                edit_distance(&want, &c)
+            };
+            (d, i)
+        })
+        .collect();
+    near.sort();
+    let close: Vec<String> = near
+        .iter()
+        .take_while(|(d, _)| *d <= want.len().max(3) / 2)
+        .take(5)
+        .map(|&(_, i)| format!("{} ({i})", classes[i]))
+        .collect();
+    let hint = if close.is_empty() {
+        "give a class id, or a name from the model's sidecar .json".to_owned()
+    } else {
+        format!("close matches: {}", close.join(", "))
+    };
+    Err(UsageError(format!(
+        "--class `{name}` is not a class of this model; {hint}"
+    ))
+    .into())
+}
+
+/// Levenshtein distance, on chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Batch sizes to run a GPU at for batches of up to `max`: powers of two, and `max` itself.
+fn buckets_for(max: usize) -> Vec<i64> {
+    let max = max.max(1) as i64;
+    let mut v: Vec<i64> = std::iter::successors(Some(1i64), |n| Some(n * 2))
+        .take_while(|&n| n < max)
+        .collect();
+    v.push(max);
+    v
+}
+
+/// Frames [B, H, W, 4] uint8 → [B, 3, H, W] float (0..255), contiguous: the conversion to
+/// float and the change of layout in one pass (the resize after it is fastest on this layout).
+fn to_float_nchw(frames: &Tensor) -> Result<Tensor> {
+    let rgb = frames.f_permute([0, 3, 1, 2])?.f_narrow(1, 0, 3)?; // a view
+    let mut out = Tensor::f_empty(rgb.size().as_slice(), (Kind::Float, frames.device()))?;
+    out.f_copy_(&rgb)?;
+    Ok(out)
+}
+
+/// `t` [b, …] with zero rows appended up to `n`.
+fn pad_rows(t: &Tensor, n: i64) -> Result<Tensor> {
+    let mut size = t.size();
+    let b = size[0];
+    if n <= b {
+        return Ok(t.shallow_clone());
+    }
+    size[0] = n - b;
+    let zeros = Tensor::f_zeros(size.as_slice(), (t.kind(), t.device()))?;
+    Ok(Tensor::f_cat(&[t.shallow_clone(), zeros], 0)?)
+}
+
+impl Engine {
+    /// Load the model on the device asked for and check the explanation settings against it.
+    pub fn new(s: &Settings) -> Result<Engine> {
+        let device = model::resolve_device(s.device)?;
+        if s.precision == Precision::Fp16 && !device.is_cuda() {
+            return Err(UsageError(
+                "--precision fp16 runs on a CUDA GPU only, and the model runs on the CPU here; use --precision fp32 (or a machine with a GPU and --device cuda)".into(),
+            )
+            .into());
+        }
+        match (s.threads, device.is_cuda()) {
+            (0, false) => {}
+            (0, true) => tch::set_num_threads(1),
+            (n, _) => tch::set_num_threads(n as i32),
+        }
+        if device.is_cuda() {
+            // The model sees a few fixed batch shapes (the buckets), each warmed up below: let
+            // cuDNN time its algorithms for each once.
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
+        let model = Model::load(&s.model, device)?;
+        let n = model.info.num_classes;
+        let class = match &s.class {
+            None => None,
+            Some(ClassSpec::Id(c)) if *c >= n => {
+                return Err(UsageError(format!(
+                    "--class {c} is out of range: model {} has {n} classes (0 to {})",
+                    model.info.name,
+                    n - 1
+                ))
+                .into())
+            }
+            Some(ClassSpec::Id(c)) => Some(*c),
+            Some(ClassSpec::Name(name)) => Some(class_by_name(name, &model.info.classes)?),
+        };
+        if s.top_k as i64 > n {
+            return Err(UsageError(format!(
+                "--top-k {} is out of range: model {} has {n} classes",
+                s.top_k, model.info.name
+            ))
+            .into());
+        }
+        let on_device = match s.blend {
+            BlendAt::Auto => device.is_cuda(),
+            BlendAt::Device => true,
+            BlendAt::Host => false,
+        };
+        let blend = on_device
+            .then(|| overlay::Blend::new(s.colormap, s.alpha, s.threshold, device))
+            .transpose()?;
+        let engine = Engine {
+            model,
+            class,
+            method: s.method,
+            top_k: s.top_k,
+            show_rank: s.show_rank,
+            precision: s.precision,
+            smoothing: (s.smooth > 0.0).then(|| smooth::Smoothing::new(s.smooth)),
+            blend,
+            buckets: if device.is_cuda() {
+                buckets_for(s.batch_size)
+            } else {
+                Vec::new()
+            },
+            pinned: Pinned::default(),
+            pipelined: device.is_cuda() && cuda::available(),
+        };
+        engine.warm_up()?;
+        Ok(engine)
+    }
+
+    pub fn info(&self) -> ModelInfo {
+        let i = &self.model.info;
+        ModelInfo {
+            name: i.name.clone(),
+            device: model::device_name(self.model.device),
+            classes: i.classes.clone(),
+            input_size: i.input_size,
+            feature_shape: i.feature_shape,
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        self.model.device
+    }
+
+    /// Whether `submit` returns before the device is done (so the worker can overlap batches).
+    pub fn pipelined(&self) -> bool {
+        self.pipelined
+    }
+
+    /// Whether the results come back blended (else the render stage blends on the host).
+    pub fn blends(&self) -> bool {
+        self.blend.is_some()
+    }
+
+    /// The same engine explaining with another method (benchmarks, tests).
+    pub fn with_method(mut self, method: cam::Method) -> Engine {
+        self.method = method;
+        self
+    }
+
+    /// Run each bucket's batch shape once through the whole explanation, so neither the
+    /// TorchScript executor nor cuDNN plans anything while frames wait.
+    fn warm_up(&self) -> Result<()> {
+        let [h, w] = self.model.info.input_size;
+        for &n in &self.buckets {
+            let x = Tensor::f_zeros([n, 3, h, w], (Kind::Float, self.device()))?;
+            let acts = self.features(&x)?;
+            let head = |a: &Tensor| self.head(a);
+            cam::compute(self.method, &acts, head, cam::Target::Rank(0))?;
+        }
+        if !self.buckets.is_empty() {
+            tch::Cuda::synchronize(0);
+        }
+        Ok(())
+    }
+
+    /// `f` in the precision asked for: fp16 runs under CUDA autocast.
+    fn in_precision<T>(&self, f: impl FnOnce() -> T) -> T {
+        match self.precision {
+            Precision::Fp32 => f(),
+            Precision::Fp16 => tch::autocast(true, f),
+        }
+    }
+
+    /// The target layer's activations, as float whatever the precision: [n, C, h, w].
+    fn features(&self, x: &Tensor) -> Result<Tensor> {
+        let a = tch::no_grad(|| self.in_precision(|| self.model.features(x)))?;
+        Ok(a.f_to_kind(Kind::Float)?)
+    }
+
+    /// Logits from (float) activations, in the precision asked for: [n, K] float.
+    fn head(&self, a: &Tensor) -> Result<Tensor> {
+        let logits = self.in_precision(|| self.model.head(a))?;
+        Ok(logits.f_to_kind(Kind::Float)?)
+    }
+
+    /// The batch size the model runs a batch of `b` at.
+    fn bucket(&self, b: i64) -> i64 {
+        self.buckets.iter().copied().find(|&n| n >= b).unwrap_or(b)
+    }
+
+    /// The frames as one uint8 tensor on the device, [B, H, W, 4]: one copy from (pinned)
+    /// host memory, queued without waiting on a GPU.
+    fn upload(&mut self, frames: &[Frame]) -> Result<Tensor> {
+        let (w, h) = (frames[0].width, frames[0].height);
+        let n = (w as usize) * (h as usize) * Frame::CHANNELS;
+        for f in frames {
+            if (f.width, f.height) != (w, h) {
+                bail!(
+                    "frame {} is {}x{}, the batch is {w}x{h}; a batch holds frames of one size",
+                    f.index,
+                    f.width,
+                    f.height
+                );
+            }
+            if f.pixels.len() != n {
+                bail!(
+                    "frame {} holds {} bytes, not RGBx {w}x{h}",
+                    f.index,
+                    f.pixels.len()
+                );
+            }
+        }
+        let b = frames.len() as i64;
+        let size = [b, h as i64, w as i64, 4];
+        let device = self.device();
+        let host = if device.is_cuda() {
+            let rows = self.bucket(b).max(b);
+            let mut full = size;
+            full[0] = rows;
+            self.pinned
+                .take("frames in", &full, Kind::Uint8, device)?
+                .f_narrow(0, 0, b)?
+        } else {
+            Tensor::f_empty(size, (Kind::Uint8, Device::Cpu))?
+        };
+        let base = host.data_ptr() as *mut u8;
+        for (i, f) in frames.iter().enumerate() {
+            // SAFETY: `host` is a contiguous uint8 tensor of b·n bytes that nothing else
+            // reads or writes now: the batch that last used this pinned buffer was finished
+            // (its copies done) before the buffer came round again.
+            unsafe { std::ptr::copy_nonoverlapping(f.pixels.as_ptr(), base.add(i * n), n) };
+        }
+        Ok(host.f_to_device_(device, Kind::Uint8, true, false)?)
+    }
+
+    /// `t` brought to the host: on a GPU into a pinned buffer, queued (see `Pending::marker`).
+    fn copy_back(&mut self, what: &'static str, t: &Tensor) -> Result<Tensor> {
+        let device = self.device();
+        if !device.is_cuda() {
+            return Ok(t.shallow_clone());
+        }
+        if !self.pipelined {
+            return Ok(t.f_to_device(Device::Cpu)?);
+        }
+        let size = t.size();
+        let mut full = size.clone();
+        full[0] = self.bucket(size[0]).max(size[0]);
+        let host = self
+            .pinned
+            .take(what, &full, t.kind(), device)?
+            .f_narrow(0, 0, size[0])?;
+        let _ = t.f_internal_copy_from(&host, true)?;
+        Ok(host)
+    }
+
+    /// The targets explained: the fixed class, ranks 1 to K, or with smoothing the top-1 of
+    /// the moving average of the probabilities, frame by frame in stream order.
+    fn targets(
+        &mut self,
+        acts: &Tensor,
+        b: i64,
+        fresh: Option<&Tensor>,
+    ) -> Result<Vec<cam::Target>> {
+        Ok(match (self.class, fresh) {
+            (Some(c), _) => vec![cam::Target::Class(c)],
+            (None, Some(fresh)) if self.top_k == 1 => {
+                let logits = tch::no_grad(|| self.head(acts))?.f_narrow(0, 0, b)?;
+                let probs = logits.f_softmax(1, Kind::Float)?;
+                let smoothing = self.smoothing.as_mut().expect("fresh comes with smoothing");
+                let chosen = smoothing.classes(&probs, fresh)?; // [b]
+                vec![cam::Target::PerFrame(pad_rows(&chosen, acts.size()[0])?)]
+            }
+            (None, _) => (0..self.top_k).map(cam::Target::Rank).collect(),
+        })
+    }
+
+    /// Index into `targets()` of the map the video shows.
+    fn shown(&self) -> usize {
+        if self.class.is_some() {
+            0
+        } else {
+            self.show_rank - 1
+        }
+    }
+
+    /// Queue a batch's explanation on the device. On a GPU this returns before the device
+    /// has done the work; `finish` waits for it.
+    pub fn submit(&mut self, frames: Vec<Frame>) -> Result<Pending> {
+        if frames.is_empty() {
+            bail!("an empty batch");
+        }
+        let b = frames.len() as i64;
+        let dev = self.upload(&frames)?; // [b, H, W, 4] uint8
+                                         // The only ops on uint8 after the upload: conversions to float, for the model and
+                                         // (when it runs here) the blend.
+        let rgb = to_float_nchw(&dev)?; // [b, 3, H, W], 0..255
+        let whole = match self.blend {
+            Some(_) => Some(dev.f_to_kind(Kind::Float)?), // [b, H, W, 4]
+            None => None,
+        };
+        let x = pad_rows(&self.model.preprocess(&rgb)?, self.bucket(b))?; // [n, 3, h', w']
+        let acts = self.features(&x)?; // [n, C, h, w]
+        let fresh = match self.smoothing.as_mut() {
+            Some(s) => Some(s.cuts(&smooth::thumbnails(&rgb)?)?), // [b] bool
+            None => None,
+        };
+        let targets = self.targets(&acts, b, fresh.as_ref())?;
+        let ranked = targets
+            .into_iter()
+            .map(|t| cam::compute(self.method, &acts, |a| self.head(a), t))
+            .collect::<Result<Vec<_>>>()?;
+        let shown = &ranked[self.shown()];
+        let classes = shown.targets.f_narrow(0, 0, b)?; // [b]
+        let maps = shown.maps.f_narrow(0, 0, b)?; // [b, h, w]
+        let maps = match (self.smoothing.as_mut(), &fresh) {
+            (Some(s), Some(fresh)) => s.maps(&maps, &classes, fresh)?,
+            _ => maps,
+        };
+        let (h, w) = (maps.size()[1], maps.size()[2]);
+        let probs = shown.logits.f_narrow(0, 0, b)?.f_softmax(1, Kind::Float)?; // [b, K]
+        let k = TOP.max(self.top_k as i64).min(probs.size()[1]);
+        let (top_p, top_i) = probs.f_topk(k, 1, true, true)?; // [b, k] each
+        let target_p = probs.f_gather(1, &classes.f_unsqueeze(1)?, false)?; // [b, 1]
+        let float = |t: &Tensor| t.f_to_kind(Kind::Float);
+        let mut columns = vec![
+            maps.f_reshape([b, h * w])?,
+            float(&classes.f_unsqueeze(1)?)?,
+            target_p,
+            top_p,
+            float(&top_i)?, // class ids are exact in float below 2^24
+        ];
+        let ranked_n = if ranked.len() > 1 { ranked.len() } else { 0 };
+        for r in ranked.iter().take(ranked_n) {
+            columns.push(float(&r.targets.f_narrow(0, 0, b)?.f_unsqueeze(1)?)?);
+            columns.push(r.maps.f_narrow(0, 0, b)?.f_reshape([b, h * w])?);
+        }
+        let table = Tensor::f_cat(&columns, 1)?; // [b, N]
+        let pixels = match (&self.blend, &whole) {
+            (Some(blend), Some(whole)) => Some(blend.apply(whole, &maps)?), // [b, H, W, 4] u8
+            _ => None,
+        };
+        let table = self.copy_back("results", &table)?;
+        let pixels = pixels
+            .map(|p| self.copy_back("frames out", &p))
+            .transpose()?;
+        let marker = if self.pipelined {
+            Some(cuda::Marker::record().ok_or_else(|| {
+                anyhow!("the GPU refused to mark a batch's end (CUDA runtime error)")
+            })?)
+        } else {
+            None
+        };
+        self.pinned.turn += 1;
+        Ok(Pending {
+            frames,
+            table,
+            layout: Layout {
+                h: h as usize,
+                w: w as usize,
+                k: k as usize,
+                ranked: ranked_n,
+            },
+            pixels,
+            marker,
+        })
+    }
+
+    /// Wait for a submitted batch and unpack it into plain results, in frame order.
+    pub fn finish(&mut self, p: Pending) -> Result<Vec<Explained>> {
+        if let Some(m) = &p.marker {
+            m.wait().map_err(|e| anyhow!(e))?;
+        }
+        let Pending {
+            mut frames,
+            table,
+            layout: l,
+            pixels,
+            marker: _,
+        } = p;
+        let b = frames.len();
+        let data = Vec::<f32>::try_from(table.f_flatten(0, -1)?)?;
+        let stride = l.width();
+        anyhow::ensure!(data.len() == b * stride, "result table of the wrong size");
+        if let Some(px) = &pixels {
+            for (i, f) in frames.iter_mut().enumerate() {
+                let n = f.pixels.len();
+                px.f_get(i as i64)?.f_copy_data_u8(&mut f.pixels, n)?;
+            }
+        }
+        let hw = l.h * l.w;
+        let map = |at: &[f32]| CamMap {
+            h: l.h,
+            w: l.w,
+            data: at[..hw].to_vec(),
+        };
+        Ok(frames
+            .into_iter()
+            .enumerate()
+            .map(|(i, frame)| {
+                let row = &data[i * stride..(i + 1) * stride];
+                let top_p = &row[hw + 2..hw + 2 + l.k];
+                let top_i = &row[hw + 2 + l.k..hw + 2 + 2 * l.k];
+                let top: Vec<ClassScore> = top_i
+                    .iter()
+                    .zip(top_p)
+                    .map(|(&c, &p)| ClassScore {
+                        class: c as i64,
+                        prob: p,
+                    })
+                    .collect();
+                let ranked = (0..l.ranked)
+                    .map(|r| {
+                        let at = &row[hw + 2 + 2 * l.k + r * (1 + hw)..];
+                        let class = at[0] as i64;
+                        let prob = top
+                            .iter()
+                            .find(|t| t.class == class)
+                            .map_or(0.0, |t| t.prob);
+                        (ClassScore { class, prob }, map(&at[1..]))
+                    })
+                    .collect();
+                Explained {
+                    blended: pixels.is_some(),
+                    cam: map(row),
+                    target: ClassScore {
+                        class: row[hw] as i64,
+                        prob: row[hw + 1],
+                    },
+                    top,
+                    ranked,
+                    frame,
+                }
+            })
+            .collect())
+    }
+
+    /// A batch explained from start to end (tests, still images, benchmarks).
+    pub fn explain(&mut self, frames: Vec<Frame>) -> Result<Vec<Explained>> {
+        let p = self.submit(frames)?;
+        self.finish(p)
+    }
+
+    /// Forward only, no gradients, on the same path (upload, preprocess, padding, precision),
+    /// waiting for the logits: the speed limit the explanation is measured against.
+    pub fn forward_only(&mut self, frames: &[Frame]) -> Result<Vec<f32>> {
+        let b = frames.len() as i64;
+        let dev = self.upload(frames)?;
+        let rgb = to_float_nchw(&dev)?;
+        let x = pad_rows(&self.model.preprocess(&rgb)?, self.bucket(b))?;
+        let acts = self.features(&x)?;
+        let logits = tch::no_grad(|| self.head(&acts))?.f_narrow(0, 0, b)?;
+        self.pinned.turn += 1;
+        Ok(Vec::<f32>::try_from(
+            logits.f_to_device(Device::Cpu)?.f_flatten(0, -1)?,
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_powers_of_two_and_the_batch_size() {
+        assert_eq!(buckets_for(8), vec![1, 2, 4, 8]);
+        assert_eq!(buckets_for(12), vec![1, 2, 4, 8, 12]);
+        assert_eq!(buckets_for(1), vec![1]);
+    }
+
+    #[test]
+    fn padding_appends_zero_rows() -> Result<()> {
+        let t = Tensor::from_slice(&[1f32, 2., 3., 4.]).view([2, 2]);
+        let p = pad_rows(&t, 4)?;
+        assert_eq!(p.size(), vec![4, 2]);
+        assert_eq!(
+            Vec::<f32>::try_from(p.flatten(0, -1))?,
+            vec![1., 2., 3., 4., 0., 0., 0., 0.]
+        );
+        assert_eq!(pad_rows(&t, 2)?.size(), vec![2, 2]);
+        Ok(())
+    }
+}
