@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
-"""`make bench`: each measurement, best of 3 runs on this machine, then the table and the ratios.
+"""`make bench`: each measurement, best of 3 runs on this machine, then the tables and ratios.
 
-1. forward-only throughput of the model file (preprocess + features + head, no autograd): the limit
-2. the Grad-CAM engine alone on the same batches
+On the CPU (always):
+1. forward-only throughput of the model file (upload + preprocess + features + head, no
+   autograd): the limit
+2. the Grad-CAM engine alone on the same batches, and on batches whose sizes vary as the
+   pipeline's do (the engine bench's --vary)
 3. gradcam-stream end to end on samples/bikes.mp4 and samples/bigbuckbunny.mp4 (from the first
    frame, as the program reports it; the whole process, model loading included, in brackets)
-4. the peer: scripts/peer_gradcam.py (OpenCV + PyPI grad-cam + show_cam_on_image + OpenCV writer)
-5. the ratios, against the targets in README.md
-6. live: a 25 fps live source (test://, 640x480) explained to a file for BENCH_LIVE_SECONDS (60):
+4. the peer, scripts/peer_gradcam.py (OpenCV + PyPI grad-cam + show_cam_on_image + OpenCV
+   writer), twice: with the eager model, and with our own frozen TorchScript model file
+5. x264 alone at the output's preset on 720p frames: the encode limit
+6. the ratios, against the targets in README.md; every CAM method's cost
+7. live: a 25 fps live source (test://, 640x480) explained to a file for BENCH_LIVE_SECONDS (60):
    latency p50/p95 from appsink to appsrc and the share of frames dropped
-7. RTSP to RTSP: examples/rtsp_serve serves a 60 fps 640x480 live pattern, gradcam-stream reads it
+8. RTSP to RTSP: examples/rtsp_serve serves a 60 fps 640x480 live pattern, gradcam-stream reads it
    and serves its output, ffmpeg watches that: frames explained per second end to end
+On a CUDA machine, the same rows on the GPU as well: the engine at 640x272 and 1280x720,
+batch 8 and 32, fp32 and fp16; end to end on both clips, synthetic 720p to null and to mp4,
+live 720p at 30 fps; the peers on the GPU; and the ratios against the GPU targets.
 Run from the Makefile, which sets LIBTORCH for cargo.
 """
 import json
@@ -25,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target/release/gradcam-stream"
 PY = ROOT / ".venv/bin/python"
+MODEL = ROOT / "models/efficientnet_lite0.pt"
 BATCH = int(os.environ.get("BENCH_BATCH", "8"))
 SECONDS = os.environ.get("BENCH_SECONDS", "4")
 # Each figure is the best of ROUNDS runs: on a shared machine that is the least disturbed one.
@@ -38,9 +47,9 @@ def json_lines(out):
     return [json.loads(l) for l in out.splitlines() if l.startswith("{")]
 
 
-def engine(w, h, *extra):
+def engine(w, h, *extra, device="cpu", batch=BATCH):
     out = subprocess.run(
-        ["cargo", "bench", "--locked", "--bench", "engine", "--", "--batch-size", str(BATCH),
+        ["cargo", "bench", "--locked", "--bench", "engine", "--", "--device", device, "--batch-size", str(batch),
          "--width", str(w), "--height", str(h), "--seconds", SECONDS, "--rounds", str(ROUNDS), *extra],
         cwd=ROOT, check=True, capture_output=True, text=True).stdout
     return {r["bench"]: r for r in json_lines(out)}
@@ -50,36 +59,56 @@ def best(run):
     return max((run() for _ in range(ROUNDS)), key=lambda r: r["fps"])
 
 
-def ours(clip, tmp):
+def ours(tmp, *args, name="ours.mp4", output=None):
+    """gradcam-stream with `args`; its `done:` line (and `stats: total` line, when asked for)."""
+    out = output or str(Path(tmp) / name)
     start = time.time()
-    r = subprocess.run([str(BIN), "--input", str(ROOT / "samples" / clip), "--output", str(Path(tmp) / f"ours-{clip}"),
-                        "--batch-size", str(BATCH), "--progress", "none"], capture_output=True, text=True)
+    r = subprocess.run([str(BIN), *args, "--output", out, "--progress", "none"], capture_output=True, text=True)
     secs = time.time() - start
     if r.returncode != 0:
-        sys.exit(f"gradcam-stream failed on {clip}: {r.stderr}")
+        sys.exit(f"gradcam-stream {' '.join(args)} failed: {r.stderr}")
     # "done: N frames in S s (F fps) on DEVICE ...": timed from the first frame, like the peer.
     done = r.stderr.split("done: ")[1].split()
     frames, fps = int(done[0]), float(done[5].lstrip("("))
-    return {"frames": frames, "wall": secs, "fps": fps, "device": r.stderr.split(" on ")[1].split()[0]}
+    row = {"frames": frames, "wall": secs, "fps": fps, "device": r.stderr.split(" on ")[1].split()[0]}
+    if "stats: total" in r.stderr:
+        row["stats"] = total_stats(r.stderr)
+    return row
 
 
-def peer(clip, tmp):
-    out = subprocess.run([str(PY), str(ROOT / "scripts/peer_gradcam.py"), "--input", str(ROOT / "samples" / clip),
-                          "--output", str(Path(tmp) / f"peer-{clip}"), "--batch-size", str(BATCH)],
-                         check=True, capture_output=True, text=True).stdout
+def clip_run(clip, tmp, device="cpu", batch=BATCH):
+    return ours(tmp, "--input", str(ROOT / "samples" / clip), "--device", device, "--batch-size", str(batch),
+                name=f"ours-{clip}")
+
+
+def peer(clip, tmp, device="cpu", model=None, batch=BATCH):
+    cmd = [str(PY), str(ROOT / "scripts/peer_gradcam.py"), "--input", str(ROOT / "samples" / clip),
+           "--output", str(Path(tmp) / f"peer-{clip}"), "--batch-size", str(batch), "--device", device]
+    if model:
+        cmd += ["--model", str(model)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json_lines(out)[0]
+
+
+def x264_alone(w, h, frames=600):
+    """x264 at the output's preset on `frames` frames of w x h (videotestsrc): frames/s."""
+    start = time.time()
+    subprocess.run(["gst-launch-1.0", "-q", "videotestsrc", f"num-buffers={frames}", "!",
+                    f"video/x-raw,format=I420,width={w},height={h}", "!",
+                    "x264enc", "speed-preset=ultrafast", "bframes=0", "!", "fakesink"], check=True)
+    return {"fps": frames / (time.time() - start)}
 
 
 def total_stats(stderr):
     """The `stats: total ...` line as a dict."""
     line = next(l for l in stderr.splitlines() if l.startswith("stats: total"))
-    return dict(kv.split("=", 1) for kv in line.split()[2:])
+    return dict(kv.split("=", 1) for kv in line.split()[2:] if "=" in kv)
 
 
-def live(tmp):
-    r = subprocess.run([str(BIN), "--input", "test://ball?size=640x480&fps=25", "--output", str(Path(tmp) / "live.mp4"),
-                        "--duration", LIVE_SECONDS, "--stats", LIVE_SECONDS, "--progress", "none"],
-                       capture_output=True, text=True)
+def live(tmp, size="640x480", fps=25, device="cpu", seconds=LIVE_SECONDS):
+    r = subprocess.run([str(BIN), "--input", f"test://ball?size={size}&fps={fps}", "--device", device,
+                        "--output", str(Path(tmp) / "live.mp4"), "--duration", seconds, "--stats", seconds,
+                        "--progress", "none"], capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"live run failed: {r.stderr}")
     t = total_stats(r.stderr)
@@ -108,36 +137,131 @@ def rtsp_to_rtsp():
         server.kill()
 
 
+def gpu_name():
+    """The CUDA device's name, or None (torch in the project's virtualenv decides)."""
+    r = subprocess.run([str(PY), "-c", "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"],
+                       capture_output=True, text=True)
+    return r.stdout.strip() or None
+
+
+def clip_table(device, tmp):
+    rows = []
+    for clip, w, h in CLIPS:
+        print(f"measuring {clip} on {device} ...", file=sys.stderr, flush=True)
+        e = engine(w, h, "--vary", device=device)
+        o = best(lambda: clip_run(clip, tmp, device))
+        p = best(lambda: peer(clip, tmp, device))
+        pf = best(lambda: peer(clip, tmp, device, model=MODEL))
+        rows.append((clip, w, h, e, o, p, pf))
+    print()
+    print("| clip | forward-only (limit) | Grad-CAM engine | engine, varied batches | gradcam-stream end to end "
+          "(whole process) | peer, eager model | peer, same model file | engine / forward | varied / fixed "
+          "| e2e / peer (eager) | e2e / peer (file) | e2e / forward |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for clip, w, h, e, o, p, pf in rows:
+        fwd, gc, var = e["forward"]["fps"], e["gradcam"]["fps"], e["gradcam-varied"]["fps"]
+        print(f"| {clip} ({w}x{h}, {e['forward']['device']}) | {fwd:.1f} fps | {gc:.1f} fps | {var:.1f} fps "
+              f"| {o['fps']:.1f} fps ({o['frames'] / o['wall']:.1f}) | {p['fps']:.1f} fps | {pf['fps']:.1f} fps "
+              f"| {gc / fwd:.2f}x | {var / gc:.2f}x | {o['fps'] / p['fps']:.2f}x | {o['fps'] / pf['fps']:.2f}x "
+              f"| {o['fps'] / fwd:.2f}x |")
+    return rows
+
+
+def gpu_section(name, tmp):
+    print()
+    print(f"## GPU: {name}, {os.cpu_count()} cores")
+    print()
+    print("| engine (frames/s) | forward-only fp32 | Grad-CAM fp32 | varied batches | Grad-CAM / forward "
+          "| forward-only fp16 | Grad-CAM fp16 |")
+    print("|---|---|---|---|---|---|---|")
+    engines = {}
+    for w, h in [(640, 272), (1280, 720)]:
+        for b in [8, 32]:
+            print(f"measuring the engine at {w}x{h}, batch {b} on cuda ...", file=sys.stderr, flush=True)
+            e = engine(w, h, "--vary", device="cuda", batch=b)
+            h16 = engine(w, h, "--precision", "fp16", device="cuda", batch=b)
+            engines[(w, h, b)] = e
+            fwd, gc = e["forward"]["fps"], e["gradcam"]["fps"]
+            print(f"| {w}x{h}, batch {b} | {fwd:.0f} | {gc:.0f} | {e['gradcam-varied']['fps']:.0f} | {gc / fwd:.2f}x "
+                  f"| {h16['forward']['fps']:.0f} | {h16['gradcam']['fps']:.0f} |")
+    print()
+    print("| end to end on cuda | frames/s | p95 latency | dropped | busiest stages (share of time busy) |")
+    print("|---|---|---|---|---|")
+    runs = {}
+
+    def row(tag, *args, output=None):
+        print(f"measuring {tag} on cuda ...", file=sys.stderr, flush=True)
+        r = best(lambda: ours(tmp, *args, "--device", "cuda", "--stats", "600", name=f"{tag}.mp4", output=output))
+        runs[tag] = r
+        s = r.get("stats", {})
+        busy = " ".join(f"{k}={s[k]}" for k in ("source", "model", "overlay", "output", "queue_wait", "gpu_mem") if k in s)
+        print(f"| {tag} | {r['fps']:.1f} | {s.get('latency_p95', '-')} | {s.get('dropped', '-')} | {busy} |")
+
+    for clip, _, _ in CLIPS:
+        for b in [8, 32]:
+            row(f"{clip} batch {b}", "--input", str(ROOT / "samples" / clip), "--batch-size", str(b))
+    synth = "test://ball?size=1280x720&fps=1000"
+    row("synthetic 720p → null", "--input", synth, "--on-overload", "block", "--max-frames", "1500",
+        "--batch-size", "32", output="null")
+    row("synthetic 720p → mp4", "--input", synth, "--on-overload", "block", "--max-frames", "1500",
+        "--batch-size", "32")
+    print("measuring live 720p at 30 fps on cuda ...", file=sys.stderr, flush=True)
+    lv = live(tmp, size="1280x720", fps=30, device="cuda", seconds="20")
+    print(f"| live 720p at 30 fps → mp4, 20 s | {lv['fps']:.1f} | {lv['p95']} | {lv['dropped']} of {lv['in']} | |")
+    print()
+    print("| peer on cuda (frames/s) | eager model | same model file |")
+    print("|---|---|---|")
+    peers = {}
+    for clip, _, _ in CLIPS:
+        p = best(lambda: peer(clip, tmp, "cuda"))
+        pf = best(lambda: peer(clip, tmp, "cuda", model=MODEL))
+        peers[clip] = (p["fps"], pf["fps"])
+        print(f"| {clip} | {p['fps']:.1f} | {pf['fps']:.1f} |")
+    x264 = best(lambda: x264_alone(1280, 720))["fps"]
+    e720 = engines[(1280, 720, 32)]
+    cpu_bbb = best(lambda: clip_run("bigbuckbunny.mp4", tmp, "cpu"))["fps"]
+    print()
+    print("targets on the GPU, each a ratio within this run:")
+    print(f"- engine Grad-CAM / forward-only, 1280x720 batch 32: {e720['gradcam']['fps'] / e720['forward']['fps']:.2f}x "
+          f"(target >= 0.9); forward-only {e720['forward']['fps']:.0f} frames/s (target >= 2000)")
+    print(f"- end to end 720p → null / engine Grad-CAM: {runs['synthetic 720p → null']['fps'] / e720['gradcam']['fps']:.2f}x "
+          "(target >= 0.8)")
+    print(f"- end to end 720p → mp4 / x264 alone ({x264:.0f} frames/s): {runs['synthetic 720p → mp4']['fps'] / x264:.2f}x "
+          "(target >= 0.8)")
+    bbb = max(runs["bigbuckbunny.mp4 batch 8"]["fps"], runs["bigbuckbunny.mp4 batch 32"]["fps"])
+    print(f"- bigbuckbunny / GPU peer: {bbb / max(peers['bigbuckbunny.mp4'][0], 1e-9):.2f}x (eager), "
+          f"{bbb / max(peers['bigbuckbunny.mp4'][1], 1e-9):.2f}x (same file) (target >= 5); "
+          f"/ --device cpu on this machine ({cpu_bbb:.1f}): {bbb / cpu_bbb:.2f}x (target >= 1)")
+    print(f"- live 720p at 30 fps: {lv['dropped']} dropped (target 0), p95 {lv['p95']} (target <= 100 ms)")
+
+
 def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; batch size {BATCH}")
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for clip, w, h in CLIPS:
-            print(f"measuring {clip} ...", file=sys.stderr, flush=True)
-            e = engine(w, h)
-            o = best(lambda: ours(clip, tmp))
-            p = best(lambda: peer(clip, tmp))
-            rows.append((clip, w, h, e["forward"]["fps"], e["gradcam"]["fps"], o["fps"], p["fps"], e["forward"]["device"],
-                         o["frames"] / o["wall"]))
+        clip_table("cpu", tmp)
+        x264 = best(lambda: x264_alone(1280, 720))
+        print()
+        print(f"x264 alone (ultrafast, 1280x720, videotestsrc): {x264['fps']:.1f} frames/s")
     print()
-    print("| clip | model forward-only (limit) | Grad-CAM engine | gradcam-stream end to end (whole process) "
-          "| peer (Python) | engine / forward | e2e / peer | e2e / forward |")
-    print("|---|---|---|---|---|---|---|---|")
-    for clip, w, h, fwd, gc, e2e, pr, dev, whole in rows:
-        print(f"| {clip} ({w}x{h}, {dev}) | {fwd:.1f} fps | {gc:.1f} fps | {e2e:.1f} fps ({whole:.1f}) | {pr:.1f} fps "
-              f"| {gc / fwd:.2f}x | {e2e / pr:.2f}x | {e2e / fwd:.2f}x |")
-    print()
-    print("targets: engine / forward >= 0.9, e2e / peer >= 1.5 (stretch 2), e2e / forward >= 0.85")
+    print("targets on a 2-core CPU: engine / forward >= 0.9, varied / fixed >= 0.95, e2e / peer >= 1.5 (stretch 2), "
+          "e2e / forward >= 0.85")
     print("measuring every CAM method on bikes.mp4-sized batches ...", file=sys.stderr, flush=True)
     m = engine(640, 272, "--methods")
     print()
     print("| method (640x272 frames) | frames / s | cost vs forward-only |")
     print("|---|---|---|")
     for name, r in m.items():
-        if name != "forward":
+        if name not in ("forward", "host-blend"):
             print(f"| {name} | {r['fps']:.1f} | {r['fps'] / m['forward']['fps']:.2f}x |")
     print(f"| (forward-only) | {m['forward']['fps']:.1f} | 1.00x |")
+    blend = {b: engine(1280, 720, "--blend", b) for b in ("host", "device")}
+    print()
+    print("| overlay on the CPU, 1280x720 batch 8 | frames / s |")
+    print("|---|---|")
+    print(f"| Grad-CAM engine, blend on the host (render stage, in parallel per frame) | {blend['host']['gradcam']['fps']:.1f} "
+          f"(+ the host blend alone, one thread: {blend['host']['host-blend']['fps']:.0f}) |")
+    print(f"| Grad-CAM engine, blend as tensor ops in the engine | {blend['device']['gradcam']['fps']:.1f} |")
     with tempfile.TemporaryDirectory() as tmp:
         print(f"measuring a 25 fps live source for {LIVE_SECONDS} s ...", file=sys.stderr, flush=True)
         lv = live(tmp)
@@ -150,6 +274,13 @@ def main():
           f"| {lv['dropped']} of {lv['in']} ({100 * lv['dropped'] / max(lv['in'], 1):.1f}%) |")
     print(f"| RTSP 640x480 at 60 fps → RTSP (ffmpeg watching), {RTSP_SECONDS} s | {rt['fps']:.1f} | - | {rt['p95']} "
           f"| {rt['dropped']} of {rt['in']} ({100 * rt['dropped'] / max(rt['in'], 1):.1f}%) |")
+    name = gpu_name()
+    if name:
+        with tempfile.TemporaryDirectory() as tmp:
+            gpu_section(name, tmp)
+    else:
+        print()
+        print("no CUDA GPU here: the GPU rows are measured on a machine that has one")
 
 
 if __name__ == "__main__":

@@ -101,6 +101,7 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(match e.downcast_ref::<tch::TchError>() {
             Some(t) => anyhow!("libtorch failed {what}: {}", model::one_line(t)),
+            None if what.starts_with("explaining") => e.context(what.to_owned()),
             None => e,
         }),
         Err(panic) => {

@@ -189,6 +189,64 @@ fn a_head_that_does_not_accept_the_features() -> Result<()> {
 }
 
 #[test]
+fn a_libtorch_error_while_explaining_is_one_line() -> Result<()> {
+    // The model loads (its check runs one frame) and fails in libtorch on the first batch.
+    let dir = tempfile::tempdir()?;
+    let model = dir.path().join("batch_of_one.pt");
+    let st = std::process::Command::new(python())
+        .arg(root().join("tests/batch_only_model.py"))
+        .arg(&model)
+        .status()?;
+    assert!(st.success());
+    let out = dir.path().join("o.mp4");
+    let o = explain(s(&sample("bikes.mp4")), s(&out), s(&model), &[])?;
+    assert_fails(&o, 1, "explaining a batch of 8 frames: model");
+    let err = stderr(&o);
+    assert!(
+        err.contains("`features` failed: shape '[1, 8, 8, 8]' is invalid for input of size 4096"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // GRADCAM_DEBUG=1 shows the whole libtorch report.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gradcam-stream"))
+        .args(["--input", s(&sample("bikes.mp4")), "--output", s(&out)])
+        .args(["--model", s(&model), "--progress", "none"])
+        .env("GRADCAM_DEBUG", "1")
+        .output()?;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).lines().count() > 3, "{}", stderr(&o));
+    assert!(!out.exists());
+    Ok(())
+}
+
+#[test]
+fn fp16_and_nvenc_where_there_are_none() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("o.mp4");
+    if !tch::Cuda::is_available() {
+        let o = explain(
+            s(&sample("bikes.mp4")),
+            s(&out),
+            s(&fixture()),
+            &["--precision", "fp16"],
+        )?;
+        assert_fails(&o, 2, "--precision fp16 runs on a CUDA GPU only");
+    }
+    gstreamer::init()?;
+    if gstreamer::ElementFactory::find("nvh264enc").is_none() {
+        let o = explain(
+            s(&sample("bikes.mp4")),
+            s(&out),
+            s(&fixture()),
+            &["--encoder", "nvenc"],
+        )?;
+        assert_fails(&o, 1, "--encoder nvenc: this machine has no NVENC encoder");
+    }
+    assert!(files_in(dir.path()).is_empty());
+    Ok(())
+}
+
+#[test]
 fn class_out_of_range() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("o.mp4");

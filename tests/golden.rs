@@ -28,12 +28,15 @@ fn raw_frames(video: &Path, raw: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Explain `frames` frames of bikes.mp4 with `method` and compare with the reference.
-fn check(method: &str, frames: Option<u32>, raw: &Path, dir: &Path) -> Result<()> {
-    let out = dir.join(format!("{method}.mp4"));
-    let meta = dir.join(format!("{method}.jsonl"));
+/// Explain `frames` frames of bikes.mp4 with `method` (plus `more` flags) and compare with
+/// the reference.
+fn check(method: &str, frames: Option<u32>, raw: &Path, dir: &Path, more: &[&str]) -> Result<()> {
+    let tag = format!("{method}{}", more.join(""));
+    let out = dir.join(format!("{tag}.mp4"));
+    let meta = dir.join(format!("{tag}.jsonl"));
     let video = sample("bikes.mp4");
     let mut extra = vec!["--metadata", meta.to_str().unwrap(), "--method", method];
+    extra.extend_from_slice(more);
     let n = frames.map(|n| n.to_string());
     if let Some(n) = &n {
         extra.extend(["--max-frames", n]);
@@ -80,9 +83,27 @@ fn maps_match_pytorch_grad_cam_on_bikes() -> Result<()> {
     let raw = dir.path().join("frames.rgbx");
     raw_frames(&sample("bikes.mp4"), &raw)?;
     // Grad-CAM on the whole clip; every other method on its first 48 frames.
-    check("gradcam", None, &raw, dir.path())?;
+    check("gradcam", None, &raw, dir.path(), &[])?;
     for method in ["gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"] {
-        check(method, Some(48), &raw, dir.path())?;
+        check(method, Some(48), &raw, dir.path(), &[])?;
     }
+    Ok(())
+}
+
+#[test]
+fn fp16_maps_match_pytorch_grad_cam_on_a_gpu() -> Result<()> {
+    // fp16 runs under CUDA autocast, on a GPU only; the reference stays fp32 on the CPU.
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA GPU here: fp16 is checked on a machine that has one");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let raw = dir.path().join("frames.rgbx");
+    raw_frames(&sample("bikes.mp4"), &raw)?;
+    let fp16 = ["--device", "cuda", "--precision", "fp16"];
+    check("gradcam", None, &raw, dir.path(), &fp16)?;
+    check("gradcam++", Some(48), &raw, dir.path(), &fp16)?;
+    // fp32 on the GPU too: the same code path as the CPU's.
+    check("gradcam", Some(48), &raw, dir.path(), &["--device", "cuda"])?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 Reads the frames gradcam-stream saw (raw RGBx as GStreamer decoded them, so both sides start
 from identical pixels), preprocesses each frame as gradcam-stream does (whole frame resized
-bilinearly with antialiasing to the model's input, ImageNet-normalized), and runs
+bilinearly with antialiasing to the model's input, in float, ImageNet-normalized), and runs
 the pytorch_grad_cam class of --method (GradCAM by default) with the target layer = the model's `features` output and the same
 target class gradcam-stream reported. Both maps are brought to the input size with the same
 cv2.resize; per-frame Pearson correlation must be >= --min-corr. Prints a summary line.
@@ -83,9 +83,9 @@ def main():
     corrs = []
     for start in range(0, len(frames), args.batch_size):
         chunk = frames[start:start + args.batch_size]
-        x = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).contiguous()
+        x = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float()
         x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-        x = (x.float() / 255 - mean) / std
+        x = (x / 255 - mean) / std
         lines = ours[start:start + len(chunk)]
         targets = [ClassifierOutputTarget(l["class"]) for l in lines]
         ref = cam(input_tensor=x, targets=targets)  # [B, h, w], normalized, at the input size

@@ -229,3 +229,39 @@ fn help_and_version() -> Result<()> {
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("gradcam-stream "));
     Ok(())
 }
+
+#[test]
+fn stats_say_where_the_time_goes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("o.mp4");
+    let o = explain(
+        sample("bikes.mp4").to_str().unwrap(),
+        out.to_str().unwrap(),
+        model().to_str().unwrap(),
+        &["--stats", "1"],
+    )?;
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let total = err
+        .lines()
+        .find(|l| l.starts_with("stats: total"))
+        .unwrap_or_else(|| panic!("no total line: {err}"));
+    let field = |k: &str| -> f64 {
+        let v = total
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k} in {total}"));
+        v.trim_end_matches(['%', 'm', 's']).parse().unwrap()
+    };
+    for stage in ["source", "model", "overlay", "output"] {
+        let share = field(stage);
+        assert!((0.0..=100.0).contains(&share), "{stage}={share}: {total}");
+    }
+    // On a CPU the model is the bottleneck of this run: the stage busiest by far.
+    assert!(field("model") >= 50.0, "{total}");
+    assert!(field("queue_wait") > 0.0, "{total}");
+    if !tch::Cuda::is_available() {
+        assert!(!total.contains("gpu_mem="), "{total}");
+    }
+    Ok(())
+}
