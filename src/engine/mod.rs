@@ -98,40 +98,32 @@ pub struct ModelInfo {
     pub feature_shape: [i64; 3],
 }
 
-/// Pinned host buffers on a GPU, two for each use so one batch's copies can be in flight
-/// while the next batch's are queued. Keyed by use and shape.
+/// Pinned host buffers the frames are gathered in before their copy to a GPU, two of each
+/// shape: one batch's copy can be in flight while the next batch is gathered in the other.
 #[derive(Default)]
-struct Pinned {
-    buffers: Vec<(&'static str, Vec<i64>, Kind, [Tensor; 2])>,
+struct Staging {
+    buffers: Vec<(Vec<i64>, [Tensor; 2])>,
     /// Which of each pair the current batch uses.
     turn: usize,
 }
 
-impl Pinned {
-    /// The current batch's pinned buffer for `what`, of `size` and `kind`.
-    fn take(
-        &mut self,
-        what: &'static str,
-        size: &[i64],
-        kind: Kind,
-        device: Device,
-    ) -> Result<Tensor> {
-        let at = match self
-            .buffers
-            .iter()
-            .position(|(w, s, k, _)| *w == what && s.as_slice() == size && *k == kind)
-        {
+impl Staging {
+    /// The current batch's buffer of `size` (uint8), pinned for `device`.
+    fn take(&mut self, size: &[i64], device: Device) -> Result<Tensor> {
+        let at = match self.buffers.iter().position(|(s, _)| s.as_slice() == size) {
             Some(i) => i,
             None => {
                 let make = || -> Result<Tensor> {
-                    Ok(Tensor::f_empty(size, (kind, Device::Cpu))?.f_pin_memory(device)?)
+                    // `_pin_memory`: `pin_memory` itself warns that its device argument is
+                    // deprecated, and tch always passes one.
+                    Ok(Tensor::f_empty(size, (Kind::Uint8, Device::Cpu))?
+                        .f_internal_pin_memory(device)?)
                 };
-                self.buffers
-                    .push((what, size.to_vec(), kind, [make()?, make()?]));
+                self.buffers.push((size.to_vec(), [make()?, make()?]));
                 self.buffers.len() - 1
             }
         };
-        Ok(self.buffers[at].3[self.turn % 2].shallow_clone())
+        Ok(self.buffers[at].1[self.turn % 2].shallow_clone())
     }
 }
 
@@ -193,7 +185,7 @@ pub struct Engine {
     /// the device sees a few fixed shapes, each planned once at load. Empty: exact sizes (on a
     /// CPU, where padding would cost real work and nothing is planned per shape).
     buckets: Vec<i64>,
-    pinned: Pinned,
+    staging: Staging,
     /// Copies back run asynchronously and are waited for per batch (a GPU with libcudart).
     pipelined: bool,
 }
@@ -268,6 +260,37 @@ fn to_float_nchw(frames: &Tensor) -> Result<Tensor> {
     let mut out = Tensor::f_empty(rgb.size().as_slice(), (Kind::Float, frames.device()))?;
     out.f_copy_(&rgb)?;
     Ok(out)
+}
+
+/// Copy each source frame's bytes into its destination; a batch of large frames is spread
+/// over the cores (a 720p batch of 32 is over 100 MB).
+fn copy_frames<'a>(pairs: impl Iterator<Item = (&'a mut [u8], &'a [u8])>) {
+    let pairs: Vec<_> = pairs.collect();
+    let bytes: usize = pairs.iter().map(|(d, _)| d.len()).sum();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(pairs.len())
+        .min(bytes / (4 << 20))
+        .max(1);
+    if threads == 1 {
+        for (d, s) in pairs {
+            d.copy_from_slice(s);
+        }
+        return;
+    }
+    let per = pairs.len().div_ceil(threads);
+    let mut pairs = pairs;
+    std::thread::scope(|scope| {
+        while !pairs.is_empty() {
+            let rest = pairs.split_off(per.min(pairs.len()));
+            let part = std::mem::replace(&mut pairs, rest);
+            scope.spawn(move || {
+                for (d, s) in part {
+                    d.copy_from_slice(s);
+                }
+            });
+        }
+    });
 }
 
 /// `t` [b, …] with zero rows appended up to `n`.
@@ -346,7 +369,7 @@ impl Engine {
             } else {
                 Vec::new()
             },
-            pinned: Pinned::default(),
+            staging: Staging::default(),
             pipelined: device.is_cuda() && cuda::available(),
         };
         engine.warm_up()?;
@@ -454,40 +477,30 @@ impl Engine {
             let rows = self.bucket(b).max(b);
             let mut full = size;
             full[0] = rows;
-            self.pinned
-                .take("frames in", &full, Kind::Uint8, device)?
-                .f_narrow(0, 0, b)?
+            self.staging.take(&full, device)?.f_narrow(0, 0, b)?
         } else {
             Tensor::f_empty(size, (Kind::Uint8, Device::Cpu))?
         };
-        let base = host.data_ptr() as *mut u8;
-        for (i, f) in frames.iter().enumerate() {
-            // SAFETY: `host` is a contiguous uint8 tensor of b·n bytes that nothing else
-            // reads or writes now: the batch that last used this pinned buffer was finished
-            // (its copies done) before the buffer came round again.
-            unsafe { std::ptr::copy_nonoverlapping(f.pixels.as_ptr(), base.add(i * n), n) };
-        }
+        // SAFETY: `host` is a contiguous uint8 tensor of b·n bytes, alive for this scope, that
+        // nothing else reads or writes now: the batch that last used this pinned buffer was
+        // finished (its copies done) before the buffer came round again.
+        let dst =
+            unsafe { std::slice::from_raw_parts_mut(host.data_ptr() as *mut u8, frames.len() * n) };
+        copy_frames(
+            dst.chunks_exact_mut(n)
+                .zip(frames.iter().map(|f| f.pixels.as_slice())),
+        );
         Ok(host.f_to_device_(device, Kind::Uint8, true, false)?)
     }
 
-    /// `t` brought to the host: on a GPU into a pinned buffer, queued (see `Pending::marker`).
-    fn copy_back(&mut self, what: &'static str, t: &Tensor) -> Result<Tensor> {
-        let device = self.device();
-        if !device.is_cuda() {
+    /// `t` brought to the host. On a GPU the copy is queued, into pinned memory from libtorch's
+    /// caching host allocator (`to` does that for a non-blocking copy to the CPU), and is
+    /// done once the batch's marker is (see `Pending::marker`).
+    fn copy_back(&self, t: &Tensor) -> Result<Tensor> {
+        if !self.device().is_cuda() {
             return Ok(t.shallow_clone());
         }
-        if !self.pipelined {
-            return Ok(t.f_to_device(Device::Cpu)?);
-        }
-        let size = t.size();
-        let mut full = size.clone();
-        full[0] = self.bucket(size[0]).max(size[0]);
-        let host = self
-            .pinned
-            .take(what, &full, t.kind(), device)?
-            .f_narrow(0, 0, size[0])?;
-        let _ = t.f_internal_copy_from(&host, true)?;
-        Ok(host)
+        Ok(t.f_to_device_(Device::Cpu, t.kind(), self.pipelined, false)?)
     }
 
     /// The targets explained: the fixed class, ranks 1 to K, or with smoothing the top-1 of
@@ -576,10 +589,8 @@ impl Engine {
             (Some(blend), Some(whole)) => Some(blend.apply(whole, &maps)?), // [b, H, W, 4] u8
             _ => None,
         };
-        let table = self.copy_back("results", &table)?;
-        let pixels = pixels
-            .map(|p| self.copy_back("frames out", &p))
-            .transpose()?;
+        let table = self.copy_back(&table)?;
+        let pixels = pixels.map(|p| self.copy_back(&p)).transpose()?;
         let marker = if self.pipelined {
             Some(cuda::Marker::record().ok_or_else(|| {
                 anyhow!("the GPU refused to mark a batch's end (CUDA runtime error)")
@@ -587,7 +598,7 @@ impl Engine {
         } else {
             None
         };
-        self.pinned.turn += 1;
+        self.staging.turn += 1;
         Ok(Pending {
             frames,
             table,
@@ -619,10 +630,20 @@ impl Engine {
         let stride = l.width();
         anyhow::ensure!(data.len() == b * stride, "result table of the wrong size");
         if let Some(px) = &pixels {
-            for (i, f) in frames.iter_mut().enumerate() {
-                let n = f.pixels.len();
-                px.f_get(i as i64)?.f_copy_data_u8(&mut f.pixels, n)?;
-            }
+            let n = frames[0].pixels.len();
+            anyhow::ensure!(
+                px.kind() == Kind::Uint8 && px.is_contiguous() && px.numel() == b * n,
+                "blended frames of the wrong shape"
+            );
+            // SAFETY: `px` is a contiguous uint8 host tensor of b·n bytes, alive for this
+            // scope, whose copy from the device is done (the marker was waited for).
+            let src = unsafe { std::slice::from_raw_parts(px.data_ptr() as *const u8, b * n) };
+            copy_frames(
+                frames
+                    .iter_mut()
+                    .map(|f| f.pixels.as_mut_slice())
+                    .zip(src.chunks_exact(n)),
+            );
         }
         let hw = l.h * l.w;
         let map = |at: &[f32]| CamMap {
@@ -686,7 +707,7 @@ impl Engine {
         let x = pad_rows(&self.model.preprocess(&rgb)?, self.bucket(b))?;
         let acts = self.features(&x)?;
         let logits = tch::no_grad(|| self.head(&acts))?.f_narrow(0, 0, b)?;
-        self.pinned.turn += 1;
+        self.staging.turn += 1;
         Ok(Vec::<f32>::try_from(
             logits.f_to_device(Device::Cpu)?.f_flatten(0, -1)?,
         )?)
