@@ -30,6 +30,7 @@ pub fn run(cfg: Config) -> Result<()> {
         alpha: cfg.alpha,
         threshold: cfg.threshold,
         blend: engine::BlendAt::Auto,
+        pipelined: None,
     };
     match (&cfg.input, cfg.outputs.as_slice()) {
         (Input::Image(_), [Output::Image(_)]) => run_image(&cfg, settings),

@@ -63,6 +63,9 @@ pub struct Settings {
     pub alpha: f32,
     pub threshold: f32,
     pub blend: BlendAt,
+    /// Whether the worker queues batch N+1 before it takes batch N's results. None: where
+    /// the device runs asynchronously (a GPU, with the CUDA runtime's events); tests force it.
+    pub pipelined: Option<bool>,
 }
 
 impl Settings {
@@ -84,6 +87,7 @@ impl Settings {
             alpha: 0.5,
             threshold: 0.0,
             blend: BlendAt::Auto,
+            pipelined: None,
         }
     }
 }
@@ -370,7 +374,7 @@ impl Engine {
                 Vec::new()
             },
             staging: Staging::default(),
-            pipelined: device.is_cuda() && cuda::available(),
+            pipelined: s.pipelined.unwrap_or(device.is_cuda() && cuda::available()),
         };
         engine.warm_up()?;
         Ok(engine)
@@ -500,7 +504,8 @@ impl Engine {
         if !self.device().is_cuda() {
             return Ok(t.shallow_clone());
         }
-        Ok(t.f_to_device_(Device::Cpu, t.kind(), self.pipelined, false)?)
+        let queued = self.pipelined && cuda::available();
+        Ok(t.f_to_device_(Device::Cpu, t.kind(), queued, false)?)
     }
 
     /// The targets explained: the fixed class, ranks 1 to K, or with smoothing the top-1 of
@@ -591,7 +596,7 @@ impl Engine {
         };
         let table = self.copy_back(&table)?;
         let pixels = pixels.map(|p| self.copy_back(&p)).transpose()?;
-        let marker = if self.pipelined {
+        let marker = if self.pipelined && self.device().is_cuda() {
             Some(cuda::Marker::record().ok_or_else(|| {
                 anyhow!("the GPU refused to mark a batch's end (CUDA runtime error)")
             })?)
