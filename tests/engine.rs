@@ -124,7 +124,9 @@ fn the_worker_overlapping_batches_keeps_every_frame_in_order() -> Result<()> {
     let frames: Vec<Frame> = (0..21)
         .map(|i| Frame::from_rgb(i as u64, p.width, p.height, &p.frames_rgb[i]))
         .collect();
-    let run = |pipelined: bool| -> Result<Vec<(u64, i64, Vec<f32>, Vec<u8>)>> {
+    // (index, class, map, pixels) of each frame out.
+    type Out = (u64, i64, Vec<f32>, Vec<u8>);
+    let run = |pipelined: bool| -> Result<Vec<Out>> {
         let (tx, rx) = crossbeam_channel::bounded(16);
         let (results_tx, results_rx) = crossbeam_channel::bounded(2);
         let settings = Settings {
