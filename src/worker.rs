@@ -246,8 +246,10 @@ fn run(
         let busy = Instant::now();
         let done = guarded(&what, || engine.finish(p))?;
         stats.add_busy(Stage::Model, busy.elapsed());
-        if let Some(m) = crate::engine::device_memory_in_use() {
-            stats.set_device_memory(m);
+        if engine.device().is_cuda() {
+            if let Some(m) = crate::engine::device_memory_in_use() {
+                stats.set_device_memory(m);
+            }
         }
         // The output stage is gone: it reports its own error.
         Ok(results.send(done).is_ok())

@@ -329,6 +329,10 @@ impl Engine {
             // cuDNN time its algorithms for each once.
             tch::Cuda::cudnn_set_benchmark(true);
         }
+        // TorchScript's profiling executor specializes the graph on the shapes it sees and
+        // re-specializes (on a GPU: compiles fused kernels) when a batch of another size comes;
+        // the frozen model runs as well unspecialized (the same on the CPU, in the bench).
+        tch::jit::f_set_graph_executor_optimize(false)?;
         let model = Model::load(&s.model, device)?;
         let n = model.info.num_classes;
         let class = match &s.class {
@@ -366,7 +370,9 @@ impl Engine {
             top_k: s.top_k,
             show_rank: s.show_rank,
             precision: s.precision,
-            smoothing: (s.smooth > 0.0).then(|| smooth::Smoothing::new(s.smooth)),
+            smoothing: (s.smooth > 0.0)
+                .then(|| smooth::Smoothing::new(s.smooth, device))
+                .transpose()?,
             blend,
             buckets: if device.is_cuda() {
                 buckets_for(s.batch_size)
@@ -411,8 +417,8 @@ impl Engine {
         self
     }
 
-    /// Run each bucket's batch shape once through the whole explanation, so neither the
-    /// TorchScript executor nor cuDNN plans anything while frames wait.
+    /// Run each bucket's batch shape once through the whole explanation, so cuDNN plans
+    /// nothing while frames wait.
     fn warm_up(&self) -> Result<()> {
         let [h, w] = self.model.info.input_size;
         for &n in &self.buckets {
@@ -556,7 +562,10 @@ impl Engine {
         let x = pad_rows(&self.model.preprocess(&rgb)?, self.bucket(b))?; // [n, 3, h', w']
         let acts = self.features(&x)?; // [n, C, h, w]
         let fresh = match self.smoothing.as_mut() {
-            Some(s) => Some(s.cuts(&smooth::thumbnails(&rgb)?)?), // [b] bool
+            Some(s) => {
+                let thumbs = s.thumbnails(&rgb)?;
+                Some(s.cuts(&thumbs)?) // [b] bool
+            }
             None => None,
         };
         let targets = self.targets(&acts, b, fresh.as_ref())?;

@@ -11,7 +11,7 @@
 //! (of 255). Frames are taken in stream order, batch after batch.
 
 use anyhow::Result;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 pub const CUT_THRESHOLD: f64 = 30.0;
 /// Thumbnail [rows, columns].
@@ -21,6 +21,9 @@ pub const HOLD_MARGIN: f64 = 1.25;
 
 pub struct Smoothing {
     s: f64,
+    /// Grey weights of R, G, B: [1, 3, 1, 1] on the device (made once: a copy to the device in
+    /// every batch would wait for the device).
+    grey: Tensor,
     /// The last frame's thumbnail [18, 32].
     thumb: Option<Tensor>,
     /// The probabilities' moving average [K] and the class held (0-dim int64).
@@ -29,24 +32,24 @@ pub struct Smoothing {
     map: Option<(Tensor, Tensor)>,
 }
 
-/// Grey thumbnails of frames [B, 3, H, W] (float, 0..255) → [B, 18, 32].
-pub fn thumbnails(rgb: &Tensor) -> Result<Tensor> {
-    let weights = Tensor::f_from_slice(&[0.299f32, 0.587, 0.114])?
-        .f_to_device(rgb.device())?
-        .f_view([1, 3, 1, 1])?;
-    let grey = (rgb * weights).f_sum_dim_intlist([1i64].as_slice(), true, Kind::Float)?;
-    Ok(grey.f_adaptive_avg_pool2d(THUMB)?.f_squeeze_dim(1)?)
-}
-
 impl Smoothing {
-    /// `s` in (0, 1).
-    pub fn new(s: f32) -> Smoothing {
-        Smoothing {
+    /// `s` in (0, 1), for a stream explained on `device`.
+    pub fn new(s: f32, device: Device) -> Result<Smoothing> {
+        Ok(Smoothing {
             s: f64::from(s),
+            grey: Tensor::f_from_slice(&[0.299f32, 0.587, 0.114])?
+                .f_view([1, 3, 1, 1])?
+                .f_to_device(device)?,
             thumb: None,
             probs: None,
             map: None,
-        }
+        })
+    }
+
+    /// Grey thumbnails of frames [B, 3, H, W] (float, 0..255) → [B, 18, 32].
+    pub fn thumbnails(&self, rgb: &Tensor) -> Result<Tensor> {
+        let grey = (rgb * &self.grey).f_sum_dim_intlist([1i64].as_slice(), true, Kind::Float)?;
+        Ok(grey.f_adaptive_avg_pool2d(THUMB)?.f_squeeze_dim(1)?)
     }
 
     /// Which frames of this batch start afresh (a cut, or the stream's first frame): [B] bool.
@@ -119,7 +122,6 @@ impl Smoothing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
 
     fn vec(t: &Tensor) -> Vec<f32> {
         Vec::<f32>::try_from(t.flatten(0, -1)).unwrap()
@@ -136,16 +138,16 @@ mod tests {
 
     #[test]
     fn averages_within_a_shot_and_restarts_on_cuts_and_class_changes() -> Result<()> {
-        let mut s = Smoothing::new(0.5);
+        let mut s = Smoothing::new(0.5, Device::Cpu)?;
         // Two batches: 100, 105 | 200 (a cut), 200 (another class).
         let maps = Tensor::from_slice(&[1f32, 0., 0., 1.]).view([2, 1, 2]);
-        let fresh = s.cuts(&thumbnails(&frames(&[100., 105.]))?)?;
+        let fresh = s.cuts(&s.thumbnails(&frames(&[100., 105.]))?)?;
         assert_eq!(Vec::<bool>::try_from(&fresh)?, vec![true, false]);
         let classes = Tensor::from_slice(&[7i64, 7]);
         let out = s.maps(&maps, &classes, &fresh)?;
         assert_eq!(vec(&out), vec![1.0, 0.0, 0.5, 0.5]);
         let maps = Tensor::from_slice(&[0f32, 1., 1., 0.]).view([2, 1, 2]);
-        let fresh = s.cuts(&thumbnails(&frames(&[200., 200.]))?)?;
+        let fresh = s.cuts(&s.thumbnails(&frames(&[200., 200.]))?)?;
         assert_eq!(Vec::<bool>::try_from(&fresh)?, vec![true, false]);
         let classes = Tensor::from_slice(&[7i64, 8]);
         let out = s.maps(&maps, &classes, &fresh)?;
@@ -155,7 +157,7 @@ mod tests {
 
     #[test]
     fn the_class_is_held_until_another_clearly_wins() -> Result<()> {
-        let mut s = Smoothing::new(0.5);
+        let mut s = Smoothing::new(0.5, Device::Cpu)?;
         let no_cut = Tensor::from_slice(&[false, false, false, false, false]);
         // Class 1 leads; then frames favour class 0. Its average overtakes class 1's in the
         // fourth frame (0.516 against 0.484), by less than the margin, so 1 is held; in the
