@@ -427,8 +427,8 @@ impl Engine {
             let head = |a: &Tensor| self.head(a);
             cam::compute(self.method, &acts, head, cam::Target::Rank(0))?;
         }
-        if !self.buckets.is_empty() {
-            tch::Cuda::synchronize(0);
+        if let Device::Cuda(i) = self.device() {
+            tch::Cuda::synchronize(i as i64);
         }
         Ok(())
     }
@@ -484,7 +484,8 @@ impl Engine {
         let size = [b, h as i64, w as i64, 4];
         let device = self.device();
         let host = if device.is_cuda() {
-            let rows = self.bucket(b).max(b);
+            // One pair of buffers per frame size, room for the largest batch.
+            let rows = self.buckets.last().copied().unwrap_or(b).max(b);
             let mut full = size;
             full[0] = rows;
             self.staging.take(&full, device)?.f_narrow(0, 0, b)?
