@@ -19,6 +19,14 @@ fn engine(model: std::path::PathBuf, blend: BlendAt, smooth: f32) -> Result<Engi
     })
 }
 
+/// The largest difference between two maps.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 /// Real frames: some of bikes.mp4, of different content.
 fn frames() -> Result<Vec<Frame>> {
     let p = probe(&sample("bikes.mp4"), 250)?;
@@ -37,13 +45,7 @@ fn a_batch_equals_frames_one_at_a_time() -> Result<()> {
         for (f, b) in frames.iter().zip(&batch) {
             let one = e.explain(vec![f.clone()])?.remove(0);
             assert_eq!(one.target.class, b.target.class, "frame {}", f.index);
-            let diff = one
-                .cam
-                .data
-                .iter()
-                .zip(&b.cam.data)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
+            let diff = max_diff(&one.cam.data, &b.cam.data);
             assert!(diff < 1e-3, "frame {}: maps differ by {diff}", f.index);
             assert!((one.target.prob - b.target.prob).abs() < 1e-4);
         }
@@ -100,13 +102,7 @@ fn smoothing_carries_over_batches_as_frame_by_frame() -> Result<()> {
         let raw = unsmoothed.explain(vec![f.clone()])?.remove(0);
         let one = e.explain(vec![f])?.remove(0);
         assert_eq!(one.target.class, b.target.class);
-        let diff = one
-            .cam
-            .data
-            .iter()
-            .zip(&b.cam.data)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let diff = max_diff(&one.cam.data, &b.cam.data);
         assert!(diff < 1e-3, "maps differ by {diff}");
         changed += usize::from(raw.cam != one.cam);
     }

@@ -177,8 +177,8 @@ fn a_head_that_does_not_accept_the_features() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let model = dir.path().join("bad.pt");
     let st = std::process::Command::new(python())
-        .arg(root().join("tests/bad_head_model.py"))
-        .arg(&model)
+        .arg(root().join("tests/broken_model.py"))
+        .args(["bad-head", s(&model)])
         .status()?;
     assert!(st.success());
     let out = dir.path().join("o.mp4");
@@ -194,8 +194,8 @@ fn a_libtorch_error_while_explaining_is_one_line() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let model = dir.path().join("batch_of_one.pt");
     let st = std::process::Command::new(python())
-        .arg(root().join("tests/batch_only_model.py"))
-        .arg(&model)
+        .arg(root().join("tests/broken_model.py"))
+        .args(["batch-of-one", s(&model)])
         .status()?;
     assert!(st.success());
     let out = dir.path().join("o.mp4");
