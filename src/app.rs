@@ -11,7 +11,7 @@ use crate::engine::{self, ModelInfo};
 use crate::frame::{Explained, Frame};
 use crate::outfile::{LineFile, OutFile};
 use crate::stats::{Reporter, Stage, Stats};
-use crate::{label, localize, metadata, overlay, pipeline, worker};
+use crate::{label, localize, metadata, overlay, parallel, pipeline, worker};
 
 pub fn run(cfg: Config) -> Result<()> {
     let settings = engine::Settings {
@@ -138,38 +138,13 @@ impl Renderer {
                 lines: metadata.is_some(),
             },
             metadata,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: parallel::cores(),
         })
     }
 
     fn render(&mut self, batch: Vec<Explained>) -> Result<Vec<Frame>> {
-        let threads = self.threads.min(batch.len()).max(1);
-        let drawn: Vec<(Frame, Option<String>)> = if threads == 1 {
-            batch.into_iter().map(|e| self.drawer.draw(e)).collect()
-        } else {
-            let per = batch.len().div_ceil(threads);
-            let mut rest = batch;
-            let mut parts = Vec::with_capacity(threads);
-            while !rest.is_empty() {
-                let tail = rest.split_off(per.min(rest.len()));
-                parts.push(std::mem::replace(&mut rest, tail));
-            }
-            let drawer = &self.drawer;
-            std::thread::scope(|s| {
-                let handles: Vec<_> = parts
-                    .into_iter()
-                    .map(|part| {
-                        s.spawn(move || {
-                            part.into_iter().map(|e| drawer.draw(e)).collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().expect("drawing a frame does not panic"))
-                    .collect()
-            })
-        };
+        let drawer = &self.drawer;
+        let drawn = parallel::map_in_order(batch, self.threads, |e| drawer.draw(e));
         let mut frames = Vec::with_capacity(drawn.len());
         for (frame, line) in drawn {
             if let (Some(m), Some(line)) = (&mut self.metadata, line) {

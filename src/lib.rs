@@ -14,6 +14,7 @@ pub mod metadata;
 pub mod model;
 pub mod outfile;
 pub mod overlay;
+pub mod parallel;
 pub mod pipeline;
 pub mod shutdown;
 pub mod stats;

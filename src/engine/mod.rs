@@ -271,30 +271,8 @@ fn to_float_nchw(frames: &Tensor) -> Result<Tensor> {
 fn copy_frames<'a>(pairs: impl Iterator<Item = (&'a mut [u8], &'a [u8])>) {
     let pairs: Vec<_> = pairs.collect();
     let bytes: usize = pairs.iter().map(|(d, _)| d.len()).sum();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(pairs.len())
-        .min(bytes / (4 << 20))
-        .max(1);
-    if threads == 1 {
-        for (d, s) in pairs {
-            d.copy_from_slice(s);
-        }
-        return;
-    }
-    let per = pairs.len().div_ceil(threads);
-    let mut pairs = pairs;
-    std::thread::scope(|scope| {
-        while !pairs.is_empty() {
-            let rest = pairs.split_off(per.min(pairs.len()));
-            let part = std::mem::replace(&mut pairs, rest);
-            scope.spawn(move || {
-                for (d, s) in part {
-                    d.copy_from_slice(s);
-                }
-            });
-        }
-    });
+    let threads = crate::parallel::cores().min(bytes / (4 << 20));
+    crate::parallel::map_in_order(pairs, threads, |(d, s)| d.copy_from_slice(s));
 }
 
 /// `t` [b, …] with zero rows appended up to `n`.
