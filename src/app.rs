@@ -205,8 +205,7 @@ fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
     let (rendered_tx, rendered_rx) = crossbeam_channel::bounded::<Frame>(cfg.batch_size * 2);
 
     let oldest = frames_rx.clone();
-    let (ready, worker) = worker::spawn(settings, frames_rx, explained_tx, stats.clone())?;
-    let info = ready.info;
+    let (info, worker) = worker::spawn(settings, frames_rx, explained_tx, stats.clone())?;
     let mut renderer = Renderer::new(cfg, &info)?;
     let render_stats = stats.clone();
     let render_thread = std::thread::Builder::new()
@@ -323,8 +322,7 @@ fn run_image(cfg: &Config, settings: engine::Settings) -> Result<()> {
     let (frames_tx, frames_rx) = crossbeam_channel::bounded(1);
     let (results_tx, results_rx) = crossbeam_channel::bounded(1);
     let stats = Arc::new(Stats::default());
-    let (ready, worker) = worker::spawn(settings, frames_rx, results_tx, stats)?;
-    let info = ready.info;
+    let (info, worker) = worker::spawn(settings, frames_rx, results_tx, stats)?;
     let mut renderer = Renderer::new(cfg, &info)?;
     frames_tx.send(frame).expect("the worker is waiting");
     drop(frames_tx);

@@ -15,14 +15,6 @@ use crate::frame::{Explained, Frame};
 use crate::model;
 use crate::stats::{Stage, Stats};
 
-/// What the worker says about the loaded engine before frames flow.
-#[derive(Debug, Clone)]
-pub struct Ready {
-    pub info: ModelInfo,
-    /// Whether the frames come back with the heatmap blended (else the render stage blends).
-    pub blended: bool,
-}
-
 /// Start the worker. The model is loaded on the worker thread before this returns, so a bad
 /// model or device is reported here, before any pipeline starts.
 pub fn spawn(
@@ -30,18 +22,15 @@ pub fn spawn(
     frames: Receiver<Frame>,
     results: Sender<Vec<Explained>>,
     stats: Arc<Stats>,
-) -> Result<(Ready, JoinHandle<Result<()>>)> {
+) -> Result<(ModelInfo, JoinHandle<Result<()>>)> {
     quiet_worker_panics();
-    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<Ready>>(1);
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<ModelInfo>>(1);
     let handle = std::thread::Builder::new()
         .name(WORKER.into())
         .spawn(move || -> Result<()> {
             let engine = match guarded("loading the model", || Engine::new(&settings)) {
                 Ok(engine) => {
-                    let _ = ready_tx.send(Ok(Ready {
-                        info: engine.info(),
-                        blended: engine.blends(),
-                    }));
+                    let _ = ready_tx.send(Ok(engine.info()));
                     engine
                 }
                 Err(e) => {
@@ -64,7 +53,7 @@ pub fn spawn(
         })
         .context("starting the worker thread")?;
     match ready_rx.recv() {
-        Ok(Ok(ready)) => Ok((ready, handle)),
+        Ok(Ok(info)) => Ok((info, handle)),
         Ok(Err(e)) => {
             let _ = handle.join();
             Err(e)
@@ -241,6 +230,14 @@ fn run(
     stats: &Stats,
 ) -> Result<()> {
     let mut pending: Option<Pending> = None;
+    // Both halves of a batch count as the model's busy time; their failures are one line.
+    let submit = |engine: &mut Engine, batch: Vec<Frame>| -> Result<Pending> {
+        let what = format!("explaining a batch of {} frames", batch.len());
+        let busy = Instant::now();
+        let queued = guarded(&what, || engine.submit(batch))?;
+        stats.add_busy(Stage::Model, busy.elapsed());
+        Ok(queued)
+    };
     let deliver = |engine: &mut Engine, p: Pending| -> Result<bool> {
         let what = format!("explaining a batch of {} frames", p.len());
         let busy = Instant::now();
@@ -261,11 +258,7 @@ fn run(
             let full = !batcher.take_queued() || batcher.closed;
             if full && !batcher.next.is_empty() {
                 let next = std::mem::take(&mut batcher.next);
-                let what = format!("explaining a batch of {} frames", next.len());
-                let busy = Instant::now();
-                let queued = guarded(&what, || engine.submit(next))?;
-                stats.add_busy(Stage::Model, busy.elapsed());
-                pending = Some(queued);
+                pending = Some(submit(&mut engine, next)?);
                 if !deliver(&mut engine, p)? {
                     return Ok(());
                 }
@@ -282,10 +275,7 @@ fn run(
         let Some(batch) = batcher.complete() else {
             return Ok(());
         };
-        let what = format!("explaining a batch of {} frames", batch.len());
-        let busy = Instant::now();
-        let queued = guarded(&what, || engine.submit(batch))?;
-        stats.add_busy(Stage::Model, busy.elapsed());
+        let queued = submit(&mut engine, batch)?;
         if engine.pipelined() {
             pending = Some(queued);
         } else if !deliver(&mut engine, queued)? {

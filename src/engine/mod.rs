@@ -431,6 +431,13 @@ impl Engine {
         Ok(logits.f_to_kind(Kind::Float)?)
     }
 
+    /// Frames [b, 3, H, W] (float, 0..255) → the target layer's activations [n, C, h, w] of
+    /// the batch padded to its bucket (n ≥ b; the rows past b are padding).
+    fn activations(&self, rgb: &Tensor) -> Result<Tensor> {
+        let x = self.model.preprocess(rgb)?; // [b, 3, h', w']
+        self.features(&pad_rows(&x, self.bucket(rgb.size()[0]))?)
+    }
+
     /// The batch size the model runs a batch of `b` at.
     fn bucket(&self, b: i64) -> i64 {
         self.buckets.iter().copied().find(|&n| n >= b).unwrap_or(b)
@@ -538,8 +545,7 @@ impl Engine {
             Some(_) => Some(dev.f_to_kind(Kind::Float)?), // [b, H, W, 4]
             None => None,
         };
-        let x = pad_rows(&self.model.preprocess(&rgb)?, self.bucket(b))?; // [n, 3, h', w']
-        let acts = self.features(&x)?; // [n, C, h, w]
+        let acts = self.activations(&rgb)?; // [n, C, h, w]
         let fresh = match self.smoothing.as_mut() {
             Some(s) => {
                 let thumbs = s.thumbnails(&rgb)?;
@@ -697,8 +703,7 @@ impl Engine {
         let b = frames.len() as i64;
         let dev = self.upload(frames)?;
         let rgb = to_float_nchw(&dev)?;
-        let x = pad_rows(&self.model.preprocess(&rgb)?, self.bucket(b))?;
-        let acts = self.features(&x)?;
+        let acts = self.activations(&rgb)?;
         let logits = tch::no_grad(|| self.head(&acts))?.f_narrow(0, 0, b)?;
         self.staging.turn += 1;
         Ok(Vec::<f32>::try_from(
