@@ -1,17 +1,23 @@
-//! The run: wires the stages together for a video or a still image and reports the summary.
-//! Stages meet only through channels of plain values (`Frame`, `Explained`).
+//! The run: wires the stages together for one or more video streams, or a still image, and
+//! reports the summary. Stages meet only through channels of plain values (`Frame`,
+//! `Delivery`); every stream has its own queue to the one worker and its own output.
 
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
+use crossbeam_channel::Sender;
 
-use crate::config::{Config, Input, Output};
+use crate::config::{Config, Input, Output, Stream};
 use crate::engine::{self, ModelInfo};
-use crate::frame::{Explained, Frame};
-use crate::outfile::{LineFile, OutFile};
+use crate::frame::Frame;
+use crate::outfile::OutFile;
+use crate::pipeline::{self, rtsp, sink::Branch};
+use crate::render::{Look, Renderer};
 use crate::stats::{Reporter, Stage, Stats};
-use crate::{label, localize, metadata, overlay, parallel, pipeline, worker};
+use crate::{metrics, worker};
 
 pub fn run(cfg: Config) -> Result<()> {
     let settings = engine::Settings {
@@ -20,143 +26,41 @@ pub fn run(cfg: Config) -> Result<()> {
         precision: cfg.precision,
         batch_size: cfg.batch_size,
         max_wait: cfg.max_wait,
-        class: cfg.class.clone(),
+        class: None,
         method: cfg.method,
         top_k: cfg.top_k,
         show_rank: cfg.show_rank,
-        smooth: cfg.smooth,
+        smooth: 0.0,
         threads: cfg.threads,
         colormap: cfg.colormap,
         alpha: cfg.alpha,
         threshold: cfg.threshold,
         blend: engine::BlendAt::Auto,
         pipelined: None,
-    };
-    match (&cfg.input, cfg.outputs.as_slice()) {
-        (Input::Image(_), [Output::Image(_)]) => run_image(&cfg, settings),
-        (Input::Image(_), _) => unreachable!("config pairs an image with one image output"),
-        _ => run_video(&cfg, settings),
-    }
-}
-
-/// What is drawn on each frame after the model: the heatmap (unless the engine blended it on
-/// its device), the box and the label. Pure per frame, so frames are drawn in parallel.
-struct Drawer {
-    alpha: f32,
-    threshold: f32,
-    lut: [[u8; 3]; 256],
-    classes: Vec<String>,
-    method: &'static str,
-    draw_box: bool,
-    label: bool,
-    /// Whether each frame's metadata line is wanted.
-    lines: bool,
-}
-
-impl Drawer {
-    /// The finished frame and, when wanted, its metadata line.
-    fn draw(&self, e: Explained) -> (Frame, Option<String>) {
-        let loc = localize::locate(&e.cam, e.frame.width, e.frame.height);
-        let line = self
-            .lines
-            .then(|| metadata::line(&e, &self.classes, self.method, &loc));
-        let lines = if self.label {
-            self.label_lines(&e)
-        } else {
-            vec![]
-        };
-        let mut frame = e.frame;
-        let (w, h) = (frame.width as usize, frame.height as usize);
-        if !e.blended {
-            overlay::blend(
-                &mut frame.pixels,
-                w,
-                h,
-                &e.cam,
-                self.alpha,
-                self.threshold,
-                &self.lut,
-            );
-        }
-        if let (true, Some(b)) = (self.draw_box, loc.bbox) {
-            let b = (b.x0 as usize, b.y0 as usize, b.x1 as usize, b.y1 as usize);
-            overlay::rectangle(
-                &mut frame.pixels,
-                w,
-                h,
-                b,
-                label::scale_for(h) * 2,
-                [255, 255, 255],
-            );
-        }
-        if !lines.is_empty() {
-            label::draw(&mut frame.pixels, w, h, &lines);
-        }
-        (frame, line)
-    }
-
-    /// `tabby 0.83`, or with --top-k one line a class, best first.
-    fn label_lines(&self, e: &Explained) -> Vec<String> {
-        let name = |c: i64| match self.classes.get(c as usize) {
-            Some(n) => n.clone(),
-            None => format!("class {c}"),
-        };
-        if e.ranked.is_empty() {
-            return vec![format!("{} {:.2}", name(e.target.class), e.target.prob)];
-        }
-        e.ranked
+        streams: cfg
+            .streams
             .iter()
-            .enumerate()
-            .map(|(r, (c, _))| {
-                let mark = if c.class == e.target.class { '>' } else { ' ' };
-                format!("{mark}{}. {} {:.2}", r + 1, name(c.class), c.prob)
+            .map(|s| engine::StreamSettings {
+                class: s.class.clone(),
+                smooth: s.smooth,
             })
-            .collect()
+            .collect(),
+    };
+    if cfg.is_image() {
+        run_image(&cfg, settings)
+    } else {
+        run_video(&cfg, settings)
     }
 }
 
-/// The render stage: draws a batch's frames in parallel (in order), then writes their
-/// metadata lines in stream order.
-struct Renderer {
-    drawer: Drawer,
-    metadata: Option<LineFile>,
-    threads: usize,
-}
-
-impl Renderer {
-    fn new(cfg: &Config, info: &ModelInfo) -> Result<Renderer> {
-        let metadata = cfg.metadata.as_deref().map(LineFile::create).transpose()?;
-        Ok(Renderer {
-            drawer: Drawer {
-                alpha: cfg.alpha,
-                threshold: cfg.threshold,
-                lut: cfg.colormap.lut(),
-                classes: info.classes.clone(),
-                method: cfg.method.name(),
-                draw_box: cfg.draw_box,
-                label: cfg.label,
-                lines: metadata.is_some(),
-            },
-            metadata,
-            threads: parallel::cores(),
-        })
-    }
-
-    fn render(&mut self, batch: Vec<Explained>) -> Result<Vec<Frame>> {
-        let drawer = &self.drawer;
-        let drawn = parallel::map_in_order(batch, self.threads, |e| drawer.draw(e));
-        let mut frames = Vec::with_capacity(drawn.len());
-        for (frame, line) in drawn {
-            if let (Some(m), Some(line)) = (&mut self.metadata, line) {
-                m.line(&line).context("writing metadata")?;
-            }
-            frames.push(frame);
-        }
-        Ok(frames)
-    }
-
-    fn commit(self) -> Result<()> {
-        self.metadata.map(LineFile::commit).transpose().map(|_| ())
+fn look(cfg: &Config) -> Look {
+    Look {
+        alpha: cfg.alpha,
+        threshold: cfg.threshold,
+        lut: cfg.colormap.lut(),
+        method: cfg.method.name(),
+        draw_box: cfg.draw_box,
+        label: cfg.label,
     }
 }
 
@@ -164,61 +68,205 @@ fn label(classes: &[String], id: i64) -> &str {
     classes.get(id as usize).map(String::as_str).unwrap_or("?")
 }
 
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
+/// Where one stream's explained frames are written: its files (whole-or-nothing, or in place
+/// for a live recording), segment patterns and RTSP mounts.
+struct Outlets {
+    files: Vec<(OutFile, crate::config::Container, bool)>,
+    branches_rtsp: Vec<Arc<rtsp::Feeds>>,
+    names: Vec<String>,
+}
+
+/// Each stream's RTSP mounts.
+type Mounts = Vec<Vec<Arc<rtsp::Feeds>>>;
+
+/// The RTSP servers of a run: one per address, one mount per stream served there.
+fn start_servers(cfg: &Config) -> Result<(Vec<rtsp::Server>, Mounts)> {
+    let mut servers: Vec<((String, u16), rtsp::Server)> = Vec::new();
+    let mut per_stream = Vec::new();
+    for s in &cfg.streams {
+        let mut feeds = Vec::new();
+        for o in &s.outputs {
+            let Output::Rtsp { host, port, path } = o else {
+                continue;
+            };
+            let key = (host.clone(), *port);
+            let at = match servers.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    let server = rtsp::Server::open(host, *port, cfg.rtsp_auth.as_ref())?;
+                    if cfg.rtsp_auth.is_none() && !is_loopback(host) {
+                        eprintln!(
+                            "warning: {} is served to the network without credentials; anyone who reaches it can watch (set --rtsp-auth USER:PASSWORD or GRADCAM_RTSP_AUTH)",
+                            server.base
+                        );
+                    }
+                    servers.push((key, server));
+                    servers.len() - 1
+                }
+            };
+            let server = &mut servers[at].1;
+            feeds.push(server.mount(path)?);
+            eprintln!("serving: {}{path}", server.base);
+        }
+        per_stream.push(feeds);
+    }
+    Ok((servers.into_iter().map(|(_, s)| s).collect(), per_stream))
+}
+
+fn outlets(s: &Stream, feeds: Vec<Arc<rtsp::Feeds>>) -> Result<Outlets> {
+    let mut files = Vec::new();
+    let mut names = Vec::new();
+    for o in &s.outputs {
+        match o {
+            Output::Video { path, container } => {
+                let live = s.input.is_live();
+                let out = if live {
+                    OutFile::in_place(path)?
+                } else {
+                    OutFile::create(path)?.0
+                };
+                names.push(path.display().to_string());
+                files.push((out, *container, live));
+            }
+            Output::Segments { pattern, .. } => {
+                let dir = pattern
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                if !dir.is_dir() {
+                    anyhow::bail!(
+                        "cannot write segments {}: {} is not a directory; choose a path in an existing, writable directory",
+                        pattern.display(),
+                        dir.display()
+                    );
+                }
+                names.push(pattern.display().to_string());
+            }
+            Output::Rtsp { .. } => names.push("rtsp".into()),
+            Output::Display => names.push("display".into()),
+            Output::Null => names.push("null".into()),
+            Output::Image(_) => {}
+        }
+    }
+    Ok(Outlets {
+        files,
+        branches_rtsp: feeds,
+        names,
+    })
+}
+
+fn branches<'a>(s: &'a Stream, o: &'a Outlets) -> Vec<Branch<'a>> {
+    let (mut f, mut r) = (o.files.iter(), o.branches_rtsp.iter());
+    s.outputs
+        .iter()
+        .map(|out| match out {
+            Output::Video { .. } => {
+                let (file, container, live) = f.next().expect("one file per file output");
+                Branch::File(file.partial_path(), *container, *live)
+            }
+            Output::Segments {
+                pattern,
+                container,
+                every,
+            } => Branch::Segments(pattern, *container, every.as_nanos() as u64),
+            Output::Rtsp { .. } => Branch::Rtsp(r.next().expect("one mount each").clone()),
+            Output::Display => Branch::Display,
+            Output::Null | Output::Image(_) => Branch::Null,
+        })
+        .collect()
+}
+
 fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
     pipeline::init()?;
     let codec = pipeline::sink::resolve_encoder(cfg.encoder)?;
-    // Files are written under a partial name and renamed once finalized; servers start now so
-    // a port in use fails before the model loads.
-    let mut files = Vec::new();
-    let mut servers = Vec::new();
-    for o in &cfg.outputs {
-        match o {
-            Output::Video { path, container } => files.push((OutFile::create(path)?.0, *container)),
-            Output::Rtsp { host, port, path } => {
-                let server = pipeline::rtsp::Server::start(host, *port, path)?;
-                eprintln!("serving: {}", server.url);
-                servers.push(server);
-            }
-            _ => {}
-        }
-    }
-    let (mut f, mut r) = (files.iter(), servers.iter());
-    let branches = cfg
-        .outputs
+    // Servers start first, so a port in use fails before the model loads; files are reserved
+    // next, so an unwritable path does too.
+    let (servers, mounts) = start_servers(cfg)?;
+    let outlets = cfg
+        .streams
         .iter()
-        .map(|o| match o {
-            Output::Video { .. } => {
-                let (out, container) = f.next().expect("one file per file output");
-                pipeline::sink::Branch::File(out.partial_path(), *container)
-            }
-            Output::Rtsp { .. } => {
-                pipeline::sink::Branch::Rtsp(r.next().expect("one server each").feeds.clone())
-            }
-            Output::Display => pipeline::sink::Branch::Display,
-            Output::Null | Output::Image(_) => pipeline::sink::Branch::Null,
-        })
-        .collect();
-    let stats = Arc::new(Stats::default());
-    let (frames_tx, frames_rx) = crossbeam_channel::bounded::<Frame>(cfg.queue_capacity);
-    // Two batches in flight between the worker and the output, as between source and worker.
-    let (explained_tx, explained_rx) = crossbeam_channel::bounded::<Vec<Explained>>(2);
-    let (rendered_tx, rendered_rx) = crossbeam_channel::bounded::<Frame>(cfg.batch_size * 2);
+        .zip(mounts)
+        .map(|(s, feeds)| outlets(s, feeds))
+        .collect::<Result<Vec<_>>>()?;
 
-    let oldest = frames_rx.clone();
-    let (info, worker) = worker::spawn(settings, frames_rx, explained_tx, stats.clone())?;
-    let mut renderer = Renderer::new(cfg, &info)?;
-    let render_stats = stats.clone();
+    let all = Arc::new(Stats::default());
+    let stats: Vec<Arc<Stats>> = cfg
+        .streams
+        .iter()
+        .map(|_| Arc::new(Stats::default()))
+        .collect();
+    let mut queues = Vec::new();
+    let mut rendered = Vec::new();
+    for s in &cfg.streams {
+        queues.push(crossbeam_channel::bounded::<Frame>(s.queue_capacity));
+        rendered.push(crossbeam_channel::bounded::<Frame>(cfg.batch_size * 2));
+    }
+    let _metrics = match cfg.metrics {
+        Some(addr) => {
+            let board = metrics::Board {
+                streams: cfg
+                    .streams
+                    .iter()
+                    .zip(&stats)
+                    .zip(&queues)
+                    .map(|((s, st), (_, rx))| (s.name.clone(), st.clone(), rx.clone()))
+                    .collect(),
+                all: all.clone(),
+            };
+            let server = metrics::Server::start(addr, board)?;
+            eprintln!(
+                "metrics: {}/metrics (health: {}/healthz)",
+                server.url, server.url
+            );
+            Some(server)
+        }
+        None => None,
+    };
+
+    // Two batches in flight between the worker and the output, as between source and worker.
+    let (delivered_tx, delivered_rx) = crossbeam_channel::bounded::<worker::Delivery>(2);
+    let (info, worker) = worker::spawn(
+        settings,
+        queues.iter().map(|(_, rx)| rx.clone()).collect(),
+        delivered_tx,
+        all.clone(),
+    )?;
+    let metadata: Vec<(&str, Option<&Path>)> = cfg
+        .streams
+        .iter()
+        .map(|s| (s.name.as_str(), s.metadata.as_deref()))
+        .collect();
+    let mut renderer = Renderer::new(look(cfg), &info, &metadata)?;
+    let render_stats = all.clone();
+    let mut senders: Vec<Option<Sender<Frame>>> =
+        rendered.iter().map(|(tx, _)| Some(tx.clone())).collect();
     let render_thread = std::thread::Builder::new()
         .name("gradcam-render".into())
         .spawn(move || -> Result<Renderer> {
-            for batch in explained_rx.iter() {
+            for delivery in delivered_rx.iter() {
                 let busy = Instant::now();
-                let frames = renderer.render(batch)?;
+                let frames = renderer.render(delivery.explained)?;
                 render_stats.add_busy(Stage::Overlay, busy.elapsed());
                 for frame in frames {
-                    if rendered_tx.send(frame).is_err() {
-                        return Ok(renderer); // the output stopped; it reports why
+                    let s = frame.stream;
+                    let gone = match &senders[s] {
+                        Some(tx) => tx.send(frame).is_err(),
+                        None => false,
+                    };
+                    if gone {
+                        // That output stopped (it reports why); the others go on.
+                        senders[s] = None;
                     }
+                }
+                for s in delivery.ended {
+                    senders[s] = None; // its output sees the end and finishes
                 }
             }
             Ok(renderer)
@@ -226,25 +274,41 @@ fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
         .context("starting the render thread")?;
 
     let mut reporter = Reporter::new(cfg.progress, cfg.stats_every);
+    let runs = cfg
+        .streams
+        .iter()
+        .zip(&outlets)
+        .zip(queues)
+        .zip(rendered)
+        .zip(&stats)
+        .map(
+            |((((s, o), (frames, oldest)), (_, rendered)), st)| pipeline::StreamRun {
+                name: &s.name,
+                input: &s.input,
+                shown: &s.shown,
+                rtsp: s.rtsp,
+                overload: s.overload,
+                branches: branches(s, o),
+                frames,
+                oldest,
+                rendered,
+                stats: st.clone(),
+            },
+        )
+        .collect();
     let piped = pipeline::run_video(
         pipeline::Run {
-            input: &cfg.input,
-            rtsp: cfg.rtsp,
-            branches,
+            streams: runs,
             codec,
-            overload: cfg.overload,
             limits: pipeline::Limits {
                 max_frames: cfg.max_frames,
                 duration: cfg.duration,
             },
         },
-        frames_tx,
-        oldest,
-        rendered_rx,
-        stats.clone(),
+        all.clone(),
         &mut reporter,
     );
-    reporter.finish(&stats);
+    reporter.finish(&all);
     drop(servers);
     let worked = worker
         .join()
@@ -252,54 +316,113 @@ fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
     let rendered = render_thread
         .join()
         .map_err(|_| anyhow!("the render thread panicked"))?;
-    // The first failure in stream order explains the rest.
-    piped?;
+    let outcomes = piped?;
     worked?;
-    let renderer = rendered?;
-    let written = stats.written.load(std::sync::atomic::Ordering::Relaxed);
-    if written == 0 {
-        anyhow::bail!("the input gave no video frames; nothing was written");
-    }
-    renderer.commit()?;
-    let mut dests = Vec::new();
-    for (out, _) in files {
-        dests.push(out.dest().display().to_string());
-        out.commit()?;
-    }
-    for o in &cfg.outputs {
-        match o {
-            Output::Rtsp { .. } => dests.push("rtsp".into()),
-            Output::Display => dests.push("display".into()),
-            Output::Null => dests.push("null".into()),
-            _ => {}
+    let metadata = rendered?.into_metadata();
+
+    // Each stream's outputs: kept when it succeeded (or, for a live recording, whatever
+    // happened), removed when it wrote nothing or its file input failed.
+    let several = cfg.streams.len() > 1;
+    let mut failures = Vec::new();
+    for ((((s, o), outcome), st), meta) in cfg
+        .streams
+        .iter()
+        .zip(outlets)
+        .zip(outcomes)
+        .zip(&stats)
+        .zip(metadata)
+    {
+        let written = st.written.load(Relaxed);
+        let keep = written > 0 && (outcome.is_ok() || s.input.is_live());
+        for (file, _, _) in o.files {
+            if keep {
+                file.commit()?;
+            } else {
+                file.discard();
+            }
+        }
+        if let Some(m) = meta {
+            if keep {
+                m.commit()?;
+            }
+        }
+        match outcome {
+            Err(e) if !several => return Err(e),
+            Err(e) => failures.push(format!("{} ({e:#})", s.name)),
+            Ok(()) if written == 0 && !several => {
+                anyhow::bail!("the input gave no video frames; nothing was written")
+            }
+            Ok(()) if written == 0 => failures.push(format!("{} (no video frames)", s.name)),
+            Ok(()) => {}
+        }
+        if several {
+            eprintln!(
+                "{}",
+                crate::redact::line(&format!(
+                    "done: stream {}: {written} frames{} from {} → {}",
+                    s.name,
+                    losses(st),
+                    s.shown,
+                    o.names.join(", ")
+                ))
+            );
+        } else {
+            summary(cfg, &info, &all, &o.names);
         }
     }
-    let dest = dests.join(", ");
-    let secs = stats.elapsed().as_secs_f64();
-    let dropped = stats.dropped.load(std::sync::atomic::Ordering::Relaxed);
-    let mut dropped = if dropped > 0 {
-        format!(", {dropped} dropped (model behind the source)")
-    } else {
-        String::new()
-    };
-    let reconnects = stats.reconnects.load(std::sync::atomic::Ordering::Relaxed);
+    if several {
+        summary(
+            cfg,
+            &info,
+            &all,
+            &[format!("{} streams", cfg.streams.len())],
+        );
+    }
+    if !failures.is_empty() {
+        anyhow::bail!(
+            "{} of {} streams failed: {}",
+            failures.len(),
+            cfg.streams.len(),
+            failures.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// `, 3 dropped (model behind the source), 1 reconnect`, or nothing.
+fn losses(stats: &Stats) -> String {
+    let mut out = String::new();
+    let dropped = stats.dropped.load(Relaxed);
+    if dropped > 0 {
+        out.push_str(&format!(", {dropped} dropped (model behind the source)"));
+    }
+    let reconnects = stats.reconnects.load(Relaxed);
     if reconnects > 0 {
         let s = if reconnects == 1 { "" } else { "s" };
-        dropped.push_str(&format!(", {reconnects} reconnect{s}"));
+        out.push_str(&format!(", {reconnects} reconnect{s}"));
     }
+    out
+}
+
+fn summary(cfg: &Config, info: &ModelInfo, all: &Stats, dests: &[String]) {
+    let written = all.written.load(Relaxed);
+    let secs = all.elapsed().as_secs_f64();
     eprintln!(
-        "done: {written} frames in {secs:.1} s ({:.1} fps) on {} with {}, batch size {}{dropped} → {dest}",
+        "done: {written} frames in {secs:.1} s ({:.1} fps) on {} with {}, batch size {}{} → {}",
         written as f64 / secs.max(1e-9),
         info.device,
         info.name,
         cfg.batch_size,
+        losses(all),
+        dests.join(", ")
     );
-    Ok(())
 }
 
 fn run_image(cfg: &Config, settings: engine::Settings) -> Result<()> {
-    let (Input::Image(input), [Output::Image(path)]) = (&cfg.input, cfg.outputs.as_slice()) else {
-        unreachable!()
+    let stream = &cfg.streams[0];
+    let (Input::Image(input), [Output::Image(path)]) = (&stream.input, stream.outputs.as_slice())
+    else {
+        unreachable!("config pairs an image with one image output")
     };
     let start = Instant::now();
     let img = image::open(input)
@@ -322,8 +445,10 @@ fn run_image(cfg: &Config, settings: engine::Settings) -> Result<()> {
     let (frames_tx, frames_rx) = crossbeam_channel::bounded(1);
     let (results_tx, results_rx) = crossbeam_channel::bounded(1);
     let stats = Arc::new(Stats::default());
-    let (info, worker) = worker::spawn(settings, frames_rx, results_tx, stats)?;
-    let mut renderer = Renderer::new(cfg, &info)?;
+    let (info, worker) = worker::spawn(settings, vec![frames_rx], results_tx, stats)?;
+    let metadata: Vec<(&str, Option<&Path>)> =
+        vec![(stream.name.as_str(), stream.metadata.as_deref())];
+    let mut renderer = Renderer::new(look(cfg), &info, &metadata)?;
     frames_tx.send(frame).expect("the worker is waiting");
     drop(frames_tx);
     let explained = results_rx.recv();
@@ -332,7 +457,7 @@ fn run_image(cfg: &Config, settings: engine::Settings) -> Result<()> {
         .map_err(|_| anyhow!("the worker thread panicked"))??;
     let explained = explained
         .ok()
-        .and_then(|mut batch| batch.pop())
+        .and_then(|d: worker::Delivery| d.explained.into_iter().next())
         .ok_or_else(|| anyhow!("the worker ended without a result"))?;
 
     println!("top classes for {}:", input.display());
@@ -357,7 +482,9 @@ fn run_image(cfg: &Config, settings: engine::Settings) -> Result<()> {
         .with_context(|| format!("encoding {}", path.display()))?;
     std::io::Write::flush(&mut w).with_context(|| format!("writing {}", path.display()))?;
     drop(w);
-    renderer.commit()?;
+    for m in renderer.into_metadata().into_iter().flatten() {
+        m.commit()?;
+    }
     out.commit()?;
     eprintln!(
         "done: explained class {} ({}) in {:.2} s on {} → {}",

@@ -12,16 +12,35 @@ use clap::Parser;
 #[derive(Debug, Parser, Default)]
 #[command(name = "gradcam-stream", version, about, long_about = None)]
 pub struct Args {
-    /// Input: a video file path or URI (file://, http(s)://), an RTSP feed (rtsp://host[:port]/path),
-    /// a webcam (/dev/videoN or v4l2:///dev/videoN), a live test source
-    /// (test://[pattern][?size=WxH&fps=N]), or an image (.png .jpg .jpeg .bmp .webp .tiff)
-    #[arg(short, long, value_name = "PATH|URI")]
-    pub input: Option<String>,
+    /// Input, repeatable (one stream each, explained in shared batches): a video file path or URI
+    /// (file://, http(s)://), an RTSP feed (rtsp://[user:password@]host[:port]/path), a webcam
+    /// (/dev/videoN or v4l2:///dev/videoN), a live test source (test://[pattern][?size=WxH&fps=N]),
+    /// or an image (.png .jpg .jpeg .bmp .webp .tiff). Name a stream with a prefix:
+    /// `cam1=rtsp://…` (streams are otherwise named 0, 1, …)
+    #[arg(short, long, value_name = "[NAME=]PATH|URI")]
+    pub input: Vec<String>,
 
     /// Output, repeatable: a video file (.mp4, .mkv), an RTSP server (rtsp://0.0.0.0:8554/gradcam;
-    /// port 0 picks a free one), display (a window) or null (discard); an image for image input
+    /// port 0 picks a free one), display (a window) or null (discard); an image for image input.
+    /// With several inputs, `{stream}` in it is each stream's name: rec-{stream}.mp4,
+    /// rtsp://0.0.0.0:8554/{stream}
     #[arg(short, long, value_name = "PATH|URL")]
     pub output: Vec<String>,
+
+    /// Split each recording into numbered files this long (10m, 30s, 1h) through splitmuxsink:
+    /// rec.mp4 becomes rec-00000.mp4, rec-00001.mp4, …
+    #[arg(long, value_name = "DURATION")]
+    pub segment: Option<String>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics and a health check at /healthz
+    /// (e.g. 127.0.0.1:9464)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+
+    /// Make the RTSP server demand these credentials (Basic or Digest); the environment
+    /// variable GRADCAM_RTSP_AUTH does the same without showing them in the process list
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub rtsp_auth: Option<String>,
 
     /// Capture size to ask a webcam (or test:// source) for
     #[arg(long, value_name = "WxH")]
@@ -39,8 +58,8 @@ pub struct Args {
     #[arg(long, value_name = "auto|tcp|udp")]
     pub rtsp_transport: Option<String>,
 
-    /// RTSP input: reconnect tries in a row (1 s, 2 s, 4 s … apart, at most 30 s) before giving up
-    /// [default: 5]
+    /// RTSP input: reconnect tries in a row (1 s, 2 s, 4 s … apart, at most 30 s) before giving up;
+    /// 0 reconnects forever [default: 5]
     #[arg(long, value_name = "N")]
     pub reconnect_max: Option<u32>,
 
@@ -129,7 +148,8 @@ pub struct Args {
     #[arg(long, value_name = "A")]
     pub alpha: Option<f32>,
 
-    /// Write one JSON object per frame (class, score, the map) to this .jsonl file
+    /// Write one JSON object per frame (class, score, the map) to this .jsonl file (with several
+    /// inputs it contains `{stream}`)
     #[arg(long, value_name = "FILE")]
     pub metadata: Option<PathBuf>,
 

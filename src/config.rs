@@ -21,6 +21,11 @@ const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp", "tif", 
 pub struct FileConfig {
     pub input: Option<String>,
     pub output: Option<OneOrMany>,
+    /// `[[stream]]` tables: one stream each (the command line's `--input`s replace them).
+    #[serde(default)]
+    pub stream: Vec<StreamTable>,
+    pub segment: Option<String>,
+    pub metrics: Option<String>,
     pub model: Option<PathBuf>,
     pub device: Option<String>,
     pub batch_size: Option<usize>,
@@ -53,8 +58,28 @@ pub struct FileConfig {
     pub encoder: Option<String>,
 }
 
+/// One `[[stream]]` table: an input with its own outputs and the settings that may differ
+/// from stream to stream. What it leaves out comes from the file's top level and the flags.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamTable {
+    pub name: Option<String>,
+    pub input: String,
+    #[serde(alias = "output")]
+    pub outputs: Option<OneOrMany>,
+    pub metadata: Option<PathBuf>,
+    pub class: Option<ClassValue>,
+    pub smooth: Option<f32>,
+    pub rtsp_latency_ms: Option<u32>,
+    pub rtsp_transport: Option<String>,
+    pub reconnect_max: Option<u32>,
+    pub input_size: Option<String>,
+    pub input_fps: Option<u32>,
+    pub on_overload: Option<String>,
+}
+
 /// `class = 285` or `class = "tabby"`.
-#[derive(Debug, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum ClassValue {
     Id(i64),
@@ -70,7 +95,7 @@ pub enum ClassSpec {
 }
 
 /// `output = "x.mp4"` or `output = ["x.mp4", "rtsp://0.0.0.0:8554/gradcam"]`.
-#[derive(Debug, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -164,7 +189,8 @@ pub struct RtspSettings {
     /// rtspsrc's jitter buffer, in milliseconds.
     pub latency_ms: u32,
     pub transport: RtspTransport,
-    /// Reconnect tries in a row (1 s, 2 s, 4 s … apart, at most 30 s) before giving up.
+    /// Reconnect tries in a row (1 s, 2 s, 4 s … apart, at most 30 s) before giving up;
+    /// 0: forever.
     pub reconnect_max: u32,
 }
 
@@ -190,6 +216,13 @@ pub enum Output {
         path: PathBuf,
         container: Container,
     },
+    /// A recording split by splitmuxsink into files of `--segment` length: `pattern` holds
+    /// the number (`rec-%05d.mp4`).
+    Segments {
+        pattern: PathBuf,
+        container: Container,
+        every: Duration,
+    },
     /// Serve the explained stream over RTSP at `rtsp://host:port/path` (port 0: a free one).
     Rtsp {
         host: String,
@@ -202,19 +235,47 @@ pub enum Output {
     Null,
 }
 
+/// One stream: an input, where its explained frames go, and its own settings.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Config {
+pub struct Stream {
+    /// `cam1` from `--input cam1=…`, else the position (`0`, `1`, …).
+    pub name: String,
     pub input: Input,
+    /// The input as logs show it: credentials in a URL masked (`rtsp://user:***@cam/…`).
+    pub shown: String,
     /// One or more outputs; an image input has exactly one image output.
     pub outputs: Vec<Output>,
+    pub metadata: Option<PathBuf>,
+    pub class: Option<ClassSpec>,
+    pub smooth: f32,
+    pub overload: Overload,
+    pub queue_capacity: usize,
+    pub rtsp: RtspSettings,
+}
+
+/// The RTSP server's credentials (`--rtsp-auth USER:PASSWORD`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:***", self.user)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// One stream a `--input` (or `[[stream]]` table); frames of all share the model's batches.
+    pub streams: Vec<Stream>,
     pub model: PathBuf,
     pub device: DeviceChoice,
     pub precision: Precision,
     pub encoder: Encoder,
     pub batch_size: usize,
     pub max_wait: Duration,
-    pub queue_capacity: usize,
-    pub class: Option<ClassSpec>,
     pub method: Method,
     pub top_k: usize,
     pub show_rank: usize,
@@ -222,19 +283,25 @@ pub struct Config {
     pub threshold: f32,
     pub draw_box: bool,
     pub label: bool,
-    pub smooth: f32,
     pub alpha: f32,
-    pub metadata: Option<PathBuf>,
     pub threads: usize,
     pub progress: Progress,
-    pub overload: Overload,
-    /// End the run cleanly after this many frames.
+    /// End each stream cleanly after this many frames.
     pub max_frames: Option<u64>,
     /// End the run cleanly this long after the first frame.
     pub duration: Option<Duration>,
-    pub rtsp: RtspSettings,
     /// Print a stats line this often (and a final one at exit).
     pub stats_every: Option<Duration>,
+    /// Serve /metrics and /healthz here.
+    pub metrics: Option<std::net::SocketAddr>,
+    pub rtsp_auth: Option<Credentials>,
+}
+
+impl Config {
+    /// Whether the run is one still image (one stream, an image in, an image out).
+    pub fn is_image(&self) -> bool {
+        matches!(self.streams.as_slice(), [s] if matches!(s.input, Input::Image(_)))
+    }
 }
 
 /// An error in what the user asked for (exit status 2), as opposed to a failure while running.
@@ -277,32 +344,114 @@ impl Config {
         Self::merge(args, file)
     }
 
-    pub fn merge(a: Args, f: FileConfig) -> Result<Self> {
-        let input = a.input.or(f.input).ok_or_else(|| {
-            usage("no input given; pass --input FILE|URI (or set `input` in the config file)")
-        })?;
-        let outputs = if a.output.is_empty() {
-            f.output.map(OneOrMany::into_vec).unwrap_or_default()
+    pub fn merge(a: Args, mut f: FileConfig) -> Result<Self> {
+        // The streams as given: (name, input, its outputs and overrides when from a table).
+        let tables: Vec<StreamTable> = if !a.input.is_empty() {
+            a.input
+                .iter()
+                .map(|i| StreamTable {
+                    input: i.clone(),
+                    ..StreamTable::default()
+                })
+                .collect()
+        } else if !f.stream.is_empty() {
+            std::mem::take(&mut f.stream)
+        } else if let Some(i) = f.input.take() {
+            vec![StreamTable {
+                input: i,
+                ..StreamTable::default()
+            }]
         } else {
-            a.output
-        };
-        if outputs.is_empty() {
             bail!(usage(
-                "no output given; pass --output out.mp4 (or set `output` in the config file)"
+                "no input given; pass --input FILE|URI (or set `input` or [[stream]] tables in the config file)"
             ));
+        };
+        let several = tables.len() > 1;
+        let outputs = if a.output.is_empty() {
+            f.output
+                .clone()
+                .map(OneOrMany::into_vec)
+                .unwrap_or_default()
+        } else {
+            a.output.clone()
+        };
+        let batch_size = a.batch_size.or(f.batch_size).unwrap_or(8);
+        if !(1..=256).contains(&batch_size) {
+            bail!(usage(format!(
+                "--batch-size {batch_size} is out of range; use 1 to 256"
+            )));
         }
-        let input_size = match a.input_size.or(f.input_size) {
-            Some(s) => Some(parse_size(&s).ok_or_else(|| {
-                usage(format!("--input-size {s}: use WIDTHxHEIGHT, e.g. 1280x720"))
+        let top_k = a.top_k.or(f.top_k).unwrap_or(1);
+        if !(1..=20).contains(&top_k) {
+            bail!(usage(format!(
+                "--top-k {top_k} is out of range; use 1 to 20"
+            )));
+        }
+        let segment = match a.segment.as_deref().or(f.segment.as_deref()) {
+            Some(s) => Some(parse_duration(s).ok_or_else(|| {
+                usage(format!(
+                    "--segment {s}: use a duration such as 30s, 10m or 1h"
+                ))
             })?),
             None => None,
         };
-        let input_fps = a.input_fps.or(f.input_fps);
-        if input_fps == Some(0) {
-            bail!(usage("--input-fps must be at least 1"));
+
+        let mut names = Vec::new();
+        let mut streams = Vec::new();
+        for (n, t) in tables.into_iter().enumerate() {
+            let (name, spec) = match t.name.clone() {
+                Some(name) => (name, t.input.clone()),
+                None => split_name(&t.input).unwrap_or_else(|| (n.to_string(), t.input.clone())),
+            };
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                bail!(usage(format!(
+                    "stream name `{name}`: use letters, digits, '-', '_' or '.'"
+                )));
+            }
+            if names.contains(&name) {
+                bail!(usage(format!(
+                    "stream name `{name}` is given twice; give each --input its own NAME="
+                )));
+            }
+            names.push(name.clone());
+            // Flags first, then the stream's table, then the file's top level.
+            // What the stream's own table names needs no {stream}; what all share does.
+            let (outputs, own_outputs) = match (&t.outputs, a.output.is_empty()) {
+                (Some(o), true) => (o.clone().into_vec(), true),
+                _ => (outputs.clone(), false),
+            };
+            let own_metadata = a.metadata.is_none() && t.metadata.is_some();
+            let shared = (several && !own_outputs, several && !own_metadata);
+            let metadata = a
+                .metadata
+                .clone()
+                .or(t.metadata.clone())
+                .or(f.metadata.clone());
+            let stream = Stream::merge(
+                &name, &spec, &outputs, metadata, shared, &t, &a, &f, batch_size, top_k, segment,
+            )?;
+            streams.push(stream);
         }
-        let input = parse_input(&input, input_size, input_fps)?;
-        let outputs = parse_outputs(&outputs, &input)?;
+        if several && streams.iter().any(|s| matches!(s.input, Input::Image(_))) {
+            bail!(usage(
+                "an image input explains one picture; give it alone, not among several inputs"
+            ));
+        }
+        let mut seen: Vec<&Output> = Vec::new();
+        for s in &streams {
+            for o in &s.outputs {
+                if !matches!(o, Output::Null | Output::Display) && seen.contains(&o) {
+                    bail!(usage(format!(
+                        "two streams write the same output ({o:?}); put {{stream}} in it"
+                    )));
+                }
+                seen.push(o);
+            }
+        }
 
         let device = match a.device.or(f.device).as_deref().unwrap_or("auto") {
             "auto" => DeviceChoice::Auto,
@@ -321,60 +470,11 @@ impl Config {
                 "unknown progress mode `{other}`; use auto, bar, lines or none"
             ))),
         };
-        let batch_size = a.batch_size.or(f.batch_size).unwrap_or(8);
-        if !(1..=256).contains(&batch_size) {
-            bail!(usage(format!(
-                "--batch-size {batch_size} is out of range; use 1 to 256"
-            )));
-        }
-        // Two batches: one to gather while the model explains the other. A live source's
-        // queue is latency, so no more there; a file's is at least 16 frames of slack.
-        let queue_capacity = a
-            .queue_capacity
-            .or(f.queue_capacity)
-            .unwrap_or(if input.is_live() {
-                2 * batch_size
-            } else {
-                (2 * batch_size).max(16)
-            });
-        if queue_capacity < batch_size {
-            bail!(usage(format!(
-                "--queue-capacity {queue_capacity} is smaller than --batch-size {batch_size}: a batch could never fill; use a queue of at least the batch size (two batches is the default)"
-            )));
-        }
         let alpha = a.alpha.or(f.alpha).unwrap_or(0.5);
         if !(0.0..=1.0).contains(&alpha) {
             bail!(usage(format!(
                 "--alpha {alpha} is out of range; use 0 to 1"
             )));
-        }
-        let class = match (a.class, f.class) {
-            (Some(s), _) | (None, Some(ClassValue::Name(s))) => {
-                Some(match s.trim().parse::<i64>() {
-                    Ok(id) => ClassSpec::Id(id),
-                    Err(_) => ClassSpec::Name(s),
-                })
-            }
-            (None, Some(ClassValue::Id(id))) => Some(ClassSpec::Id(id)),
-            (None, None) => None,
-        };
-        if let Some(ClassSpec::Id(c)) = class {
-            if c < 0 {
-                bail!(usage(format!(
-                    "--class {c} is negative; use a class id from 0 to (number of classes - 1) or a class name"
-                )));
-            }
-        }
-        let top_k = a.top_k.or(f.top_k).unwrap_or(1);
-        if !(1..=20).contains(&top_k) {
-            bail!(usage(format!(
-                "--top-k {top_k} is out of range; use 1 to 20"
-            )));
-        }
-        if top_k > 1 && class.is_some() {
-            bail!(usage(
-                "--top-k explains each frame's most likely classes; drop --class, or --top-k"
-            ));
         }
         let show_rank = a.show_rank.or(f.show_rank).unwrap_or(1);
         if !(1..=top_k).contains(&show_rank) {
@@ -396,33 +496,7 @@ impl Config {
                 "--threshold {threshold} is out of range; use 0 to 1 (below 1)"
             )));
         }
-        let smooth = a.smooth.or(f.smooth).unwrap_or(0.0);
-        if !(0.0..1.0).contains(&smooth) {
-            bail!(usage(format!(
-                "--smooth {smooth} is out of range; use 0 (off) to below 1"
-            )));
-        }
-        let metadata = a.metadata.or(f.metadata);
-        if let Some(m) = &metadata {
-            if m.extension().and_then(|e| e.to_str()) != Some("jsonl") {
-                bail!(usage(format!(
-                    "--metadata {}: use a .jsonl file name",
-                    m.display()
-                )));
-            }
-        }
         let model = a.model.or(f.model).unwrap_or_else(default_model);
-        let overload = match a.on_overload.or(f.on_overload).as_deref() {
-            None if input.is_live() => Overload::Drop,
-            None | Some("block") => Overload::Block,
-            Some("drop") if input.is_live() => Overload::Drop,
-            Some("drop") => bail!(usage(
-                "--on-overload drop applies to live sources; a file input never drops frames"
-            )),
-            Some(other) => bail!(usage(format!(
-                "unknown --on-overload `{other}`; use drop or block"
-            ))),
-        };
         let max_frames = a.max_frames.or(f.max_frames);
         if max_frames == Some(0) {
             bail!(usage("--max-frames must be at least 1"));
@@ -433,14 +507,6 @@ impl Config {
                 "--duration {d} must be a positive number of seconds"
             ))),
             None => None,
-        };
-        let transport = match a.rtsp_transport.or(f.rtsp_transport).as_deref() {
-            None | Some("auto") => RtspTransport::Auto,
-            Some("tcp") => RtspTransport::Tcp,
-            Some("udp") => RtspTransport::Udp,
-            Some(other) => bail!(usage(format!(
-                "unknown --rtsp-transport `{other}`; use auto, tcp or udp"
-            ))),
         };
         let stats_every = match a.stats.or(f.stats) {
             Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
@@ -471,9 +537,28 @@ impl Config {
                 usage(format!("unknown --method `{m}`; use {}", names.join(", ")))
             })?,
         };
+        let metrics = match a.metrics.or(f.metrics) {
+            Some(m) => Some(parse_metrics_addr(&m)?),
+            None => None,
+        };
+        let rtsp_auth = match a.rtsp_auth {
+            Some(c) => Some(parse_credentials(&c, "--rtsp-auth")?),
+            None => match std::env::var("GRADCAM_RTSP_AUTH") {
+                Ok(c) if !c.is_empty() => Some(parse_credentials(&c, "GRADCAM_RTSP_AUTH")?),
+                _ => None,
+            },
+        };
+        if rtsp_auth.is_some()
+            && !streams
+                .iter()
+                .any(|s| s.outputs.iter().any(|o| matches!(o, Output::Rtsp { .. })))
+        {
+            bail!(usage(
+                "--rtsp-auth protects an rtsp:// output, and there is none; add --output rtsp://HOST:PORT/PATH or drop --rtsp-auth"
+            ));
+        }
         Ok(Config {
-            input,
-            outputs,
+            streams,
             method,
             top_k,
             show_rank,
@@ -481,29 +566,282 @@ impl Config {
             threshold,
             draw_box: a.draw_box || f.draw_box.unwrap_or(false),
             label: !a.no_label && f.label.unwrap_or(true),
-            smooth,
             model,
             device,
             precision,
             encoder,
             batch_size,
             max_wait: Duration::from_millis(a.max_wait_ms.or(f.max_wait_ms).unwrap_or(50)),
-            queue_capacity,
-            class,
             alpha,
-            metadata,
             threads: a.threads.or(f.threads).unwrap_or(0),
             progress,
-            overload,
             max_frames,
             duration,
-            rtsp: RtspSettings {
-                latency_ms: a.rtsp_latency_ms.or(f.rtsp_latency_ms).unwrap_or(200),
-                transport,
-                reconnect_max: a.reconnect_max.or(f.reconnect_max).unwrap_or(5),
-            },
             stats_every,
+            metrics,
+            rtsp_auth,
         })
+    }
+}
+
+impl Stream {
+    /// One stream's settings: its table's, else the flags', else the file's top level.
+    #[allow(clippy::too_many_arguments)]
+    fn merge(
+        name: &str,
+        spec: &str,
+        outputs: &[String],
+        metadata: Option<PathBuf>,
+        (shared_outputs, shared_metadata): (bool, bool),
+        t: &StreamTable,
+        a: &Args,
+        f: &FileConfig,
+        batch_size: usize,
+        top_k: usize,
+        segment: Option<Duration>,
+    ) -> Result<Stream> {
+        let shown = crate::redact::uri(spec);
+        let input_size = match a
+            .input_size
+            .clone()
+            .or(t.input_size.clone())
+            .or(f.input_size.clone())
+        {
+            Some(s) => Some(parse_size(&s).ok_or_else(|| {
+                usage(format!("--input-size {s}: use WIDTHxHEIGHT, e.g. 1280x720"))
+            })?),
+            None => None,
+        };
+        let input_fps = a.input_fps.or(t.input_fps).or(f.input_fps);
+        if input_fps == Some(0) {
+            bail!(usage("--input-fps must be at least 1"));
+        }
+        let input = parse_input(spec, input_size, input_fps)?;
+        if outputs.is_empty() {
+            bail!(usage(
+                "no output given; pass --output out.mp4 (or set `output` in the config file)"
+            ));
+        }
+        let with_name = |o: &str, what: &str, shared: bool| -> Result<String> {
+            if !o.contains("{stream}") {
+                if shared && !matches!(o, "null" | "display") {
+                    bail!(usage(format!(
+                        "{what} {o}: with several inputs every {what} must contain {{stream}} (each stream's name), e.g. rec-{{stream}}.mp4 or rtsp://0.0.0.0:8554/{{stream}}"
+                    )));
+                }
+                return Ok(o.to_owned());
+            }
+            Ok(o.replace("{stream}", name))
+        };
+        let outputs = outputs
+            .iter()
+            .map(|o| with_name(o, "--output", shared_outputs))
+            .collect::<Result<Vec<_>>>()?;
+        let mut outputs = parse_outputs(&outputs, &input)?;
+        if let Some(every) = segment {
+            for o in &mut outputs {
+                if let Output::Video { path, container } = o {
+                    *o = Output::Segments {
+                        pattern: segment_pattern(path),
+                        container: *container,
+                        every,
+                    };
+                }
+            }
+        }
+        let metadata = match metadata {
+            Some(m) => {
+                let m = PathBuf::from(with_name(
+                    &m.to_string_lossy(),
+                    "--metadata",
+                    shared_metadata,
+                )?);
+                if m.extension().and_then(|e| e.to_str()) != Some("jsonl") {
+                    bail!(usage(format!(
+                        "--metadata {}: use a .jsonl file name",
+                        m.display()
+                    )));
+                }
+                Some(m)
+            }
+            None => None,
+        };
+        // Two batches: one to gather while the model explains the other. A live source's
+        // queue is latency, so no more there; a file's is at least 16 frames of slack.
+        let queue_capacity = a
+            .queue_capacity
+            .or(f.queue_capacity)
+            .unwrap_or(if input.is_live() {
+                2 * batch_size
+            } else {
+                (2 * batch_size).max(16)
+            });
+        if queue_capacity < batch_size {
+            bail!(usage(format!(
+                "--queue-capacity {queue_capacity} is smaller than --batch-size {batch_size}: a batch could never fill; use a queue of at least the batch size (two batches is the default)"
+            )));
+        }
+        let class_value = match (&a.class, &t.class, &f.class) {
+            (Some(s), _, _) => Some(ClassValue::Name(s.clone())),
+            (None, Some(c), _) | (None, None, Some(c)) => Some(c.clone()),
+            (None, None, None) => None,
+        };
+        let class = class_value.map(|c| match c {
+            ClassValue::Id(id) => ClassSpec::Id(id),
+            ClassValue::Name(s) => match s.trim().parse::<i64>() {
+                Ok(id) => ClassSpec::Id(id),
+                Err(_) => ClassSpec::Name(s),
+            },
+        });
+        if let Some(ClassSpec::Id(c)) = class {
+            if c < 0 {
+                bail!(usage(format!(
+                    "--class {c} is negative; use a class id from 0 to (number of classes - 1) or a class name"
+                )));
+            }
+        }
+        if top_k > 1 && class.is_some() {
+            bail!(usage(
+                "--top-k explains each frame's most likely classes; drop --class, or --top-k"
+            ));
+        }
+        let smooth = a.smooth.or(t.smooth).or(f.smooth).unwrap_or(0.0);
+        if !(0.0..1.0).contains(&smooth) {
+            bail!(usage(format!(
+                "--smooth {smooth} is out of range; use 0 (off) to below 1"
+            )));
+        }
+        let overload = match a
+            .on_overload
+            .as_deref()
+            .or(t.on_overload.as_deref())
+            .or(f.on_overload.as_deref())
+        {
+            None if input.is_live() => Overload::Drop,
+            None | Some("block") => Overload::Block,
+            Some("drop") if input.is_live() => Overload::Drop,
+            Some("drop") => bail!(usage(
+                "--on-overload drop applies to live sources; a file input never drops frames"
+            )),
+            Some(other) => bail!(usage(format!(
+                "unknown --on-overload `{other}`; use drop or block"
+            ))),
+        };
+        let transport = match a
+            .rtsp_transport
+            .as_deref()
+            .or(t.rtsp_transport.as_deref())
+            .or(f.rtsp_transport.as_deref())
+        {
+            None | Some("auto") => RtspTransport::Auto,
+            Some("tcp") => RtspTransport::Tcp,
+            Some("udp") => RtspTransport::Udp,
+            Some(other) => bail!(usage(format!(
+                "unknown --rtsp-transport `{other}`; use auto, tcp or udp"
+            ))),
+        };
+        Ok(Stream {
+            name: name.to_owned(),
+            input,
+            shown,
+            outputs,
+            metadata,
+            class,
+            smooth,
+            overload,
+            queue_capacity,
+            rtsp: RtspSettings {
+                latency_ms: a
+                    .rtsp_latency_ms
+                    .or(t.rtsp_latency_ms)
+                    .or(f.rtsp_latency_ms)
+                    .unwrap_or(200),
+                transport,
+                reconnect_max: a
+                    .reconnect_max
+                    .or(t.reconnect_max)
+                    .or(f.reconnect_max)
+                    .unwrap_or(5),
+            },
+        })
+    }
+}
+
+/// `cam1=rtsp://…` → (`cam1`, `rtsp://…`): a prefix of name characters before the first `=`,
+/// when what follows is not empty and the whole is not a file that exists.
+fn split_name(spec: &str) -> Option<(String, String)> {
+    let (name, rest) = spec.split_once('=')?;
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    (plain && !rest.is_empty() && !Path::new(spec).exists())
+        .then(|| (name.to_owned(), rest.to_owned()))
+}
+
+/// `30s`, `10m`, `1h`, `1500ms` or plain seconds (`90`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    (v.is_finite() && v > 0.0).then(|| Duration::from_secs_f64(v * scale))
+}
+
+/// `rec.mp4` → `rec-%05d.mp4`; a path that already holds a `%…d` keeps it.
+fn segment_pattern(path: &Path) -> PathBuf {
+    let s = path.to_string_lossy();
+    if s.contains('%') {
+        return path.to_owned();
+    }
+    let stem = path
+        .file_stem()
+        .map(|x| x.to_string_lossy())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|x| x.to_string_lossy())
+        .unwrap_or_default();
+    path.with_file_name(format!("{stem}-%05d.{ext}"))
+}
+
+/// `HOST:PORT` for the metrics server; a bare port means loopback.
+fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let spec = if s.parse::<u16>().is_ok() {
+        format!("127.0.0.1:{s}")
+    } else {
+        s.to_owned()
+    };
+    spec.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            usage(format!(
+                "--metrics {s}: use HOST:PORT, e.g. 127.0.0.1:9464 (port 0 picks a free one)"
+            ))
+        })
+}
+
+fn parse_credentials(s: &str, what: &str) -> Result<Credentials> {
+    match s.split_once(':') {
+        Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+            crate::redact::secret(password);
+            Ok(Credentials {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            })
+        }
+        _ => bail!(usage(format!("{what}: use USER:PASSWORD, both non-empty"))),
     }
 }
 
@@ -791,7 +1129,7 @@ mod tests {
 
     fn args(input: &str, output: &str) -> Args {
         Args {
-            input: Some(input.into()),
+            input: vec![input.into()],
             output: vec![output.into()],
             ..Args::default()
         }
@@ -808,9 +1146,11 @@ mod tests {
         assert_eq!(c.max_wait, Duration::from_millis(50));
         assert_eq!(c.alpha, 0.5);
         assert_eq!(c.device, DeviceChoice::Auto);
-        assert!(matches!(c.input, Input::Video { ref uri, .. } if uri.starts_with("file:///")));
+        assert!(
+            matches!(c.streams[0].input, Input::Video { ref uri, .. } if uri.starts_with("file:///"))
+        );
         assert_eq!(
-            c.outputs[0],
+            c.streams[0].outputs[0],
             Output::Video {
                 path: "x.mp4".into(),
                 container: Container::Mp4
@@ -829,7 +1169,7 @@ mod tests {
         assert_eq!(c.alpha, 0.3);
         assert_eq!(c.device, DeviceChoice::Cpu);
         assert!(matches!(
-            c.outputs[0],
+            c.streams[0].outputs[0],
             Output::Video {
                 container: Container::Matroska,
                 ..
@@ -845,7 +1185,7 @@ mod tests {
             FileConfig::default(),
         )?;
         assert_eq!(
-            c.input,
+            c.streams[0].input,
             Input::Test {
                 pattern: "ball".into(),
                 width: 64,
@@ -853,22 +1193,22 @@ mod tests {
                 fps: 60
             }
         );
-        assert_eq!(c.outputs, vec![Output::Null]);
-        assert_eq!(c.overload, Overload::Drop);
-        assert_eq!(c.queue_capacity, 2 * c.batch_size);
+        assert_eq!(c.streams[0].outputs, vec![Output::Null]);
+        assert_eq!(c.streams[0].overload, Overload::Drop);
+        assert_eq!(c.streams[0].queue_capacity, 2 * c.batch_size);
         let mut a = args("test://", "x.mp4");
         a.on_overload = Some("block".into());
         assert_eq!(
-            Config::merge(a, FileConfig::default())?.overload,
+            Config::merge(a, FileConfig::default())?.streams[0].overload,
             Overload::Block
         );
         let file = Config::merge(args(&this_file(), "x.mp4"), FileConfig::default())?;
-        assert_eq!(file.overload, Overload::Block);
-        assert_eq!(file.queue_capacity, 16);
+        assert_eq!(file.streams[0].overload, Overload::Block);
+        assert_eq!(file.streams[0].queue_capacity, 16);
         let mut a = args(&this_file(), "x.mp4");
         a.batch_size = Some(32);
         let c = Config::merge(a, FileConfig::default())?;
-        assert_eq!(c.queue_capacity, 64, "two batches");
+        assert_eq!(c.streams[0].queue_capacity, 64, "two batches");
         let mut a = args(&this_file(), "x.mp4");
         a.on_overload = Some("drop".into());
         let e = Config::merge(a, FileConfig::default()).unwrap_err();
@@ -888,16 +1228,16 @@ mod tests {
         a.output.clear();
         let c = Config::merge(a, file)?;
         assert_eq!(
-            c.input,
+            c.streams[0].input,
             Input::Rtsp {
                 uri: "rtsp://cam.local:554/stream1".into()
             }
         );
-        assert_eq!(c.overload, Overload::Drop);
-        assert_eq!(c.rtsp.reconnect_max, 2);
-        assert_eq!(c.rtsp.transport, RtspTransport::Auto);
+        assert_eq!(c.streams[0].overload, Overload::Drop);
+        assert_eq!(c.streams[0].rtsp.reconnect_max, 2);
+        assert_eq!(c.streams[0].rtsp.transport, RtspTransport::Auto);
         assert_eq!(
-            c.outputs[1..],
+            c.streams[0].outputs[1..],
             [
                 Output::Rtsp {
                     host: "0.0.0.0".into(),
@@ -917,7 +1257,7 @@ mod tests {
         a.stats = Some(2.0);
         let c = Config::merge(a, FileConfig::default())?;
         assert!(matches!(
-            c.input,
+            c.streams[0].input,
             Input::Test {
                 width: 64,
                 height: 32,
@@ -926,6 +1266,135 @@ mod tests {
             }
         ));
         assert_eq!(c.stats_every, Some(Duration::from_secs(2)));
+        Ok(())
+    }
+
+    #[test]
+    fn several_inputs_are_named_streams_with_their_own_outputs() -> Result<()> {
+        let a = Args {
+            input: vec![
+                "cam1=rtsp://admin:pw@10.0.0.5/stream1".into(),
+                "test://ball".into(),
+            ],
+            output: vec![
+                "rec-{stream}.mp4".into(),
+                "rtsp://0.0.0.0:8554/{stream}".into(),
+            ],
+            metadata: Some("meta-{stream}.jsonl".into()),
+            ..Args::default()
+        };
+        let c = Config::merge(a, FileConfig::default())?;
+        let names: Vec<_> = c.streams.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["cam1", "1"]);
+        assert_eq!(c.streams[0].shown, "rtsp://admin:***@10.0.0.5/stream1");
+        assert_eq!(
+            c.streams[1].outputs,
+            [
+                Output::Video {
+                    path: "rec-1.mp4".into(),
+                    container: Container::Mp4
+                },
+                Output::Rtsp {
+                    host: "0.0.0.0".into(),
+                    port: 8554,
+                    path: "/1".into()
+                }
+            ]
+        );
+        assert_eq!(c.streams[0].metadata, Some("meta-cam1.jsonl".into()));
+
+        // Without {stream}, two streams would write one file.
+        let a = Args {
+            input: vec!["test://ball".into(), "test://snow".into()],
+            output: vec!["rec.mp4".into()],
+            ..Args::default()
+        };
+        let e = Config::merge(a, FileConfig::default()).unwrap_err();
+        assert!(
+            e.is::<UsageError>() && e.to_string().contains("{stream}"),
+            "{e}"
+        );
+        let a = Args {
+            input: vec!["a=test://ball".into(), "a=test://snow".into()],
+            output: vec!["{stream}.mp4".into()],
+            ..Args::default()
+        };
+        let e = Config::merge(a, FileConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("given twice"), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn stream_tables_set_their_own_settings() -> Result<()> {
+        let file: FileConfig = toml::from_str(
+            r#"
+            output = "rec-{stream}.mkv"
+            smooth = 0.5
+            reconnect_max = 3
+            [[stream]]
+            name = "door"
+            input = "rtsp://10.0.0.5/a"
+            class = "tabby"
+            reconnect_max = 0
+            [[stream]]
+            name = "yard"
+            input = "test://ball"
+            outputs = ["yard.mp4", "rtsp://127.0.0.1:8554/yard"]
+            smooth = 0.0
+            "#,
+        )?;
+        let c = Config::merge(Args::default(), file)?;
+        let (door, yard) = (&c.streams[0], &c.streams[1]);
+        assert_eq!(door.class, Some(ClassSpec::Name("tabby".into())));
+        assert_eq!(door.rtsp.reconnect_max, 0);
+        assert_eq!(door.smooth, 0.5);
+        assert_eq!(
+            door.outputs,
+            [Output::Video {
+                path: "rec-door.mkv".into(),
+                container: Container::Matroska
+            }]
+        );
+        assert_eq!(yard.smooth, 0.0);
+        assert_eq!(yard.rtsp.reconnect_max, 3);
+        assert_eq!(yard.outputs.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn segments_metrics_and_credentials() -> Result<()> {
+        let mut a = args("test://ball", "rec.mp4");
+        a.segment = Some("10m".into());
+        a.metrics = Some("9464".into());
+        let c = Config::merge(a, FileConfig::default())?;
+        assert_eq!(
+            c.streams[0].outputs,
+            [Output::Segments {
+                pattern: "rec-%05d.mp4".into(),
+                container: Container::Mp4,
+                every: Duration::from_secs(600)
+            }]
+        );
+        assert_eq!(c.metrics, Some("127.0.0.1:9464".parse()?));
+        assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("-1s"), None);
+        let mut a = args("test://ball", "rtsp://0.0.0.0:0/x");
+        a.rtsp_auth = Some("viewer:s3cret".into());
+        let c = Config::merge(a, FileConfig::default())?;
+        let creds = c.rtsp_auth.expect("credentials");
+        assert_eq!(format!("{creds:?}"), "viewer:***");
+        let mut a = args("test://ball", "rtsp://0.0.0.0:0/x");
+        a.rtsp_auth = Some("viewer".into());
+        let e = Config::merge(a, FileConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("USER:PASSWORD"), "{e}");
+        let mut a = args("test://ball", "x.mp4");
+        a.rtsp_auth = Some("viewer:pw".into());
+        let e = Config::merge(a, FileConfig::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("no rtsp:// output") || e.to_string().contains("there is none"),
+            "{e}"
+        );
         Ok(())
     }
 

@@ -6,6 +6,8 @@ use std::time::Instant;
 /// One decoded video frame (or a still image), packed RGBx: 4 bytes a pixel, `width * 4` a row.
 #[derive(Debug, Clone)]
 pub struct Frame {
+    /// The stream it comes from (its place among the inputs, from 0).
+    pub stream: usize,
     /// Position in the input stream, from 0.
     pub index: u64,
     /// Presentation timestamp in nanoseconds, as the decoder gave it.
@@ -32,6 +34,7 @@ impl Frame {
             pixels.extend_from_slice(&[px[0], px[1], px[2], 255]);
         }
         Frame {
+            stream: 0,
             index,
             pts: None,
             duration: None,

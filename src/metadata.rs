@@ -48,6 +48,8 @@ struct BoxJson {
 
 #[derive(Serialize)]
 struct Line<'a> {
+    /// The stream's name (`0` for a single input unless it is named).
+    stream: &'a str,
     frame: u64,
     pts_ns: Option<u64>,
     class: i64,
@@ -63,7 +65,13 @@ struct Line<'a> {
 
 /// One JSON object (no newline) for an explained frame.
 /// `loc` is where the shown map points (see `localize`). The schema is docs/metadata.schema.json.
-pub fn line(e: &Explained, classes: &[String], method: &str, loc: &Located) -> String {
+pub fn line(
+    e: &Explained,
+    stream: &str,
+    classes: &[String],
+    method: &str,
+    loc: &Located,
+) -> String {
     let name = |c: i64| classes.get(c as usize).map(String::as_str).unwrap_or("");
     let label = name(e.target.class);
     let topk = if e.ranked.is_empty() {
@@ -88,6 +96,7 @@ pub fn line(e: &Explained, classes: &[String], method: &str, loc: &Located) -> S
             .collect()
     };
     let l = Line {
+        stream,
         frame: e.frame.index,
         pts_ns: e.frame.pts,
         class: e.target.class,
@@ -146,10 +155,10 @@ mod tests {
                 y1: 1,
             }),
         };
-        let s = line(&e, &["a".into(), "b".into()], "gradcam", &loc);
+        let s = line(&e, "cam1", &["a".into(), "b".into()], "gradcam", &loc);
         assert_eq!(
             s,
-            r#"{"frame":3,"pts_ns":120000000,"class":1,"label":"b","score":0.5,"cam":{"h":1,"w":2,"data":[0.0,1.0]},"method":"gradcam","topk":[{"id":1,"label":"b","probability":0.5}],"peak":{"x":0,"y":0},"box":{"x0":0,"y0":0,"x1":1,"y1":1}}"#
+            r#"{"stream":"cam1","frame":3,"pts_ns":120000000,"class":1,"label":"b","score":0.5,"cam":{"h":1,"w":2,"data":[0.0,1.0]},"method":"gradcam","topk":[{"id":1,"label":"b","probability":0.5}],"peak":{"x":0,"y":0},"box":{"x0":0,"y0":0,"x1":1,"y1":1}}"#
         );
         Ok(())
     }

@@ -1,5 +1,8 @@
 //! Outputs appear whole or not at all: everything is written to a hidden partial file beside
-//! the destination and renamed over it only when the run succeeds; a failed run removes it.
+//! the destination and renamed over it only when the run succeeds; a failed run removes it,
+//! and a later run removes those left by a process that was killed.
+//! A live recording is the exception: it is written in place, as it goes (fragmented), so
+//! that whatever ends the process leaves the recording up to then.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -30,6 +33,36 @@ pub struct OutFile {
     dest: PathBuf,
     partial: PathBuf,
     committed: bool,
+    /// Written at `dest` directly (a live recording): kept unless discarded.
+    in_place: bool,
+}
+
+/// Remove `.NAME.partial-PID` files in `dir` whose process no longer runs (killed before it
+/// could clean up).
+fn remove_stale(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.partial-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid as u32 == std::process::id() {
+            continue;
+        }
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 impl OutFile {
@@ -45,6 +78,7 @@ impl OutFile {
         if dest.is_dir() {
             anyhow::bail!("output {} is a directory; give a file name", dest.display());
         }
+        remove_stale(dir, &name.to_string_lossy());
         let partial = dir.join(format!(
             ".{}.partial-{}",
             name.to_string_lossy(),
@@ -64,9 +98,36 @@ impl OutFile {
                 dest: dest.to_owned(),
                 partial,
                 committed: false,
+                in_place: false,
             },
             file,
         ))
+    }
+
+    /// A live recording at `dest`, written in place from the start (checked writable now).
+    pub fn in_place(dest: &Path) -> Result<OutFile> {
+        if dest.is_dir() {
+            anyhow::bail!("output {} is a directory; give a file name", dest.display());
+        }
+        File::create(dest).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write output {}: {e}; choose a path in an existing, writable directory",
+                dest.display()
+            )
+        })?;
+        Ok(OutFile {
+            dest: dest.to_owned(),
+            partial: dest.to_owned(),
+            committed: false,
+            in_place: true,
+        })
+    }
+
+    /// Remove what was written (a recording with no frame in it).
+    pub fn discard(mut self) {
+        let _ = std::fs::remove_file(&self.partial);
+        forget(&self.partial);
+        self.committed = true;
     }
 
     /// Where writers put the bytes until [`commit`](Self::commit).
@@ -79,6 +140,10 @@ impl OutFile {
     }
 
     pub fn commit(mut self) -> Result<()> {
+        if self.in_place {
+            self.committed = true;
+            return Ok(());
+        }
         std::fs::rename(&self.partial, &self.dest).with_context(|| {
             format!(
                 "moving the finished output into place at {}",
@@ -93,7 +158,7 @@ impl OutFile {
 
 impl Drop for OutFile {
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.committed && !self.in_place {
             let _ = std::fs::remove_file(&self.partial);
             forget(&self.partial);
         }
@@ -152,6 +217,24 @@ mod tests {
             1,
             "partial left behind"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn partials_of_dead_processes_are_removed() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        // A pid that cannot be running: above the kernel's pid_max (at most 2^22).
+        let stale = dir.path().join(".o.mp4.partial-9999999");
+        std::fs::write(&stale, "x")?;
+        let alive = dir.path().join(format!(
+            ".o.mp4.partial-{}",
+            std::os::unix::process::parent_id()
+        ));
+        std::fs::write(&alive, "x")?;
+        let (f, _) = OutFile::create(&dir.path().join("o.mp4"))?;
+        assert!(!stale.exists());
+        assert!(alive.exists(), "a running process keeps its partial");
+        drop(f);
         Ok(())
     }
 

@@ -37,6 +37,44 @@ pub struct Stats {
     queue_taken: AtomicU64,
     /// Device memory in use, in bytes (0: not on a GPU).
     device_memory: AtomicU64,
+    /// How many batches of each size the model ran (index: the size).
+    batches: Mutex<Vec<u64>>,
+    /// Where the stream stands (per-stream stats; the whole run's stays `Starting`).
+    health: Mutex<Health>,
+}
+
+/// Where a stream stands, for `/healthz` and the `up` metric.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Health {
+    /// Opening its input; no frame yet.
+    #[default]
+    Starting,
+    /// Frames flowing.
+    Up,
+    /// Its feed was lost; `tries` reconnect tries so far, of `max` (0: forever).
+    Reconnecting { tries: u32, max: u32, why: String },
+    /// Its input ended and its outputs are finished.
+    Ended,
+    /// Given up: the reason.
+    Failed(String),
+}
+
+impl Health {
+    /// Whether frames flow now.
+    pub fn up(&self) -> bool {
+        matches!(self, Health::Up)
+    }
+
+    /// Whether the stream is down for good (beyond its reconnect budget, or failed).
+    pub fn down(&self) -> Option<String> {
+        match self {
+            Health::Failed(why) => Some(why.clone()),
+            Health::Reconnecting { tries, max, why } if *max > 0 && tries >= max => {
+                Some(format!("{why}; {tries} of {max} reconnect tries spent"))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The stages a frame passes, for `--stats`' account of where the time goes.
@@ -86,6 +124,8 @@ impl Default for Stats {
             queue_wait: AtomicU64::new(0),
             queue_taken: AtomicU64::new(0),
             device_memory: AtomicU64::new(0),
+            batches: Mutex::new(Vec::new()),
+            health: Mutex::new(Health::Starting),
         }
     }
 }
@@ -147,6 +187,60 @@ impl Stats {
         self.device_memory.store(bytes, Relaxed);
     }
 
+    pub fn device_memory(&self) -> u64 {
+        self.device_memory.load(Relaxed)
+    }
+
+    /// The model ran a batch of `n` frames.
+    pub fn record_batch(&self, n: usize) {
+        if let Ok(mut b) = self.batches.lock() {
+            if b.len() <= n {
+                b.resize(n + 1, 0);
+            }
+            b[n] += 1;
+        }
+    }
+
+    /// How many batches of each size ran (index: the size).
+    pub fn batch_sizes(&self) -> Vec<u64> {
+        self.batches.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    /// Seconds the model has been busy.
+    pub fn model_seconds(&self) -> f64 {
+        self.busy[Stage::Model as usize].load(Relaxed) as f64 / 1e9
+    }
+
+    pub fn set_health(&self, h: Health) {
+        if let Ok(mut s) = self.health.lock() {
+            *s = h;
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    /// The latency histogram over the whole run: (upper bound in seconds, frames at or
+    /// below it) for each of `bounds`, the sum in seconds and the count.
+    pub fn latency_buckets(&self, bounds: &[f64]) -> (Vec<(f64, u64)>, f64, u64) {
+        let Ok(l) = self.latency.lock() else {
+            return (Vec::new(), 0.0, 0);
+        };
+        let h = &l.0;
+        let mut out = Vec::with_capacity(bounds.len());
+        let (mut seen, mut ms) = (0u64, 0usize);
+        for &b in bounds {
+            let upto = ((b * 1000.0).floor() as usize).min(Histogram::BUCKETS - 1);
+            while ms <= upto {
+                seen += h.counts[ms];
+                ms += 1;
+            }
+            out.push((b, seen));
+        }
+        (out, h.sum_ns as f64 / 1e9, h.n)
+    }
+
     fn snapshot(&self) -> Snapshot {
         Snapshot {
             busy: std::array::from_fn(|i| self.busy[i].load(Relaxed)),
@@ -176,6 +270,7 @@ impl Stats {
 struct Histogram {
     counts: Vec<u64>,
     n: u64,
+    sum_ns: u64,
 }
 
 impl Default for Histogram {
@@ -183,6 +278,7 @@ impl Default for Histogram {
         Histogram {
             counts: vec![0; Self::BUCKETS],
             n: 0,
+            sum_ns: 0,
         }
     }
 }
@@ -194,6 +290,7 @@ impl Histogram {
         let ms = (d.as_millis() as usize).min(Self::BUCKETS - 1);
         self.counts[ms] += 1;
         self.n += 1;
+        self.sum_ns += d.as_nanos() as u64;
     }
 
     /// The smallest bucket at or below which a fraction `q` of the samples lie.

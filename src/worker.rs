@@ -8,19 +8,28 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::engine::{Engine, ModelInfo, Pending, Settings};
 use crate::frame::{Explained, Frame};
 use crate::model;
 use crate::stats::{Stage, Stats};
 
-/// Start the worker. The model is loaded on the worker thread before this returns, so a bad
+/// What the worker hands on, in order: a batch's explained frames, and the streams whose
+/// last frame has now been handed on (their input ended and their queue is drained).
+#[derive(Debug, Default)]
+pub struct Delivery {
+    pub explained: Vec<Explained>,
+    pub ended: Vec<usize>,
+}
+
+/// Start the worker, taking frames from one queue per stream (`queues[i]` carries stream
+/// `i`'s frames). The model is loaded on the worker thread before this returns, so a bad
 /// model or device is reported here, before any pipeline starts.
 pub fn spawn(
     settings: Settings,
-    frames: Receiver<Frame>,
-    results: Sender<Vec<Explained>>,
+    queues: Vec<Receiver<Frame>>,
+    results: Sender<Delivery>,
     stats: Arc<Stats>,
 ) -> Result<(ModelInfo, JoinHandle<Result<()>>)> {
     quiet_worker_panics();
@@ -39,16 +48,12 @@ pub fn spawn(
                 }
             };
             drop(ready_tx);
-            let batcher = Batcher {
-                frames,
-                size: settings.batch_size,
-                max_wait: settings.max_wait,
-                next: Vec::with_capacity(settings.batch_size),
-                started: Instant::now(),
-                carry: None,
-                closed: false,
-                stats: stats.clone(),
-            };
+            let batcher = Batcher::new(
+                queues,
+                settings.batch_size,
+                settings.max_wait,
+                stats.clone(),
+            );
             run(engine, batcher, &results, &stats)
         })
         .context("starting the worker thread")?;
@@ -120,102 +125,195 @@ fn panic_line(text: &str) -> String {
     }
 }
 
-/// The frames of the next batch, as they arrive.
+/// The frames of the next batch, as they arrive from the streams' queues: a fair take, one
+/// frame from each stream in turn (the first stream asked turns with each batch), so a busy
+/// stream never starves a quiet one. A batch holds frames of one size; within it each
+/// stream's frames lie together, in their order.
 struct Batcher {
-    frames: Receiver<Frame>,
+    /// Each stream's queue; None once it is closed and drained.
+    queues: Vec<Option<Receiver<Frame>>>,
+    /// A stream's frame of another size than the batch's: it starts a later batch.
+    carry: Vec<Option<Frame>>,
+    /// Streams whose end has been handed on (or is in `ended`).
+    over: Vec<bool>,
     size: usize,
     max_wait: Duration,
     /// The batch being gathered, and when its first frame was taken.
     next: Vec<Frame>,
     started: Instant,
-    /// A frame of another size than the batch's: it starts the batch after.
-    carry: Option<Frame>,
-    /// The channel is closed and drained.
-    closed: bool,
+    /// Streams that ended since the last batch was taken: they leave with it.
+    ended: Vec<usize>,
+    /// The stream asked first in the next pass.
+    cursor: usize,
     stats: Arc<Stats>,
 }
 
 impl Batcher {
-    /// A frame taken from the queue: its time there is counted, and it joins the batch.
-    fn take(&mut self, f: Frame) -> bool {
-        self.stats.record_queue_wait(f.arrived.elapsed());
-        self.push(f)
+    fn new(
+        queues: Vec<Receiver<Frame>>,
+        size: usize,
+        max_wait: Duration,
+        stats: Arc<Stats>,
+    ) -> Batcher {
+        let n = queues.len();
+        Batcher {
+            queues: queues.into_iter().map(Some).collect(),
+            carry: (0..n).map(|_| None).collect(),
+            over: vec![false; n],
+            size,
+            max_wait,
+            next: Vec::with_capacity(size),
+            started: Instant::now(),
+            ended: Vec::new(),
+            cursor: 0,
+            stats,
+        }
     }
 
-    /// Add `f` to the batch unless its size differs from the batch's (then it waits in
-    /// `carry`); false when the batch can take no more.
-    fn push(&mut self, f: Frame) -> bool {
-        if let Some(first) = self.next.first() {
-            if (first.width, first.height) != (f.width, f.height) {
-                self.carry = Some(f);
-                return false;
-            }
-        } else {
+    /// Every stream has ended and nothing is left to hand on.
+    fn closed(&self) -> bool {
+        self.over.iter().all(|&o| o)
+    }
+
+    fn full(&self) -> bool {
+        self.next.len() >= self.size
+    }
+
+    /// Whether `f` fits the batch (its first frame sets the size).
+    fn fits(&self, f: &Frame) -> bool {
+        self.next
+            .first()
+            .is_none_or(|first| (first.width, first.height) == (f.width, f.height))
+    }
+
+    fn add(&mut self, f: Frame) {
+        if self.next.is_empty() {
             self.started = Instant::now();
         }
         self.next.push(f);
-        self.next.len() < self.size
     }
 
-    /// Take what is queued now, without waiting; false when the batch can take no more.
-    fn take_queued(&mut self) -> bool {
-        if let Some(f) = self.carry.take() {
-            if !self.push(f) {
-                return false;
+    /// One frame of stream `s` into the batch, if it has one that fits; whether it gave one.
+    fn take_from(&mut self, s: usize) -> bool {
+        if let Some(f) = self.carry[s].take() {
+            if self.fits(&f) {
+                self.add(f);
+                return true;
             }
+            self.carry[s] = Some(f);
+            return false;
         }
-        while self.carry.is_none() && self.next.len() < self.size {
-            match self.frames.try_recv() {
-                Ok(f) => {
-                    if !self.take(f) {
-                        return false;
-                    }
-                }
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => {
-                    self.closed = true;
-                    return false;
+        let Some(q) = &self.queues[s] else {
+            return false;
+        };
+        match q.try_recv() {
+            Ok(f) => {
+                self.stats.record_queue_wait(f.arrived.elapsed());
+                if self.fits(&f) {
+                    self.add(f);
+                    true
+                } else {
+                    self.carry[s] = Some(f);
+                    false
                 }
             }
-        }
-        self.carry.is_none() && self.next.len() < self.size
-    }
-
-    /// Wait up to `limit` for one more frame; false when the batch can take no more.
-    fn wait_one(&mut self, limit: Duration) -> bool {
-        match self.frames.recv_timeout(limit) {
-            Ok(f) => self.take(f),
-            Err(RecvTimeoutError::Timeout) => true,
-            Err(RecvTimeoutError::Disconnected) => {
-                self.closed = true;
+            Err(TryRecvError::Empty) => false,
+            Err(TryRecvError::Disconnected) => {
+                self.queues[s] = None;
+                self.end_if_drained(s);
                 false
             }
         }
     }
 
-    /// Complete the batch: block for its first frame, then take what arrives until it is
-    /// full or `max_wait` has passed since the first. None once the input is closed and
-    /// drained.
-    fn complete(&mut self) -> Option<Vec<Frame>> {
-        if self.next.is_empty() && self.carry.is_none() {
-            match self.frames.recv() {
-                Ok(f) => {
-                    self.take(f);
-                }
-                Err(_) => {
-                    self.closed = true;
-                    return None;
-                }
-            }
+    fn end_if_drained(&mut self, s: usize) {
+        if self.queues[s].is_none() && self.carry[s].is_none() && !self.over[s] {
+            self.over[s] = true;
+            self.ended.push(s);
         }
-        let deadline = self.started + self.max_wait;
-        while self.take_queued() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || !self.wait_one(left) {
+    }
+
+    /// Take what is queued now, without waiting, a frame from each stream in turn; false when
+    /// the batch can take no more.
+    fn take_queued(&mut self) -> bool {
+        let n = self.queues.len();
+        loop {
+            let mut gave = false;
+            for k in 0..n {
+                if self.full() {
+                    return false;
+                }
+                gave |= self.take_from((self.cursor + k) % n);
+            }
+            if !gave {
                 break;
             }
         }
-        Some(std::mem::take(&mut self.next))
+        // A stream holding a frame of another size: this batch is as full as it gets.
+        !self.full() && self.carry.iter().all(Option::is_none)
+    }
+
+    /// Wait up to `limit` (forever: None) until some stream's queue has a frame or closes.
+    fn wait_any(&mut self, limit: Option<Duration>) {
+        let open: Vec<&Receiver<Frame>> = self.queues.iter().flatten().collect();
+        if open.is_empty() {
+            return;
+        }
+        let mut sel = crossbeam_channel::Select::new();
+        for q in &open {
+            sel.recv(q);
+        }
+        match limit {
+            Some(d) => {
+                let _ = sel.ready_timeout(d);
+            }
+            None => {
+                sel.ready();
+            }
+        }
+    }
+
+    /// Take this batch's frames out, sorted by stream (each stream's frames together, in
+    /// order), with the streams that ended meanwhile; the next batch asks another stream first.
+    fn take_batch(&mut self) -> (Vec<Frame>, Vec<usize>) {
+        let mut frames = std::mem::take(&mut self.next);
+        frames.sort_by_key(|f| f.stream); // stable: each stream keeps its order
+        if !self.queues.is_empty() {
+            self.cursor = (self.cursor + 1) % self.queues.len();
+        }
+        (frames, std::mem::take(&mut self.ended))
+    }
+
+    /// Complete the batch: wait for its first frame, then take what arrives until it is full
+    /// or `max_wait` has passed since the first. None once every stream has ended and been
+    /// handed on.
+    fn complete(&mut self) -> Option<(Vec<Frame>, Vec<usize>)> {
+        while self.next.is_empty() {
+            self.take_queued();
+            if !self.next.is_empty() || !self.ended.is_empty() {
+                break;
+            }
+            if self.closed() {
+                return None;
+            }
+            self.wait_any(None);
+        }
+        if !self.next.is_empty() {
+            let deadline = self.started + self.max_wait;
+            while self.take_queued() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || self.closed_but_carry() {
+                    break;
+                }
+                self.wait_any(Some(left));
+            }
+        }
+        Some(self.take_batch())
+    }
+
+    /// No queue is open: waiting cannot bring more frames.
+    fn closed_but_carry(&self) -> bool {
+        self.queues.iter().all(Option::is_none)
     }
 }
 
@@ -226,59 +324,74 @@ const POLL: Duration = Duration::from_millis(1);
 fn run(
     mut engine: Engine,
     mut batcher: Batcher,
-    results: &Sender<Vec<Explained>>,
+    results: &Sender<Delivery>,
     stats: &Stats,
 ) -> Result<()> {
-    let mut pending: Option<Pending> = None;
+    // A batch queued on the device, with the streams that end after it.
+    let mut pending: Option<(Pending, Vec<usize>)> = None;
     // Both halves of a batch count as the model's busy time; their failures are one line.
     let submit = |engine: &mut Engine, batch: Vec<Frame>| -> Result<Pending> {
         let what = format!("explaining a batch of {} frames", batch.len());
+        stats.record_batch(batch.len());
         let busy = Instant::now();
         let queued = guarded(&what, || engine.submit(batch))?;
         stats.add_busy(Stage::Model, busy.elapsed());
         Ok(queued)
     };
-    let deliver = |engine: &mut Engine, p: Pending| -> Result<bool> {
-        let what = format!("explaining a batch of {} frames", p.len());
-        let busy = Instant::now();
-        let done = guarded(&what, || engine.finish(p))?;
-        stats.add_busy(Stage::Model, busy.elapsed());
-        if engine.device().is_cuda() {
-            if let Some(m) = crate::engine::device_memory_in_use() {
-                stats.set_device_memory(m);
+    let deliver = |engine: &mut Engine, p: Option<Pending>, ended: Vec<usize>| -> Result<bool> {
+        let explained = match p {
+            Some(p) => {
+                let what = format!("explaining a batch of {} frames", p.len());
+                let busy = Instant::now();
+                let done = guarded(&what, || engine.finish(p))?;
+                stats.add_busy(Stage::Model, busy.elapsed());
+                if engine.device().is_cuda() {
+                    if let Some(m) = crate::engine::device_memory_in_use() {
+                        stats.set_device_memory(m);
+                    }
+                }
+                done
             }
-        }
+            None => Vec::new(),
+        };
         // The output stage is gone: it reports its own error.
-        Ok(results.send(done).is_ok())
+        Ok(results.send(Delivery { explained, ended }).is_ok())
     };
     loop {
-        if let Some(p) = pending.take() {
+        if let Some((p, ended)) = pending.take() {
             // The device works on `p`: gather the next batch meanwhile, and queue it as soon
             // as it is full or the device is free.
-            let full = !batcher.take_queued() || batcher.closed;
-            if full && !batcher.next.is_empty() {
-                let next = std::mem::take(&mut batcher.next);
-                pending = Some(submit(&mut engine, next)?);
-                if !deliver(&mut engine, p)? {
+            let room = batcher.take_queued();
+            let closed = batcher.closed_but_carry();
+            if (!room || closed) && !batcher.next.is_empty() {
+                let (next, next_ended) = batcher.take_batch();
+                pending = Some((submit(&mut engine, next)?, next_ended));
+                if !deliver(&mut engine, Some(p), ended)? {
                     return Ok(());
                 }
-            } else if p.done() || batcher.closed {
-                if !deliver(&mut engine, p)? {
+            } else if p.done() || closed {
+                if !deliver(&mut engine, Some(p), ended)? {
                     return Ok(());
                 }
             } else {
-                batcher.wait_one(POLL);
-                pending = Some(p);
+                batcher.wait_any(Some(POLL));
+                pending = Some((p, ended));
             }
             continue;
         }
-        let Some(batch) = batcher.complete() else {
+        let Some((batch, ended)) = batcher.complete() else {
             return Ok(());
         };
+        if batch.is_empty() {
+            if !deliver(&mut engine, None, ended)? {
+                return Ok(());
+            }
+            continue;
+        }
         let queued = submit(&mut engine, batch)?;
         if engine.pipelined() {
-            pending = Some(queued);
-        } else if !deliver(&mut engine, queued)? {
+            pending = Some((queued, ended));
+        } else if !deliver(&mut engine, Some(queued), ended)? {
             return Ok(());
         }
     }
@@ -313,19 +426,17 @@ mod tests {
             tx.send(frame(i as u64, w)).unwrap();
         }
         drop(tx);
-        let mut b = Batcher {
-            frames: rx,
-            size: 3,
-            max_wait: Duration::from_millis(10),
-            next: Vec::new(),
-            started: Instant::now(),
-            carry: None,
-            closed: false,
-            stats: Arc::new(Stats::default()),
-        };
+        let mut b = Batcher::new(
+            vec![rx],
+            3,
+            Duration::from_millis(10),
+            Arc::new(Stats::default()),
+        );
         let mut sizes = Vec::new();
-        while let Some(batch) = b.complete() {
-            sizes.push(batch.iter().map(|f| (f.index, f.width)).collect::<Vec<_>>());
+        while let Some((batch, _)) = b.complete() {
+            if !batch.is_empty() {
+                sizes.push(batch.iter().map(|f| (f.index, f.width)).collect::<Vec<_>>());
+            }
         }
         assert_eq!(
             sizes,
@@ -335,5 +446,59 @@ mod tests {
                 vec![(5, 6), (6, 6)],
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod fairness {
+    use super::*;
+
+    fn frame(stream: usize, i: u64) -> Frame {
+        let mut f = Frame::from_rgb(i, 2, 2, &[0; 12]);
+        f.stream = stream;
+        f
+    }
+
+    #[test]
+    fn a_busy_stream_does_not_starve_the_others_and_ends_leave_after_their_frames() {
+        // Stream 0 has 8 frames waiting, streams 1 and 2 one each; batches of 4.
+        let (queues, senders): (Vec<_>, Vec<_>) = (0..3)
+            .map(|_| {
+                let (tx, rx) = crossbeam_channel::unbounded();
+                (rx, tx)
+            })
+            .unzip();
+        for i in 0..8 {
+            senders[0].send(frame(0, i)).unwrap();
+        }
+        senders[1].send(frame(1, 0)).unwrap();
+        senders[2].send(frame(2, 0)).unwrap();
+        let mut senders = senders.into_iter();
+        let s0 = senders.next().unwrap();
+        drop(senders); // streams 1 and 2 end after their one frame
+        let mut b = Batcher::new(
+            queues,
+            4,
+            Duration::from_millis(5),
+            Arc::new(Stats::default()),
+        );
+        let (first, ended) = b.complete().unwrap();
+        let got: Vec<_> = first.iter().map(|f| (f.stream, f.index)).collect();
+        assert_eq!(
+            got,
+            vec![(0, 0), (0, 1), (1, 0), (2, 0)],
+            "one each, then round again"
+        );
+        assert!(ended.is_empty(), "{ended:?}");
+        drop(s0);
+        let mut rest = Vec::new();
+        let mut ends = Vec::new();
+        while let Some((batch, ended)) = b.complete() {
+            rest.extend(batch.iter().map(|f| f.index));
+            ends.extend(ended);
+        }
+        assert_eq!(rest, (2..8).collect::<Vec<_>>());
+        ends.sort();
+        assert_eq!(ends, vec![0, 1, 2]);
     }
 }

@@ -133,8 +133,12 @@ fn the_worker_overlapping_batches_keeps_every_frame_in_order() -> Result<()> {
             max_wait: std::time::Duration::from_millis(5),
             ..Settings::new(model())
         };
-        let (_, worker) =
-            gradcam_stream::worker::spawn(settings, rx, results_tx, Arc::new(Stats::default()))?;
+        let (_, worker) = gradcam_stream::worker::spawn(
+            settings,
+            vec![rx],
+            results_tx,
+            Arc::new(Stats::default()),
+        )?;
         let feeder = {
             let frames = frames.clone();
             std::thread::spawn(move || {
@@ -149,7 +153,7 @@ fn the_worker_overlapping_batches_keeps_every_frame_in_order() -> Result<()> {
         };
         let out: Vec<_> = results_rx
             .iter()
-            .flatten()
+            .flat_map(|d| d.explained)
             .map(|e| (e.frame.index, e.target.class, e.cam.data, e.frame.pixels))
             .collect();
         feeder.join().unwrap();
@@ -176,5 +180,87 @@ fn the_worker_overlapping_batches_keeps_every_frame_in_order() -> Result<()> {
                 .count();
         assert!(px * 1000 <= a.3.len(), "frame {}: {px} bytes differ", a.0);
     }
+    Ok(())
+}
+
+#[test]
+fn streams_sharing_batches_keep_their_own_smoothing_and_class() -> Result<()> {
+    // Two streams of different pictures, explained in shared batches (each batch holds some
+    // frames of both), must give each stream exactly what it gets explained alone: smoothing
+    // state is per stream, and so is a fixed class.
+    use gradcam_stream::engine::StreamSettings;
+    let f = frames()?;
+    // Stream 0: six consecutive frames (one shot: smoothing carries over); stream 1: others.
+    let p = probe(&sample("bikes.mp4"), 6)?;
+    let a: Vec<Frame> = (0..6)
+        .map(|i| Frame::from_rgb(i as u64, p.width, p.height, &p.frames_rgb[i]))
+        .collect();
+    let mut b: Vec<Frame> = [3, 4, 3, 4, 3, 4].iter().map(|&i| f[i].clone()).collect();
+    for x in &mut b {
+        x.stream = 1;
+    }
+    let settings = |streams: Vec<StreamSettings>| Settings {
+        device: DeviceChoice::Cpu,
+        blend: BlendAt::Host,
+        streams,
+        ..Settings::new(model())
+    };
+    let per_stream = vec![
+        StreamSettings {
+            class: None,
+            smooth: 0.6,
+        },
+        StreamSettings {
+            class: Some(gradcam_stream::config::ClassSpec::Id(281)),
+            smooth: 0.0,
+        },
+    ];
+    let mut shared = Engine::new(&settings(per_stream.clone()))?;
+    let mut mixed = Vec::new();
+    for k in 0..3 {
+        let batch: Vec<Frame> = a[2 * k..2 * k + 2]
+            .iter()
+            .chain(&b[2 * k..2 * k + 2])
+            .cloned()
+            .collect();
+        mixed.extend(shared.explain(batch)?);
+    }
+    let mut alone_a = Engine::new(&settings(vec![per_stream[0].clone()]))?;
+    let mut alone_b = Engine::new(&settings(vec![
+        per_stream[0].clone(),
+        per_stream[1].clone(),
+    ]))?;
+    let mut alone = Vec::new();
+    for k in 0..3 {
+        alone.extend(alone_a.explain(a[2 * k..2 * k + 2].to_vec())?);
+        alone.extend(alone_b.explain(b[2 * k..2 * k + 2].to_vec())?);
+    }
+    assert_eq!(mixed.len(), 12);
+    for (m, o) in mixed.iter().zip(&alone) {
+        assert_eq!(
+            (m.frame.stream, m.frame.index),
+            (o.frame.stream, o.frame.index)
+        );
+        assert_eq!(m.target.class, o.target.class);
+        let diff = max_diff(&m.cam.data, &o.cam.data);
+        assert!(
+            diff < 1e-3,
+            "stream {}: maps differ by {diff}",
+            m.frame.stream
+        );
+    }
+    assert!(mixed
+        .iter()
+        .filter(|e| e.frame.stream == 1)
+        .all(|e| e.target.class == 281));
+    // Smoothing did act on stream 0 (else the test would show nothing).
+    let mut raw = Engine::new(&settings(vec![]))?;
+    let unsmoothed = raw.explain(a.clone())?;
+    let changed = unsmoothed
+        .iter()
+        .zip(mixed.iter().filter(|e| e.frame.stream == 0))
+        .filter(|(u, m)| max_diff(&u.cam.data, &m.cam.data) > 1e-3)
+        .count();
+    assert!(changed >= 3, "smoothing changed {changed} of 6 maps");
     Ok(())
 }

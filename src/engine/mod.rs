@@ -14,6 +14,7 @@ mod cuda;
 pub mod overlay;
 pub mod smooth;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,6 +67,56 @@ pub struct Settings {
     /// Whether the worker queues batch N+1 before it takes batch N's results. None: where
     /// the device runs asynchronously (a GPU, with the CUDA runtime's events); tests force it.
     pub pipelined: Option<bool>,
+    /// Per stream (by `Frame::stream`): its class and smoothing, where they differ from
+    /// `class` and `smooth` (a stream past the end takes those).
+    pub streams: Vec<StreamSettings>,
+}
+
+/// What may differ between the streams that share the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSettings {
+    pub class: Option<ClassSpec>,
+    pub smooth: f32,
+}
+
+/// A stream's settings, resolved against the model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PerStream {
+    class: Option<i64>,
+    smooth: f32,
+}
+
+/// How a run of one stream's frames picks the class each map explains.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Choice {
+    Fixed(i64),
+    /// The top-1 of the probabilities' moving average, held (smoothing).
+    Held,
+    Top1,
+}
+
+/// Frames `start..start + len` of a batch, all of `stream`. A batch is cut into such runs so
+/// each stream's state (smoothing) sees its own frames in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    stream: usize,
+    start: i64,
+    len: i64,
+}
+
+fn runs_of(frames: &[Frame]) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        match runs.last_mut() {
+            Some(r) if r.stream == f.stream => r.len += 1,
+            _ => runs.push(Run {
+                stream: f.stream,
+                start: i as i64,
+                len: 1,
+            }),
+        }
+    }
+    runs
 }
 
 impl Settings {
@@ -88,6 +139,7 @@ impl Settings {
             threshold: 0.0,
             blend: BlendAt::Auto,
             pipelined: None,
+            streams: Vec::new(),
         }
     }
 }
@@ -178,12 +230,15 @@ impl Layout {
 /// The model plus what explaining needs; lives on the worker thread only.
 pub struct Engine {
     model: Model,
-    class: Option<i64>,
+    /// Each stream's class and smoothing; `defaults` for a stream not listed.
+    defaults: PerStream,
+    streams: Vec<PerStream>,
     method: cam::Method,
     top_k: usize,
     show_rank: usize,
     precision: Precision,
-    smoothing: Option<smooth::Smoothing>,
+    /// Each smoothed stream's state, made at its first frame.
+    smoothing: HashMap<usize, smooth::Smoothing>,
     blend: Option<overlay::Blend>,
     /// Batch sizes the model is run at, smallest first: a batch is padded to the next one, so
     /// the device sees a few fixed shapes, each planned once at load. Empty: exact sizes (on a
@@ -313,19 +368,35 @@ impl Engine {
         tch::jit::f_set_graph_executor_optimize(false)?;
         let model = Model::load(&s.model, device)?;
         let n = model.info.num_classes;
-        let class = match &s.class {
-            None => None,
-            Some(ClassSpec::Id(c)) if *c >= n => {
-                return Err(UsageError(format!(
-                    "--class {c} is out of range: model {} has {n} classes (0 to {})",
-                    model.info.name,
-                    n - 1
-                ))
-                .into())
-            }
-            Some(ClassSpec::Id(c)) => Some(*c),
-            Some(ClassSpec::Name(name)) => Some(class_by_name(name, &model.info.classes)?),
+        let class = |spec: &Option<ClassSpec>| -> Result<Option<i64>> {
+            Ok(match spec {
+                None => None,
+                Some(ClassSpec::Id(c)) if *c >= n => {
+                    return Err(UsageError(format!(
+                        "--class {c} is out of range: model {} has {n} classes (0 to {})",
+                        model.info.name,
+                        n - 1
+                    ))
+                    .into())
+                }
+                Some(ClassSpec::Id(c)) => Some(*c),
+                Some(ClassSpec::Name(name)) => Some(class_by_name(name, &model.info.classes)?),
+            })
         };
+        let defaults = PerStream {
+            class: class(&s.class)?,
+            smooth: s.smooth,
+        };
+        let streams = s
+            .streams
+            .iter()
+            .map(|st| {
+                Ok(PerStream {
+                    class: class(&st.class)?,
+                    smooth: st.smooth,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         if s.top_k as i64 > n {
             return Err(UsageError(format!(
                 "--top-k {} is out of range: model {} has {n} classes",
@@ -343,14 +414,13 @@ impl Engine {
             .transpose()?;
         let engine = Engine {
             model,
-            class,
+            defaults,
+            streams,
             method: s.method,
             top_k: s.top_k,
             show_rank: s.show_rank,
             precision: s.precision,
-            smoothing: (s.smooth > 0.0)
-                .then(|| smooth::Smoothing::new(s.smooth, device))
-                .transpose()?,
+            smoothing: HashMap::new(),
             blend,
             buckets: if device.is_cuda() {
                 buckets_for(s.batch_size)
@@ -500,43 +570,131 @@ impl Engine {
         Ok(t.f_to_device_(Device::Cpu, t.kind(), queued, false)?)
     }
 
-    /// The targets explained: the fixed class, ranks 1 to K, or with smoothing the top-1 of
-    /// the moving average of the probabilities, frame by frame in stream order.
+    fn per_stream(&self, stream: usize) -> PerStream {
+        self.streams.get(stream).copied().unwrap_or(self.defaults)
+    }
+
+    fn choice(&self, stream: usize) -> Choice {
+        let p = self.per_stream(stream);
+        match (p.class, p.smooth > 0.0) {
+            (Some(c), _) => Choice::Fixed(c),
+            (None, true) => Choice::Held,
+            (None, false) => Choice::Top1,
+        }
+    }
+
+    /// The smoothing state of `stream`, made at its first frame.
+    fn smoothing_of(&mut self, stream: usize) -> Result<&mut smooth::Smoothing> {
+        let s = self.per_stream(stream).smooth;
+        let device = self.device();
+        if let std::collections::hash_map::Entry::Vacant(e) = self.smoothing.entry(stream) {
+            e.insert(smooth::Smoothing::new(s, device)?);
+        }
+        Ok(self.smoothing.get_mut(&stream).expect("just made"))
+    }
+
+    /// For each run of a smoothed stream, which of its frames start afresh (a cut or the
+    /// stream's first frame): [len] bool; None for the other runs.
+    fn fresh(&mut self, rgb: &Tensor, runs: &[Run]) -> Result<Vec<Option<Tensor>>> {
+        let Some(first) = runs.iter().find(|r| self.per_stream(r.stream).smooth > 0.0) else {
+            return Ok(runs.iter().map(|_| None).collect());
+        };
+        let thumbs = self.smoothing_of(first.stream)?.thumbnails(rgb)?; // [b, 18, 32]
+        let mut fresh = Vec::with_capacity(runs.len());
+        for r in runs {
+            fresh.push(if self.per_stream(r.stream).smooth > 0.0 {
+                let t = thumbs.f_narrow(0, r.start, r.len)?;
+                Some(self.smoothing_of(r.stream)?.cuts(&t)?)
+            } else {
+                None
+            });
+        }
+        Ok(fresh)
+    }
+
+    /// The targets explained: ranks 1 to K, or one class per frame as its stream asks (a fixed
+    /// class, the top-1, or with smoothing the top-1 of the probabilities' moving average),
+    /// frame by frame in stream order.
     fn targets(
         &mut self,
         acts: &Tensor,
-        b: i64,
-        fresh: Option<&Tensor>,
+        runs: &[Run],
+        fresh: &[Option<Tensor>],
     ) -> Result<Vec<cam::Target>> {
-        Ok(match (self.class, fresh) {
-            (Some(c), _) => vec![cam::Target::Class(c)],
-            (None, Some(fresh)) if self.top_k == 1 => {
-                let logits = tch::no_grad(|| self.head(acts))?.f_narrow(0, 0, b)?;
-                let probs = logits.f_softmax(1, Kind::Float)?;
-                let smoothing = self.smoothing.as_mut().expect("fresh comes with smoothing");
-                let chosen = smoothing.classes(&probs, fresh)?; // [b]
-                vec![cam::Target::PerFrame(pad_rows(&chosen, acts.size()[0])?)]
+        if self.top_k > 1 {
+            return Ok((0..self.top_k).map(cam::Target::Rank).collect());
+        }
+        let choices: Vec<Choice> = runs.iter().map(|r| self.choice(r.stream)).collect();
+        if let Some(&Choice::Fixed(c)) = choices.first() {
+            if choices.iter().all(|&x| x == Choice::Fixed(c)) {
+                return Ok(vec![cam::Target::Class(c)]);
             }
-            (None, _) => (0..self.top_k).map(cam::Target::Rank).collect(),
-        })
+        }
+        if choices.iter().all(|&x| x == Choice::Top1) {
+            return Ok(vec![cam::Target::Rank(0)]);
+        }
+        let b: i64 = runs.iter().map(|r| r.len).sum();
+        let logits = tch::no_grad(|| self.head(acts))?.f_narrow(0, 0, b)?;
+        let probs = logits.f_softmax(1, Kind::Float)?; // [b, K]
+        let mut chosen = Vec::with_capacity(runs.len());
+        for ((r, choice), fresh) in runs.iter().zip(&choices).zip(fresh) {
+            let p = probs.f_narrow(0, r.start, r.len)?;
+            chosen.push(match (choice, fresh) {
+                (Choice::Fixed(c), _) => Tensor::f_full([r.len], *c, (Kind::Int64, self.device()))?,
+                (Choice::Held, Some(fresh)) => self.smoothing_of(r.stream)?.classes(&p, fresh)?,
+                _ => p.f_argmax(1, false)?,
+            });
+        }
+        let chosen = Tensor::f_cat(&chosen, 0)?; // [b]
+        Ok(vec![cam::Target::PerFrame(pad_rows(
+            &chosen,
+            acts.size()[0],
+        )?)])
+    }
+
+    /// Smooth the maps [b, h, w] of `classes` [b], run by run, each with its stream's state.
+    fn smooth_maps(
+        &mut self,
+        maps: Tensor,
+        classes: &Tensor,
+        runs: &[Run],
+        fresh: &[Option<Tensor>],
+    ) -> Result<Tensor> {
+        if fresh.iter().all(Option::is_none) {
+            return Ok(maps);
+        }
+        let mut out = Vec::with_capacity(runs.len());
+        for (r, fresh) in runs.iter().zip(fresh) {
+            let m = maps.f_narrow(0, r.start, r.len)?;
+            out.push(match fresh {
+                Some(fresh) => {
+                    let c = classes.f_narrow(0, r.start, r.len)?;
+                    self.smoothing_of(r.stream)?.maps(&m, &c, fresh)?
+                }
+                None => m,
+            });
+        }
+        Ok(Tensor::f_cat(&out, 0)?)
     }
 
     /// Index into `targets()` of the map the video shows.
     fn shown(&self) -> usize {
-        if self.class.is_some() {
-            0
-        } else {
+        if self.top_k > 1 {
             self.show_rank - 1
+        } else {
+            0
         }
     }
 
     /// Queue a batch's explanation on the device. On a GPU this returns before the device
-    /// has done the work; `finish` waits for it.
+    /// has done the work; `finish` waits for it. The frames may come from several streams;
+    /// each stream's frames are taken in its order.
     pub fn submit(&mut self, frames: Vec<Frame>) -> Result<Pending> {
         if frames.is_empty() {
             bail!("an empty batch");
         }
         let b = frames.len() as i64;
+        let runs = runs_of(&frames);
         let dev = self.upload(&frames)?; // [b, H, W, 4] uint8
                                          // The only ops on uint8 after the upload: conversions to float, for the model and
                                          // (when it runs here) the blend.
@@ -546,14 +704,8 @@ impl Engine {
             None => None,
         };
         let acts = self.activations(&rgb)?; // [n, C, h, w]
-        let fresh = match self.smoothing.as_mut() {
-            Some(s) => {
-                let thumbs = s.thumbnails(&rgb)?;
-                Some(s.cuts(&thumbs)?) // [b] bool
-            }
-            None => None,
-        };
-        let targets = self.targets(&acts, b, fresh.as_ref())?;
+        let fresh = self.fresh(&rgb, &runs)?;
+        let targets = self.targets(&acts, &runs, &fresh)?;
         let ranked = targets
             .into_iter()
             .map(|t| cam::compute(self.method, &acts, |a| self.head(a), t))
@@ -561,10 +713,7 @@ impl Engine {
         let shown = &ranked[self.shown()];
         let classes = shown.targets.f_narrow(0, 0, b)?; // [b]
         let maps = shown.maps.f_narrow(0, 0, b)?; // [b, h, w]
-        let maps = match (self.smoothing.as_mut(), &fresh) {
-            (Some(s), Some(fresh)) => s.maps(&maps, &classes, fresh)?,
-            _ => maps,
-        };
+        let maps = self.smooth_maps(maps, &classes, &runs, &fresh)?;
         let (h, w) = (maps.size()[1], maps.size()[2]);
         let probs = shown.logits.f_narrow(0, 0, b)?.f_softmax(1, Kind::Float)?; // [b, K]
         let k = TOP.max(self.top_k as i64).min(probs.size()[1]);

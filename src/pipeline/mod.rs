@@ -1,14 +1,20 @@
-//! GStreamer lives here and nowhere else: building the input and output pipelines, the bus
-//! loop that watches both, and an orderly shutdown.
+//! GStreamer lives here and nowhere else: building each stream's input and output
+//! pipelines, the bus loop that watches them all, and an orderly shutdown.
 //!
 //! ```text
-//! [source pipeline]  decoder → videoconvert → appsink ──Frame──▶ (worker)
-//! [sink pipeline]    (renderer) ──Frame──▶ pusher thread → appsrc → tee → file / rtsp / display
+//! stream i:  [source pipeline]  decoder → videoconvert → appsink ──Frame──▶ queue i ─┐
+//!                                                                                  (worker: one
+//!                                                                                   model, shared
+//!                                                                                   batches)
+//! stream i:  [sink pipeline]    (renderer) ──Frame──▶ pusher i → appsrc → tee → file / rtsp / … ◀┘
 //! ```
-//! Two pipelines rather than one, so that the output's preroll never waits on the input's, and
-//! a dropped RTSP feed can be rebuilt (with backoff) while the output keeps going.
-//! End of stream: source EOS → the frame channel closes → the worker drains and ends → the
-//! renderer ends → the pusher sends EOS into the appsrc → the muxers finalize → sink EOS.
+//! Two pipelines per stream rather than one, so that an output's preroll never waits on its
+//! input, and a dropped RTSP feed can be rebuilt (with backoff) while its output keeps going.
+//! Streams are isolated: one that fails (unreachable, corrupt, its disk full) is torn down
+//! and reported while the others go on.
+//! End of a stream: source EOS → its queue closes → the worker hands on its last frames and
+//! its end → the renderer closes its channel → the pusher sends EOS into its appsrc → the
+//! muxers finalize → sink EOS. The run ends when every stream has.
 
 pub mod rtsp;
 pub mod sink;
@@ -26,20 +32,20 @@ use gstreamer::prelude::*;
 use crate::config::{Input, Overload, RtspSettings};
 use crate::frame::Frame;
 use crate::shutdown;
-use crate::stats::{Reporter, Stage, Stats};
+use crate::stats::{Health, Reporter, Stage, Stats};
 
-/// Which pipeline a bus message came from; a source is numbered by how many times it has
-/// been (re)built, so the last words of a torn-down one are told apart.
+/// Which pipeline a bus message came from: a stream's source, numbered by how many times it
+/// has been (re)built so the last words of a torn-down one are told apart, or its sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
-    Source(u32),
-    Sink,
+    Source(usize, u32),
+    Sink(usize),
 }
 
 enum Event {
     Eos(Role),
     Error(Role, String),
-    PusherDone(Result<()>),
+    PusherDone(usize, Result<()>),
 }
 
 pub fn init() -> Result<()> {
@@ -83,7 +89,7 @@ fn watch(pipeline: &gst::Pipeline, role: Role, events: Sender<Event>) {
 fn describe_error(role: Role, err: &gst::message::Error) -> String {
     let e = err.error();
     let element = err.src().map(|s| s.name().to_string()).unwrap_or_default();
-    if let Role::Source(_) = role {
+    if let Role::Source(..) = role {
         if e.matches(gst::ResourceError::Busy) {
             return format!("the webcam is busy ({e}); close the program that has it open, or pick another /dev/videoN");
         }
@@ -136,163 +142,289 @@ fn backoff(try_number: u32) -> Duration {
 /// taken as lost (a UDP feed whose server vanished goes silent rather than failing).
 const STALL: Duration = Duration::from_secs(10);
 
-/// When a run ends early, cleanly: the output is finalized with what was explained so far.
+/// When a run ends early, cleanly: the outputs are finalized with what was explained so far.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Limits {
+    /// Per stream.
     pub max_frames: Option<u64>,
+    /// For the run, from its first frame.
     pub duration: Option<Duration>,
+}
+
+/// One stream of a video run: what it reads, where it writes, and the channels between.
+pub struct StreamRun<'a> {
+    pub name: &'a str,
+    pub input: &'a Input,
+    /// The input as logs show it (credentials masked).
+    pub shown: &'a str,
+    pub rtsp: RtspSettings,
+    pub overload: Overload,
+    pub branches: Vec<sink::Branch<'a>>,
+    /// Its queue to the worker, and the receiving end of it (to drop the oldest frame).
+    pub frames: Sender<Frame>,
+    pub oldest: Receiver<Frame>,
+    /// Its explained frames, from the renderer.
+    pub rendered: Receiver<Frame>,
+    /// Its own counters (the run's are passed beside).
+    pub stats: Arc<Stats>,
 }
 
 /// What a video run reads and where it writes.
 pub struct Run<'a> {
-    pub input: &'a Input,
-    pub rtsp: RtspSettings,
-    pub branches: Vec<sink::Branch<'a>>,
+    pub streams: Vec<StreamRun<'a>>,
     pub codec: sink::Codec,
-    pub overload: Overload,
     pub limits: Limits,
 }
 
-/// A video run: decode `run.input` into `frames`, send what arrives on `rendered` to the
-/// output branches. Returns once the outputs are finalized (or the first error); the caller's
-/// threads in between end when their channels close. `oldest` is the receiving end of
-/// `frames`, used to drop the oldest waiting frame when `overload` says so. An RTSP input
-/// that fails or ends is rebuilt after a backoff, up to `rtsp.reconnect_max` tries in a row.
-pub fn run_video(
-    run: Run,
-    frames: Sender<Frame>,
-    oldest: Receiver<Frame>,
-    rendered: Receiver<Frame>,
-    stats: Arc<Stats>,
-    reporter: &mut Reporter,
-) -> Result<()> {
+/// A video run: decode each stream's input into its queue, send what arrives on its
+/// `rendered` channel to its output branches. Returns once every stream's outputs are
+/// finalized, with how each stream ended (its error, if it failed); an error that stops the
+/// whole run (an output pipeline that cannot be built) is the outer one. An RTSP input that
+/// fails or ends is rebuilt after a backoff, up to its `reconnect_max` tries in a row (0:
+/// forever).
+pub fn run_video(run: Run, all: Arc<Stats>, reporter: &mut Reporter) -> Result<Vec<Result<()>>> {
     let Run {
-        input,
-        rtsp,
-        branches,
+        streams,
         codec,
-        overload,
         limits,
     } = run;
+    let several = streams.len() > 1;
     let (events_tx, events) = crossbeam_channel::unbounded();
-    let slot: source::FrameSlot = Arc::new(Mutex::new(Some(frames)));
     let stop = Arc::new(AtomicBool::new(false));
-    let handoff = source::Handoff {
-        slot: slot.clone(),
-        overload,
-        oldest,
-        max_frames: limits.max_frames,
-        stop: stop.clone(),
-        stats: stats.clone(),
-        index: Arc::new(AtomicU64::new(0)),
-        epoch: input.is_live().then(Instant::now),
-    };
-
-    let mut sink = sink::build(&branches, codec)?;
-    watch(&sink.pipeline, Role::Sink, events_tx.clone());
-    let mut feed = Feed {
-        input,
-        rtsp,
-        handoff,
-        events: events_tx.clone(),
-        pipeline: None,
-        generation: 0,
-        built: Instant::now(),
-        received_at_build: 0,
-        tries: 0,
-        retry_at: None,
-    };
-    feed.build()?;
-
-    let sink_pipeline = sink.pipeline.clone();
-    let pusher_stats = stats.clone();
-    let pusher_events = events_tx.clone();
-    let pusher = std::thread::Builder::new()
-        .name("gradcam-pusher".into())
-        .spawn(move || {
-            let r = (|| {
-                for frame in rendered.iter() {
-                    pusher_stats.record_latency(frame.arrived.elapsed());
-                    let pushing = Instant::now();
-                    sink.push(frame)?;
-                    pusher_stats.add_busy(Stage::Output, pushing.elapsed());
-                    pusher_stats.written.fetch_add(1, Ordering::Relaxed);
-                }
-                sink.finish();
-                Ok(())
-            })();
-            let _ = pusher_events.send(Event::PusherDone(r));
-        })
-        .context("starting the output thread")?;
+    let mut lanes = Vec::with_capacity(streams.len());
+    // Build everything first: a pipeline that cannot be built stops the run before it starts.
+    let mut pushers = Vec::new();
+    for (i, st) in streams.into_iter().enumerate() {
+        let slot: source::FrameSlot = Arc::new(Mutex::new(Some(st.frames)));
+        let handoff = source::Handoff {
+            stream: i,
+            slot: slot.clone(),
+            overload: st.overload,
+            oldest: st.oldest,
+            max_frames: limits.max_frames,
+            stop: stop.clone(),
+            stats: st.stats.clone(),
+            all: all.clone(),
+            index: Arc::new(AtomicU64::new(0)),
+            epoch: st.input.is_live().then(Instant::now),
+        };
+        let sink = sink::build(&st.branches, codec)?;
+        watch(&sink.pipeline, Role::Sink(i), events_tx.clone());
+        let mut feed = Feed {
+            stream: i,
+            input: st.input,
+            shown: st.shown,
+            rtsp: st.rtsp,
+            handoff,
+            events: events_tx.clone(),
+            pipeline: None,
+            generation: 0,
+            built: Instant::now(),
+            received_at_build: 0,
+            tries: 0,
+            retry_at: None,
+        };
+        feed.build()?;
+        lanes.push(Lane {
+            name: st.name.to_owned(),
+            slot,
+            feed,
+            sink_pipeline: sink.pipeline.clone(),
+            stats: st.stats.clone(),
+            failed: None,
+            done: None,
+        });
+        pushers.push((sink, st.rendered, st.stats));
+    }
+    let mut threads = Vec::new();
+    for (i, (mut sink, rendered, stats)) in pushers.into_iter().enumerate() {
+        let all = all.clone();
+        let events = events_tx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("gradcam-push-{i}"))
+            .spawn(move || {
+                let r = (|| {
+                    for frame in rendered.iter() {
+                        let latency = frame.arrived.elapsed();
+                        stats.record_latency(latency);
+                        all.record_latency(latency);
+                        let pushing = Instant::now();
+                        sink.push(frame)?;
+                        all.add_busy(Stage::Output, pushing.elapsed());
+                        stats.written.fetch_add(1, Ordering::Relaxed);
+                        all.written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sink.finish();
+                    Ok(())
+                })();
+                let _ = events.send(Event::PusherDone(i, r));
+            })
+            .context("starting an output thread")?;
+        threads.push(t);
+    }
 
     let result = (|| -> Result<()> {
-        if sink_pipeline.set_state(gst::State::Playing).is_err() {
-            // The element that refused posted why on the bus.
-            return Err(match events.recv_timeout(Duration::from_millis(500)) {
-                Ok(Event::Error(_, msg)) => anyhow!(msg),
-                _ => anyhow!("cannot start the output pipeline"),
-            });
+        for lane in &lanes {
+            if lane.sink_pipeline.set_state(gst::State::Playing).is_err() {
+                // The element that refused posted why on the bus.
+                return Err(match events.recv_timeout(Duration::from_millis(500)) {
+                    Ok(Event::Error(_, msg)) => anyhow!(msg),
+                    _ => anyhow!("cannot start the output pipeline"),
+                });
+            }
         }
         // A source that fails at once (missing plugin, bad URI) posts its error on the bus.
-        feed.play();
-        loop {
+        for lane in &lanes {
+            lane.feed.play();
+        }
+        let stopping = |stop: &AtomicBool| stop.load(Ordering::Relaxed);
+        while lanes.iter().any(|l| l.done.is_none()) {
             crossbeam_channel::select! {
                 recv(events) -> ev => match ev.expect("we hold a sender") {
-                    Event::Eos(Role::Source(g)) if g == feed.generation => {
+                    Event::Eos(Role::Source(i, g)) if g == lanes[i].feed.generation => {
+                        let lane = &mut lanes[i];
                         // Our own end (--max-frames) closed the channel first; any other end
                         // of a live feed is a loss.
-                        if feed.reconnects() && !stop.load(Ordering::Relaxed) && !source::is_closed(&slot) {
-                            feed.lost("the feed ended".into(), &stats)?;
+                        if lane.feed.reconnects() && !stopping(&stop) && !source::is_closed(&lane.slot) {
+                            if let Err(e) = lane.feed.lost("the feed ended".into(), &lane.stats) {
+                                lane.fail(e.to_string(), several);
+                            }
                         } else {
-                            source::close(&slot);
+                            source::close(&lane.slot);
                         }
                     }
-                    Event::Error(Role::Source(g), msg) if g == feed.generation => {
-                        if feed.reconnects() && !stop.load(Ordering::Relaxed) {
-                            feed.lost(msg, &stats)?;
+                    Event::Error(Role::Source(i, g), msg) if g == lanes[i].feed.generation => {
+                        let lane = &mut lanes[i];
+                        if lane.feed.reconnects() && !stopping(&stop) {
+                            if let Err(e) = lane.feed.lost(msg, &lane.stats) {
+                                lane.fail(e.to_string(), several);
+                            }
                         } else {
-                            return Err(anyhow!(msg));
+                            lane.fail(msg, several);
                         }
                     }
-                    Event::Eos(Role::Source(_)) | Event::Error(Role::Source(_), _) => {}
-                    Event::Eos(Role::Sink) => return Ok(()),
-                    Event::Error(Role::Sink, msg) => return Err(anyhow!(msg)),
-                    Event::PusherDone(Err(e)) => return Err(e),
-                    Event::PusherDone(Ok(())) => {}
+                    Event::Eos(Role::Source(..)) | Event::Error(Role::Source(..), _) => {}
+                    Event::Eos(Role::Sink(i)) => lanes[i].finish(),
+                    Event::Error(Role::Sink(i), msg) => {
+                        let lane = &mut lanes[i];
+                        lane.fail(msg, several);
+                        let _ = lane.sink_pipeline.set_state(gst::State::Null);
+                        lane.finish();
+                    }
+                    Event::PusherDone(i, Err(e)) => {
+                        let lane = &mut lanes[i];
+                        if lane.done.is_none() {
+                            lane.fail(format!("{e:#}"), several);
+                            let _ = lane.sink_pipeline.set_state(gst::State::Null);
+                            lane.finish();
+                        }
+                    }
+                    Event::PusherDone(_, Ok(())) => {}
                 },
                 default(Duration::from_millis(100)) => {
-                    reporter.update(&stats);
-                    let stopping = stop.load(Ordering::Relaxed);
-                    if !stopping {
-                        feed.tick(&stats)?;
+                    reporter.update(&all);
+                    if !stopping(&stop) {
+                        for lane in lanes.iter_mut().filter(|l| l.failed.is_none() && !source::is_closed(&l.slot)) {
+                            if let Err(e) = lane.feed.tick(&lane.stats, &all) {
+                                lane.fail(e.to_string(), several);
+                            }
+                        }
                     }
-                    let out_of_time = limits.duration.is_some_and(|d| stats.started() && stats.elapsed() >= d);
-                    if (shutdown::requested() || out_of_time) && !stopping {
-                        // Accept no more frames; those in flight still reach the output,
-                        // then EOS finalizes it.
+                    let out_of_time = limits.duration.is_some_and(|d| all.started() && all.elapsed() >= d);
+                    if (shutdown::requested() || out_of_time) && !stopping(&stop) {
+                        // Accept no more frames; those in flight still reach the outputs,
+                        // then EOS finalizes them.
                         stop.store(true, Ordering::Relaxed);
-                        source::close(&slot);
-                        feed.teardown();
+                        for lane in &mut lanes {
+                            source::close(&lane.slot);
+                            lane.feed.teardown();
+                        }
                     }
                 }
             }
         }
+        Ok(())
     })();
 
-    // Shut down: close the frame channel so the worker drains, unblock the callback and any
-    // push in progress, then wait for the pusher.
+    // Shut down: close the frame channels so the worker drains, unblock the callbacks and any
+    // push in progress, then wait for the pushers.
     stop.store(true, Ordering::Relaxed);
-    source::close(&slot);
-    feed.teardown();
-    let _ = sink_pipeline.set_state(gst::State::Null);
-    let _ = pusher.join();
-    reporter.update(&stats);
-    result
+    for lane in &mut lanes {
+        source::close(&lane.slot);
+        lane.feed.teardown();
+        let _ = lane.sink_pipeline.set_state(gst::State::Null);
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    reporter.update(&all);
+    result?;
+    Ok(lanes
+        .into_iter()
+        .map(|l| {
+            l.done
+                .unwrap_or_else(|| Err(anyhow!("the stream did not finish")))
+        })
+        .collect())
 }
 
-/// The input pipeline of a run, rebuilt when an RTSP feed drops.
+/// One stream's state in the bus loop.
+struct Lane<'a> {
+    name: String,
+    slot: source::FrameSlot,
+    feed: Feed<'a>,
+    sink_pipeline: gst::Pipeline,
+    stats: Arc<Stats>,
+    /// Why the stream failed; its output still drains and finishes.
+    failed: Option<String>,
+    /// How it ended, once its output is finished.
+    done: Option<Result<()>>,
+}
+
+impl Lane<'_> {
+    /// The stream failed: stop its input (its frames in flight still reach its output, which
+    /// then finishes) and say so; the other streams go on.
+    fn fail(&mut self, why: String, several: bool) {
+        if self.failed.is_some() {
+            return;
+        }
+        if several {
+            eprintln!(
+                "{}",
+                crate::redact::line(&format!(
+                    "error: stream {}: {why}; the other streams go on",
+                    self.name
+                ))
+            );
+        }
+        self.stats.set_health(Health::Failed(why.clone()));
+        self.failed = Some(why);
+        source::close(&self.slot);
+        self.feed.teardown();
+    }
+
+    /// Its output is finished (or abandoned).
+    fn finish(&mut self) {
+        if self.done.is_some() {
+            return;
+        }
+        source::close(&self.slot);
+        self.feed.teardown();
+        self.done = Some(match &self.failed {
+            Some(why) => Err(anyhow!("{why}")),
+            None => {
+                self.stats.set_health(Health::Ended);
+                Ok(())
+            }
+        });
+    }
+}
+
+/// The input pipeline of a stream, rebuilt when an RTSP feed drops.
 struct Feed<'a> {
+    stream: usize,
     input: &'a Input,
+    shown: &'a str,
     rtsp: RtspSettings,
     handoff: source::Handoff,
     events: Sender<Event>,
@@ -316,7 +448,7 @@ impl Feed<'_> {
         let src = source::build(self.input, &self.rtsp, self.handoff.clone())?;
         watch(
             &src.pipeline,
-            Role::Source(self.generation),
+            Role::Source(self.stream, self.generation),
             self.events.clone(),
         );
         self.pipeline = Some(src.pipeline);
@@ -332,15 +464,9 @@ impl Feed<'_> {
     }
 
     fn teardown(&mut self) {
+        self.retry_at = None;
         if let Some(p) = self.pipeline.take() {
             let _ = p.set_state(gst::State::Null);
-        }
-    }
-
-    fn uri(&self) -> &str {
-        match self.input {
-            Input::Rtsp { uri } => uri,
-            _ => "the input",
         }
     }
 
@@ -348,35 +474,57 @@ impl Feed<'_> {
     fn lost(&mut self, why: String, stats: &Stats) -> Result<()> {
         self.teardown();
         let ever = stats.received.load(Ordering::Relaxed) > 0;
-        if self.tries >= self.rtsp.reconnect_max {
+        let max = self.rtsp.reconnect_max;
+        if max > 0 && self.tries >= max {
+            stats.set_health(Health::Reconnecting {
+                tries: self.tries,
+                max,
+                why: why.clone(),
+            });
             let what = if ever {
                 "was lost and did not come back"
             } else {
                 "cannot be opened"
             };
             anyhow::bail!(
-                "{} {what} after {} reconnect tries: {why}; check that the server is up and the host, port and path are right (--reconnect-max sets the tries)",
-                self.uri(),
+                "{} {what} after {} reconnect tries: {why}; check that the server is up and the host, port and path are right (--reconnect-max sets the tries, 0 for ever)",
+                self.shown,
                 self.tries
             );
         }
         self.tries += 1;
         let wait = backoff(self.tries);
+        let of = if max > 0 {
+            format!(" of {max}")
+        } else {
+            String::new()
+        };
         eprintln!(
-            "rtsp: {}: {why}; reconnecting in {} s (try {} of {})",
-            self.uri(),
-            wait.as_secs(),
-            self.tries,
-            self.rtsp.reconnect_max
+            "{}",
+            crate::redact::line(&format!(
+                "rtsp: {}: {why}; reconnecting in {} s (try {}{of})",
+                self.shown,
+                wait.as_secs(),
+                self.tries,
+            ))
         );
+        stats.set_health(Health::Reconnecting {
+            tries: self.tries,
+            max,
+            why,
+        });
         self.retry_at = Some(Instant::now() + wait);
         Ok(())
     }
 
-    /// Every tick: rebuild when a retry is due, notice frames flowing again, and take a
+    /// Every tick: rebuild when a retry is due, notice frames flowing (again), and take a
     /// silent feed as lost.
-    fn tick(&mut self, stats: &Stats) -> Result<()> {
+    fn tick(&mut self, stats: &Stats, all: &Stats) -> Result<()> {
+        let received = stats.received.load(Ordering::Relaxed);
         if !self.reconnects() {
+            if received > 0 && stats.health() == Health::Starting {
+                stats.set_health(Health::Up);
+            }
             return Ok(());
         }
         if let Some(at) = self.retry_at {
@@ -387,15 +535,22 @@ impl Feed<'_> {
             }
             return Ok(());
         }
-        let received = stats.received.load(Ordering::Relaxed);
-        if self.tries > 0 && received > self.received_at_build {
-            stats.reconnects.fetch_add(1, Ordering::Relaxed);
-            eprintln!(
-                "rtsp: {}: reconnected after {} tries; frames flowing again",
-                self.uri(),
-                self.tries
-            );
-            self.tries = 0;
+        if received > self.received_at_build {
+            if self.tries > 0 {
+                stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                all.reconnects.fetch_add(1, Ordering::Relaxed);
+                eprintln!(
+                    "{}",
+                    crate::redact::line(&format!(
+                        "rtsp: {}: reconnected after {} tries; frames flowing again",
+                        self.shown, self.tries
+                    ))
+                );
+                self.tries = 0;
+            }
+            if !stats.health().up() {
+                stats.set_health(Health::Up);
+            }
         }
         let quiet = if received > self.received_at_build {
             stats.since_last_frame()

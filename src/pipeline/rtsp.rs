@@ -22,6 +22,8 @@ use gstreamer_app as gst_app;
 use gstreamer_rtsp_server as rtsp;
 use gstreamer_rtsp_server::prelude::*;
 
+use crate::config::Credentials;
+
 /// The server's medias that want frames, fed from the encoder's appsink.
 #[derive(Default)]
 pub struct Feeds {
@@ -128,8 +130,14 @@ pub struct Server {
     main_loop: glib::MainLoop,
     source: Option<glib::SourceId>,
     thread: Option<JoinHandle<()>>,
+    /// Each mount's frames.
+    mounts: Vec<Arc<Feeds>>,
+    /// Clients must give the credentials.
+    auth: bool,
+    /// `rtsp://host:port` with the port actually bound.
+    pub base: String,
+    /// The first mount's feeds and URL (a server of one mount).
     pub feeds: Arc<Feeds>,
-    /// The URL clients use (with the port actually bound).
     pub url: String,
 }
 
@@ -137,15 +145,87 @@ pub struct Server {
 const MEDIA: &str = "( appsrc name=src is-live=true format=time do-timestamp=true \
      ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )";
 
+/// The role a client with the credentials has.
+const ROLE: &str = "viewer";
+
 impl Server {
     /// Serve on `host:port` (port 0: any free port) at mount `path`, on a main loop of its own.
     pub fn start(host: &str, port: u16, path: &str) -> Result<Server> {
+        let mut server = Server::open(host, port, None)?;
+        let feeds = server.mount(path)?;
+        server.feeds = feeds;
+        server.url = format!("{}{path}", server.base);
+        Ok(server)
+    }
+
+    /// Serve on `host:port` (port 0: any free port) with no mount yet; with `credentials`,
+    /// only clients that give them (HTTP Basic) are let in (401 otherwise).
+    pub fn open(host: &str, port: u16, credentials: Option<&Credentials>) -> Result<Server> {
         let server = rtsp::RTSPServer::new();
         server.set_address(host);
         server.set_service(&port.to_string());
+        if let Some(c) = credentials {
+            let auth = rtsp::RTSPAuth::new();
+            let token = rtsp::RTSPToken::builder()
+                .field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, ROLE)
+                .build();
+            auth.add_basic(
+                rtsp::RTSPAuth::make_basic(&c.user, &c.password).as_str(),
+                &token,
+            );
+            server.set_auth(Some(&auth));
+        }
+
+        let context = glib::MainContext::new();
+        let source = server.attach(Some(&context)).map_err(|_| {
+            let why = match std::net::TcpListener::bind((host, port)) {
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    format!("port {port} is already in use")
+                }
+                Err(e) => e.to_string(),
+                Ok(_) => "the address cannot be bound".into(),
+            };
+            anyhow!(
+                "cannot serve rtsp://{host}:{port}: {why}; pick another port (port 0 picks a free one)"
+            )
+        })?;
+        let main_loop = glib::MainLoop::new(Some(&context), false);
+        let ml = main_loop.clone();
+        let ctx = context.clone();
+        let thread = std::thread::Builder::new()
+            .name("gradcam-rtsp".into())
+            .spawn(move || {
+                let _ = ctx.with_thread_default(|| ml.run());
+            })
+            .context("starting the RTSP server thread")?;
+        let base = format!("rtsp://{host}:{}", server.bound_port());
+        Ok(Server {
+            server,
+            context,
+            main_loop,
+            source: Some(source),
+            thread: Some(thread),
+            mounts: Vec::new(),
+            auth: credentials.is_some(),
+            base: base.clone(),
+            feeds: Arc::new(Feeds::default()),
+            url: base,
+        })
+    }
+
+    /// Serve a stream at `path`: the returned feeds take its encoded frames.
+    pub fn mount(&mut self, path: &str) -> Result<Arc<Feeds>> {
         let factory = rtsp::RTSPMediaFactory::new();
         factory.set_launch(MEDIA);
         factory.set_shared(true);
+        if self.auth {
+            factory.add_role_from_structure(
+                &gst::Structure::builder(ROLE)
+                    .field(rtsp::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+                    .field(rtsp::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+                    .build(),
+            );
+        }
         let feeds = Arc::new(Feeds::default());
         let f = feeds.clone();
         factory.connect_media_configure(move |_, media| {
@@ -159,49 +239,21 @@ impl Server {
                 f.add(appsrc);
             }
         });
-        server
+        self.server
             .mount_points()
             .context("the RTSP server has no mount points")?
             .add_factory(path, factory);
-
-        let context = glib::MainContext::new();
-        let source = server.attach(Some(&context)).map_err(|_| {
-            let why = match std::net::TcpListener::bind((host, port)) {
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                    format!("port {port} is already in use")
-                }
-                Err(e) => e.to_string(),
-                Ok(_) => "the address cannot be bound".into(),
-            };
-            anyhow!(
-                "cannot serve rtsp://{host}:{port}{path}: {why}; pick another port (port 0 picks a free one)"
-            )
-        })?;
-        let main_loop = glib::MainLoop::new(Some(&context), false);
-        let ml = main_loop.clone();
-        let ctx = context.clone();
-        let thread = std::thread::Builder::new()
-            .name("gradcam-rtsp".into())
-            .spawn(move || {
-                let _ = ctx.with_thread_default(|| ml.run());
-            })
-            .context("starting the RTSP server thread")?;
-        let url = format!("rtsp://{host}:{}{path}", server.bound_port());
-        Ok(Server {
-            server,
-            context,
-            main_loop,
-            source: Some(source),
-            thread: Some(thread),
-            feeds,
-            url,
-        })
+        self.mounts.push(feeds.clone());
+        Ok(feeds)
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.feeds.finish();
+        for m in &self.mounts {
+            m.finish();
+        }
         if let Some(source) = self
             .source
             .take()

@@ -4,7 +4,9 @@
 //! ```text
 //! {appsrc name=frames} - {tee name=split}
 //!   file:    - queue - videoconvert - {capsfilter name=chromaN} - {x264enc|nvh264enc name=encN}
-//!                - mp4mux|matroskamux - filesink
+//!                - mp4mux|matroskamux - filesink (mp4mux writes 1 s fragments for a live
+//!                recording, so that whatever kills the process leaves a playable file)
+//!   segments: - queue - videoconvert - capsfilter - encoder - {splitmuxsink name=fileN}
 //!   rtsp:    - queue (leaky) - videoconvert - {capsfilter name=chromaN} - {encoder, zero latency}
 //!                - h264parse - {appsink name=rtspN} → the RTSP server's medias
 //!   display: - queue (leaky) - videoconvert - autovideosink
@@ -96,13 +98,28 @@ fn configure_nvenc(enc: &gst::Element, live: bool) {
     }
 }
 
-/// The encoder and muxer for a file of `container` kind, as a gst-launch fragment.
-pub fn file_fragment(container: Container, codec: Codec, name: &str) -> String {
-    let mux = match container {
-        Container::Mp4 => "mp4mux",
-        Container::Matroska => "matroskamux",
+/// The encoder and muxer for a file of `container` kind, as a gst-launch fragment;
+/// `fragmented`: an MP4 written in 1 s fragments, playable up to the last one at any moment.
+pub fn file_fragment(container: Container, codec: Codec, name: &str, fragmented: bool) -> String {
+    let mux = match (container, fragmented) {
+        (Container::Mp4, false) => "mp4mux",
+        (Container::Mp4, true) => "mp4mux fragment-duration=1000",
+        (Container::Matroska, _) => "matroskamux",
     };
     format!("{} ! {mux}", encoder_fragment(codec, name, false))
+}
+
+/// What splitmuxsink muxes each segment with, and the muxer's settings.
+fn segment_muxer(container: Container) -> (&'static str, gst::Structure) {
+    match container {
+        Container::Mp4 => (
+            "mp4mux",
+            gst::Structure::builder("properties")
+                .field("fragment-duration", 1000u32)
+                .build(),
+        ),
+        Container::Matroska => ("matroskamux", gst::Structure::new_empty("properties")),
+    }
 }
 
 fn quote(path: &Path) -> String {
@@ -113,8 +130,10 @@ fn quote(path: &Path) -> String {
 /// One place the explained frames go.
 #[derive(Clone)]
 pub enum Branch<'a> {
-    /// An encoded file at this (partial) path.
-    File(&'a Path, Container),
+    /// An encoded file at this (partial) path; fragmented (a live recording) or not.
+    File(&'a Path, Container, bool),
+    /// Numbered files (`pattern` holds `%05d`) of at most this many nanoseconds each.
+    Segments(&'a Path, Container, u64),
     /// An RTSP server's medias.
     Rtsp(Arc<Feeds>),
     /// A window.
@@ -134,10 +153,16 @@ pub fn build(branches: &[Branch], codec: Codec) -> Result<Sink> {
     let mut desc = String::from("appsrc name=frames format=time block=true ! tee name=split");
     for (n, branch) in branches.iter().enumerate() {
         let part = match branch {
-            Branch::File(path, container) => format!(
+            Branch::File(path, container, fragmented) => format!(
                 "queue ! {CONVERT} ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! {} ! filesink name=file{n} async=false location={}",
-                file_fragment(*container, codec, &format!("enc{n}")),
+                file_fragment(*container, codec, &format!("enc{n}"), *fragmented),
                 quote(path)
+            ),
+            Branch::Segments(pattern, container, every) => format!(
+                "queue ! {CONVERT} ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! {} ! splitmuxsink name=file{n} send-keyframe-requests=true max-size-time={every} muxer-factory={} location={}",
+                encoder_fragment(codec, &format!("enc{n}"), false),
+                segment_muxer(*container).0,
+                quote(pattern)
             ),
             Branch::Rtsp(_) => format!(
                 "{LEAKY_QUEUE} ! {CONVERT} ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! \
@@ -173,6 +198,11 @@ pub fn build(branches: &[Branch], codec: Codec) -> Result<Sink> {
     for (n, branch) in branches.iter().enumerate() {
         if let (Codec::Nvenc, Some(enc)) = (codec, pipeline.by_name(&format!("enc{n}"))) {
             configure_nvenc(&enc, matches!(branch, Branch::Rtsp(_)));
+        }
+        if let (Branch::Segments(_, container, _), Some(split)) =
+            (branch, pipeline.by_name(&format!("file{n}")))
+        {
+            split.set_property("muxer-properties", segment_muxer(*container).1);
         }
         if let Branch::Rtsp(feeds) = branch {
             let appsink = pipeline
@@ -256,16 +286,17 @@ mod tests {
         let (mp4, mkv) = (dir.path().join("a"), dir.path().join("b"));
         let sink = build(
             &[
-                Branch::File(&mp4, Container::Mp4),
-                Branch::File(&mkv, Container::Matroska),
+                Branch::File(&mp4, Container::Mp4, false),
+                Branch::File(&mkv, Container::Matroska, true),
                 Branch::Rtsp(Arc::new(Feeds::default())),
                 Branch::Display,
                 Branch::Null,
+                Branch::Segments(&mkv, Container::Mp4, 5_000_000_000),
             ],
             Codec::X264,
         )?;
         for name in [
-            "file0", "file1", "rtsp2", "display3", "null4", "enc0", "enc2",
+            "file0", "file1", "rtsp2", "display3", "null4", "enc0", "enc2", "file5",
         ] {
             assert!(sink.pipeline.by_name(name).is_some(), "{name}");
         }

@@ -71,13 +71,17 @@ fn make(factory: &str, name: &str) -> Result<gst::Element> {
 /// How the appsink callback hands frames on. Cloned for each (re)built source of one run.
 #[derive(Clone)]
 pub struct Handoff {
+    /// The stream the frames belong to.
+    pub stream: usize,
     pub slot: FrameSlot,
     /// With `Overload::Drop`, the receiving end too, to take the oldest waiting frame out.
     pub overload: Overload,
     pub oldest: Receiver<Frame>,
     pub max_frames: Option<u64>,
     pub stop: Arc<AtomicBool>,
+    /// The stream's counters, and the run's.
     pub stats: Arc<Stats>,
+    pub all: Arc<Stats>,
     /// Frames given so far, across reconnects.
     pub index: Arc<AtomicU64>,
     /// For a live source: the instant timestamps count from (arrival time replaces the
@@ -302,12 +306,14 @@ fn link_through_download(
 
 fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
     let Handoff {
+        stream,
         slot,
         overload,
         oldest,
         max_frames,
         stop,
         stats,
+        all,
         index,
         epoch,
     } = h;
@@ -320,7 +326,8 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                     return Err(gst::FlowError::Eos);
                 }
                 stats.frame_received();
-                let Some(mut frame) = to_frame(&sample, i) else {
+                all.frame_received();
+                let Some(mut frame) = to_frame(&sample, stream, i) else {
                     gst::element_error!(
                         appsink,
                         gst::StreamError::Format,
@@ -333,9 +340,10 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                 }
                 if i == 0 {
                     stats.frames_started();
-                    stats
-                        .total
-                        .store(expected_frames(appsink, frame.rate), Ordering::Relaxed);
+                    all.frames_started();
+                    let expected = expected_frames(appsink, frame.rate);
+                    stats.total.store(expected, Ordering::Relaxed);
+                    all.total.fetch_add(expected, Ordering::Relaxed);
                 }
                 let Some(tx) = slot.lock().map(|s| s.clone()).unwrap_or(None) else {
                     return Err(gst::FlowError::Flushing);
@@ -347,8 +355,11 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                             Ok(()) => break,
                             Err(TrySendError::Full(f)) => {
                                 frame = f;
+                                // This stream's own oldest frame: other streams have queues of
+                                // their own.
                                 if oldest.try_recv().is_ok() {
                                     stats.dropped.fetch_add(1, Ordering::Relaxed);
+                                    all.dropped.fetch_add(1, Ordering::Relaxed);
                                 }
                             }
                             Err(TrySendError::Disconnected(_)) => {
@@ -358,7 +369,7 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                     }
                 } else {
                     let waiting = Instant::now();
-                    let _counted = Defer(|| stats.add_busy(Stage::SourceWait, waiting.elapsed()));
+                    let _counted = Defer(|| all.add_busy(Stage::SourceWait, waiting.elapsed()));
                     loop {
                         match tx.send_timeout(frame, Duration::from_millis(100)) {
                             Ok(()) => break,
@@ -382,7 +393,7 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
 }
 
 /// Copy a decoded sample into a [`Frame`], dropping any row padding.
-fn to_frame(sample: &gst::Sample, index: u64) -> Option<Frame> {
+fn to_frame(sample: &gst::Sample, stream: usize, index: u64) -> Option<Frame> {
     let buffer = sample.buffer()?;
     let info = gst_video::VideoInfo::from_caps(sample.caps()?).ok()?;
     let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).ok()?;
@@ -396,6 +407,7 @@ fn to_frame(sample: &gst::Sample, index: u64) -> Option<Frame> {
     }
     let fps = info.fps();
     Some(Frame {
+        stream,
         index,
         pts: buffer.pts().map(|t| t.nseconds()),
         duration: buffer.duration().map(|t| t.nseconds()),
@@ -428,12 +440,14 @@ mod tests {
     fn handoff() -> Handoff {
         let (tx, rx) = crossbeam_channel::bounded(1);
         Handoff {
+            stream: 0,
             slot: Arc::new(Mutex::new(Some(tx))),
             overload: Overload::Drop,
             oldest: rx,
             max_frames: None,
             stop: Arc::new(AtomicBool::new(false)),
             stats: Arc::new(Stats::default()),
+            all: Arc::new(Stats::default()),
             index: Arc::new(AtomicU64::new(0)),
             epoch: Some(Instant::now()),
         }

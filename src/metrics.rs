@@ -1,0 +1,346 @@
+//! `--metrics ADDR`: Prometheus text format at `/metrics` and a health check at `/healthz`,
+//! read at each scrape from the counters the stages already keep (`Stats`): nothing here
+//! touches a stage, and a slow scraper slows only this server's own thread.
+//!
+//! Per stream (label `stream`): frames in, out and dropped, reconnects, up (0/1) and the
+//! latency histogram. For the worker: batch sizes, queue depth, model time, device memory.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{anyhow, Context, Result};
+use crossbeam_channel::Receiver;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::frame::Frame;
+use crate::stats::Stats;
+
+/// Latency bucket bounds, in seconds.
+const LATENCY: [f64; 12] = [
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    f64::INFINITY,
+];
+/// Batch size bucket bounds.
+const BATCH: [f64; 10] = [1., 2., 4., 8., 16., 32., 64., 128., 256., f64::INFINITY];
+
+/// What a scrape reads: each stream's counters and queue, and the run's.
+#[derive(Clone)]
+pub struct Board {
+    pub streams: Vec<(String, Arc<Stats>, Receiver<Frame>)>,
+    pub all: Arc<Stats>,
+}
+
+impl std::fmt::Debug for Board {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Board({} streams)", self.streams.len())
+    }
+}
+
+impl Board {
+    /// 200 with `ok` while every stream is up, starting, reconnecting within its budget or
+    /// ended; 503 with the first stream that is down for good.
+    pub fn health(&self) -> (u16, String) {
+        for (name, stats, _) in &self.streams {
+            if let Some(why) = stats.health().down() {
+                return (
+                    503,
+                    crate::redact::line(&format!("stream {name} is down: {why}")),
+                );
+            }
+        }
+        let up = self
+            .streams
+            .iter()
+            .filter(|(_, s, _)| s.health().up())
+            .count();
+        (
+            200,
+            format!("ok: {up} of {} streams up", self.streams.len()),
+        )
+    }
+
+    /// The text a scrape gets.
+    pub fn render(&self) -> Result<String> {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self.clone()));
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+            .map_err(|_| anyhow!("encoding the metrics"))?;
+        Ok(out)
+    }
+}
+
+fn counter(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (String, u64)>,
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (stream, v) in values {
+        let labels = [("stream", stream)];
+        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn histogram(
+    m: &mut prometheus_client::encoding::MetricEncoder,
+    buckets: &[(f64, u64)],
+    sum: f64,
+    count: u64,
+) -> std::fmt::Result {
+    m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, buckets, None)
+}
+
+impl Collector for Board {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        use std::sync::atomic::Ordering::Relaxed;
+        let per =
+            |f: fn(&Stats) -> u64| self.streams.iter().map(move |(n, s, _)| (n.clone(), f(s)));
+        counter(
+            &mut e,
+            "gradcam_stream_frames_in",
+            "Frames the stream's source gave (explained or dropped)",
+            per(|s| s.received.load(Relaxed)),
+        )?;
+        counter(
+            &mut e,
+            "gradcam_stream_frames_out",
+            "Explained frames written to the stream's outputs",
+            per(|s| s.written.load(Relaxed)),
+        )?;
+        counter(
+            &mut e,
+            "gradcam_stream_frames_dropped",
+            "Live frames dropped because the model was behind",
+            per(|s| s.dropped.load(Relaxed)),
+        )?;
+        counter(
+            &mut e,
+            "gradcam_stream_reconnects",
+            "Times the stream's lost feed came back",
+            per(|s| s.reconnects.load(Relaxed)),
+        )?;
+        {
+            let mut m = e.encode_descriptor(
+                "gradcam_stream_up",
+                "1 while the stream's frames flow",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, s, _) in &self.streams {
+                let labels = [("stream", name.clone())];
+                ConstGauge::new(i64::from(s.health().up())).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut m = e.encode_descriptor(
+                "gradcam_stream_latency_seconds",
+                "Time from decoded frame to the output, per frame",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (name, s, _) in &self.streams {
+                let labels = [("stream", name.clone())];
+                let (buckets, sum, count) = s.latency_buckets(&LATENCY);
+                histogram(&mut m.encode_family(&labels)?, &buckets, sum, count)?;
+            }
+        }
+        {
+            let mut m = e.encode_descriptor(
+                "gradcam_stream_queue_depth",
+                "Frames waiting for the model, per stream",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, _, q) in &self.streams {
+                let labels = [("stream", name.clone())];
+                ConstGauge::new(q.len() as i64).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let sizes = self.all.batch_sizes();
+            let count: u64 = sizes.iter().sum();
+            let sum: f64 = sizes
+                .iter()
+                .enumerate()
+                .map(|(n, c)| n as f64 * *c as f64)
+                .sum();
+            let buckets: Vec<(f64, u64)> = BATCH
+                .iter()
+                .map(|&b| {
+                    let upto: u64 = sizes
+                        .iter()
+                        .enumerate()
+                        .filter(|(n, _)| *n as f64 <= b)
+                        .map(|(_, c)| *c)
+                        .sum();
+                    (b, upto)
+                })
+                .collect();
+            let mut m = e.encode_descriptor(
+                "gradcam_batch_size",
+                "Frames in each batch the model ran",
+                None,
+                MetricType::Histogram,
+            )?;
+            histogram(&mut m, &buckets, sum, count)?;
+        }
+        {
+            let m = e.encode_descriptor(
+                "gradcam_model_seconds",
+                "Time the worker spent on the model (upload, forward, CAM, copies back)",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(self.all.model_seconds()).encode(m)?;
+        }
+        {
+            let m = e.encode_descriptor(
+                "gradcam_device_memory_bytes",
+                "GPU memory in use (0 on a CPU)",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(self.all.device_memory() as i64).encode(m)?;
+        }
+        Ok(())
+    }
+}
+
+/// The HTTP server behind `--metrics`; stops when dropped.
+pub struct Server {
+    http: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+    /// `http://host:port` as bound.
+    pub url: String,
+}
+
+impl Server {
+    pub fn start(addr: SocketAddr, board: Board) -> Result<Server> {
+        let http = tiny_http::Server::http(addr).map_err(|e| {
+            anyhow!("cannot serve metrics on {addr}: {e}; pick another address (port 0 picks a free one)")
+        })?;
+        let url = match http.server_addr().to_ip() {
+            Some(a) => format!("http://{a}"),
+            None => format!("http://{addr}"),
+        };
+        let http = Arc::new(http);
+        let h = http.clone();
+        let thread = std::thread::Builder::new()
+            .name("gradcam-metrics".into())
+            .spawn(move || {
+                for req in h.incoming_requests() {
+                    let path = req.url().split('?').next().unwrap_or("").to_owned();
+                    let (code, body, kind) = match path.as_str() {
+                        "/metrics" => match board.render() {
+                            Ok(t) => (200, t, "text/plain; version=0.0.4; charset=utf-8"),
+                            Err(e) => (500, format!("{e}\n"), "text/plain"),
+                        },
+                        "/healthz" => {
+                            let (code, line) = board.health();
+                            (code, format!("{line}\n"), "text/plain")
+                        }
+                        _ => (404, "try /metrics or /healthz\n".into(), "text/plain"),
+                    };
+                    let header = tiny_http::Header::from_bytes("Content-Type", kind)
+                        .expect("a valid header");
+                    let _ = req.respond(
+                        tiny_http::Response::from_string(body)
+                            .with_status_code(code)
+                            .with_header(header),
+                    );
+                }
+            })
+            .context("starting the metrics thread")?;
+        Ok(Server {
+            http,
+            thread: Some(thread),
+            url,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.http.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Health;
+    use std::time::Duration;
+
+    #[test]
+    fn counters_and_health_read_the_stats() -> Result<()> {
+        let a = Arc::new(Stats::default());
+        let b = Arc::new(Stats::default());
+        a.received.store(7, std::sync::atomic::Ordering::Relaxed);
+        a.record_latency(Duration::from_millis(30));
+        a.set_health(Health::Up);
+        b.set_health(Health::Reconnecting {
+            tries: 1,
+            max: 0,
+            why: "gone".into(),
+        });
+        let (_tx, rx) = crossbeam_channel::bounded::<Frame>(1);
+        let all = Arc::new(Stats::default());
+        all.record_batch(4);
+        let board = Board {
+            streams: vec![
+                ("cam1".into(), a, rx.clone()),
+                ("cam2".into(), b.clone(), rx),
+            ],
+            all,
+        };
+        let text = board.render()?;
+        assert!(
+            text.contains(r#"gradcam_stream_frames_in_total{stream="cam1"} 7"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gradcam_stream_up{stream="cam2"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gradcam_stream_latency_seconds_bucket{le="0.05",stream="cam1"} 1"#)
+                || text.contains(
+                    r#"gradcam_stream_latency_seconds_bucket{stream="cam1",le="0.05"} 1"#
+                ),
+            "{text}"
+        );
+        assert!(text.contains("gradcam_batch_size_count 1"), "{text}");
+        assert_eq!(
+            board.health().0,
+            200,
+            "reconnecting for ever is within budget"
+        );
+        b.set_health(Health::Failed("cannot be opened".into()));
+        let (code, line) = board.health();
+        assert_eq!(code, 503);
+        assert_eq!(line, "stream cam2 is down: cannot be opened");
+        Ok(())
+    }
+}

@@ -1,0 +1,146 @@
+//! The render stage: draws what the model found on each frame (the heatmap unless the engine
+//! blended it on its device, the box, the label), a batch's frames in parallel, and writes
+//! each frame's metadata line to its stream's file in stream order. Pure per frame; no
+//! GStreamer and no tch types.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::engine::ModelInfo;
+use crate::frame::{Explained, Frame};
+use crate::outfile::LineFile;
+use crate::{label, localize, metadata, overlay, parallel};
+
+/// How frames are drawn: the settings of the run, the same for every stream.
+pub struct Look {
+    pub alpha: f32,
+    pub threshold: f32,
+    pub lut: [[u8; 3]; 256],
+    pub method: &'static str,
+    pub draw_box: bool,
+    pub label: bool,
+}
+
+struct Drawer {
+    look: Look,
+    classes: Vec<String>,
+    /// Each stream's name (metadata), and whether it wants metadata lines.
+    names: Vec<String>,
+    lines: Vec<bool>,
+}
+
+impl Drawer {
+    /// The finished frame and, when its stream wants it, its metadata line.
+    fn draw(&self, e: Explained) -> (Frame, Option<String>) {
+        let look = &self.look;
+        let loc = localize::locate(&e.cam, e.frame.width, e.frame.height);
+        let s = e.frame.stream;
+        let line = self.lines.get(s).copied().unwrap_or(false).then(|| {
+            let name = self.names.get(s).map(String::as_str).unwrap_or("");
+            metadata::line(&e, name, &self.classes, look.method, &loc)
+        });
+        let lines = if look.label {
+            self.label_lines(&e)
+        } else {
+            vec![]
+        };
+        let mut frame = e.frame;
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        if !e.blended {
+            overlay::blend(
+                &mut frame.pixels,
+                w,
+                h,
+                &e.cam,
+                look.alpha,
+                look.threshold,
+                &look.lut,
+            );
+        }
+        if let (true, Some(b)) = (look.draw_box, loc.bbox) {
+            let b = (b.x0 as usize, b.y0 as usize, b.x1 as usize, b.y1 as usize);
+            overlay::rectangle(
+                &mut frame.pixels,
+                w,
+                h,
+                b,
+                label::scale_for(h) * 2,
+                [255, 255, 255],
+            );
+        }
+        if !lines.is_empty() {
+            label::draw(&mut frame.pixels, w, h, &lines);
+        }
+        (frame, line)
+    }
+
+    /// `tabby 0.83`, or with --top-k one line a class, best first.
+    fn label_lines(&self, e: &Explained) -> Vec<String> {
+        let name = |c: i64| match self.classes.get(c as usize) {
+            Some(n) => n.clone(),
+            None => format!("class {c}"),
+        };
+        if e.ranked.is_empty() {
+            return vec![format!("{} {:.2}", name(e.target.class), e.target.prob)];
+        }
+        e.ranked
+            .iter()
+            .enumerate()
+            .map(|(r, (c, _))| {
+                let mark = if c.class == e.target.class { '>' } else { ' ' };
+                format!("{mark}{}. {} {:.2}", r + 1, name(c.class), c.prob)
+            })
+            .collect()
+    }
+}
+
+/// Draws batches (which may mix streams) and keeps each stream's metadata file.
+pub struct Renderer {
+    drawer: Drawer,
+    metadata: Vec<Option<LineFile>>,
+    threads: usize,
+}
+
+impl Renderer {
+    /// `streams`: each stream's name and metadata file, if any.
+    pub fn new(
+        look: Look,
+        info: &ModelInfo,
+        streams: &[(&str, Option<&Path>)],
+    ) -> Result<Renderer> {
+        let metadata = streams
+            .iter()
+            .map(|(_, m)| m.map(LineFile::create).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Renderer {
+            drawer: Drawer {
+                look,
+                classes: info.classes.clone(),
+                names: streams.iter().map(|(n, _)| n.to_string()).collect(),
+                lines: metadata.iter().map(Option::is_some).collect(),
+            },
+            metadata,
+            threads: parallel::cores(),
+        })
+    }
+
+    /// The finished frames, in the batch's order.
+    pub fn render(&mut self, batch: Vec<Explained>) -> Result<Vec<Frame>> {
+        let drawer = &self.drawer;
+        let drawn = parallel::map_in_order(batch, self.threads, |e| drawer.draw(e));
+        let mut frames = Vec::with_capacity(drawn.len());
+        for (frame, line) in drawn {
+            if let (Some(Some(m)), Some(line)) = (self.metadata.get_mut(frame.stream), line) {
+                m.line(&line).context("writing metadata")?;
+            }
+            frames.push(frame);
+        }
+        Ok(frames)
+    }
+
+    /// Each stream's metadata file (taken: the caller commits or drops each).
+    pub fn into_metadata(self) -> Vec<Option<LineFile>> {
+        self.metadata
+    }
+}
