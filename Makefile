@@ -10,7 +10,7 @@ export LIBTORCH_CXX11_ABI := 1
 BIN := target/release/gradcam-stream
 CARGO_FLAGS := --release --locked
 
-.PHONY: all setup build demo test lint unit bench models docs clean
+.PHONY: all setup build demo test lint unit bench soak models docs clean
 
 all: build
 
@@ -33,6 +33,12 @@ test: setup lint
 bench: build
 	cargo build $(CARGO_FLAGS) --examples
 	$(VENV)/bin/python scripts/bench.py
+
+# Many live RTSP cameras into one process for 10 minutes (SOAK_STREAMS, SOAK_SECONDS, …: see
+# scripts/soak.py); prints RSS, p95 latency and drops a minute, and checks the targets.
+soak: build
+	cargo build $(CARGO_FLAGS) --examples
+	$(VENV)/bin/python scripts/soak.py
 
 models: setup
 

@@ -16,9 +16,12 @@ On the CPU (always):
    latency p50/p95 from appsink to appsrc and the share of frames dropped
 8. RTSP to RTSP: examples/rtsp_serve serves a 60 fps 640x480 live pattern, gradcam-stream reads it
    and serves its output, ffmpeg watches that: frames explained per second end to end
+9. many streams: 4 copies of bikes.mp4 as 4 streams in one process, each to its own mp4, against
+   the single stream: aggregate frames explained per second (target >= 0.95x)
 On a CUDA machine, the same rows on the GPU as well: the engine at 640x272 and 1280x720,
 batch 8 and 32, fp32 and fp16; end to end on both clips, synthetic 720p to null and to mp4,
-live 720p at 30 fps; the peers on the GPU; and the ratios against the GPU targets.
+live 720p at 30 fps; 16 live 720p30 test:// streams in one process (target: 0 drops, p95 <= 150 ms);
+the peers on the GPU; and the ratios against the GPU targets.
 Run from the Makefile, which sets LIBTORCH for cargo.
 """
 import json
@@ -114,6 +117,33 @@ def live(tmp, size="640x480", fps=25, device="cpu", seconds=LIVE_SECONDS):
     t = total_stats(r.stderr)
     return {"p50": t["latency_p50"], "p95": t["latency_p95"], "in": int(t["in"]), "dropped": int(t["dropped"]),
             "fps": float(t["fps"])}
+
+
+def streams(tmp, n, clip="bikes.mp4", device="cpu"):
+    """`n` copies of `clip` as `n` streams, each to its own mp4: the run's `done:` figures."""
+    args = []
+    for i in range(n):
+        args += ["--input", f"s{i}={ROOT / 'samples' / clip}"]
+    r = subprocess.run([str(BIN), *args, "--device", device, "--batch-size", str(BATCH),
+                        "--output", str(Path(tmp) / "ms-{stream}.mp4"), "--progress", "none"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{n} streams failed: {r.stderr}")
+    done = r.stderr.rsplit("done: ", 1)[1].split()
+    return {"frames": int(done[0]), "fps": float(done[5].lstrip("("))}
+
+
+def live_streams(tmp, n, size, fps, seconds, device):
+    """`n` live test:// streams to null for `seconds`: the run's `stats: total` line."""
+    args = []
+    for i in range(n):
+        args += ["--input", f"s{i}=test://ball?size={size}&fps={fps}"]
+    r = subprocess.run([str(BIN), *args, "--device", device, "--batch-size", str(max(BATCH, n)),
+                        "--output", "null", "--duration", seconds, "--stats", seconds, "--progress", "none"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{n} live streams failed: {r.stderr}")
+    return total_stats(r.stderr)
 
 
 def rtsp_to_rtsp():
@@ -274,10 +304,26 @@ def main():
           f"| {lv['dropped']} of {lv['in']} ({100 * lv['dropped'] / max(lv['in'], 1):.1f}%) |")
     print(f"| RTSP 640x480 at 60 fps → RTSP (ffmpeg watching), {RTSP_SECONDS} s | {rt['fps']:.1f} | - | {rt['p95']} "
           f"| {rt['dropped']} of {rt['in']} ({100 * rt['dropped'] / max(rt['in'], 1):.1f}%) |")
+    with tempfile.TemporaryDirectory() as tmp:
+        print("measuring 4 file streams in one process ...", file=sys.stderr, flush=True)
+        one = best(lambda: clip_run("bikes.mp4", tmp))
+        four = best(lambda: streams(tmp, 4))
+    print()
+    print("| many streams (bikes.mp4 → mp4, CPU) | frames | explained frames / s (all streams) |")
+    print("|---|---|---|")
+    print(f"| 1 stream | {one['frames']} | {one['fps']:.1f} |")
+    print(f"| 4 streams in one process | {four['frames']} | {four['fps']:.1f} ({four['fps'] / one['fps']:.2f}x; "
+          f"target >= 0.95x) |")
     name = gpu_name()
     if name:
         with tempfile.TemporaryDirectory() as tmp:
             gpu_section(name, tmp)
+            print("measuring 16 live 720p30 streams on the GPU ...", file=sys.stderr, flush=True)
+            t = live_streams(tmp, 16, "1280x720", 30, "30", "cuda")
+            print()
+            print(f"| 16 live test:// 1280x720 at 30 fps (480 frames/s in all), 30 s, GPU | "
+                  f"{t['fps']} explained/s | p95 {t['latency_p95']} | {t['dropped']} of {t['in']} dropped "
+                  f"(target 0, p95 <= 150 ms) |")
     else:
         print()
         print("no CUDA GPU here: the GPU rows are measured on a machine that has one")

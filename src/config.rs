@@ -1412,6 +1412,32 @@ mod tests {
     }
 
     #[test]
+    fn shipped_stream_configs_make_valid_runs() -> Result<()> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let c = Config::merge(
+            Args::default(),
+            FileConfig::load(&root.join("configs/streams.toml"))?,
+        )?;
+        let names: Vec<_> = c.streams.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["door", "yard", "lab"]);
+        assert_eq!(c.streams[0].shown, "rtsp://viewer:***@10.0.0.5:554/stream1");
+        // The Kubernetes example's config, as mounted from its ConfigMap.
+        let yaml = std::fs::read_to_string(root.join("deploy/kubernetes.yaml"))?;
+        let toml_text: String = yaml
+            .lines()
+            .skip_while(|l| !l.contains("streams.toml: |"))
+            .skip(1)
+            .take_while(|l| l.starts_with("    ") || l.is_empty())
+            .map(|l| format!("{}\n", l.trim_start()))
+            .collect();
+        let file: FileConfig = toml::from_str(&toml_text)?;
+        let c = Config::merge(Args::default(), file)?;
+        assert_eq!(c.streams.len(), 2);
+        assert_eq!(c.metrics, Some("0.0.0.0:9464".parse()?));
+        Ok(())
+    }
+
+    #[test]
     fn bad_values_are_usage_errors() {
         type Edit = fn(&mut Args);
         let cases: &[(&str, Edit)] = &[

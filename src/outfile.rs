@@ -158,7 +158,14 @@ impl OutFile {
 
 impl Drop for OutFile {
     fn drop(&mut self) {
-        if !self.committed && !self.in_place {
+        if !self.committed && self.in_place {
+            // A live recording that never got a frame (the run failed before any) is no file.
+            if std::fs::metadata(&self.partial).is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(&self.partial);
+            }
+            return;
+        }
+        if !self.committed {
             let _ = std::fs::remove_file(&self.partial);
             forget(&self.partial);
         }

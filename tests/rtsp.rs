@@ -152,9 +152,15 @@ fn an_unreachable_feed_fails_after_the_reconnect_budget() -> Result<()> {
         &wrong,
         out.to_str().unwrap(),
         fixture().to_str().unwrap(),
-        &["--reconnect-max", "0"],
+        &["--reconnect-max", "1"],
     )?;
-    assert_fails(&o, 1, "no stream at this path");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let last = err.trim_end().lines().last().unwrap();
+    assert!(
+        last.starts_with("error: ") && last.contains("no stream at this path"),
+        "{err}"
+    );
     assert!(files_in(dir.path()).is_empty());
     Ok(())
 }

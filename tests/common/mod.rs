@@ -400,3 +400,52 @@ pub fn photo(name: &str, dir: &Path) -> Result<PathBuf> {
     anyhow::ensure!(st.success(), "scikit-image could not write {name}");
     Ok(path)
 }
+
+/// GET `url` (`http://host:port/path`) over a plain TCP connection: the status and the body.
+pub fn http_get(url: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").context("an http:// URL")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").context("an HTTP response")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("a status code")?;
+    Ok((status, body.to_owned()))
+}
+
+/// The status code an RTSP server answers a DESCRIBE of `url` with, given no credentials.
+pub fn rtsp_describe_status(url: &str) -> Result<u16> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("rtsp://").context("an rtsp:// URL")?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"
+    )?;
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("not an RTSP answer: {text}"))
+}
+
+/// The metrics URL a run prints (`metrics: http://…/metrics …`).
+pub fn metrics_url(run: &Running) -> Result<String> {
+    let l = run.wait_for("metrics: ", std::time::Duration::from_secs(30))?;
+    let url = l.split_whitespace().nth(1).context("a URL")?;
+    Ok(url.trim_end_matches("/metrics").to_owned())
+}
