@@ -14,7 +14,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A URL's password never reaches the terminal, whatever error quoted it.
+            eprintln!("{}", gradcam_stream::redact::line(&format!("error: {e:#}")));
             if e.is::<UsageError>() {
                 ExitCode::from(2)
             } else {
