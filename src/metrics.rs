@@ -21,16 +21,25 @@ use prometheus_client::registry::Registry;
 use crate::frame::Frame;
 use crate::stats::Stats;
 
-/// Latency bucket bounds, in seconds.
-const LATENCY: [f64; 12] = [
+/// Latency bucket bounds, in seconds: fine where live targets lie (p95 ≤ 150 ms), so a
+/// quantile read from them is within 25 ms there.
+const LATENCY: [f64; 20] = [
     0.01,
     0.025,
     0.05,
+    0.075,
     0.1,
+    0.125,
     0.15,
+    0.175,
+    0.2,
     0.25,
+    0.3,
+    0.4,
     0.5,
+    0.75,
     1.0,
+    1.5,
     2.5,
     5.0,
     10.0,
@@ -183,16 +192,19 @@ impl Collector for Board {
                 .enumerate()
                 .map(|(n, c)| n as f64 * *c as f64)
                 .sum();
+            // Each bucket's own count (the encoder sums them up into `le` buckets).
             let buckets: Vec<(f64, u64)> = BATCH
                 .iter()
-                .map(|&b| {
-                    let upto: u64 = sizes
+                .enumerate()
+                .map(|(i, &b)| {
+                    let above = if i == 0 { 0.0 } else { BATCH[i - 1] };
+                    let n: u64 = sizes
                         .iter()
                         .enumerate()
-                        .filter(|(n, _)| *n as f64 <= b)
+                        .filter(|(n, _)| *n as f64 > above && *n as f64 <= b)
                         .map(|(_, c)| *c)
                         .sum();
-                    (b, upto)
+                    (b, n)
                 })
                 .collect();
             let mut m = e.encode_descriptor(
@@ -299,6 +311,8 @@ mod tests {
         let b = Arc::new(Stats::default());
         a.received.store(7, std::sync::atomic::Ordering::Relaxed);
         a.record_latency(Duration::from_millis(30));
+        a.record_latency(Duration::from_millis(120));
+        a.record_latency(Duration::from_secs(30));
         a.set_health(Health::Up);
         b.set_health(Health::Reconnecting {
             tries: 1,
@@ -324,11 +338,33 @@ mod tests {
             text.contains(r#"gradcam_stream_up{stream="cam2"} 0"#),
             "{text}"
         );
+        // Cumulative, as Prometheus reads them: 30 ms, 120 ms, 30 s.
+        for (le, n) in [
+            ("0.025", 0),
+            ("0.05", 1),
+            ("0.1", 1),
+            ("0.125", 2),
+            ("10", 2),
+            ("+Inf", 3),
+        ] {
+            let want =
+                format!(r#"gradcam_stream_latency_seconds_bucket{{stream="cam1",le="{le}"}} {n}"#);
+            assert!(text.contains(&want), "{want} not in {text}");
+        }
         assert!(
-            text.contains(r#"gradcam_stream_latency_seconds_bucket{le="0.05",stream="cam1"} 1"#)
-                || text.contains(
-                    r#"gradcam_stream_latency_seconds_bucket{stream="cam1",le="0.05"} 1"#
-                ),
+            text.contains(r#"gradcam_stream_latency_seconds_count{stream="cam1"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gradcam_batch_size_bucket{le="2"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gradcam_batch_size_bucket{le="4"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gradcam_batch_size_bucket{le="+Inf"} 1"#),
             "{text}"
         );
         assert!(text.contains("gradcam_batch_size_count 1"), "{text}");

@@ -221,22 +221,29 @@ impl Stats {
         self.health.lock().map(|h| h.clone()).unwrap_or_default()
     }
 
-    /// The latency histogram over the whole run: (upper bound in seconds, frames at or
-    /// below it) for each of `bounds`, the sum in seconds and the count.
+    /// The latency histogram over the whole run: (upper bound in seconds, frames above the
+    /// previous bound and at or below this one) for each of `bounds` (rising; the last takes
+    /// all that is left), the sum in seconds and the count.
     pub fn latency_buckets(&self, bounds: &[f64]) -> (Vec<(f64, u64)>, f64, u64) {
         let Ok(l) = self.latency.lock() else {
             return (Vec::new(), 0.0, 0);
         };
         let h = &l.0;
         let mut out = Vec::with_capacity(bounds.len());
-        let (mut seen, mut ms) = (0u64, 0usize);
-        for &b in bounds {
-            let upto = ((b * 1000.0).floor() as usize).min(Histogram::BUCKETS - 1);
+        let mut ms = 0usize;
+        for (i, &b) in bounds.iter().enumerate() {
+            let upto = if i + 1 == bounds.len() {
+                Histogram::BUCKETS - 1
+            } else {
+                // The last 1 ms bucket holds everything from 10 s up: only the last bound's.
+                ((b * 1000.0).floor() as usize).min(Histogram::BUCKETS - 2)
+            };
+            let mut n = 0;
             while ms <= upto {
-                seen += h.counts[ms];
+                n += h.counts[ms];
                 ms += 1;
             }
-            out.push((b, seen));
+            out.push((b, n));
         }
         (out, h.sum_ns as f64 / 1e9, h.n)
     }
