@@ -99,8 +99,9 @@ pub struct Args {
     #[arg(long, value_name = "MS")]
     pub max_wait_ms: Option<u64>,
 
-    /// Decoded frames that may wait for the model, at least the batch size; a file input
-    /// blocks decoding when full [default: two batches (at least 16 for files)]
+    /// Decoded frames of a stream that may wait for the model; a file input blocks decoding
+    /// when full [default: two batches (at least 16 for files); several live streams share
+    /// the two batches, at least 2 frames each]
     #[arg(long, value_name = "N")]
     pub queue_capacity: Option<usize>,
 

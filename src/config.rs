@@ -367,6 +367,7 @@ impl Config {
             ));
         };
         let several = tables.len() > 1;
+        let n_streams = tables.len();
         let outputs = if a.output.is_empty() {
             f.output
                 .clone()
@@ -432,7 +433,17 @@ impl Config {
                 .or(t.metadata.clone())
                 .or(f.metadata.clone());
             let stream = Stream::merge(
-                &name, &spec, &outputs, metadata, shared, &t, &a, &f, batch_size, top_k, segment,
+                &name,
+                &spec,
+                &outputs,
+                metadata,
+                shared,
+                &t,
+                &a,
+                &f,
+                (batch_size, n_streams),
+                top_k,
+                segment,
             )?;
             streams.push(stream);
         }
@@ -596,7 +607,7 @@ impl Stream {
         t: &StreamTable,
         a: &Args,
         f: &FileConfig,
-        batch_size: usize,
+        (batch_size, n_streams): (usize, usize),
         top_k: usize,
         segment: Option<Duration>,
     ) -> Result<Stream> {
@@ -667,16 +678,18 @@ impl Stream {
             None => None,
         };
         // Two batches: one to gather while the model explains the other. A live source's
-        // queue is latency, so no more there; a file's is at least 16 frames of slack.
+        // queue is latency, so no more there: with several live streams the two batches are
+        // shared out (every stream fills batches), at least 2 frames each. A file's queue is
+        // at least 16 frames of slack.
         let queue_capacity = a
             .queue_capacity
             .or(f.queue_capacity)
             .unwrap_or(if input.is_live() {
-                2 * batch_size
+                (2 * batch_size).div_ceil(n_streams).max(2)
             } else {
                 (2 * batch_size).max(16)
             });
-        if queue_capacity < batch_size {
+        if queue_capacity * n_streams < batch_size || queue_capacity == 0 {
             bail!(usage(format!(
                 "--queue-capacity {queue_capacity} is smaller than --batch-size {batch_size}: a batch could never fill; use a queue of at least the batch size (two batches is the default)"
             )));
@@ -1302,6 +1315,8 @@ mod tests {
             ]
         );
         assert_eq!(c.streams[0].metadata, Some("meta-cam1.jsonl".into()));
+        // Two live streams share the two batches of queue: 8 frames each at batch size 8.
+        assert_eq!(c.streams[0].queue_capacity, 8);
 
         // Without {stream}, two streams would write one file.
         let a = Args {
