@@ -101,7 +101,7 @@ pub struct Args {
 
     /// Decoded frames of a stream that may wait for the model; a file input blocks decoding
     /// when full [default: two batches (at least 16 for files); several live streams share
-    /// the two batches, at least 4 frames each]
+    /// the two batches, at least 8 frames each]
     #[arg(long, value_name = "N")]
     pub queue_capacity: Option<usize>,
 

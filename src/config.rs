@@ -679,14 +679,14 @@ impl Stream {
         };
         // Two batches: one to gather while the model explains the other. A live source's
         // queue is latency, so no more there: with several live streams the two batches are
-        // shared out (every stream fills batches), at least 4 frames each (2 dropped frames
-        // on the other streams whenever a lost camera came back, in the soak). A file's queue is
+        // shared out (every stream fills batches), at least 8 frames each: with 2 or 4 the
+        // other streams dropped a frame or two whenever a lost camera came back (the soak). A file's queue is
         // at least 16 frames of slack.
         let queue_capacity = a
             .queue_capacity
             .or(f.queue_capacity)
             .unwrap_or(if input.is_live() {
-                (2 * batch_size).div_ceil(n_streams).max(4)
+                (2 * batch_size).div_ceil(n_streams).max(8)
             } else {
                 (2 * batch_size).max(16)
             });
