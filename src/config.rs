@@ -682,14 +682,16 @@ impl Stream {
         // shared out (every stream fills batches), at least 8 frames each: with 2 or 4 the
         // other streams dropped a frame or two whenever a lost camera came back (the soak). A file's queue is
         // at least 16 frames of slack.
-        let queue_capacity = a
-            .queue_capacity
-            .or(f.queue_capacity)
-            .unwrap_or(if input.is_live() {
-                (2 * batch_size).div_ceil(n_streams).max(8)
-            } else {
-                (2 * batch_size).max(16)
-            });
+        let queue_capacity =
+            a.queue_capacity
+                .or(f.queue_capacity)
+                .unwrap_or(if input.is_live() && n_streams > 1 {
+                    (2 * batch_size).div_ceil(n_streams).max(8)
+                } else if input.is_live() {
+                    2 * batch_size
+                } else {
+                    (2 * batch_size).max(16)
+                });
         if queue_capacity * n_streams < batch_size || queue_capacity == 0 {
             bail!(usage(format!(
                 "--queue-capacity {queue_capacity} is smaller than --batch-size {batch_size}: a batch could never fill; use a queue of at least the batch size (two batches is the default)"
