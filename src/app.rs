@@ -79,7 +79,7 @@ fn is_loopback(host: &str) -> bool {
 /// for a live recording), segment patterns and RTSP mounts.
 struct Outlets {
     files: Vec<(OutFile, crate::config::Container, bool)>,
-    branches_rtsp: Vec<Arc<rtsp::Feeds>>,
+    mounts: Vec<Arc<rtsp::Feeds>>,
     names: Vec<String>,
 }
 
@@ -157,13 +157,13 @@ fn outlets(s: &Stream, feeds: Vec<Arc<rtsp::Feeds>>) -> Result<Outlets> {
     }
     Ok(Outlets {
         files,
-        branches_rtsp: feeds,
+        mounts: feeds,
         names,
     })
 }
 
 fn branches<'a>(s: &'a Stream, o: &'a Outlets) -> Vec<Branch<'a>> {
-    let (mut f, mut r) = (o.files.iter(), o.branches_rtsp.iter());
+    let (mut f, mut r) = (o.files.iter(), o.mounts.iter());
     s.outputs
         .iter()
         .map(|out| match out {

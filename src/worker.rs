@@ -302,7 +302,7 @@ impl Batcher {
             let deadline = self.started + self.max_wait;
             while self.take_queued() {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() || self.closed_but_carry() {
+                if left.is_zero() || self.inputs_closed() {
                     break;
                 }
                 self.wait_any(Some(left));
@@ -312,7 +312,7 @@ impl Batcher {
     }
 
     /// No queue is open: waiting cannot bring more frames.
-    fn closed_but_carry(&self) -> bool {
+    fn inputs_closed(&self) -> bool {
         self.queues.iter().all(Option::is_none)
     }
 }
@@ -362,7 +362,7 @@ fn run(
             // The device works on `p`: gather the next batch meanwhile, and queue it as soon
             // as it is full or the device is free.
             let room = batcher.take_queued();
-            let closed = batcher.closed_but_carry();
+            let closed = batcher.inputs_closed();
             if (!room || closed) && !batcher.next.is_empty() {
                 let (next, next_ended) = batcher.take_batch();
                 pending = Some((submit(&mut engine, next)?, next_ended));
