@@ -373,7 +373,12 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                     loop {
                         match tx.send_timeout(frame, Duration::from_millis(100)) {
                             Ok(()) => break,
-                            Err(SendTimeoutError::Timeout(f)) if !stop.load(Ordering::Relaxed) => {
+                            // Keep waiting for room unless the run is stopping or this
+                            // stream was closed (its end, or its failure: the bus loop then
+                            // tears this pipeline down, which waits for this thread).
+                            Err(SendTimeoutError::Timeout(f))
+                                if !stop.load(Ordering::Relaxed) && !is_closed(&slot) =>
+                            {
                                 frame = f
                             }
                             // Stopping, or the worker is gone (it reports its own error).
