@@ -138,6 +138,12 @@ fn backoff(try_number: u32) -> Duration {
     Duration::from_secs(1u64 << try_number.saturating_sub(1).min(5)).min(Duration::from_secs(30))
 }
 
+/// How long a local file may take to start giving frames.
+const OPEN_FILE: Duration = Duration::from_secs(15);
+
+/// How long an output may take to finalize after its EOS.
+const FINALIZE: Duration = Duration::from_secs(30);
+
 /// A feed that gives no frame this long after it was (re)built or after its last frame is
 /// taken as lost (a UDP feed whose server vanished goes silent rather than failing).
 const STALL: Duration = Duration::from_secs(10);
@@ -233,6 +239,7 @@ pub fn run_video(run: Run, all: Arc<Stats>, reporter: &mut Reporter) -> Result<V
             stats: st.stats.clone(),
             failed: None,
             done: None,
+            pushed_eos: None,
         });
         pushers.push((sink, st.rendered, st.stats));
     }
@@ -319,10 +326,28 @@ pub fn run_video(run: Run, all: Arc<Stats>, reporter: &mut Reporter) -> Result<V
                             lane.finish();
                         }
                     }
-                    Event::PusherDone(_, Ok(())) => {}
+                    Event::PusherDone(i, Ok(())) => {
+                        // EOS went into the appsrc. An output that never got a frame has
+                        // nothing to finalize, and its EOS may never come out (it raced the
+                        // sink's start): it is done now.
+                        let lane = &mut lanes[i];
+                        lane.pushed_eos = Some(Instant::now());
+                        if lane.stats.written.load(Ordering::Relaxed) == 0 {
+                            let _ = lane.sink_pipeline.set_state(gst::State::Null);
+                            lane.finish();
+                        }
+                    }
                 },
                 default(Duration::from_millis(100)) => {
                     reporter.update(&all);
+                    for lane in lanes.iter_mut().filter(|l| l.done.is_none()) {
+                        // A muxer finalizes in well under this; one that does not is given up.
+                        if lane.pushed_eos.is_some_and(|t| t.elapsed() >= FINALIZE) {
+                            lane.fail(format!("its output did not finish within {} s of its end", FINALIZE.as_secs()), several);
+                            let _ = lane.sink_pipeline.set_state(gst::State::Null);
+                            lane.finish();
+                        }
+                    }
                     if !stopping(&stop) {
                         for lane in lanes.iter_mut().filter(|l| l.failed.is_none() && !source::is_closed(&l.slot)) {
                             if let Err(e) = lane.feed.tick(&lane.stats, &all) {
@@ -379,6 +404,8 @@ struct Lane<'a> {
     failed: Option<String>,
     /// How it ended, once its output is finished.
     done: Option<Result<()>>,
+    /// When its pusher sent EOS into the output.
+    pushed_eos: Option<Instant>,
 }
 
 impl Lane<'_> {
@@ -521,9 +548,24 @@ impl Feed<'_> {
     /// silent feed as lost.
     fn tick(&mut self, stats: &Stats, all: &Stats) -> Result<()> {
         let received = stats.received.load(Ordering::Relaxed);
+
         if !self.reconnects() {
             if received > 0 && stats.health() == Health::Starting {
                 stats.set_health(Health::Up);
+            }
+            // decodebin now and then swallows a demuxer's error on a damaged file (about 1
+            // run in 30 on a truncated MP4): the pipeline stays in READY for ever, and no
+            // message says why.
+            let local = matches!(self.input, Input::Video { path: Some(_), .. });
+            let stuck = self
+                .pipeline
+                .as_ref()
+                .is_some_and(|p| p.state(gst::ClockTime::ZERO).1 <= gst::State::Ready);
+            if local && received == 0 && stuck && self.built.elapsed() >= OPEN_FILE {
+                anyhow::bail!(
+                    "the input did not start within {} s and GStreamer gave no reason: it is probably damaged or truncated; re-encode or re-download it",
+                    OPEN_FILE.as_secs()
+                );
             }
             return Ok(());
         }
