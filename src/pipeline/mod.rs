@@ -302,7 +302,10 @@ pub fn run_video(run: Run, all: Arc<Stats>, reporter: &mut Reporter) -> Result<V
                     }
                     Event::Error(Role::Source(i, g), msg) if g == lanes[i].feed.generation => {
                         let lane = &mut lanes[i];
-                        if lane.feed.reconnects() && !stopping(&stop) {
+                        if source::is_closed(&lane.slot) {
+                            // Its input was closed on purpose (a stop, its end, --max-frames):
+                            // the last words of a source being torn down do not matter.
+                        } else if lane.feed.reconnects() && !stopping(&stop) {
                             if let Err(e) = lane.feed.lost(msg, &lane.stats) {
                                 lane.fail(e.to_string(), several);
                             }
