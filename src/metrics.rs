@@ -109,6 +109,21 @@ fn counter(
     Ok(())
 }
 
+/// A gauge with a value per stream.
+fn gauge(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (String, i64)>,
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (stream, v) in values {
+        let labels = [("stream", stream)];
+        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 fn histogram(
     m: &mut prometheus_client::encoding::MetricEncoder,
     buckets: &[(f64, u64)],
@@ -147,18 +162,14 @@ impl Collector for Board {
             "Times the stream's lost feed came back",
             per(|s| s.reconnects.load(Relaxed)),
         )?;
-        {
-            let mut m = e.encode_descriptor(
-                "gradcam_stream_up",
-                "1 while the stream's frames flow",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (name, s, _) in &self.streams {
-                let labels = [("stream", name.clone())];
-                ConstGauge::new(i64::from(s.health().up())).encode(m.encode_family(&labels)?)?;
-            }
-        }
+        gauge(
+            &mut e,
+            "gradcam_stream_up",
+            "1 while the stream's frames flow",
+            self.streams
+                .iter()
+                .map(|(n, s, _)| (n.clone(), i64::from(s.health().up()))),
+        )?;
         {
             let mut m = e.encode_descriptor(
                 "gradcam_stream_latency_seconds",
@@ -172,18 +183,14 @@ impl Collector for Board {
                 histogram(&mut m.encode_family(&labels)?, &buckets, sum, count)?;
             }
         }
-        {
-            let mut m = e.encode_descriptor(
-                "gradcam_stream_queue_depth",
-                "Frames waiting for the model, per stream",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (name, _, q) in &self.streams {
-                let labels = [("stream", name.clone())];
-                ConstGauge::new(q.len() as i64).encode(m.encode_family(&labels)?)?;
-            }
-        }
+        gauge(
+            &mut e,
+            "gradcam_stream_queue_depth",
+            "Frames waiting for the model, per stream",
+            self.streams
+                .iter()
+                .map(|(n, _, q)| (n.clone(), q.len() as i64)),
+        )?;
         {
             let sizes = self.all.batch_sizes();
             let count: u64 = sizes.iter().sum();
