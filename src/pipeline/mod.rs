@@ -329,17 +329,8 @@ pub fn run_video(run: Run, all: Arc<Stats>, reporter: &mut Reporter) -> Result<V
                             lane.finish();
                         }
                     }
-                    Event::PusherDone(i, Ok(())) => {
-                        // EOS went into the appsrc. An output that never got a frame has
-                        // nothing to finalize, and its EOS may never come out (it raced the
-                        // sink's start): it is done now.
-                        let lane = &mut lanes[i];
-                        lane.pushed_eos = Some(Instant::now());
-                        if lane.stats.written.load(Ordering::Relaxed) == 0 {
-                            let _ = lane.sink_pipeline.set_state(gst::State::Null);
-                            lane.finish();
-                        }
-                    }
+                    // EOS went into the appsrc: the output finalizes (see FINALIZE).
+                    Event::PusherDone(i, Ok(())) => lanes[i].pushed_eos = Some(Instant::now()),
                 },
                 default(Duration::from_millis(100)) => {
                     reporter.update(&all);
