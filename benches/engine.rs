@@ -23,6 +23,7 @@ use gradcam_stream::cam::Method;
 use gradcam_stream::config::{DeviceChoice, Precision, DEFAULT_MODEL};
 use gradcam_stream::engine::{BlendAt, Engine, Pending, Settings};
 use gradcam_stream::frame::Frame;
+use gradcam_tcmalloc as _; // the allocator the program runs with
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use gradcam_stream::cli::Args;
 use gradcam_stream::config::{Config, UsageError};
+use gradcam_tcmalloc as _; // tcmalloc is this program's allocator (see its build.rs)
 
 fn main() -> ExitCode {
     gradcam_stream::shutdown::install();

@@ -8,7 +8,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::engine::ModelInfo;
-use crate::frame::{Explained, Frame};
+use crate::frame::{CamMap, ClassScore, Explained, Frame};
+use crate::localize::Located;
 use crate::outfile::LineFile;
 use crate::{label, localize, metadata, overlay, parallel};
 
@@ -22,6 +23,16 @@ pub struct Look {
     pub label: bool,
 }
 
+/// A finished frame with what was drawn on it: for a front end that passes results on beside
+/// the pixels (the GStreamer element's metadata).
+pub struct Drawn {
+    pub frame: Frame,
+    pub cam: CamMap,
+    /// The class the map explains.
+    pub target: ClassScore,
+    pub located: Located,
+}
+
 struct Drawer {
     look: Look,
     classes: Vec<String>,
@@ -32,7 +43,7 @@ struct Drawer {
 
 impl Drawer {
     /// The finished frame and, when its stream wants it, its metadata line.
-    fn draw(&self, e: Explained) -> (Frame, Option<String>) {
+    fn draw(&self, e: Explained) -> (Drawn, Option<String>) {
         let look = &self.look;
         let loc = localize::locate(&e.cam, e.frame.width, e.frame.height);
         let s = e.frame.stream;
@@ -72,15 +83,26 @@ impl Drawer {
         if !lines.is_empty() {
             label::draw(&mut frame.pixels, w, h, &lines);
         }
-        (frame, line)
+        let drawn = Drawn {
+            frame,
+            cam: e.cam,
+            target: e.target,
+            located: loc,
+        };
+        (drawn, line)
+    }
+
+    /// The name of class `id` in the model's list ("class N" past its end).
+    fn class_name(&self, id: i64) -> String {
+        match self.classes.get(id as usize) {
+            Some(n) => n.clone(),
+            None => format!("class {id}"),
+        }
     }
 
     /// `tabby 0.83`, or with --top-k one line a class, best first.
     fn label_lines(&self, e: &Explained) -> Vec<String> {
-        let name = |c: i64| match self.classes.get(c as usize) {
-            Some(n) => n.clone(),
-            None => format!("class {c}"),
-        };
+        let name = |c: i64| self.class_name(c);
         if e.ranked.is_empty() {
             return vec![format!("{} {:.2}", name(e.target.class), e.target.prob)];
         }
@@ -127,16 +149,30 @@ impl Renderer {
 
     /// The finished frames, in the batch's order.
     pub fn render(&mut self, batch: Vec<Explained>) -> Result<Vec<Frame>> {
+        Ok(self
+            .render_drawn(batch)?
+            .into_iter()
+            .map(|d| d.frame)
+            .collect())
+    }
+
+    /// The finished frames with what was drawn on each, in the batch's order.
+    pub fn render_drawn(&mut self, batch: Vec<Explained>) -> Result<Vec<Drawn>> {
         let drawer = &self.drawer;
         let drawn = parallel::map_in_order(batch, self.threads, |e| drawer.draw(e));
         let mut frames = Vec::with_capacity(drawn.len());
-        for (frame, line) in drawn {
-            if let (Some(Some(m)), Some(line)) = (self.metadata.get_mut(frame.stream), line) {
+        for (d, line) in drawn {
+            if let (Some(Some(m)), Some(line)) = (self.metadata.get_mut(d.frame.stream), line) {
                 m.line(&line).context("writing metadata")?;
             }
-            frames.push(frame);
+            frames.push(d);
         }
         Ok(frames)
+    }
+
+    /// The name of class `id` in the model's list ("class N" past its end).
+    pub fn class_name(&self, id: i64) -> String {
+        self.drawer.class_name(id)
     }
 
     /// Each stream's metadata file (taken: the caller commits or drops each).

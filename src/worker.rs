@@ -23,12 +23,34 @@ pub struct Delivery {
     pub ended: Vec<usize>,
 }
 
+/// A stream's queue, as it is handed to a running worker: the stream's id (`Frame::stream` of
+/// its frames) and the receiving end of its frames.
+pub type Queue = (usize, Receiver<Frame>);
+
 /// Start the worker, taking frames from one queue per stream (`queues[i]` carries stream
 /// `i`'s frames). The model is loaded on the worker thread before this returns, so a bad
 /// model or device is reported here, before any pipeline starts.
 pub fn spawn(
     settings: Settings,
     queues: Vec<Receiver<Frame>>,
+    results: Sender<Delivery>,
+    stats: Arc<Stats>,
+) -> Result<(ModelInfo, JoinHandle<Result<()>>)> {
+    let (open, streams) = crossbeam_channel::unbounded::<Queue>();
+    for q in queues.into_iter().enumerate() {
+        open.send(q).expect("the receiver is here");
+    }
+    drop(open); // no stream comes later: the worker ends when these have
+    spawn_open(settings, streams, results, stats)
+}
+
+/// Start the worker with streams that come and go: each queue sent on `streams` joins the
+/// batches (its id must be new), and leaves once it is closed and drained, with its state
+/// (smoothing) dropped. The worker ends once `streams` is closed and every stream has ended.
+/// This is how the GStreamer element drives it: a new stream after each flush or EOS.
+pub fn spawn_open(
+    settings: Settings,
+    streams: Receiver<Queue>,
     results: Sender<Delivery>,
     stats: Arc<Stats>,
 ) -> Result<(ModelInfo, JoinHandle<Result<()>>)> {
@@ -48,12 +70,13 @@ pub fn spawn(
                 }
             };
             drop(ready_tx);
-            let batcher = Batcher::new(
-                queues,
+            let mut batcher = Batcher::new(
+                Vec::new(),
                 settings.batch_size,
                 settings.max_wait,
                 stats.clone(),
             );
+            batcher.streams = Some(streams);
             run(engine, batcher, &results, &stats)
         })
         .context("starting the worker thread")?;
@@ -130,8 +153,11 @@ fn panic_line(text: &str) -> String {
 /// stream never starves a quiet one. A batch holds frames of one size; within it each
 /// stream's frames lie together, in their order.
 struct Batcher {
-    /// Each stream's queue; None once it is closed and drained.
+    /// Each stream's queue, by stream id; None once it is closed and drained (or for an id
+    /// that never came).
     queues: Vec<Option<Receiver<Frame>>>,
+    /// Where streams that join later come from; None once it is closed (or there is none).
+    streams: Option<Receiver<Queue>>,
     /// A stream's frame of another size than the batch's: it starts a later batch.
     carry: Vec<Option<Frame>>,
     /// Streams whose end has been handed on (or is in `ended`).
@@ -158,6 +184,7 @@ impl Batcher {
         let n = queues.len();
         Batcher {
             queues: queues.into_iter().map(Some).collect(),
+            streams: None,
             carry: (0..n).map(|_| None).collect(),
             over: vec![false; n],
             size,
@@ -170,9 +197,34 @@ impl Batcher {
         }
     }
 
-    /// Every stream has ended and nothing is left to hand on.
+    /// Every stream has ended and nothing is left to hand on, and no other can join.
     fn closed(&self) -> bool {
-        self.over.iter().all(|&o| o)
+        self.streams.is_none() && self.over.iter().all(|&o| o)
+    }
+
+    /// Take in the streams that joined since the last look.
+    fn accept(&mut self) {
+        let Some(streams) = &self.streams else {
+            return;
+        };
+        loop {
+            match streams.try_recv() {
+                Ok((id, queue)) => {
+                    if id >= self.queues.len() {
+                        self.queues.resize_with(id + 1, || None);
+                        self.carry.resize_with(id + 1, || None);
+                        self.over.resize(id + 1, true);
+                    }
+                    self.queues[id] = Some(queue);
+                    self.over[id] = false;
+                }
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.streams = None;
+                    return;
+                }
+            }
+        }
     }
 
     fn full(&self) -> bool {
@@ -236,6 +288,7 @@ impl Batcher {
     /// Take what is queued now, without waiting, a frame from each stream in turn; false when
     /// the batch can take no more.
     fn take_queued(&mut self) -> bool {
+        self.accept();
         let n = self.queues.len();
         loop {
             let mut gave = false;
@@ -253,15 +306,19 @@ impl Batcher {
         !self.full() && self.carry.iter().all(Option::is_none)
     }
 
-    /// Wait up to `limit` (forever: None) until some stream's queue has a frame or closes.
+    /// Wait up to `limit` (forever: None) until some stream's queue has a frame or closes, or
+    /// a stream joins.
     fn wait_any(&mut self, limit: Option<Duration>) {
         let open: Vec<&Receiver<Frame>> = self.queues.iter().flatten().collect();
-        if open.is_empty() {
+        if open.is_empty() && self.streams.is_none() {
             return;
         }
         let mut sel = crossbeam_channel::Select::new();
         for q in &open {
             sel.recv(q);
+        }
+        if let Some(streams) = &self.streams {
+            sel.recv(streams);
         }
         match limit {
             Some(d) => {
@@ -311,9 +368,9 @@ impl Batcher {
         Some(self.take_batch())
     }
 
-    /// No queue is open: waiting cannot bring more frames.
+    /// No queue is open and none can join: waiting cannot bring more frames.
     fn inputs_closed(&self) -> bool {
-        self.queues.iter().all(Option::is_none)
+        self.streams.is_none() && self.queues.iter().all(Option::is_none)
     }
 }
 
@@ -354,6 +411,9 @@ fn run(
             }
             None => Vec::new(),
         };
+        for &s in &ended {
+            engine.forget(s);
+        }
         // The output stage is gone: it reports its own error.
         Ok(results.send(Delivery { explained, ended }).is_ok())
     };
@@ -500,5 +560,40 @@ mod fairness {
         assert_eq!(rest, (2..8).collect::<Vec<_>>());
         ends.sort();
         assert_eq!(ends, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn streams_join_while_it_runs_and_it_ends_once_none_can() {
+        let (open, streams) = crossbeam_channel::unbounded::<Queue>();
+        let mut b = Batcher::new(
+            Vec::new(),
+            4,
+            Duration::from_millis(5),
+            Arc::new(Stats::default()),
+        );
+        b.streams = Some(streams);
+        // A stream with id 3 joins with two frames and ends; then a second one, id 4.
+        for id in [3, 4] {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            tx.send(frame(id, 0)).unwrap();
+            tx.send(frame(id, 1)).unwrap();
+            open.send((id, rx)).unwrap();
+            let mut got = Vec::new();
+            let mut ends = Vec::new();
+            drop(tx);
+            while ends.is_empty() {
+                let (batch, ended) = b.complete().expect("open");
+                got.extend(batch.iter().map(|f| (f.stream, f.index)));
+                ends.extend(ended);
+            }
+            assert_eq!(got, vec![(id, 0), (id, 1)]);
+            assert_eq!(ends, vec![id]);
+        }
+        assert!(!b.closed(), "another stream may still join");
+        drop(open);
+        assert!(
+            b.complete().is_none(),
+            "no stream is left and none can join"
+        );
     }
 }

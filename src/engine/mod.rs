@@ -593,6 +593,12 @@ impl Engine {
         Ok(self.smoothing.get_mut(&stream).expect("just made"))
     }
 
+    /// Drop what is kept for `stream` (its smoothing): it has ended, and a stream that comes
+    /// later has another id.
+    pub fn forget(&mut self, stream: usize) {
+        self.smoothing.remove(&stream);
+    }
+
     /// For each run of a smoothed stream, which of its frames start afresh (a cut or the
     /// stream's first frame): [len] bool; None for the other runs.
     fn fresh(&mut self, rgb: &Tensor, runs: &[Run]) -> Result<Vec<Option<Tensor>>> {

@@ -1,0 +1,1196 @@
+//! The `gradcam` element's subclass. A plain element with one sink and one source pad (not a
+//! BaseTransform: it holds frames to batch them).
+//!
+//! - The sink pad's streaming thread turns each buffer into a `Frame` (RGBx; BGR orders are
+//!   swapped on the way in and out), notes it in `order`, and sends it to the gradcam-stream
+//!   worker (`worker::spawn_open`), which batches up to `batch-size` frames or `max-wait-ms`
+//!   and explains them with the engine. Serialized events wait in `order` behind the frames
+//!   that came before them.
+//! - The source pad's task takes the worker's results, draws them with the program's renderer
+//!   (heatmap, box, label), and pushes each frame on with its timestamps, flags and metas
+//!   (less any `GstVideoMeta`: the output is tightly packed), a
+//!   `GstVideoRegionOfInterestMeta`, and with `post-messages` an element message.
+//! - Each run of frames is a worker stream: EOS closes it (the worker explains the partial
+//!   batch at once), a flush drops it, and the next buffer opens a new one. The engine keeps
+//!   smoothing per stream, so a flush (a seek) starts smoothing afresh.
+//! - Settings are read at NULL→READY, where the model is loaded and every value is checked;
+//!   a bad one fails that state change with an error naming the property.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
+use gradcam_stream::cam::Method;
+use gradcam_stream::colormap::Colormap;
+use gradcam_stream::config::{ClassSpec, DeviceChoice, Precision, DEFAULT_MODEL};
+use gradcam_stream::engine;
+use gradcam_stream::frame::Frame;
+use gradcam_stream::render::{Drawn, Look, Renderer};
+use gradcam_stream::stats::Stats;
+use gradcam_stream::worker::{self, Delivery, Queue};
+use gstreamer as gst;
+use gstreamer::glib;
+use gstreamer::prelude::*;
+use gstreamer::subclass::prelude::*;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "gradcam",
+        gst::DebugColorFlags::empty(),
+        Some("Grad-CAM explanations of video frames"),
+    )
+});
+
+/// The formats in and out (the same on both sides; videoconvert does the rest).
+const FORMATS: [gst_video::VideoFormat; 4] = [
+    gst_video::VideoFormat::Rgbx,
+    gst_video::VideoFormat::Bgrx,
+    gst_video::VideoFormat::Rgba,
+    gst_video::VideoFormat::Bgra,
+];
+
+/// The ROI meta's type and its parameter structures' names.
+pub const ROI_TYPE: &str = "gradcam";
+pub const PARAMS: &str = "gradcam";
+pub const MAP: &str = "gradcam-map";
+
+/// The properties, as set; read at NULL→READY. Names, defaults and meanings are the CLI's.
+#[derive(Debug, Clone)]
+struct Settings {
+    model: String,
+    device: String,
+    precision: String,
+    batch_size: u32,
+    max_wait_ms: u32,
+    method: String,
+    class: String,
+    top_k: u32,
+    show_rank: u32,
+    colormap: String,
+    alpha: f64,
+    threshold: f64,
+    draw_box: bool,
+    label: bool,
+    smooth: f64,
+    post_messages: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            model: DEFAULT_MODEL.to_owned(),
+            device: "auto".into(),
+            precision: "fp32".into(),
+            batch_size: 8,
+            max_wait_ms: 50,
+            method: "gradcam".into(),
+            class: String::new(),
+            top_k: 1,
+            show_rank: 1,
+            colormap: "jet".into(),
+            alpha: 0.5,
+            threshold: 0.0,
+            draw_box: false,
+            label: true,
+            smooth: 0.0,
+            post_messages: false,
+        }
+    }
+}
+
+/// A property's bad value: its name and the one line that says what to do.
+#[derive(Debug)]
+struct BadProperty {
+    property: &'static str,
+    message: String,
+}
+
+impl std::fmt::Display for BadProperty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "property `{}`: {}", self.property, self.message)
+    }
+}
+
+fn bad(property: &'static str, message: impl Into<String>) -> BadProperty {
+    BadProperty {
+        property,
+        message: message.into(),
+    }
+}
+
+/// The properties whose CLI flag (`--name`) an engine error may quote.
+const FLAGS: [&str; 6] = [
+    "class",
+    "top-k",
+    "show-rank",
+    "precision",
+    "device",
+    "method",
+];
+
+impl Settings {
+    /// The engine's settings and the renderer's look, each value checked.
+    fn resolve(&self) -> Result<(engine::Settings, Look), BadProperty> {
+        let device = match self.device.as_str() {
+            "auto" => DeviceChoice::Auto,
+            "cpu" => DeviceChoice::Cpu,
+            "cuda" | "gpu" => DeviceChoice::Cuda,
+            other => {
+                return Err(bad(
+                    "device",
+                    format!("unknown device `{other}`; use auto, cpu or cuda"),
+                ))
+            }
+        };
+        let precision = match self.precision.as_str() {
+            "fp32" => Precision::Fp32,
+            "fp16" => Precision::Fp16,
+            other => {
+                return Err(bad(
+                    "precision",
+                    format!("unknown precision `{other}`; use fp32 or fp16 (fp16 on a CUDA GPU)"),
+                ))
+            }
+        };
+        let method = Method::parse(&self.method).ok_or_else(|| {
+            let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
+            bad(
+                "method",
+                format!("unknown method `{}`; use {}", self.method, names.join(", ")),
+            )
+        })?;
+        let colormap = Colormap::parse(&self.colormap).ok_or_else(|| {
+            bad(
+                "colormap",
+                format!(
+                    "unknown colormap `{}`; use jet, turbo, inferno or viridis",
+                    self.colormap
+                ),
+            )
+        })?;
+        let class = match self.class.trim() {
+            "" => None,
+            c => Some(match c.parse::<i64>() {
+                Ok(id) if id < 0 => {
+                    return Err(bad(
+                        "class",
+                        format!("class {id} is negative; give a class id from 0, or a class name"),
+                    ))
+                }
+                Ok(id) => ClassSpec::Id(id),
+                Err(_) => ClassSpec::Name(c.to_owned()),
+            }),
+        };
+        if self.show_rank > self.top_k {
+            return Err(bad(
+                "show-rank",
+                format!(
+                    "show-rank {} is out of range; use 1 to top-k ({})",
+                    self.show_rank, self.top_k
+                ),
+            ));
+        }
+        let model = PathBuf::from(&self.model);
+        if !model.is_file() {
+            return Err(bad(
+                "model",
+                format!(
+                    "model {} does not exist; give model=PATH to a TorchScript file exported by scripts/export_model.py (with its .json sidecar beside it)",
+                    model.display()
+                ),
+            ));
+        }
+        let settings = engine::Settings {
+            device,
+            precision,
+            batch_size: self.batch_size as usize,
+            max_wait: Duration::from_millis(self.max_wait_ms.into()),
+            class,
+            method,
+            top_k: self.top_k as usize,
+            show_rank: self.show_rank as usize,
+            smooth: self.smooth as f32,
+            colormap,
+            alpha: self.alpha as f32,
+            threshold: self.threshold as f32,
+            ..engine::Settings::new(model)
+        };
+        let look = Look {
+            alpha: self.alpha as f32,
+            threshold: self.threshold as f32,
+            lut: colormap.lut(),
+            method: method.name(),
+            draw_box: self.draw_box,
+            label: self.label,
+        };
+        Ok((settings, look))
+    }
+}
+
+/// An engine error (loading the model, checking the class against it…) as a property's: the
+/// property is the one whose flag it quotes, else `model`; `--name value` reads `name=value`.
+fn engine_error(e: &anyhow::Error) -> BadProperty {
+    let text = format!("{e:#}");
+    let property = FLAGS
+        .iter()
+        .filter_map(|p| text.find(&format!("--{p}")).map(|at| (at, *p)))
+        .min()
+        .map_or("model", |(_, p)| p);
+    let mut message = text;
+    for p in FLAGS {
+        message = message.replace(&format!("--{p} "), &format!("{p}="));
+    }
+    bad(property, message)
+}
+
+/// What goes out, in order: a frame (once its result is back) or a serialized event.
+enum Item {
+    Frame {
+        stream: usize,
+        index: u64,
+        /// The input buffer less its memory: timestamps, flags, offsets and metas.
+        shell: gst::Buffer,
+        format: gst_video::VideoFormat,
+        arrived: Instant,
+    },
+    Event(gst::Event),
+}
+
+/// The sink side's stream: the worker queue the frames go to.
+struct Input {
+    /// The current stream (None: the next buffer opens one).
+    queue: Option<(usize, Sender<Frame>, Receiver<Frame>)>,
+    next_stream: usize,
+    next_index: u64,
+    info: Option<gst_video::VideoInfo>,
+}
+
+/// What lives from NULL→READY to READY→NULL: the worker and the renderer.
+struct Running {
+    worker: JoinHandle<anyhow::Result<()>>,
+    open: Sender<Queue>,
+    delivered: Receiver<Delivery>,
+    renderer: Renderer,
+    method: &'static str,
+    post_messages: bool,
+    capacity: usize,
+    /// The latency the element adds: the longest wait for a batch to fill.
+    max_wait: gst::ClockTime,
+}
+
+pub struct GradCam {
+    sinkpad: gst::Pad,
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    running: Mutex<Option<Running>>,
+    input: Mutex<Input>,
+    order: Mutex<VecDeque<Item>>,
+    /// Wakes the source task when an event was queued with no frame to wait for.
+    wake: (Sender<()>, Receiver<()>),
+    /// The last flow return downstream, handed back to upstream by the chain function.
+    flow: Mutex<Result<gst::FlowSuccess, gst::FlowError>>,
+    flushing: AtomicBool,
+    /// Whether upstream is live (from the last latency query).
+    live: AtomicBool,
+    /// The latency reported now, in ns, above `max_wait`: grows with the longest hold seen.
+    held: AtomicU64,
+}
+
+/// How long the source task waits for results before it looks at its state again.
+const TICK: Duration = Duration::from_millis(20);
+
+impl GradCam {
+    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- sink side -------------------------------------------------------------------------
+
+    fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let flow = *Self::lock(&self.flow);
+        flow?;
+        let (capacity, open) = match &*Self::lock(&self.running) {
+            Some(r) => (r.capacity, r.open.clone()),
+            None => return Err(gst::FlowError::Flushing),
+        };
+        let mut input = Self::lock(&self.input);
+        let Some(info) = input.info.clone() else {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ["a buffer came before its caps"]
+            );
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        if input.queue.is_none() {
+            let id = input.next_stream;
+            input.next_stream += 1;
+            let (tx, rx) = crossbeam_channel::bounded::<Frame>(capacity);
+            if open.send((id, rx.clone())).is_err() {
+                gst::element_imp_error!(self, gst::CoreError::Failed, ["the worker is gone"]);
+                return Err(gst::FlowError::Error);
+            }
+            input.queue = Some((id, tx, rx));
+        }
+        let (stream, tx) = match &input.queue {
+            Some((id, tx, _)) => (*id, tx.clone()),
+            None => unreachable!("opened above"),
+        };
+        let index = input.next_index;
+        input.next_index += 1;
+        drop(input);
+        let Some(frame) = to_frame(&buffer, &info, stream, index) else {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                [
+                    "buffer {} cannot be read as {:?} {}x{}",
+                    index,
+                    info.format(),
+                    info.width(),
+                    info.height()
+                ]
+            );
+            return Err(gst::FlowError::Error);
+        };
+        let arrived = frame.arrived;
+        let shell = buffer
+            .copy_region(
+                gst::BufferCopyFlags::FLAGS
+                    | gst::BufferCopyFlags::TIMESTAMPS
+                    | gst::BufferCopyFlags::META,
+                ..0,
+            )
+            .map_err(|_| gst::FlowError::Error)?;
+        drop(buffer);
+        Self::lock(&self.order).push_back(Item::Frame {
+            stream,
+            index,
+            shell,
+            format: info.format(),
+            arrived,
+        });
+        // Wait for room in the worker's queue (back pressure), unless a flush comes.
+        let mut frame = frame;
+        loop {
+            match tx.send_timeout(frame, TICK) {
+                Ok(()) => break,
+                Err(SendTimeoutError::Timeout(f)) => {
+                    if self.flushing.load(Ordering::SeqCst) {
+                        return Err(gst::FlowError::Flushing);
+                    }
+                    frame = f;
+                }
+                Err(SendTimeoutError::Disconnected(_)) => return Err(gst::FlowError::Flushing),
+            }
+        }
+        *Self::lock(&self.flow)
+    }
+
+    /// Close the current stream: the worker explains what it has of it at once.
+    fn close_stream(&self, drop_queued: bool) {
+        let mut input = Self::lock(&self.input);
+        if let Some((_, tx, rx)) = input.queue.take() {
+            drop(tx);
+            if drop_queued {
+                while rx.try_recv().is_ok() {}
+            }
+        }
+        input.next_index = 0;
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+        gst::log!(CAT, obj = pad, "event {:?}", event.type_());
+        match event.view() {
+            EventView::FlushStart(_) => {
+                self.flushing.store(true, Ordering::SeqCst);
+                *Self::lock(&self.flow) = Err(gst::FlowError::Flushing);
+                let forwarded = self.srcpad.push_event(event);
+                let _ = self.srcpad.pause_task();
+                self.close_stream(true);
+                Self::lock(&self.order).clear();
+                forwarded
+            }
+            EventView::FlushStop(_) => {
+                self.flushing.store(false, Ordering::SeqCst);
+                *Self::lock(&self.flow) = Ok(gst::FlowSuccess::Ok);
+                let forwarded = self.srcpad.push_event(event);
+                self.start_task();
+                forwarded
+            }
+            EventView::Caps(c) => match gst_video::VideoInfo::from_caps(c.caps()) {
+                Ok(info) => {
+                    Self::lock(&self.input).info = Some(info);
+                    self.queue_event(event);
+                    true
+                }
+                Err(_) => false,
+            },
+            EventView::Eos(_) => {
+                self.queue_event(event);
+                self.close_stream(false);
+                true
+            }
+            _ if event.is_serialized() => {
+                self.queue_event(event);
+                true
+            }
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    /// A serialized event goes out after the frames before it.
+    fn queue_event(&self, event: gst::Event) {
+        Self::lock(&self.order).push_back(Item::Event(event));
+        let _ = self.wake.0.try_send(());
+    }
+
+    fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Caps(q) = query.view_mut() {
+            // Whatever downstream takes of our formats (the same caps out as in).
+            let filter = q.filter().map(|f| f.to_owned());
+            let ours = pad.pad_template_caps();
+            let peer = self.srcpad.peer_query_caps(Some(&ours));
+            let caps = match filter {
+                Some(f) => peer.intersect_with_mode(&f, gst::CapsIntersectMode::First),
+                None => peer,
+            };
+            q.set_result(&caps);
+            return true;
+        }
+        gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+
+    // ---- source side -----------------------------------------------------------------------
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if query.type_() == gst::QueryType::Latency {
+            if !self.sinkpad.peer_query(query) {
+                return false;
+            }
+            if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+                let (live, min, max) = q.result();
+                self.live.store(live, Ordering::Relaxed);
+                let ours = self.latency();
+                q.set(live, min + ours, max.map(|m| m + ours));
+            }
+            return true;
+        }
+        match query.view_mut() {
+            gst::QueryViewMut::Caps(q) => {
+                let filter = q.filter().map(|f| f.to_owned());
+                let ours = pad.pad_template_caps();
+                let peer = self.sinkpad.peer_query_caps(Some(&ours));
+                let caps = match filter {
+                    Some(f) => peer.intersect_with_mode(&f, gst::CapsIntersectMode::First),
+                    None => peer,
+                };
+                q.set_result(&caps);
+                true
+            }
+            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
+    }
+
+    /// The latency this element adds: a batch's longest wait to fill, plus the longest time a
+    /// frame has been held beyond it so far (rounded up to 10 ms).
+    fn latency(&self) -> gst::ClockTime {
+        let wait = Self::lock(&self.running)
+            .as_ref()
+            .map_or(gst::ClockTime::ZERO, |r| r.max_wait);
+        wait + gst::ClockTime::from_nseconds(self.held.load(Ordering::Relaxed))
+    }
+
+    /// A frame was held `held` from its arrival to its push: in a live pipeline, when that is
+    /// more than the latency reported, report more (and tell the pipeline to ask again).
+    fn note_held(&self, held: Duration) {
+        if !self.live.load(Ordering::Relaxed) {
+            return;
+        }
+        let wait = Self::lock(&self.running)
+            .as_ref()
+            .map_or(Duration::ZERO, |r| {
+                Duration::from_nanos(r.max_wait.nseconds())
+            });
+        let beyond = held.saturating_sub(wait).as_nanos() as u64;
+        if beyond > self.held.load(Ordering::Relaxed) {
+            let step = 10_000_000u64;
+            let rounded = (beyond + beyond / 4).div_ceil(step) * step;
+            self.held.store(rounded, Ordering::Relaxed);
+            gst::debug!(CAT, imp = self, "latency now {}", self.latency());
+            let _ = self
+                .obj()
+                .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+        }
+    }
+
+    fn start_task(&self) {
+        let weak = self.obj().downgrade();
+        let started = self.srcpad.start_task(move || {
+            let Some(element) = weak.upgrade() else {
+                return;
+            };
+            element.imp().output_step();
+        });
+        if let Err(e) = started {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Failed,
+                ["cannot start the output task: {}", e]
+            );
+        }
+    }
+
+    /// One turn of the source task: push what is ready, wait a little for results.
+    fn output_step(&self) {
+        // The task holds the pad's stream lock each turn: a pad being deactivated (or a flush)
+        // waits for it, so stop turning.
+        if self.flushing.load(Ordering::SeqCst) {
+            let _ = self.srcpad.pause_task();
+            return;
+        }
+        if self.push_leading_events().is_err() {
+            return;
+        }
+        let delivered = match &*Self::lock(&self.running) {
+            Some(r) => r.delivered.clone(),
+            None => {
+                let _ = self.srcpad.pause_task();
+                return;
+            }
+        };
+        let mut sel = crossbeam_channel::Select::new();
+        let results = sel.recv(&delivered);
+        let woken = sel.recv(&self.wake.1);
+        let op = match sel.select_timeout(TICK) {
+            Ok(op) => op,
+            Err(_) => return,
+        };
+        match op.index() {
+            i if i == results => match op.recv(&delivered) {
+                Ok(d) => self.output(d),
+                Err(_) => self.worker_gone(),
+            },
+            i if i == woken => {
+                let _ = op.recv(&self.wake.1);
+            }
+            _ => {}
+        }
+    }
+
+    /// Push the events at the front of `order` (those no frame waits before).
+    fn push_leading_events(&self) -> Result<(), gst::FlowError> {
+        loop {
+            let event = {
+                let mut order = Self::lock(&self.order);
+                match order.front() {
+                    Some(Item::Event(_)) => match order.pop_front() {
+                        Some(Item::Event(e)) => e,
+                        _ => unreachable!("looked at the front"),
+                    },
+                    _ => return Ok(()),
+                }
+            };
+            let eos = event.type_() == gst::EventType::Eos;
+            if !self.srcpad.push_event(event) && eos {
+                gst::debug!(CAT, imp = self, "downstream refused EOS");
+            }
+            if eos {
+                *Self::lock(&self.flow) = Err(gst::FlowError::Eos);
+            }
+        }
+    }
+
+    /// A batch's results: draw them and push each frame after the events before it.
+    fn output(&self, delivery: Delivery) {
+        if delivery.explained.is_empty() {
+            return;
+        }
+        let drawn = {
+            let mut running = Self::lock(&self.running);
+            let Some(r) = running.as_mut() else { return };
+            match r.renderer.render_drawn(delivery.explained) {
+                Ok(d) => d,
+                Err(e) => {
+                    drop(running);
+                    self.fail(&format!("{e:#}"));
+                    return;
+                }
+            }
+        };
+        for d in drawn {
+            if self.push_leading_events().is_err() {
+                return;
+            }
+            let item = {
+                let mut order = Self::lock(&self.order);
+                match order.front() {
+                    Some(Item::Frame { stream, index, .. })
+                        if (*stream, *index) == (d.frame.stream, d.frame.index) =>
+                    {
+                        order.pop_front()
+                    }
+                    // A frame of a stream that was flushed: nothing waits for it.
+                    _ => None,
+                }
+            };
+            let Some(Item::Frame {
+                shell,
+                format,
+                arrived,
+                ..
+            }) = item
+            else {
+                continue;
+            };
+            let buffer = match self.finished_buffer(d, shell, format) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.fail(&e);
+                    return;
+                }
+            };
+            // Held from arrival to now, not counting downstream's own time.
+            self.note_held(arrived.elapsed());
+            let result = self.srcpad.push(buffer);
+            match result {
+                Ok(_) => {}
+                Err(gst::FlowError::Flushing) => {
+                    *Self::lock(&self.flow) = Err(gst::FlowError::Flushing);
+                    return;
+                }
+                Err(e) => {
+                    *Self::lock(&self.flow) = Err(e);
+                    if matches!(e, gst::FlowError::NotLinked | gst::FlowError::Eos) {
+                        return;
+                    }
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Failed,
+                        ["pushing a frame downstream failed: {:?}", e]
+                    );
+                    let _ = self.srcpad.pause_task();
+                    return;
+                }
+            }
+        }
+        let _ = self.push_leading_events();
+    }
+
+    /// The output buffer of a drawn frame: its pixels (in the input's channel order), the
+    /// input's timestamps, flags and metas, the ROI meta; and the element message.
+    fn finished_buffer(
+        &self,
+        d: Drawn,
+        shell: gst::Buffer,
+        format: gst_video::VideoFormat,
+    ) -> Result<gst::Buffer, String> {
+        let (post, method, label) = {
+            let running = Self::lock(&self.running);
+            let r = running.as_ref().ok_or("stopped")?;
+            (
+                r.post_messages,
+                r.method,
+                r.renderer.class_name(d.target.class),
+            )
+        };
+        let Drawn {
+            mut frame,
+            cam,
+            target,
+            located,
+        } = d;
+        if matches!(
+            format,
+            gst_video::VideoFormat::Bgrx | gst_video::VideoFormat::Bgra
+        ) {
+            swap_red_blue(&mut frame.pixels);
+        }
+        let (w, h, index) = (frame.width, frame.height, frame.index);
+        let rect = match located.bbox {
+            Some(b) => (b.x0, b.y0, b.x1 - b.x0, b.y1 - b.y0),
+            None => (0, 0, w, h),
+        };
+        let params = gst::Structure::builder(PARAMS)
+            .field("class-id", target.class as i32)
+            .field("label", label.as_str())
+            .field("probability", f64::from(target.prob))
+            .field("method", method)
+            .field("localized", located.bbox.is_some())
+            .field("peak-x", located.peak.0)
+            .field("peak-y", located.peak.1)
+            .build();
+        let values: Vec<f64> = cam.data.iter().map(|&v| f64::from(v)).collect();
+        let map = gst::Structure::builder(MAP)
+            .field("width", cam.w as u32)
+            .field("height", cam.h as u32)
+            .field("values", gst::Array::new(values))
+            .build();
+        let mut buffer = shell;
+        {
+            let b = buffer.make_mut();
+            // The output is tightly packed: an input VideoMeta's strides would be wrong.
+            while let Some(m) = b.meta_mut::<gst_video::VideoMeta>() {
+                m.remove()
+                    .map_err(|_| "cannot drop the input's video meta")?;
+            }
+            b.append_memory(gst::Memory::from_mut_slice(frame.pixels));
+            let mut roi = gst_video::VideoRegionOfInterestMeta::add(b, ROI_TYPE, rect);
+            roi.add_param(params.clone());
+            roi.add_param(map.clone());
+        }
+        if post {
+            let mut s = params;
+            s.set("x", rect.0);
+            s.set("y", rect.1);
+            s.set("width", rect.2);
+            s.set("height", rect.3);
+            if let Some(pts) = buffer.pts() {
+                s.set("timestamp", pts);
+            }
+            s.set("frame", index);
+            s.set("map", map);
+            let _ = self
+                .obj()
+                .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+        }
+        Ok(buffer)
+    }
+
+    /// The worker ended while running: its error, as the element's.
+    fn worker_gone(&self) {
+        let taken = Self::lock(&self.running).take();
+        let message = match taken.map(|r| {
+            drop(r.delivered);
+            drop(r.open);
+            r.worker.join()
+        }) {
+            Some(Ok(Err(e))) => format!("{e:#}"),
+            Some(Err(_)) => "the worker thread panicked".to_owned(),
+            _ => "the worker stopped".to_owned(),
+        };
+        self.fail(&message);
+    }
+
+    fn fail(&self, message: &str) {
+        *Self::lock(&self.flow) = Err(gst::FlowError::Error);
+        gst::element_imp_error!(self, gst::LibraryError::Failed, ["{}", message]);
+        let _ = self.srcpad.pause_task();
+    }
+
+    // ---- state -----------------------------------------------------------------------------
+
+    /// Check the settings and load the model (NULL→READY).
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let s = Self::lock(&self.settings).clone();
+        let as_error = |b: BadProperty| gst::error_msg!(gst::LibraryError::Settings, ["{}", b]);
+        let (settings, look) = s.resolve().map_err(as_error)?;
+        let (delivered_tx, delivered) = crossbeam_channel::bounded::<Delivery>(2);
+        let (open, streams) = crossbeam_channel::unbounded::<Queue>();
+        let batch = settings.batch_size;
+        let (info, worker) =
+            worker::spawn_open(settings, streams, delivered_tx, Arc::new(Stats::default()))
+                .map_err(|e| as_error(engine_error(&e)))?;
+        let renderer = Renderer::new(look, &info, &[])
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ["{:#}", e]))?;
+        gst::info!(CAT, imp = self, "model {} on {}", info.name, info.device);
+        *Self::lock(&self.running) = Some(Running {
+            worker,
+            open,
+            delivered,
+            renderer,
+            method: Method::parse(&s.method).map_or("gradcam", |m| m.name()),
+            post_messages: s.post_messages,
+            // Two batches wait at most: the worker gathers one while it explains the other.
+            capacity: 2 * batch,
+            max_wait: gst::ClockTime::from_mseconds(s.max_wait_ms.into()),
+        });
+        self.held.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stop the worker (READY→NULL).
+    fn stop(&self) {
+        self.close_stream(true);
+        if let Some(r) = Self::lock(&self.running).take() {
+            drop(r.open);
+            drop(r.delivered);
+            let _ = r.worker.join();
+        }
+    }
+}
+
+/// Swap the first and third byte of each pixel (RGBx ↔ BGRx).
+fn swap_red_blue(pixels: &mut [u8]) {
+    for px in pixels.chunks_exact_mut(4) {
+        px.swap(0, 2);
+    }
+}
+
+/// A buffer of `info`'s format as a packed RGBx frame (the fourth byte kept: alpha stays).
+fn to_frame(
+    buffer: &gst::BufferRef,
+    info: &gst_video::VideoInfo,
+    stream: usize,
+    index: u64,
+) -> Option<Frame> {
+    let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info).ok()?;
+    let (w, h) = (info.width() as usize, info.height() as usize);
+    let stride = vframe.plane_stride()[0] as usize;
+    let data = vframe.plane_data(0).ok()?;
+    let row = w * Frame::CHANNELS;
+    let mut pixels = Vec::with_capacity(row * h);
+    for y in 0..h {
+        pixels.extend_from_slice(data.get(y * stride..y * stride + row)?);
+    }
+    if matches!(
+        info.format(),
+        gst_video::VideoFormat::Bgrx | gst_video::VideoFormat::Bgra
+    ) {
+        swap_red_blue(&mut pixels);
+    }
+    let fps = info.fps();
+    Some(Frame {
+        stream,
+        index,
+        pts: buffer.pts().map(|t| t.nseconds()),
+        duration: buffer.duration().map(|t| t.nseconds()),
+        width: w as u32,
+        height: h as u32,
+        rate: (fps.numer(), fps.denom()),
+        pixels,
+        arrived: Instant::now(),
+    })
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for GradCam {
+    const NAME: &'static str = "GstGradCam";
+    type Type = super::GradCam;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let templ = klass.pad_template("sink").expect("sink template");
+        let sinkpad = gst::Pad::builder_from_template(&templ)
+            .chain_function(|_pad, parent, buffer| {
+                GradCam::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.sink_chain(buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                GradCam::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                GradCam::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_query(pad, query),
+                )
+            })
+            .build();
+        let templ = klass.pad_template("src").expect("src template");
+        let srcpad = gst::Pad::builder_from_template(&templ)
+            .query_function(|pad, parent, query| {
+                GradCam::catch_panic_pad_function(parent, || false, |imp| imp.src_query(pad, query))
+            })
+            .build();
+        GradCam {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            running: Mutex::new(None),
+            input: Mutex::new(Input {
+                queue: None,
+                next_stream: 0,
+                next_index: 0,
+                info: None,
+            }),
+            order: Mutex::new(VecDeque::new()),
+            wake: crossbeam_channel::bounded(1),
+            flow: Mutex::new(Ok(gst::FlowSuccess::Ok)),
+            flushing: AtomicBool::new(false),
+            live: AtomicBool::new(false),
+            held: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ObjectImpl for GradCam {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let d = Settings::default();
+            vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb("TorchScript model exported by scripts/export_model.py, its .json sidecar beside it")
+                    .default_value(Some(DEFAULT_MODEL))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device")
+                    .nick("Device")
+                    .blurb("auto (CUDA when there is a GPU), cpu or cuda")
+                    .default_value(Some(d.device.as_str()))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("precision")
+                    .nick("Precision")
+                    .blurb("fp32, or fp16 (CUDA autocast, a GPU only; the CAM maths stays fp32)")
+                    .default_value(Some(d.precision.as_str()))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-size")
+                    .nick("Batch size")
+                    .blurb("Frames explained together; a batch goes once full or after max-wait-ms")
+                    .minimum(1)
+                    .maximum(256)
+                    .default_value(d.batch_size)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-wait-ms")
+                    .nick("Maximum wait")
+                    .blurb("Longest a batch waits to fill, in ms (the latency the element adds, with its processing)")
+                    .maximum(10_000)
+                    .default_value(d.max_wait_ms)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("method")
+                    .nick("Method")
+                    .blurb("gradcam, gradcam++, xgradcam, layercam, hirescam or eigencam")
+                    .default_value(Some(d.method.as_str()))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("class")
+                    .nick("Class")
+                    .blurb("Explain this class (an id, or a name from the sidecar) instead of each frame's top-1; empty: the top-1")
+                    .default_value(Some(""))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("top-k")
+                    .nick("Top K")
+                    .blurb("Explain the K most likely classes of each frame; the label lists them")
+                    .minimum(1)
+                    .maximum(1000)
+                    .default_value(d.top_k)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("show-rank")
+                    .nick("Shown rank")
+                    .blurb("With top-k: which of them the video shows (1 to top-k)")
+                    .minimum(1)
+                    .maximum(1000)
+                    .default_value(d.show_rank)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("colormap")
+                    .nick("Colormap")
+                    .blurb("jet, turbo, inferno or viridis")
+                    .default_value(Some(d.colormap.as_str()))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("alpha")
+                    .nick("Alpha")
+                    .blurb("Heatmap opacity, 0 to 1")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(d.alpha)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("threshold")
+                    .nick("Threshold")
+                    .blurb("Map values below this (0 to below 1) leave the frame alone")
+                    .minimum(0.0)
+                    .maximum(0.99)
+                    .default_value(d.threshold)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("box")
+                    .nick("Box")
+                    .blurb("Draw the localization box (the map above 15% of its peak, largest region)")
+                    .default_value(d.draw_box)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("label")
+                    .nick("Label")
+                    .blurb("Draw the class and its probability")
+                    .default_value(d.label)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("smooth")
+                    .nick("Smoothing")
+                    .blurb("Temporal smoothing S (0 off, up to 0.99): maps and class averaged over frames, reset at cuts and seeks")
+                    .minimum(0.0)
+                    .maximum(0.99)
+                    .default_value(d.smooth)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("post-messages")
+                    .nick("Post messages")
+                    .blurb("Post an element message `gradcam` for each frame (class, label, probability, box, map)")
+                    .default_value(d.post_messages)
+                    .mutable_playing()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = Self::lock(&self.settings);
+        let text = || {
+            value
+                .get::<Option<String>>()
+                .expect("type checked upstream")
+                .unwrap_or_default()
+        };
+        match pspec.name() {
+            "model" => s.model = text(),
+            "device" => s.device = text(),
+            "precision" => s.precision = text(),
+            "batch-size" => s.batch_size = value.get().expect("type checked upstream"),
+            "max-wait-ms" => s.max_wait_ms = value.get().expect("type checked upstream"),
+            "method" => s.method = text(),
+            "class" => s.class = text(),
+            "top-k" => s.top_k = value.get().expect("type checked upstream"),
+            "show-rank" => s.show_rank = value.get().expect("type checked upstream"),
+            "colormap" => s.colormap = text(),
+            "alpha" => s.alpha = value.get().expect("type checked upstream"),
+            "threshold" => s.threshold = value.get().expect("type checked upstream"),
+            "box" => s.draw_box = value.get().expect("type checked upstream"),
+            "label" => s.label = value.get().expect("type checked upstream"),
+            "smooth" => s.smooth = value.get().expect("type checked upstream"),
+            "post-messages" => {
+                s.post_messages = value.get().expect("type checked upstream");
+                if let Some(r) = Self::lock(&self.running).as_mut() {
+                    r.post_messages = s.post_messages;
+                }
+            }
+            other => unimplemented!("no property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = Self::lock(&self.settings);
+        match pspec.name() {
+            "model" => s.model.to_value(),
+            "device" => s.device.to_value(),
+            "precision" => s.precision.to_value(),
+            "batch-size" => s.batch_size.to_value(),
+            "max-wait-ms" => s.max_wait_ms.to_value(),
+            "method" => s.method.to_value(),
+            "class" => s.class.to_value(),
+            "top-k" => s.top_k.to_value(),
+            "show-rank" => s.show_rank.to_value(),
+            "colormap" => s.colormap.to_value(),
+            "alpha" => s.alpha.to_value(),
+            "threshold" => s.threshold.to_value(),
+            "box" => s.draw_box.to_value(),
+            "label" => s.label.to_value(),
+            "smooth" => s.smooth.to_value(),
+            "post-messages" => s.post_messages.to_value(),
+            other => unimplemented!("no property {other}"),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).expect("a new pad");
+        obj.add_pad(&self.srcpad).expect("a new pad");
+    }
+}
+
+impl GstObjectImpl for GradCam {}
+
+impl ElementImpl for GradCam {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Grad-CAM",
+                "Filter/Analyzer/Video",
+                "Explains what a vision model sees in each frame: a Grad-CAM heatmap drawn over the \
+                 frame, the class as a label, the result as a GstVideoRegionOfInterestMeta",
+                "gradcam-stream developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst_video::VideoCapsBuilder::new()
+                .format_list(FORMATS)
+                .build();
+            vec![
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("src template"),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("sink template"),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        gst::debug!(CAT, imp = self, "{:?}", transition);
+        match transition {
+            gst::StateChange::NullToReady => {
+                if let Err(e) = self.start() {
+                    self.post_error_message(e);
+                    return Err(gst::StateChangeError);
+                }
+            }
+            gst::StateChange::PausedToReady => {
+                // Downstream is already in READY (a bin changes its sinks first), so a push
+                // in progress returns at once and the task stops.
+                self.flushing.store(true, Ordering::SeqCst);
+                let _ = self.srcpad.stop_task();
+            }
+            gst::StateChange::ReadyToPaused => {
+                self.flushing.store(false, Ordering::SeqCst);
+                *Self::lock(&self.flow) = Ok(gst::FlowSuccess::Ok);
+                Self::lock(&self.order).clear();
+                let mut input = Self::lock(&self.input);
+                input.info = None;
+                input.next_index = 0;
+            }
+            _ => {}
+        }
+        let success = self.parent_change_state(transition)?;
+        match transition {
+            gst::StateChange::ReadyToPaused => self.start_task(),
+            gst::StateChange::PausedToReady => {
+                self.close_stream(true);
+                Self::lock(&self.order).clear();
+            }
+            gst::StateChange::ReadyToNull => self.stop(),
+            _ => {}
+        }
+        Ok(success)
+    }
+}
