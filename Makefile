@@ -25,10 +25,13 @@ demo: build
 
 lint: setup
 	cargo fmt --check
-	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
+	cargo clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
 
+# The workspace: the program's tests and the GStreamer element's (tests/element.rs loads the
+# plugin that `cargo build` puts in target/release).
 test: setup lint
-	cargo test $(CARGO_FLAGS) -- --test-threads=1
+	cargo build $(CARGO_FLAGS)
+	cargo test $(CARGO_FLAGS) --workspace -- --test-threads=1
 
 bench: build
 	cargo build $(CARGO_FLAGS) --examples

@@ -368,9 +368,10 @@ impl Batcher {
         Some(self.take_batch())
     }
 
-    /// No queue is open and none can join: waiting cannot bring more frames.
+    /// No queue is open: the batch is as full as it gets now. (A stream that joins later
+    /// starts the next batch: a stream's end, the element's EOS, sends what it left at once.)
     fn inputs_closed(&self) -> bool {
-        self.streams.is_none() && self.queues.iter().all(Option::is_none)
+        self.queues.iter().all(Option::is_none)
     }
 }
 

@@ -324,7 +324,7 @@ impl GradCam {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Negotiation,
-                ["a buffer came before its caps"]
+                ("a buffer came before its caps")
             );
             return Err(gst::FlowError::NotNegotiated);
         };
@@ -333,7 +333,7 @@ impl GradCam {
             input.next_stream += 1;
             let (tx, rx) = crossbeam_channel::bounded::<Frame>(capacity);
             if open.send((id, rx.clone())).is_err() {
-                gst::element_imp_error!(self, gst::CoreError::Failed, ["the worker is gone"]);
+                gst::element_imp_error!(self, gst::CoreError::Failed, ("the worker is gone"));
                 return Err(gst::FlowError::Error);
             }
             input.queue = Some((id, tx, rx));
@@ -349,13 +349,13 @@ impl GradCam {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
-                [
+                (
                     "buffer {} cannot be read as {:?} {}x{}",
                     index,
                     info.format(),
                     info.width(),
                     info.height()
-                ]
+                )
             );
             return Err(gst::FlowError::Error);
         };
@@ -365,7 +365,9 @@ impl GradCam {
                 gst::BufferCopyFlags::FLAGS
                     | gst::BufferCopyFlags::TIMESTAMPS
                     | gst::BufferCopyFlags::META,
-                ..0,
+                // The whole buffer (else its duration and end offset are not copied); without
+                // the MEMORY flag no byte is.
+                ..,
             )
             .map_err(|_| gst::FlowError::Error)?;
         drop(buffer);
@@ -543,7 +545,7 @@ impl GradCam {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Failed,
-                ["cannot start the output task: {}", e]
+                ("cannot start the output task: {}", e)
             );
         }
     }
@@ -674,7 +676,7 @@ impl GradCam {
                     gst::element_imp_error!(
                         self,
                         gst::StreamError::Failed,
-                        ["pushing a frame downstream failed: {:?}", e]
+                        ("pushing a frame downstream failed: {:?}", e)
                     );
                     let _ = self.srcpad.pause_task();
                     return;
@@ -781,7 +783,7 @@ impl GradCam {
 
     fn fail(&self, message: &str) {
         *Self::lock(&self.flow) = Err(gst::FlowError::Error);
-        gst::element_imp_error!(self, gst::LibraryError::Failed, ["{}", message]);
+        gst::element_imp_error!(self, gst::LibraryError::Failed, ("{}", message));
         let _ = self.srcpad.pause_task();
     }
 
@@ -790,7 +792,7 @@ impl GradCam {
     /// Check the settings and load the model (NULL→READY).
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let s = Self::lock(&self.settings).clone();
-        let as_error = |b: BadProperty| gst::error_msg!(gst::LibraryError::Settings, ["{}", b]);
+        let as_error = |b: BadProperty| gst::error_msg!(gst::LibraryError::Settings, ("{}", b));
         let (settings, look) = s.resolve().map_err(as_error)?;
         let (delivered_tx, delivered) = crossbeam_channel::bounded::<Delivery>(2);
         let (open, streams) = crossbeam_channel::unbounded::<Queue>();
@@ -799,7 +801,7 @@ impl GradCam {
             worker::spawn_open(settings, streams, delivered_tx, Arc::new(Stats::default()))
                 .map_err(|e| as_error(engine_error(&e)))?;
         let renderer = Renderer::new(look, &info, &[])
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ["{:#}", e]))?;
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{:#}", e)))?;
         gst::info!(CAT, imp = self, "model {} on {}", info.name, info.device);
         *Self::lock(&self.running) = Some(Running {
             worker,
@@ -962,7 +964,7 @@ impl ObjectImpl for GradCam {
                 glib::ParamSpecUInt::builder("max-wait-ms")
                     .nick("Maximum wait")
                     .blurb("Longest a batch waits to fill, in ms (the latency the element adds, with its processing)")
-                    .maximum(10_000)
+                    .maximum(600_000)
                     .default_value(d.max_wait_ms)
                     .mutable_ready()
                     .build(),
