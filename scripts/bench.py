@@ -18,6 +18,9 @@ On the CPU (always):
    and serves its output, ffmpeg watches that: frames explained per second end to end
 9. many streams: 4 copies of bikes.mp4 as 4 streams in one process, each to its own mp4, against
    the single stream: aggregate frames explained per second (target >= 0.95x)
+10. the GStreamer element `gradcam` in a gst-launch pipeline on bikes.mp4 → mp4 (the same x264
+   settings as the program's file output) beside the program on the same file: whole process,
+   model loading included, each (target: the element >= 0.95x the program)
 On a CUDA machine, the same rows on the GPU as well: the engine at 640x272 and 1280x720,
 batch 8 and 32, fp32 and fp16; end to end on both clips, synthetic 720p to null and to mp4,
 live 720p at 30 fps; 16 live 720p30 test:// streams in one process (target: 0 drops, p95 <= 150 ms);
@@ -100,6 +103,35 @@ def x264_alone(w, h, frames=600):
                     f"video/x-raw,format=I420,width={w},height={h}", "!",
                     "x264enc", "speed-preset=ultrafast", "bframes=0", "!", "fakesink"], check=True)
     return {"fps": frames / (time.time() - start)}
+
+
+def program_whole(clip, tmp, device="cpu", batch=BATCH):
+    """The program on `clip` → mp4: frames per second of the whole process (start to exit)."""
+    out = str(Path(tmp) / f"cli-{clip}")
+    start = time.time()
+    r = subprocess.run([str(BIN), "--input", str(ROOT / "samples" / clip), "--output", out, "--device", device,
+                        "--batch-size", str(batch), "--progress", "none"], capture_output=True, text=True)
+    secs = time.time() - start
+    if r.returncode != 0:
+        sys.exit(f"gradcam-stream on {clip} failed: {r.stderr}")
+    return {"frames": int(r.stderr.split("done: ")[1].split()[0]), "wall": secs,
+            "fps": int(r.stderr.split("done: ")[1].split()[0]) / secs}
+
+
+def element_whole(clip, frames, tmp, device="cpu", batch=BATCH):
+    """gst-launch-1.0 with the gradcam element on `clip` → mp4, encoded as the program encodes a
+    file: frames per second of the whole process."""
+    out = Path(tmp) / f"element-{clip}"
+    line = (f"filesrc location={ROOT / 'samples' / clip} ! decodebin ! videoconvert n-threads=0 ! "
+            f"gradcam model={MODEL} device={device} batch-size={batch} ! queue ! videoconvert n-threads=0 ! "
+            f"x264enc speed-preset=ultrafast bframes=0 ! mp4mux ! filesink location={out}")
+    env = dict(os.environ, GST_PLUGIN_PATH=str(ROOT / "target/release"))
+    start = time.time()
+    r = subprocess.run(["gst-launch-1.0", "-q", *line.split()], capture_output=True, text=True, env=env)
+    secs = time.time() - start
+    if r.returncode != 0:
+        sys.exit(f"the gradcam element on {clip} failed: {r.stdout}{r.stderr}")
+    return {"frames": frames, "wall": secs, "fps": frames / secs}
 
 
 def total_stats(stderr):
@@ -314,6 +346,20 @@ def main():
     print(f"| 1 stream | {one['frames']} | {one['fps']:.1f} |")
     print(f"| 4 streams in one process | {four['frames']} | {four['fps']:.1f} ({four['fps'] / one['fps']:.2f}x; "
           f"target >= 0.95x) |")
+    with tempfile.TemporaryDirectory() as tmp:
+        print("measuring the GStreamer element beside the program ...", file=sys.stderr, flush=True)
+        rows = []
+        for clip, _, _ in CLIPS:
+            cli = best(lambda: program_whole(clip, tmp))
+            el = best(lambda: element_whole(clip, cli["frames"], tmp))
+            rows.append((clip, cli, el))
+    print()
+    print("| GStreamer element vs the program (→ mp4, CPU, whole process) | program | gst-launch … ! gradcam ! … | "
+          "element / program |")
+    print("|---|---|---|---|")
+    for clip, cli, el in rows:
+        print(f"| {clip} ({cli['frames']} frames) | {cli['fps']:.1f} fps ({cli['wall']:.2f} s) | {el['fps']:.1f} fps "
+              f"({el['wall']:.2f} s) | {el['fps'] / cli['fps']:.2f}x (target >= 0.95x) |")
     name = gpu_name()
     if name:
         with tempfile.TemporaryDirectory() as tmp:

@@ -479,3 +479,52 @@ fn a_seek_flushes_and_frames_keep_coming() -> Result<()> {
     assert!(after.windows(2).filter(|w| w[0] >= to).all(|w| w[1] > w[0]));
     Ok(())
 }
+
+/// With post-messages=true each frame posts an element message `gradcam` with its result.
+#[test]
+fn post_messages_gives_one_element_message_a_frame() -> Result<()> {
+    init();
+    let p = gst::parse::launch(
+        "videotestsrc num-buffers=5 ! video/x-raw,width=160,height=120 ! videoconvert ! gradcam name=g device=cpu batch-size=2 post-messages=true ! fakesink",
+    )?;
+    p.set_state(gst::State::Playing)?;
+    let bus = p.bus().context("bus")?;
+    let mut got = Vec::new();
+    loop {
+        let msg = bus
+            .timed_pop(gst::ClockTime::from_seconds(60))
+            .context("no EOS in 60 s")?;
+        match msg.view() {
+            gst::MessageView::Element(e) => {
+                let s = e.structure().context("structure")?;
+                if s.name() == "gradcam" {
+                    assert_eq!(
+                        msg.src().map(|o| o.name().to_string()).as_deref(),
+                        Some("g")
+                    );
+                    for field in [
+                        "class-id",
+                        "label",
+                        "probability",
+                        "method",
+                        "x",
+                        "y",
+                        "width",
+                        "height",
+                        "timestamp",
+                        "map",
+                    ] {
+                        assert!(s.has_field(field), "no {field} in {s}");
+                    }
+                    got.push(s.get::<u64>("frame")?);
+                }
+            }
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => anyhow::bail!("{}", e.error()),
+            _ => {}
+        }
+    }
+    p.set_state(gst::State::Null)?;
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    Ok(())
+}

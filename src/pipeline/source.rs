@@ -399,9 +399,23 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
 
 /// Copy a decoded sample into a [`Frame`], dropping any row padding.
 fn to_frame(sample: &gst::Sample, stream: usize, index: u64) -> Option<Frame> {
-    let buffer = sample.buffer()?;
     let info = gst_video::VideoInfo::from_caps(sample.caps()?).ok()?;
-    let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).ok()?;
+    frame_from_buffer(sample.buffer()?, &info, stream, index)
+}
+
+/// A raw video buffer of a 4-byte format (`info`) as a packed frame, its bytes in the buffer's
+/// order (the program's appsink asks for RGBx; the element swaps BGR orders itself), row
+/// padding dropped, timestamps kept. None when it cannot be read so.
+pub fn frame_from_buffer(
+    buffer: &gst::BufferRef,
+    info: &gst_video::VideoInfo,
+    stream: usize,
+    index: u64,
+) -> Option<Frame> {
+    if info.format_info().pixel_stride()[0] as usize != Frame::CHANNELS {
+        return None;
+    }
+    let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info).ok()?;
     let (w, h) = (info.width() as usize, info.height() as usize);
     let stride = vframe.plane_stride()[0] as usize;
     let data = vframe.plane_data(0).ok()?;

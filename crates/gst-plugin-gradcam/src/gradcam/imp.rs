@@ -29,6 +29,7 @@ use gradcam_stream::colormap::Colormap;
 use gradcam_stream::config::{ClassSpec, DeviceChoice, Precision, DEFAULT_MODEL};
 use gradcam_stream::engine;
 use gradcam_stream::frame::Frame;
+use gradcam_stream::pipeline::source::frame_from_buffer;
 use gradcam_stream::render::{Drawn, Look, Renderer};
 use gradcam_stream::stats::Stats;
 use gradcam_stream::worker::{self, Delivery, Queue};
@@ -37,7 +38,6 @@ use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer::subclass::prelude::*;
 use gstreamer_video as gst_video;
-use gstreamer_video::prelude::*;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -843,33 +843,14 @@ fn to_frame(
     stream: usize,
     index: u64,
 ) -> Option<Frame> {
-    let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info).ok()?;
-    let (w, h) = (info.width() as usize, info.height() as usize);
-    let stride = vframe.plane_stride()[0] as usize;
-    let data = vframe.plane_data(0).ok()?;
-    let row = w * Frame::CHANNELS;
-    let mut pixels = Vec::with_capacity(row * h);
-    for y in 0..h {
-        pixels.extend_from_slice(data.get(y * stride..y * stride + row)?);
-    }
+    let mut frame = frame_from_buffer(buffer, info, stream, index)?;
     if matches!(
         info.format(),
         gst_video::VideoFormat::Bgrx | gst_video::VideoFormat::Bgra
     ) {
-        swap_red_blue(&mut pixels);
+        swap_red_blue(&mut frame.pixels);
     }
-    let fps = info.fps();
-    Some(Frame {
-        stream,
-        index,
-        pts: buffer.pts().map(|t| t.nseconds()),
-        duration: buffer.duration().map(|t| t.nseconds()),
-        width: w as u32,
-        height: h as u32,
-        rate: (fps.numer(), fps.denom()),
-        pixels,
-        arrived: Instant::now(),
-    })
+    Some(frame)
 }
 
 #[glib::object_subclass]
