@@ -120,11 +120,12 @@ def program_whole(clip, tmp, device="cpu", batch=BATCH):
 
 def element_whole(clip, frames, tmp, device="cpu", batch=BATCH):
     """gst-launch-1.0 with the gradcam element on `clip` → mp4, encoded as the program encodes a
-    file: frames per second of the whole process."""
+    file (x264 ultrafast, no B-frames, 4:2:0: left to negotiate, x264 takes 4:4:4, which is
+    slower): frames per second of the whole process."""
     out = Path(tmp) / f"element-{clip}"
     line = (f"filesrc location={ROOT / 'samples' / clip} ! decodebin ! videoconvert n-threads=0 ! "
             f"gradcam model={MODEL} device={device} batch-size={batch} ! queue ! videoconvert n-threads=0 ! "
-            f"x264enc speed-preset=ultrafast bframes=0 ! mp4mux ! filesink location={out}")
+            f"video/x-raw,format=I420 ! x264enc speed-preset=ultrafast bframes=0 ! mp4mux ! filesink location={out}")
     env = dict(os.environ, GST_PLUGIN_PATH=str(ROOT / "target/release"))
     start = time.time()
     r = subprocess.run(["gst-launch-1.0", "-q", *line.split()], capture_output=True, text=True, env=env)
