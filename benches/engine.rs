@@ -9,6 +9,7 @@
 //!     [--methods: every CAM method instead of Grad-CAM alone]
 //!     [--vary: also Grad-CAM on batches whose sizes vary as the pipeline's do]
 //!     [--pipelined: queue a batch before taking the last one's results, as on a GPU]
+//!     [--smooth S: temporal smoothing, as --smooth (the frames are one stream)]
 //!
 //! Rows: `forward`, then each method's name (`gradcam`, …), then with --vary `gradcam-varied`.
 //! The blend is part of the explanation where it runs on the device (`--blend device`, the
@@ -142,6 +143,7 @@ fn main() -> Result<()> {
         batch_size,
         blend,
         pipelined: args.iter().any(|a| a == "--pipelined").then_some(true),
+        smooth: arg(&args, "--smooth", 0.0),
         ..Settings::new(model.clone().into())
     })?;
     let frame = |i: u64| {

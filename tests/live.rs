@@ -151,8 +151,10 @@ fn sigint_on_a_live_run_finishes_a_playable_file() -> Result<()> {
     let sent = std::time::Instant::now();
     let (code, log) = run.wait(std::time::Duration::from_secs(10))?;
     assert_eq!(code, Some(0), "{log}");
+    // Promptly: a run that finished its file in a second or two here took 2.4 s once on a
+    // busy machine, so the bound leaves room for the machine, not for a slow stop.
     assert!(
-        sent.elapsed() < std::time::Duration::from_secs(2),
+        sent.elapsed() < std::time::Duration::from_secs(5),
         "{:?}",
         sent.elapsed()
     );

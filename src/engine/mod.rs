@@ -588,7 +588,8 @@ impl Engine {
         let s = self.per_stream(stream).smooth;
         let device = self.device();
         if let std::collections::hash_map::Entry::Vacant(e) = self.smoothing.entry(stream) {
-            e.insert(smooth::Smoothing::new(s, device)?);
+            let [_, h, w] = self.model.info.feature_shape;
+            e.insert(smooth::Smoothing::new(s, [h, w], device)?);
         }
         Ok(self.smoothing.get_mut(&stream).expect("just made"))
     }
@@ -605,11 +606,11 @@ impl Engine {
         let Some(first) = runs.iter().find(|r| self.per_stream(r.stream).smooth > 0.0) else {
             return Ok(runs.iter().map(|_| None).collect());
         };
-        let thumbs = self.smoothing_of(first.stream)?.thumbnails(rgb)?; // [b, 18, 32]
+        let thumbs = self.smoothing_of(first.stream)?.thumbnails(rgb)?;
         let mut fresh = Vec::with_capacity(runs.len());
         for r in runs {
             fresh.push(if self.per_stream(r.stream).smooth > 0.0 {
-                let t = thumbs.f_narrow(0, r.start, r.len)?;
+                let t = thumbs.narrow(r.start, r.len)?;
                 Some(self.smoothing_of(r.stream)?.cuts(&t)?)
             } else {
                 None
