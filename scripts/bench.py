@@ -11,7 +11,8 @@ On the CPU (always):
 4. the peer, scripts/peer_gradcam.py (OpenCV + PyPI grad-cam + show_cam_on_image + OpenCV
    writer), twice: with the eager model, and with our own frozen TorchScript model file
 5. x264 alone at the output's preset on 720p frames: the encode limit
-6. the ratios, against the targets in README.md; every CAM method's cost
+6. the ratios, against the targets in README.md; every CAM method's cost; smoothing's cost
+   (the engine with --smooth 0.5 against without, target >= 0.95x)
 7. live: a 25 fps live source (test://, 640x480) explained to a file for BENCH_LIVE_SECONDS (60):
    latency p50/p95 from appsink to appsrc and the share of frames dropped
 8. RTSP to RTSP: examples/rtsp_serve serves a 60 fps 640x480 live pattern, gradcam-stream reads it
@@ -318,6 +319,13 @@ def main():
         if name not in ("forward", "host-blend"):
             print(f"| {name} | {r['fps']:.1f} | {r['fps'] / m['forward']['fps']:.2f}x |")
     print(f"| (forward-only) | {m['forward']['fps']:.1f} | 1.00x |")
+    smooth = engine(640, 272, "--smooth", "0.5")
+    print()
+    print("| smoothing (640x272, batch 8) | Grad-CAM frames / s |")
+    print("|---|---|")
+    print(f"| unsmoothed | {m['gradcam']['fps']:.1f} |")
+    print(f"| --smooth 0.5, following motion | {smooth['gradcam']['fps']:.1f} "
+          f"({smooth['gradcam']['fps'] / m['gradcam']['fps']:.2f}x; target >= 0.95x) |")
     blend = {b: engine(1280, 720, "--blend", b) for b in ("host", "device")}
     print()
     print("| overlay on the CPU, 1280x720 batch 8 | frames / s |")
