@@ -283,32 +283,50 @@ impl Smoothing {
     }
 
     /// Smooth the maps [B, h, w] of `classes` [B] in stream order (the frames `cuts` saw last).
+    /// All but the recursion itself runs on the whole batch at once, so each frame costs the
+    /// device two small launches: moving the last map, and mixing it in.
     pub fn maps(&mut self, maps: &Tensor, classes: &Tensor, fresh: &Tensor) -> Result<Tensor> {
+        let n = maps.size()[0];
+        let [h, w] = self.grid;
         let motion = self.motion.take();
-        let mut out = Vec::with_capacity(maps.size()[0] as usize);
-        for i in 0..maps.size()[0] {
-            let (m, c) = (maps.f_get(i)?, classes.f_get(i)?);
-            let smoothed = match self.map.take() {
-                None => m,
-                Some((last, last_class)) => {
-                    let restart = fresh.f_get(i)?.f_logical_or(&c.f_ne_tensor(&last_class)?)?;
-                    let (last, w) = match &motion {
-                        Some(mo) => {
-                            let moved = last
-                                .f_view([1, 1, self.grid[0], self.grid[1]])?
-                                .f_grid_sampler_2d(&mo.grids.f_narrow(0, i, 1)?, 0, 1, false)?
-                                .f_view([self.grid[0], self.grid[1]])?;
-                            (moved, mo.weights.f_get(i)?)
-                        }
-                        None => (last, Tensor::f_full_like(&m, self.s)?),
-                    };
-                    let mixed = &last * &w + &m * (-&w + 1.0);
-                    m.f_where_self(&restart, &mixed)?
-                }
-            };
-            out.push(smoothed.shallow_clone());
-            self.map = Some((smoothed, c));
+        let (last, last_class) = match self.map.take() {
+            Some((m, c)) => (Some(m), c.f_unsqueeze(0)?),
+            None => (None, classes.f_narrow(0, 0, 1)?),
+        };
+        // A frame starts afresh on a cut, when its class differs from its predecessor's, and
+        // as the stream's first.
+        let before = Tensor::f_cat(&[last_class, classes.f_narrow(0, 0, n - 1)?], 0)?;
+        let mut restart = fresh.f_logical_or(&classes.f_ne_tensor(&before)?)?; // [n]
+        if last.is_none() {
+            let one = Tensor::f_ones([1], (Kind::Bool, maps.device()))?;
+            restart = Tensor::f_cat(&[one, restart.f_narrow(0, 1, n - 1)?], 0)?;
         }
+        let keep = restart
+            .f_logical_not()?
+            .f_to_kind(Kind::Float)?
+            .f_view([n, 1, 1])?;
+        let weights = match &motion {
+            Some(mo) => &mo.weights * &keep,
+            None => keep * self.s,
+        }; // [n, h, w]: how much of the (moved) last map each cell keeps
+        let own = maps * (-&weights + 1.0);
+        let mut last = match last {
+            Some(m) => m,
+            None => Tensor::f_zeros([h, w], (Kind::Float, maps.device()))?,
+        };
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let moved = match &motion {
+                Some(mo) => last
+                    .f_view([1, 1, h, w])?
+                    .f_grid_sampler_2d(&mo.grids.f_narrow(0, i, 1)?, 0, 1, false)?
+                    .f_view([h, w])?,
+                None => last,
+            };
+            last = own.f_get(i)?.f_addcmul(&weights.f_get(i)?, &moved)?;
+            out.push(last.shallow_clone());
+        }
+        self.map = Some((last, classes.f_get(n - 1)?));
         Ok(Tensor::f_stack(&out, 0)?)
     }
 }
