@@ -35,7 +35,7 @@ pub const STILL: f64 = 12.0;
 pub const CHANGE: f64 = 48.0;
 /// How far a cell's own motion is looked for, in motion-thumbnail pixels a frame (an eighth
 /// of a cell each), beyond the global shift.
-const REACH: i64 = 3;
+const REACH: i64 = 2;
 /// Matching cost added per pixel of a cell's own motion (grey levels).
 const MOTION_COST: f64 = 0.5;
 
