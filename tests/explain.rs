@@ -170,9 +170,9 @@ fn metadata_validates_against_its_schema() -> Result<()> {
     Ok(())
 }
 
-/// Mean absolute difference between successive maps, over a run's metadata.
-fn flicker(lines: &[serde_json::Value]) -> f64 {
-    let maps: Vec<Vec<f64>> = lines
+/// Each frame's map (`cam.data`) from a run's metadata.
+fn cam_maps(lines: &[serde_json::Value]) -> Vec<Vec<f64>> {
+    lines
         .iter()
         .map(|l| {
             l["cam"]["data"]
@@ -182,7 +182,12 @@ fn flicker(lines: &[serde_json::Value]) -> f64 {
                 .map(|v| v.as_f64().unwrap())
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// Mean absolute difference between successive maps, over a run's metadata.
+fn flicker(lines: &[serde_json::Value]) -> f64 {
+    let maps = cam_maps(lines);
     let diffs: Vec<f64> = maps
         .windows(2)
         .map(|w| {
@@ -341,17 +346,7 @@ fn a_still_scene_smooths_as_a_plain_average() -> Result<()> {
             &args,
         )?;
         assert!(o.status.success(), "{}", stderr(&o));
-        Ok(metadata(&meta)?
-            .iter()
-            .map(|l| {
-                l["cam"]["data"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap())
-                    .collect()
-            })
-            .collect())
+        Ok(cam_maps(&metadata(&meta)?))
     };
     let (raw, smooth) = (maps(&[])?, maps(&["--smooth", "0.5"])?);
     assert_eq!(raw.len(), 30);
