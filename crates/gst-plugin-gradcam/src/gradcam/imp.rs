@@ -454,22 +454,6 @@ impl GradCam {
         let _ = self.wake.0.try_send(());
     }
 
-    fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
-        if let gst::QueryViewMut::Caps(q) = query.view_mut() {
-            // Whatever downstream takes of our formats (the same caps out as in).
-            let filter = q.filter().map(|f| f.to_owned());
-            let ours = pad.pad_template_caps();
-            let peer = self.srcpad.peer_query_caps(Some(&ours));
-            let caps = match filter {
-                Some(f) => peer.intersect_with_mode(&f, gst::CapsIntersectMode::First),
-                None => peer,
-            };
-            q.set_result(&caps);
-            return true;
-        }
-        gst::Pad::query_default(pad, Some(&*self.obj()), query)
-    }
-
     // ---- source side -----------------------------------------------------------------------
 
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
@@ -485,20 +469,7 @@ impl GradCam {
             }
             return true;
         }
-        match query.view_mut() {
-            gst::QueryViewMut::Caps(q) => {
-                let filter = q.filter().map(|f| f.to_owned());
-                let ours = pad.pad_template_caps();
-                let peer = self.sinkpad.peer_query_caps(Some(&ours));
-                let caps = match filter {
-                    Some(f) => peer.intersect_with_mode(&f, gst::CapsIntersectMode::First),
-                    None => peer,
-                };
-                q.set_result(&caps);
-                true
-            }
-            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
-        }
+        gst::Pad::query_default(pad, Some(&*self.obj()), query)
     }
 
     /// The latency this element adds: a batch's longest wait to fill, plus the longest time a
@@ -558,9 +529,7 @@ impl GradCam {
             let _ = self.srcpad.pause_task();
             return;
         }
-        if self.push_leading_events().is_err() {
-            return;
-        }
+        self.push_leading_events();
         let delivered = match &*Self::lock(&self.running) {
             Some(r) => r.delivered.clone(),
             None => {
@@ -588,7 +557,7 @@ impl GradCam {
     }
 
     /// Push the events at the front of `order` (those no frame waits before).
-    fn push_leading_events(&self) -> Result<(), gst::FlowError> {
+    fn push_leading_events(&self) {
         loop {
             let event = {
                 let mut order = Self::lock(&self.order);
@@ -597,7 +566,7 @@ impl GradCam {
                         Some(Item::Event(e)) => e,
                         _ => unreachable!("looked at the front"),
                     },
-                    _ => return Ok(()),
+                    _ => return,
                 }
             };
             let eos = event.type_() == gst::EventType::Eos;
@@ -628,9 +597,7 @@ impl GradCam {
             }
         };
         for d in drawn {
-            if self.push_leading_events().is_err() {
-                return;
-            }
+            self.push_leading_events();
             let item = {
                 let mut order = Self::lock(&self.order);
                 match order.front() {
@@ -683,7 +650,7 @@ impl GradCam {
                 }
             }
         }
-        let _ = self.push_leading_events();
+        self.push_leading_events();
     }
 
     /// The output buffer of a drawn frame: its pixels (in the input's channel order), the
@@ -709,10 +676,7 @@ impl GradCam {
             target,
             located,
         } = d;
-        if matches!(
-            format,
-            gst_video::VideoFormat::Bgrx | gst_video::VideoFormat::Bgra
-        ) {
+        if blue_first(format) {
             swap_red_blue(&mut frame.pixels);
         }
         let (w, h, index) = (frame.width, frame.height, frame.index);
@@ -829,6 +793,14 @@ impl GradCam {
     }
 }
 
+/// Whether `format` (one of ours) stores blue first.
+fn blue_first(format: gst_video::VideoFormat) -> bool {
+    matches!(
+        format,
+        gst_video::VideoFormat::Bgrx | gst_video::VideoFormat::Bgra
+    )
+}
+
 /// Swap the first and third byte of each pixel (RGBx ↔ BGRx).
 fn swap_red_blue(pixels: &mut [u8]) {
     for px in pixels.chunks_exact_mut(4) {
@@ -844,10 +816,7 @@ fn to_frame(
     index: u64,
 ) -> Option<Frame> {
     let mut frame = frame_from_buffer(buffer, info, stream, index)?;
-    if matches!(
-        info.format(),
-        gst_video::VideoFormat::Bgrx | gst_video::VideoFormat::Bgra
-    ) {
+    if blue_first(info.format()) {
         swap_red_blue(&mut frame.pixels);
     }
     Some(frame)
@@ -876,19 +845,16 @@ impl ObjectSubclass for GradCam {
                     |imp| imp.sink_event(pad, event),
                 )
             })
-            .query_function(|pad, parent, query| {
-                GradCam::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.sink_query(pad, query),
-                )
-            })
+            // Caps queries go to the other side's peer, within our formats: the same caps
+            // out as in.
+            .flags(gst::PadFlags::PROXY_CAPS)
             .build();
         let templ = klass.pad_template("src").expect("src template");
         let srcpad = gst::Pad::builder_from_template(&templ)
             .query_function(|pad, parent, query| {
                 GradCam::catch_panic_pad_function(parent, || false, |imp| imp.src_query(pad, query))
             })
+            .flags(gst::PadFlags::PROXY_CAPS)
             .build();
         GradCam {
             sinkpad,
