@@ -764,6 +764,7 @@ impl GradCam {
         let (info, worker) =
             worker::spawn_open(settings, streams, delivered_tx, Arc::new(Stats::default()))
                 .map_err(|e| as_error(engine_error(&e)))?;
+        let method = look.method;
         let renderer = Renderer::new(look, &info, &[])
             .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{:#}", e)))?;
         gst::info!(CAT, imp = self, "model {} on {}", info.name, info.device);
@@ -772,7 +773,7 @@ impl GradCam {
             open,
             delivered,
             renderer,
-            method: Method::parse(&s.method).map_or("gradcam", |m| m.name()),
+            method,
             post_messages: s.post_messages,
             // Two batches wait at most: the worker gathers one while it explains the other.
             capacity: 2 * batch,
