@@ -71,6 +71,9 @@ pub struct Smoothing {
     grid: [i64; 2],
     /// A 2-D Hann window over the motion thumbnail [h·8, w·8] (phase correlation).
     window: Tensor,
+    /// Each candidate shift's cost of motion [1, candidates, 1, 1] (see `motion_of`), made
+    /// once on the device.
+    penalty: Tensor,
     /// The last frame's thumbnails: for cuts [18, 32], for motion [h·8, w·8].
     thumb: Option<(Tensor, Tensor)>,
     /// The motion of the frames `cuts` saw last, for `maps` of the same frames.
@@ -89,7 +92,16 @@ impl Smoothing {
         let window = Tensor::f_hann_window(h, opts)?
             .f_unsqueeze(1)?
             .f_mul(&Tensor::f_hann_window(w, opts)?.f_unsqueeze(0)?)?;
+        let side = 2 * REACH + 1;
+        let penalty: Vec<f32> = (0..side * side)
+            .map(|k| {
+                ((REACH - k / side).abs() + (REACH - k % side).abs()) as f32 * MOTION_COST as f32
+            })
+            .collect();
         Ok(Smoothing {
+            penalty: Tensor::f_from_slice(&penalty)?
+                .f_view([1, side * side, 1, 1])?
+                .f_to_device(device)?,
             s: f64::from(s),
             grey: Tensor::f_from_slice(&[0.299f32, 0.587, 0.114])?
                 .f_view([1, 3, 1, 1])?
@@ -183,18 +195,22 @@ impl Smoothing {
                 .f_expand([rows, cols], false)?;
             Ok(Tensor::f_stack(&[x, y], 2)?)
         };
-        let sample =
-            |t: &Tensor, dy: &Tensor, dx: &Tensor, rows: i64, cols: i64| -> Result<Tensor> {
-                // t [n, rows, cols] moved by (dy, dx) [n, rows, cols] pixels of that grid.
-                let shift =
-                    Tensor::f_stack(&[dx * (2.0 / cols as f64), dy * (2.0 / rows as f64)], 3)?;
-                let grid = identity(rows, cols)?.f_unsqueeze(0)? - shift;
-                Ok(t.f_unsqueeze(1)?
-                    .f_grid_sampler_2d(&grid, 0, 1, false)?
-                    .f_squeeze_dim(1)?)
-            };
+        // The sampling grid [n, rows, cols, 2] that moves content by (dy, dx) [n, rows, cols]
+        // pixels of that grid: output(x) = input(x - d).
+        let grid_of = |dy: &Tensor, dx: &Tensor, rows: i64, cols: i64| -> Result<Tensor> {
+            let shift = Tensor::f_stack(&[dx * (2.0 / cols as f64), dy * (2.0 / rows as f64)], 3)?;
+            Ok(identity(rows, cols)?.f_unsqueeze(0)? - shift)
+        };
         let full = |v: &Tensor, rows: i64, cols: i64| v.f_expand([n, rows, cols], false);
-        let aligned = sample(prev, &full(&gy, h, w)?, &full(&gx, h, w)?, h, w)?;
+        let aligned = prev
+            .f_unsqueeze(1)?
+            .f_grid_sampler_2d(
+                &grid_of(&full(&gy, h, w)?, &full(&gx, h, w)?, h, w)?,
+                0,
+                1,
+                false,
+            )?
+            .f_squeeze_dim(1)?;
         // 2. Each cell's own motion beyond that (a moving object): the shift of up to `REACH`
         //    thumbnail pixels whose 8x8 block matches best (mean absolute difference, less the
         //    picture's brightness change, plus a small cost per pixel of motion so a flat
@@ -223,16 +239,7 @@ impl Smoothing {
                 None,
             )?
             .f_reshape([n, side * side, hc, wc])?;
-        let penalty: Vec<f32> = (0..side * side)
-            .map(|k| {
-                ((REACH - k / side).abs() + (REACH - k % side).abs()) as f32 * MOTION_COST as f32
-            })
-            .collect();
-        let penalty =
-            Tensor::f_from_slice(&penalty)?
-                .f_to_device(dev)?
-                .f_view([1, side * side, 1, 1])?;
-        let (best_cost, best) = (per_cell + penalty).f_min_dim(1, false)?; // [n, hc, wc]
+        let (best_cost, best) = (per_cell + &self.penalty).f_min_dim(1, false)?; // [n, hc, wc]
         let best = best.f_to_kind(Kind::Float)?;
         let ly = -(best.f_div_scalar_mode(side, "floor")? - REACH as f64); // [n, hc, wc]
         let lx = -(best.f_remainder(side)? - REACH as f64);
@@ -246,9 +253,8 @@ impl Smoothing {
         };
         let dy = spread(full(&gy, hc, wc)? + ly)? / PER_CELL as f64; // [n, hc, wc], cells
         let dx = spread(full(&gx, hc, wc)? + lx)? / PER_CELL as f64;
-        let shift = Tensor::f_stack(&[dx * (2.0 / wc as f64), dy * (2.0 / hc as f64)], 3)?;
-        let grids = identity(hc, wc)?.f_unsqueeze(0)? - shift; // [n, hc, wc, 2]
-                                                               // 3. What still changed after both: less of the last map there.
+        let grids = grid_of(&dy, &dx, hc, wc)?; // [n, hc, wc, 2]
+                                                // 3. What still changed after both: less of the last map there.
         let weights = (((best_cost - STILL) / -CHANGE) + 1.0).f_clamp(0.0, 1.0)? * self.s;
         Ok(Motion { grids, weights })
     }
