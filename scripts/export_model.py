@@ -24,7 +24,9 @@ every operation after it, which must depend on nothing but the layer's output.
 """
 import argparse
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -74,11 +76,12 @@ class Split(nn.Module):
     def features(self, x):
         return self.feat(x)
 
-    def head(self, a):
-        return self.hd(a)
+    def head(self, a, *carry):
+        return self.hd(a, *carry)
 
     def forward(self, x):
-        return self.hd(self.feat(x))
+        out = self.feat(x)
+        return self.hd(*out) if isinstance(out, tuple) else self.hd(out)
 
 
 def efficientnet_lite0():
@@ -105,6 +108,16 @@ DEFAULT_LAYERS = {
     "efficientnet": "features", "convnext": "features", "vgg": "features", "densenet": "features",
     "regnet": "trunk_output", "mnasnet": "layers", "shufflenet": "conv5", "squeezenet": "features",
 }
+# Transformers: the last block's first norm, as pytorch-grad-cam's tutorials target (a ViT
+# classifies from the class token alone, so after the last block the patch tokens get no gradient).
+TRANSFORMERS = ("vit_", "swin_")
+BLOCK_NORMS = ("ln_1", "norm1")
+# Leading tokens a transformer may keep beside its patch grid: class, distillation, registers.
+MAX_PREFIX_TOKENS = 8
+
+
+class ExportError(Exception):
+    """A reason the export cannot go on, said in one line."""
 
 
 def layer_names(model):
@@ -112,8 +125,107 @@ def layer_names(model):
     return [n for n, _ in model.named_modules() if n and n.count(".") < 2]
 
 
-def split_at(model, layer):
-    """(features, head): the model cut after the last operation inside `layer`."""
+def last_block_norm(model):
+    """The first norm of the model's last transformer block (`encoder.layers.encoder_layer_11.ln_1`)."""
+    norms = [f"{n}.{a}" if n else a for n, m in model.named_modules() for a in BLOCK_NORMS
+             if isinstance(getattr(m, a, None), nn.LayerNorm)]
+    return norms[-1] if norms else None
+
+
+def default_layer(arch, model):
+    if arch.startswith(TRANSFORMERS):
+        return last_block_norm(model)
+    return next((v for k, v in DEFAULT_LAYERS.items() if arch.startswith(k)), None)
+
+
+class Layout:
+    """How the target layer's output becomes the map [B, C, h, w] every method works on, and back.
+
+    nchw: a conv layer's output, as it is.
+    nhwc: a channels-last [B, h, w, C] (Swin's blocks), permuted.
+    tokens: [B, P + h·w, C] (ViT, DeiT): the P leading tokens (class, distillation) are left out
+        of the map, as pytorch-grad-cam's reshape transform leaves them, and carried to the head;
+        the others are laid row by row on the h x w patch grid.
+    """
+
+    def __init__(self, kind, shape, prefix=0, grid=None):
+        self.kind, self.shape, self.prefix, self.grid = kind, list(shape), prefix, grid
+
+    def to_map(self, s):
+        """The layer's output → (map [B, C, h, w], leading tokens to carry)."""
+        if self.kind == "nhwc":
+            return s.permute(0, 3, 1, 2), []
+        if self.kind == "tokens":
+            grid = s[:, self.prefix:, :].transpose(1, 2).unflatten(2, self.grid)  # [B, C, h, w]
+            return grid, ([s[:, :self.prefix, :]] if self.prefix else [])
+        return s, []
+
+    def from_map(self, a, lead):
+        """(map, carried leading tokens) → the layer's output, differentiably in the map."""
+        if self.kind == "nhwc":
+            return a.permute(0, 2, 3, 1)
+        if self.kind == "tokens":
+            tokens = a.flatten(2).transpose(1, 2)  # [B, h·w, C]
+            return torch.cat([lead[0], tokens], 1) if self.prefix else tokens
+        return a
+
+    def carried(self):
+        return 1 if self.kind == "tokens" and self.prefix else 0
+
+    def describe(self):
+        shape = "[B, " + ", ".join(map(str, self.shape[1:])) + "]"
+        if self.kind == "nhwc":
+            return f"{shape} channels-last, permuted to [B, C, h, w]"
+        if self.kind == "tokens":
+            lead = (f"{self.prefix} leading token{'s' if self.prefix > 1 else ''} left out, "
+                    if self.prefix else "")
+            return f"tokens {shape}: {lead}{self.grid[0]}x{self.grid[1]} patch tokens laid on their grid"
+        return f"{shape} as it is"
+
+
+def layout_of(s, module, layer, input_size):
+    """The Layout of the layer's output `s` (a sample), or one line saying why it has none."""
+    if not isinstance(s, torch.Tensor):
+        raise ExportError(f"--layer {layer!r} gives a {type(s).__name__}, not a tensor; "
+                          "pick a layer whose output is one tensor")
+    shape = list(s.shape)
+    if s.dim() == 4:
+        # A LayerNorm normalizes its last dimension: channels-last (Swin's norm1, norm).
+        last = isinstance(module, nn.LayerNorm) and tuple(module.normalized_shape) == (shape[3],)
+        return Layout("nhwc" if last else "nchw", shape)
+    if s.dim() == 3:
+        h, w = input_size
+        n = shape[1]
+        for p in range(0, min(MAX_PREFIX_TOKENS, n - 1) + 1):
+            m = n - p
+            # The grid has the input's aspect: gh / gw = h / w.
+            for gh in range(1, m + 1):
+                if m % gh == 0 and gh * w == (m // gh) * h:
+                    return Layout("tokens", shape, p, (gh, m // gh))
+        raise ExportError(
+            f"--layer {layer!r} gives {n} tokens, which do not form a patch grid of the "
+            f"{h}x{w} input (after up to {MAX_PREFIX_TOKENS} leading tokens); pick a layer "
+            "inside the transformer blocks, such as the last block's first norm")
+    raise ExportError(
+        f"--layer {layer!r} gives a {s.dim()}-D output {shape}, not a spatial map; Grad-CAM needs a "
+        "conv layer's [B, C, h, w] or a transformer block's tokens: pick an earlier layer")
+
+
+def node_names(tracer, graph):
+    # A module call is named by its module's path; NodePathTracer's own names renumber repeated
+    # ones (a block's `ln_2` would be called `ln_1`).
+    return {n: n.target if n.op == "call_module" else tracer.node_to_qualname.get(n, n.name)
+            for n in graph.nodes}
+
+
+def split_at(model, layer, input_size):
+    """(features, head, layout): the model cut after the last operation inside `layer`.
+
+    features(x) gives the map [B, C, h, w] (see Layout), followed by every tensor computed
+    before the cut and used after it (a skip connection's input, a ViT's residual stream, its
+    class token); head(map, *those) gives the logits. Gradients reach the map only through the
+    layer's output, as they do in pytorch-grad-cam's hooks.
+    """
     from torch.fx import Graph, GraphModule
     from torchvision.models.feature_extraction import NodePathTracer
 
@@ -122,49 +234,98 @@ def split_at(model, layer):
         if hasattr(m, "inplace"):
             m.inplace = False
     tracer = NodePathTracer()
-    graph = tracer.trace(model)
+    try:
+        graph = tracer.trace(model)
+    except Exception as e:  # noqa: BLE001 (torch.fx raises many kinds)
+        raise ExportError(f"torch.fx cannot trace the model ({one_line(e)}); its forward must not "
+                          "branch on tensor values") from e
     for n in graph.nodes:
         if n.kwargs.get("inplace"):
             n.kwargs = {**n.kwargs, "inplace": False}
-    names = {n: tracer.node_to_qualname.get(n, n.name) for n in graph.nodes}
+    names = node_names(tracer, graph)
     inside = [n for n in graph.nodes if n.op != "output"
               and (names[n] == layer or names[n].startswith(layer + "."))]
     if not inside:
-        sys.exit(f"error: --layer {layer!r} is not a layer of this model; valid layers: "
-                 + ", ".join(layer_names(model)))
+        raise ExportError(f"--layer {layer!r} is not a layer of this model; valid layers: "
+                          + ", ".join(layer_names(model)))
     split = inside[-1]
-    # Features: the graph up to and including the split, returning it.
+    nodes = list(graph.nodes)
+    before, after = nodes[:nodes.index(split) + 1], nodes[nodes.index(split) + 1:]
+    early = set(before)
+    crossing = []
+    for n in after:
+        for x in n.all_input_nodes:
+            if x in early and x is not split and x.op != "get_attr" and x not in crossing:
+                crossing.append(x)
+
     feat = Graph()
     fenv = {}
-    for n in graph.nodes:
+    for n in before:
         fenv[n] = feat.node_copy(n, lambda x: fenv[x])
-        if n is split:
-            break
-    feat.output(fenv[split])
+    feat.output(tuple(fenv[n] for n in [split, *crossing]))
     features = GraphModule(tracer.root, feat)
     features.graph.eliminate_dead_code()
     features.recompile()
 
     head = Graph()
     env = {split: head.placeholder("a")}
-    after = False
+    for i, n in enumerate(crossing):
+        env[n] = head.placeholder(f"carry{i}")
 
     def lookup(x):
-        if x in env:
-            return env[x]
-        if x.op == "get_attr":
+        if x not in env:  # a parameter or buffer
             env[x] = head.node_copy(x)
-            return env[x]
-        sys.exit(f"error: the model cannot be split at {layer!r}: {x.name} is computed before it and used after it "
-                 f"(a skip connection crosses the layer); pick a later layer")
+        return env[x]
 
-    for n in graph.nodes:
-        if n is split:
-            after = True
-        elif after and n.op != "placeholder":
+    for n in after:
+        if n.op != "placeholder":
             env[n] = head.node_copy(n, lookup)
     head.lint()
-    return features, GraphModule(tracer.root, head)
+    head = GraphModule(tracer.root, head)
+
+    h, w = input_size
+    with torch.no_grad():
+        out = features(torch.rand(2, 3, h, w))
+    for n, v in zip(crossing, out[1:]):
+        if not isinstance(v, torch.Tensor):
+            raise ExportError(
+                f"the model cannot be split at {layer!r}: {names[n]} ({type(v).__name__}) is computed "
+                "before it and used after it, and only tensors can be carried across; pick a later layer")
+    layout = layout_of(out[0], dict(model.named_modules()).get(layer), layer, input_size)
+    return Features(features, layout), Head(head, layout), layout
+
+
+class Features(nn.Module):
+    def __init__(self, gm, layout):
+        super().__init__()
+        self.gm = gm
+        self.layout = layout
+
+    def forward(self, x):
+        out = self.gm(x)
+        a, lead = self.layout.to_map(out[0])
+        carry = [*lead, *out[1:]]
+        return (a, *carry) if carry else a
+
+
+class Head(nn.Module):
+    def __init__(self, gm, layout):
+        super().__init__()
+        self.gm = gm
+        self.layout = layout
+
+    def forward(self, a, *carry):
+        k = self.layout.carried()
+        return self.gm(self.layout.from_map(a, carry[:k]), *carry[k:])
+
+
+def random_weights(net):
+    """Seeded random weights; a classifier initialised to zeros (torchvision's ViT head) gets small
+    random ones instead, or every score and every map would be flat."""
+    torch.manual_seed(0)
+    for m in net.modules():
+        if isinstance(m, nn.Linear) and not m.weight.detach().any():
+            nn.init.normal_(m.weight, std=0.02)
 
 
 def torchvision_model(arch, layer, weights):
@@ -174,31 +335,38 @@ def torchvision_model(arch, layer, weights):
         builder = torchvision.models.get_model_builder(arch)
     except ValueError:
         names = [n for n in torchvision.models.list_models(module=torchvision.models)]
-        sys.exit(f"error: --arch {arch!r} is not a torchvision classifier; try one of: " + ", ".join(names))
+        raise ExportError(f"--arch {arch!r} is not a torchvision classifier; try one of: " + ", ".join(names))
     enum = torchvision.models.get_model_weights(arch)
     classes = list(enum.DEFAULT.meta["categories"])
     if weights == "default":
         net = builder(weights=enum.DEFAULT)
     else:
+        torch.manual_seed(0)
         net = builder(weights=None)
-        if weights != "random":
+        if weights == "random":
+            random_weights(net)
+        else:
             try:
                 state = torch.load(weights, map_location="cpu", weights_only=True)
                 net.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-            except (OSError, RuntimeError, KeyError) as e:
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                sys.exit(f"error: cannot read --weights {weights} for {arch}: {msg}")
+            except Exception as e:  # noqa: BLE001 (a missing file, a pickle, a mismatched state dict)
+                raise ExportError(f"cannot read --weights {weights} for {arch}: {one_line(e)}") from e
     net.eval()
     if layer is None:
-        layer = next((v for k, v in DEFAULT_LAYERS.items() if arch.startswith(k)), None)
+        layer = default_layer(arch, net)
         if layer is None:
-            sys.exit(f"error: no default layer for {arch}; give --layer (one of: {', '.join(layer_names(net))})")
-    features, head = split_at(net, layer)
+            raise ExportError(f"no default layer for {arch}; give --layer (one of: {', '.join(layer_names(net))})")
+    size = [224, 224]
+    image_size = getattr(net, "image_size", None)  # a ViT takes exactly its own size
+    if isinstance(image_size, int):
+        size = [image_size, image_size]
+    features, head, layout = split_at(net, layer, size)
     return Split(features, head).eval(), {
         "name": arch + ("" if weights == "default" else f" ({Path(weights).name} weights)"
                         if weights != "random" else " (random weights)"),
         "target_layer": layer,
-        "input_size": [224, 224],
+        "layer_output": layout.describe(),
+        "input_size": size,
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
         "classes": classes,
@@ -209,16 +377,21 @@ def user_model(spec, layer):
     import importlib
 
     if layer is None:
-        sys.exit("error: --module needs --layer (the module name of the target layer)")
+        raise ExportError("--module needs --layer (the module name of the target layer)")
     mod_name, _, factory = spec.partition(":")
     sys.path.insert(0, ".")
-    net = getattr(importlib.import_module(mod_name), factory or "model")().eval()
-    features, head = split_at(net, layer)
+    try:
+        net = getattr(importlib.import_module(mod_name), factory or "model")().eval()
+    except Exception as e:  # noqa: BLE001 (whatever the user's code raises)
+        raise ExportError(f"cannot build --module {spec}: {one_line(e)}") from e
+    features, head, layout = split_at(net, layer, [224, 224])
+    model = Split(features, head).eval()
     with torch.no_grad():
-        k = head(features(torch.rand(1, 3, 224, 224))).shape[1]
-    return Split(features, head).eval(), {
+        k = model(torch.rand(1, 3, 224, 224)).shape[1]
+    return model, {
         "name": spec,
         "target_layer": layer,
+        "layer_output": layout.describe(),
         "input_size": [224, 224],
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
@@ -244,17 +417,36 @@ def fixture():
     }
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, type=Path, help="output .pt path (sidecar .json beside it)")
-    ap.add_argument("--fixture", action="store_true", help="tiny random-weight test model")
-    ap.add_argument("--arch", help="a torchvision classifier by name (resnet18, mobilenet_v3_large, …)")
-    ap.add_argument("--module", help="package.module:factory returning an nn.Module")
-    ap.add_argument("--layer", help="target layer (module name); default: the last conv stage")
-    ap.add_argument("--weights", default="default",
-                    help="--arch weights: a local .pth, `default` (torchvision download) or `random`")
-    args = ap.parse_args()
+def one_line(e):
+    """An exception as the one line that says what went wrong."""
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    return lines[0] if lines else type(e).__name__
 
+
+def check_grid_matters(model, x, layer):
+    """Refuse a layer whose patch tokens the score does not depend on (a ViT's last norm, after
+    which the class token alone is classified): its maps would all be flat."""
+    with torch.no_grad():
+        out = model.features(x)
+    if not isinstance(out, tuple):
+        return
+    a = out[0].detach().requires_grad_(True)
+    carry = [c.detach().requires_grad_(c.is_floating_point()) for c in out[1:]]
+    logits = model.head(a, *carry)
+    wrt = [a] + [c for c in carry if c.requires_grad]
+    grads = torch.autograd.grad(logits.sum(), wrt, allow_unused=True)
+    to_map = grads[0] is not None and bool(grads[0].any())
+    elsewhere = any(g is not None and bool(g.any()) for g in grads[1:])
+    if not to_map and elsewhere:
+        raise ExportError(
+            f"the scores do not depend on the map of --layer {layer!r} (after it, only the class "
+            "token is used), so every map would be flat; pick a layer inside the last block, such "
+            "as its first norm (the default)")
+
+
+def export(args):
+    # A ViT asserts its input size, which a trace keeps as a constant: the size is fixed anyway.
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     if args.fixture:
         model, meta = fixture()
     elif args.arch:
@@ -265,16 +457,30 @@ def main():
         model, meta = efficientnet_lite0()
     h, w = meta["input_size"]
     x = torch.rand(2, 3, h, w)
+    check_grid_matters(model, x, meta["target_layer"])
     with torch.no_grad():
-        a = model.features(x)
+        out = model.features(x)
         ref = model(x)
-    traced = torch.jit.trace_module(model, {"forward": x, "features": x, "head": a})
-    # Freezing inlines the weights and folds batch norms into the convolutions: about 30% faster
-    # on CPU, and gradients with respect to the activations are unchanged.
-    traced = torch.jit.freeze(traced.eval(), preserved_attrs=["features", "head"])
+    parts = out if isinstance(out, tuple) else (out,)
+    a = parts[0]
+    try:
+        # The methods are checked below, against the eager model; trace's own check compares
+        # graph texts, which differ for fx modules in their names alone.
+        traced = torch.jit.trace_module(model, {"forward": x, "features": x, "head": parts},
+                                        check_trace=False)
+        # Freezing inlines the weights and folds batch norms into the convolutions: about 30%
+        # faster on CPU, and gradients with respect to the activations are unchanged.
+        traced = torch.jit.freeze(traced.eval(), preserved_attrs=["features", "head"])
+    except Exception as e:  # noqa: BLE001 (TorchScript raises many kinds)
+        raise ExportError(f"cannot trace the model to TorchScript: {one_line(e)}") from e
     with torch.no_grad():
-        assert torch.allclose(traced.head(traced.features(x)), ref, atol=1e-4), "trace mismatch"
+        got = traced.features(x)
+        got = traced.head(*got) if isinstance(got, tuple) else traced.head(got)
+    if not torch.allclose(got, ref, atol=1e-4):
+        raise ExportError("the TorchScript model gives other scores than the model itself "
+                          "(its forward depends on more than its input); export another layer or model")
     meta["feature_shape"] = list(a.shape[1:])
+    meta["carry"] = len(parts) - 1
     meta["num_classes"] = int(ref.shape[1])
     assert len(meta["classes"]) == meta["num_classes"]
 
@@ -287,6 +493,27 @@ def main():
     sidecar.with_suffix(".json.tmp").replace(sidecar)
     print(f"wrote {args.out} and {sidecar}: features {meta['feature_shape']}, {meta['num_classes']} classes",
           file=sys.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, type=Path, help="output .pt path (sidecar .json beside it)")
+    ap.add_argument("--fixture", action="store_true", help="tiny random-weight test model")
+    ap.add_argument("--arch", help="a torchvision classifier by name (resnet18, vit_b_16, swin_t, …)")
+    ap.add_argument("--module", help="package.module:factory returning an nn.Module")
+    ap.add_argument("--layer", help="target layer (module name); default: the last conv stage, or "
+                                    "a transformer's last block's first norm")
+    ap.add_argument("--weights", default="default",
+                    help="--arch weights: a local .pth, `default` (torchvision download) or `random` (seeded)")
+    args = ap.parse_args()
+    try:
+        export(args)
+    except ExportError as e:
+        sys.exit(f"error: {e}")
+    except Exception as e:  # noqa: BLE001 (one line, as the program's errors are)
+        if os.environ.get("GRADCAM_DEBUG"):
+            raise
+        sys.exit(f"error: {type(e).__name__}: {one_line(e)} (GRADCAM_DEBUG=1 shows the traceback)")
 
 
 if __name__ == "__main__":

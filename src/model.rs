@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
-use tch::{CModule, Device, Kind, Tensor};
+use tch::{CModule, Device, IValue, Kind, Tensor};
 
 use crate::config::DeviceChoice;
 
@@ -23,6 +23,19 @@ pub struct Sidecar {
     /// [C, h, w] of the target layer's activations at `input_size`.
     pub feature_shape: [i64; 3],
     pub num_classes: i64,
+    /// How many tensors `features` returns after the map, for `head` (0: it returns the map alone).
+    #[serde(default)]
+    pub carry: usize,
+}
+
+/// The target layer's output as every method sees it, and what the head needs besides.
+pub struct Acts {
+    /// [B, C, h, w]: a conv layer's output, or a transformer's patch tokens laid on their grid.
+    pub map: Tensor,
+    /// Tensors computed before the target layer and used after it (a transformer's residual
+    /// stream and class token, a skip connection's input), given back to `head` as they are.
+    /// Gradients never flow into them: Grad-CAM's gradient is the one through the layer's output.
+    pub carry: Vec<Tensor>,
 }
 
 pub struct Model {
@@ -90,6 +103,18 @@ fn telling_line(e: impl std::fmt::Display) -> String {
     last_error.unwrap_or_else(|| first_line(s))
 }
 
+/// What kind of value a TorchScript method gave, for an error message.
+fn ivalue_kind(v: &IValue) -> String {
+    match v {
+        IValue::Tensor(t) => format!("a tensor {:?}", t.size()),
+        IValue::Tuple(v) => format!("a tuple of {}", v.len()),
+        IValue::GenericList(_) | IValue::TensorList(_) => "a list".into(),
+        IValue::GenericDict(_) => "a dict".into(),
+        IValue::None => "None".into(),
+        _ => "a scalar".into(),
+    }
+}
+
 impl Model {
     pub fn load(path: &Path, device: Device) -> Result<Model> {
         if !path.exists() {
@@ -149,7 +174,16 @@ impl Model {
     fn check(&self) -> Result<()> {
         let [h, w] = self.info.input_size;
         let x = Tensor::zeros([1, 3, h, w], (Kind::Float, self.device));
-        let a = tch::no_grad(|| self.features(&x))?;
+        let acts = tch::no_grad(|| self.features(&x))?;
+        if acts.carry.len() != self.info.carry {
+            bail!(
+                "model {}: `features` gives the map and {} more tensors, the sidecar says {}; re-export the model",
+                self.path.display(),
+                acts.carry.len(),
+                self.info.carry
+            );
+        }
+        let a = &acts.map;
         let want = self.info.feature_shape;
         if a.size() != [1, want[0], want[1], want[2]] {
             bail!(
@@ -163,14 +197,20 @@ impl Model {
         }
         // The head runs as Grad-CAM runs it: on a leaf that needs gradients.
         let leaf = a.detach().set_requires_grad(true);
-        let logits = self.module.method_ts("head", &[&leaf]).map_err(|e| {
-            anyhow!(
+        let logits = match self.invoke("head", &leaf, &acts.carry) {
+            Ok(IValue::Tensor(t)) => t,
+            Ok(other) => bail!(
+                "model {}: `head` gives {}, not a tensor of scores; re-export the model with scripts/export_model.py",
+                self.path.display(),
+                ivalue_kind(&other)
+            ),
+            Err(e) => bail!(
                 "model {}: `head` does not accept what `features` gives ({:?}): {}; re-export the model with scripts/export_model.py",
                 self.path.display(),
                 a.size(),
                 telling_line(format!("{e:#}"))
-            )
-        })?;
+            ),
+        };
         if logits.size() != [1, self.info.num_classes] {
             bail!(
                 "model {}: `head` gives {:?}, expected [1, {}]; re-export the model",
@@ -182,8 +222,15 @@ impl Model {
         Ok(())
     }
 
-    fn call(&self, method: &str, x: &Tensor) -> Result<Tensor> {
-        self.module.method_ts(method, &[x]).map_err(|e| {
+    /// `method`(x, *carry), as TorchScript answers.
+    fn invoke(&self, method: &str, x: &Tensor, carry: &[Tensor]) -> Result<IValue, tch::TchError> {
+        let mut inputs = vec![IValue::Tensor(x.shallow_clone())];
+        inputs.extend(carry.iter().map(|t| IValue::Tensor(t.shallow_clone())));
+        self.module.method_is(method, &inputs)
+    }
+
+    fn call(&self, method: &str, x: &Tensor, carry: &[Tensor]) -> Result<IValue> {
+        self.invoke(method, x, carry).map_err(|e| {
             let msg = first_line(&e);
             if msg.contains(&format!("'{method}'")) || msg.contains("not defined") {
                 anyhow!(
@@ -200,14 +247,42 @@ impl Model {
         })
     }
 
-    /// Target-layer activations: [B, 3, H, W] → [B, C, h, w].
-    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
-        self.call("features", x)
+    /// Target-layer activations: [B, 3, H, W] → the map [B, C, h, w] and the tensors carried
+    /// past the layer.
+    pub fn features(&self, x: &Tensor) -> Result<Acts> {
+        let bad = |what: String| {
+            anyhow!(
+                "model {}: `features` gives {what}, not a tensor or a tuple of tensors; re-export the model with scripts/export_model.py",
+                self.path.display()
+            )
+        };
+        match self.call("features", x, &[])? {
+            IValue::Tensor(map) => Ok(Acts { map, carry: vec![] }),
+            IValue::Tuple(parts) if !parts.is_empty() => {
+                let mut tensors = parts.into_iter().map(|p| match p {
+                    IValue::Tensor(t) => Ok(t),
+                    other => Err(bad(format!("a tuple holding {}", ivalue_kind(&other)))),
+                });
+                let map = tensors.next().expect("a non-empty tuple")?;
+                Ok(Acts {
+                    map,
+                    carry: tensors.collect::<Result<_>>()?,
+                })
+            }
+            other => Err(bad(ivalue_kind(&other))),
+        }
     }
 
-    /// Logits from activations: [B, C, h, w] → [B, K].
-    pub fn head(&self, a: &Tensor) -> Result<Tensor> {
-        self.call("head", a)
+    /// Logits from activations: [B, C, h, w] (and the carried tensors) → [B, K].
+    pub fn head(&self, a: &Tensor, carry: &[Tensor]) -> Result<Tensor> {
+        match self.call("head", a, carry)? {
+            IValue::Tensor(t) => Ok(t),
+            other => bail!(
+                "model {}: `head` gives {}, not a tensor of scores; re-export the model with scripts/export_model.py",
+                self.path.display(),
+                ivalue_kind(&other)
+            ),
+        }
     }
 
     /// Frames [B, 3, H, W] (float, 0..255, on the device) → the model's input [B, 3, h, w]:

@@ -25,7 +25,7 @@ use crate::cam;
 use crate::colormap::Colormap;
 use crate::config::{ClassSpec, DeviceChoice, Precision, UsageError};
 use crate::frame::{CamMap, ClassScore, Explained, Frame};
-use crate::model::{self, Model};
+use crate::model::{self, Acts, Model};
 
 pub use cuda::memory_in_use as device_memory_in_use;
 
@@ -472,8 +472,8 @@ impl Engine {
         for &n in &self.buckets {
             let x = Tensor::f_zeros([n, 3, h, w], (Kind::Float, self.device()))?;
             let acts = self.features(&x)?;
-            let head = |a: &Tensor| self.head(a);
-            cam::compute(self.method, &acts, head, cam::Target::Rank(0))?;
+            let head = |a: &Tensor| self.head(a, &acts.carry);
+            cam::compute(self.method, &acts.map, head, cam::Target::Rank(0))?;
         }
         if let Device::Cuda(i) = self.device() {
             tch::Cuda::synchronize(i as i64);
@@ -489,21 +489,26 @@ impl Engine {
         }
     }
 
-    /// The target layer's activations, as float whatever the precision: [n, C, h, w].
-    fn features(&self, x: &Tensor) -> Result<Tensor> {
-        let a = tch::no_grad(|| self.in_precision(|| self.model.features(x)))?;
-        Ok(a.f_to_kind(Kind::Float)?)
+    /// The target layer's activations, as float whatever the precision: map [n, C, h, w]
+    /// and the tensors carried to the head.
+    fn features(&self, x: &Tensor) -> Result<Acts> {
+        let Acts { map, carry } = tch::no_grad(|| self.in_precision(|| self.model.features(x)))?;
+        let float = |t: Tensor| t.f_to_kind(Kind::Float);
+        Ok(Acts {
+            map: float(map)?,
+            carry: carry.into_iter().map(float).collect::<Result<_, _>>()?,
+        })
     }
 
     /// Logits from (float) activations, in the precision asked for: [n, K] float.
-    fn head(&self, a: &Tensor) -> Result<Tensor> {
-        let logits = self.in_precision(|| self.model.head(a))?;
+    fn head(&self, a: &Tensor, carry: &[Tensor]) -> Result<Tensor> {
+        let logits = self.in_precision(|| self.model.head(a, carry))?;
         Ok(logits.f_to_kind(Kind::Float)?)
     }
 
-    /// Frames [b, 3, H, W] (float, 0..255) → the target layer's activations [n, C, h, w] of
-    /// the batch padded to its bucket (n ≥ b; the rows past b are padding).
-    fn activations(&self, rgb: &Tensor) -> Result<Tensor> {
+    /// Frames [b, 3, H, W] (float, 0..255) → the target layer's activations (map [n, C, h, w])
+    /// of the batch padded to its bucket (n ≥ b; the rows past b are padding).
+    fn activations(&self, rgb: &Tensor) -> Result<Acts> {
         let x = self.model.preprocess(rgb)?; // [b, 3, h', w']
         self.features(&pad_rows(&x, self.bucket(rgb.size()[0]))?)
     }
@@ -624,7 +629,7 @@ impl Engine {
     /// frame by frame in stream order.
     fn targets(
         &mut self,
-        acts: &Tensor,
+        acts: &Acts,
         runs: &[Run],
         fresh: &[Option<Tensor>],
     ) -> Result<Vec<cam::Target>> {
@@ -641,7 +646,7 @@ impl Engine {
             return Ok(vec![cam::Target::Rank(0)]);
         }
         let b: i64 = runs.iter().map(|r| r.len).sum();
-        let logits = tch::no_grad(|| self.head(acts))?.f_narrow(0, 0, b)?;
+        let logits = tch::no_grad(|| self.head(&acts.map, &acts.carry))?.f_narrow(0, 0, b)?;
         let probs = logits.f_softmax(1, Kind::Float)?; // [b, K]
         let mut chosen = Vec::with_capacity(runs.len());
         for ((r, choice), fresh) in runs.iter().zip(&choices).zip(fresh) {
@@ -655,7 +660,7 @@ impl Engine {
         let chosen = Tensor::f_cat(&chosen, 0)?; // [b]
         Ok(vec![cam::Target::PerFrame(pad_rows(
             &chosen,
-            acts.size()[0],
+            acts.map.size()[0],
         )?)])
     }
 
@@ -710,12 +715,12 @@ impl Engine {
             Some(_) => Some(dev.f_to_kind(Kind::Float)?), // [b, H, W, 4]
             None => None,
         };
-        let acts = self.activations(&rgb)?; // [n, C, h, w]
+        let acts = self.activations(&rgb)?; // map [n, C, h, w]
         let fresh = self.fresh(&rgb, &runs)?;
         let targets = self.targets(&acts, &runs, &fresh)?;
         let ranked = targets
             .into_iter()
-            .map(|t| cam::compute(self.method, &acts, |a| self.head(a), t))
+            .map(|t| cam::compute(self.method, &acts.map, |a| self.head(a, &acts.carry), t))
             .collect::<Result<Vec<_>>>()?;
         let shown = &ranked[self.shown()];
         let classes = shown.targets.f_narrow(0, 0, b)?; // [b]
@@ -860,7 +865,7 @@ impl Engine {
         let dev = self.upload(frames)?;
         let rgb = to_float_nchw(&dev)?;
         let acts = self.activations(&rgb)?;
-        let logits = tch::no_grad(|| self.head(&acts))?.f_narrow(0, 0, b)?;
+        let logits = tch::no_grad(|| self.head(&acts.map, &acts.carry))?.f_narrow(0, 0, b)?;
         self.staging.turn += 1;
         Ok(Vec::<f32>::try_from(
             logits.f_to_device(Device::Cpu)?.f_flatten(0, -1)?,
