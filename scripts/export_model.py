@@ -439,9 +439,9 @@ def check_grid_matters(model, x, layer):
     elsewhere = any(g is not None and bool(g.any()) for g in grads[1:])
     if not to_map and elsewhere:
         raise ExportError(
-            f"the scores do not depend on the map of --layer {layer!r} (after it, only the class "
-            "token is used), so every map would be flat; pick a layer inside the last block, such "
-            "as its first norm (the default)")
+            f"the scores do not depend on the map of --layer {layer!r} (after it, only the leading "
+            "class tokens are used), so every map would be flat; pick a layer inside the last "
+            "block, such as its first norm")
 
 
 def export(args):

@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Reference check: pytorch-grad-cam (PyPI grad-cam) on the same frames, model, layer and method.
 
+With --arch ARCH --weights PTH (a torchvision classifier) or --module MOD:FACTORY, the reference
+is the eager model itself, hooked at the sidecar's target layer, and a transformer's tokens go
+through pytorch-grad-cam's documented reshape transform: independent of the export.
+
 Reads the frames gradcam-stream saw (raw RGBx as GStreamer decoded them, so both sides start
 from identical pixels), preprocesses each frame as gradcam-stream does (whole frame resized
 bilinearly with antialiasing to the model's input, in float, ImageNet-normalized), and runs
@@ -45,6 +49,34 @@ class Whole(torch.nn.Module):
         return self.m.head(self.features(x.detach().requires_grad_(True)))
 
 
+def reshape_transform(tensor):
+    """pytorch-grad-cam's reshape transforms for vision transformers (its tutorials): a ViT's or
+    DeiT's tokens [B, N, C] without the leading class tokens, laid on the patch grid; a Swin's
+    [B, H, W, C] channels to the front."""
+    if tensor.dim() == 4:
+        return tensor.permute(0, 3, 1, 2)
+    b, n, c = tensor.shape
+    side = int(np.sqrt(n))
+    result = tensor[:, n - side * side:, :].reshape(b, side, side, c)
+    return result.transpose(2, 3).transpose(1, 2)
+
+
+def eager_model(args):
+    """The model before export, and its target layer."""
+    if args.arch:
+        import torchvision
+
+        model = torchvision.models.get_model(args.arch, weights=None)
+        model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+    else:
+        import importlib
+
+        mod, _, factory = args.module.partition(":")
+        sys.path.insert(0, ".")
+        model = getattr(importlib.import_module(mod), factory)()
+    return model.eval()
+
+
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM,
            "hirescam": HiResCAM, "eigencam": EigenCAM}
 
@@ -59,6 +91,9 @@ def main():
     ap.add_argument("--min-corr", type=float, default=0.98)
     ap.add_argument("--method", default="gradcam", choices=sorted(METHODS))
     ap.add_argument("--allow-prefix", action="store_true", help="our run explained the first frames only")
+    ap.add_argument("--arch", help="reference: this torchvision classifier, eager, with --weights")
+    ap.add_argument("--weights", help="the state dict the model was exported from")
+    ap.add_argument("--module", help="reference: this factory's eager model")
     args = ap.parse_args()
 
     meta = json.load(open(args.model.rsplit(".", 1)[0] + ".json"))
@@ -67,9 +102,14 @@ def main():
     std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
     ours = [json.loads(line) for line in open(args.metadata)]
 
-    scripted = torch.jit.load(args.model).eval()
-    model = Whole(scripted).eval()
-    cam = METHODS[args.method](model=model, target_layers=[model.features])
+    if args.arch or args.module:
+        model = eager_model(args)
+        layer = model.get_submodule(meta["target_layer"])
+        cam = METHODS[args.method](model=model, target_layers=[layer], reshape_transform=reshape_transform)
+    else:
+        scripted = torch.jit.load(args.model).eval()
+        model = Whole(scripted).eval()
+        cam = METHODS[args.method](model=model, target_layers=[model.features])
 
     fw, fh = map(int, args.size.split("x"))
     raw = np.fromfile(args.raw, dtype=np.uint8)
@@ -81,6 +121,7 @@ def main():
         sys.exit(f"FAIL: the metadata's method is not {args.method}")
 
     corrs = []
+    flat = 0
     for start in range(0, len(frames), args.batch_size):
         chunk = frames[start:start + args.batch_size]
         x = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float()
@@ -95,11 +136,14 @@ def main():
             mine = cv2.resize(mine, (w, h))
             if np.ptp(r) < 1e-6 and np.ptp(mine) < 1e-6:
                 corrs.append(1.0)  # both flat: identical
+                flat += 1
                 continue
             corrs.append(float(np.corrcoef(r.ravel(), mine.ravel())[0, 1]))
     corrs = np.nan_to_num(np.array(corrs), nan=-1.0)
     worst = int(np.argmin(corrs))
     print(f"{args.method}: frames {len(corrs)}  correlation min {corrs.min():.4f} (frame {worst})  mean {corrs.mean():.4f}")
+    if flat > len(corrs) // 2:
+        sys.exit(f"FAIL: {flat} of {len(corrs)} maps are flat on both sides: the check proves nothing")
     if corrs.min() < args.min_corr:
         sys.exit(f"FAIL: frame {worst} correlates {corrs[worst]:.4f} < {args.min_corr}")
 

@@ -3,20 +3,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use anyhow::Result;
 use common::*;
-
-fn export(dir: &Path, name: &str, args: &[&str]) -> Result<std::process::Output> {
-    Ok(Command::new(python())
-        .current_dir(root().join("tests"))
-        .arg(root().join("scripts/export_model.py"))
-        .args(["--out", dir.join(format!("{name}.pt")).to_str().unwrap()])
-        .args(args)
-        .output()?)
-}
 
 #[test]
 fn torchvision_and_user_models_export_and_explain() -> Result<()> {
@@ -47,8 +35,29 @@ fn torchvision_and_user_models_export_and_explain() -> Result<()> {
             1000,
         ),
         ("toy", &["--module", "toy_model:make", "--layer", "body"], 7),
+        // Inside a residual block: the skip connection's input is carried past the cut.
+        (
+            "resblock",
+            &[
+                "--arch",
+                "resnet18",
+                "--weights",
+                "random",
+                "--layer",
+                "layer4.0.conv1",
+            ],
+            1000,
+        ),
+        // Transformers, at their default layer: the last block's first norm.
+        ("vit", &["--arch", "vit_b_16", "--weights", "random"], 1000),
+        ("swin", &["--arch", "swin_t", "--weights", "random"], 1000),
+        (
+            "deit",
+            &["--module", "toy_model:deit", "--layer", "blocks.1.norm1"],
+            5,
+        ),
     ] {
-        let e = export(dir.path(), name, args)?;
+        let e = export_model(dir.path(), name, args)?;
         assert!(
             e.status.success(),
             "{name}: {}",
@@ -58,6 +67,29 @@ fn torchvision_and_user_models_export_and_explain() -> Result<()> {
             dir.path().join(format!("{name}.json")),
         )?)?;
         assert_eq!(sidecar["num_classes"], classes, "{name}");
+        let want = match name {
+            "vit" => Some((
+                "encoder.layers.encoder_layer_11.ln_1",
+                [768, 14, 14],
+                "tokens [B, 197, 768]: 1 leading token left out, 14x14 patch tokens laid on their grid",
+            )),
+            "swin" => Some((
+                "features.7.1.norm1",
+                [768, 7, 7],
+                "[B, 7, 7, 768] channels-last, permuted to [B, C, h, w]",
+            )),
+            "deit" => Some((
+                "blocks.1.norm1",
+                [64, 14, 14],
+                "tokens [B, 198, 64]: 2 leading tokens left out, 14x14 patch tokens laid on their grid",
+            )),
+            _ => None,
+        };
+        if let Some((layer, shape, output)) = want {
+            assert_eq!(sidecar["target_layer"], layer, "{name}");
+            assert_eq!(sidecar["feature_shape"], serde_json::json!(shape), "{name}");
+            assert_eq!(sidecar["layer_output"], output, "{name}");
+        }
         let (out, meta) = (
             dir.path().join(format!("{name}.mp4")),
             dir.path().join(format!("{name}.jsonl")),
@@ -92,15 +124,8 @@ fn weights_from_a_local_pth() -> Result<()> {
     // A state dict saved the way users have them; the export loads it rather than random weights.
     let dir = tempfile::tempdir()?;
     let pth = dir.path().join("r18.pth");
-    let st = Command::new(python())
-        .args([
-            "-c",
-            "import sys, torch, torchvision; torch.manual_seed(3); torch.save(torchvision.models.resnet18().state_dict(), sys.argv[1])",
-        ])
-        .arg(&pth)
-        .status()?;
-    assert!(st.success());
-    let e = export(
+    random_state_dict("resnet18", &pth)?;
+    let e = export_model(
         dir.path(),
         "r18",
         &["--arch", "resnet18", "--weights", pth.to_str().unwrap()],
@@ -108,7 +133,7 @@ fn weights_from_a_local_pth() -> Result<()> {
     assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
     let sidecar = std::fs::read_to_string(dir.path().join("r18.json"))?;
     assert!(sidecar.contains("resnet18 (r18.pth weights)"), "{sidecar}");
-    let e = export(
+    let e = export_model(
         dir.path(),
         "x",
         &["--arch", "resnet18", "--weights", "/no/such.pth"],
@@ -121,7 +146,7 @@ fn weights_from_a_local_pth() -> Result<()> {
 #[test]
 fn bad_layers_are_clear_errors() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let e = export(
+    let e = export_model(
         dir.path(),
         "x",
         &[
@@ -143,23 +168,58 @@ fn bad_layers_are_clear_errors() -> Result<()> {
         err.contains("layer4") && err.trim().lines().count() == 1,
         "{err}"
     );
-    // Inside a residual block, the skip connection crosses the cut: the head cannot be split off.
-    let e = export(
-        dir.path(),
-        "x",
-        &[
-            "--arch",
-            "resnet18",
-            "--weights",
-            "random",
-            "--layer",
-            "layer4.0.conv1",
-        ],
-    )?;
-    let err = String::from_utf8_lossy(&e.stderr);
-    assert_eq!(e.status.code(), Some(1), "{err}");
-    assert!(err.contains("a skip connection crosses the layer"), "{err}");
-    let e = export(
+    // Each in one line, exit status 1, nothing written: a layer after the spatial map, a ViT
+    // layer whose patch tokens the score ignores, a forward torch.fx cannot trace, a factory
+    // that fails, weights that are not a state dict.
+    let pickled = dir.path().join("whole.pth");
+    let st = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys, torch, torchvision; torch.save(torchvision.models.resnet18(), sys.argv[1])",
+        ])
+        .arg(&pickled)
+        .status()?;
+    assert!(st.success());
+    for (args, needle) in [
+        (
+            &["--arch", "resnet18", "--weights", "random", "--layer", "fc"][..],
+            "--layer 'fc' gives a 2-D output [2, 1000], not a spatial map",
+        ),
+        (
+            &[
+                "--arch",
+                "vit_b_16",
+                "--weights",
+                "random",
+                "--layer",
+                "encoder.ln",
+            ],
+            "the scores do not depend on the map of --layer 'encoder.ln'",
+        ),
+        (
+            &["--module", "toy_model:branchy", "--layer", "body"],
+            "torch.fx cannot trace the model",
+        ),
+        (
+            &["--module", "toy_model:broken", "--layer", "body"],
+            "cannot build --module toy_model:broken: no module named 'mylayers'",
+        ),
+        (
+            &["--arch", "resnet18", "--weights", pickled.to_str().unwrap()],
+            "cannot read --weights",
+        ),
+    ] {
+        let e = export_model(dir.path(), "x", args)?;
+        let err = String::from_utf8_lossy(&e.stderr);
+        assert_eq!(e.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+    std::fs::remove_file(&pickled)?;
+    let e = export_model(
         dir.path(),
         "x",
         &["--arch", "resnet9000", "--weights", "random"],

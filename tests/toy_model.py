@@ -1,4 +1,5 @@
 """A user-defined model for the export test: any nn.Module a factory returns."""
+import torch
 from torch import nn
 
 
@@ -16,3 +17,63 @@ class Toy(nn.Module):
 
 def make():
     return Toy()
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block, as ViT and DeiT have."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):
+        y = self.norm1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class Deit(nn.Module):
+    """A small DeiT: 16x16 patches of a 224x224 input, a class and a distillation token before
+    the 14x14 patch tokens, and the mean of the two tokens' classifiers."""
+
+    def __init__(self, dim=64, classes=5):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 16, stride=16)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.dist_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, 2 + 14 * 14, dim) * 0.02)
+        self.blocks = nn.Sequential(Block(dim, 4), Block(dim, 4))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+        self.head_dist = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)  # [B, 196, dim]
+        lead = torch.cat([self.cls_token, self.dist_token], 1).expand(x.shape[0], -1, -1)
+        x = self.norm(self.blocks(torch.cat([lead, x], 1) + self.pos))
+        return (self.head(x[:, 0]) + self.head_dist(x[:, 1])) / 2
+
+
+def deit():
+    torch.manual_seed(5)  # the reference check rebuilds the same weights
+    return Deit().eval()
+
+
+class Branchy(Toy):
+    """A forward that branches on a tensor's value: torch.fx cannot trace it."""
+
+    def forward(self, x):
+        if x.mean() > 0:
+            x = -x
+        return super().forward(x)
+
+
+def branchy():
+    return Branchy()
+
+
+def broken():
+    raise ImportError("no module named 'mylayers'")

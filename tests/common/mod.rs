@@ -32,6 +32,40 @@ pub fn python() -> PathBuf {
     root().join(".venv/bin/python")
 }
 
+/// scripts/export_model.py `args` into `dir`/`name`.pt (run in tests/, where the
+/// `--module` test models live).
+pub fn export_model(dir: &Path, name: &str, args: &[&str]) -> Result<Output> {
+    Command::new(python())
+        .current_dir(root().join("tests"))
+        .arg(root().join("scripts/export_model.py"))
+        .args(["--out", dir.join(format!("{name}.pt")).to_str().unwrap()])
+        .args(args)
+        .output()
+        .context("running scripts/export_model.py")
+}
+
+/// A torchvision classifier's random weights saved as a state dict, the way users keep
+/// theirs. A classifier initialised to zeros (a ViT's) gets small random weights: its maps
+/// would all be flat.
+pub fn random_state_dict(arch: &str, path: &Path) -> Result<()> {
+    let st = Command::new(python())
+        .args([
+            "-c",
+            "import sys, torch, torchvision\n\
+             torch.manual_seed(3)\n\
+             m = torchvision.models.get_model(sys.argv[1])\n\
+             for l in m.modules():\n\
+             \x20   if isinstance(l, torch.nn.Linear) and not l.weight.detach().any():\n\
+             \x20       torch.nn.init.normal_(l.weight, std=0.02)\n\
+             torch.save(m.state_dict(), sys.argv[2])",
+            arch,
+        ])
+        .arg(path)
+        .status()?;
+    anyhow::ensure!(st.success(), "saving random weights for {arch}");
+    Ok(())
+}
+
 /// Run gradcam-stream with `args`; progress off so stderr holds only messages.
 pub fn run(args: &[&str]) -> Result<Output> {
     Command::new(env!("CARGO_BIN_EXE_gradcam-stream"))
