@@ -29,9 +29,24 @@ fn raw_frames(video: &Path, raw: &Path) -> Result<()> {
 }
 
 /// Explain `frames` frames of bikes.mp4 with `method` (plus `more` flags) and compare with
-/// the reference.
+/// the reference, pytorch-grad-cam on the exported model.
 fn check(method: &str, frames: Option<u32>, raw: &Path, dir: &Path, more: &[&str]) -> Result<()> {
-    let tag = format!("{method}{}", more.join(""));
+    check_model(&model(), &[], method, frames, raw, dir, more)
+}
+
+/// The same with `model`, and `reference` flags for tests/golden_gradcam.py (`--arch A
+/// --weights W`, `--module M`: pytorch-grad-cam on that eager model instead).
+fn check_model(
+    model: &Path,
+    reference: &[&str],
+    method: &str,
+    frames: Option<u32>,
+    raw: &Path,
+    dir: &Path,
+    more: &[&str],
+) -> Result<()> {
+    let name = model.file_stem().unwrap().to_string_lossy();
+    let tag = format!("{name}{method}{}", more.join(""));
     let out = dir.join(format!("{tag}.mp4"));
     let meta = dir.join(format!("{tag}.jsonl"));
     let video = sample("bikes.mp4");
@@ -44,11 +59,12 @@ fn check(method: &str, frames: Option<u32>, raw: &Path, dir: &Path, more: &[&str
     let o = explain(
         video.to_str().unwrap(),
         out.to_str().unwrap(),
-        model().to_str().unwrap(),
+        model.to_str().unwrap(),
         &extra,
     )?;
     assert!(o.status.success(), "{}", stderr(&o));
     let mut cmd = std::process::Command::new(python());
+    cmd.current_dir(root().join("tests"));
     cmd.arg(root().join("tests/golden_gradcam.py")).args([
         "--raw",
         raw.to_str().unwrap(),
@@ -57,7 +73,7 @@ fn check(method: &str, frames: Option<u32>, raw: &Path, dir: &Path, more: &[&str
         "--metadata",
         meta.to_str().unwrap(),
         "--model",
-        model().to_str().unwrap(),
+        model.to_str().unwrap(),
         "--min-corr",
         "0.98",
         "--method",
@@ -66,6 +82,7 @@ fn check(method: &str, frames: Option<u32>, raw: &Path, dir: &Path, more: &[&str
     if frames.is_some() {
         cmd.arg("--allow-prefix");
     }
+    cmd.args(reference);
     let r = cmd.output()?;
     let report = format!(
         "{}{}",
@@ -73,7 +90,7 @@ fn check(method: &str, frames: Option<u32>, raw: &Path, dir: &Path, more: &[&str
         String::from_utf8_lossy(&r.stderr)
     );
     eprintln!("{report}");
-    assert!(r.status.success(), "{method}: {report}");
+    assert!(r.status.success(), "{name} {method}: {report}");
     Ok(())
 }
 
@@ -86,6 +103,49 @@ fn maps_match_pytorch_grad_cam_on_bikes() -> Result<()> {
     check("gradcam", None, &raw, dir.path(), &[])?;
     for method in ["gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"] {
         check(method, Some(48), &raw, dir.path(), &[])?;
+    }
+    Ok(())
+}
+
+/// Vision transformers against pytorch-grad-cam on the eager model (random weights), hooked at
+/// the same layer with its documented reshape transform: ViT and a DeiT drop their leading
+/// tokens and lay the rest on the patch grid, Swin moves its channels first.
+#[test]
+fn transformers_match_pytorch_grad_cam_with_its_reshape_transform() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let raw = dir.path().join("frames.rgbx");
+    raw_frames(&sample("bikes.mp4"), &raw)?;
+    let deit = ["--module", "toy_model:deit"];
+    for arch in ["vit_b_16", "swin_t", "deit"] {
+        let pth = dir.path().join(format!("{arch}.pth"));
+        let pth = pth.to_str().unwrap();
+        let (export, reference) = if arch == "deit" {
+            (
+                vec![deit[0], deit[1], "--layer", "blocks.1.norm1"],
+                deit.to_vec(),
+            )
+        } else {
+            random_state_dict(arch, Path::new(pth))?;
+            (
+                vec!["--arch", arch, "--weights", pth],
+                vec!["--arch", arch, "--weights", pth],
+            )
+        };
+        let e = export_model(dir.path(), arch, &export)?;
+        assert!(e.status.success(), "{arch}: {}", stderr(&e));
+        let model = dir.path().join(format!("{arch}.pt"));
+        check_model(
+            &model,
+            &reference,
+            "gradcam",
+            Some(16),
+            &raw,
+            dir.path(),
+            &[],
+        )?;
+        for method in ["gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"] {
+            check_model(&model, &reference, method, Some(8), &raw, dir.path(), &[])?;
+        }
     }
     Ok(())
 }
