@@ -19,13 +19,17 @@ On the CPU (always):
    and serves its output, ffmpeg watches that: frames explained per second end to end
 9. many streams: 4 copies of bikes.mp4 as 4 streams in one process, each to its own mp4, against
    the single stream: aggregate frames explained per second (target >= 0.95x)
-10. the GStreamer element `gradcam` in a gst-launch pipeline on bikes.mp4 → mp4 (the same x264
+10. a vision transformer: torchvision's vit_b_16 (random weights, exported to models/ on first
+   use), explained at its default layer beside EfficientNet-Lite0: the engine against
+   forward-only, and end to end on bikes.mp4 (targets as the CNN's)
+11. the GStreamer element `gradcam` in a gst-launch pipeline on bikes.mp4 → mp4 (the same x264
    settings as the program's file output) beside the program on the same file: whole process,
    model loading included, each (target: the element >= 0.95x the program)
 On a CUDA machine, the same rows on the GPU as well: the engine at 640x272 and 1280x720,
 batch 8 and 32, fp32 and fp16; end to end on both clips, synthetic 720p to null and to mp4,
 live 720p at 30 fps; 16 live 720p30 test:// streams in one process (target: 0 drops, p95 <= 150 ms);
-the peers on the GPU; and the ratios against the GPU targets.
+the peers on the GPU; vit_b_16 on the GPU (engine fp32/fp16, end to end); and the ratios
+against the GPU targets.
 Run from the Makefile, which sets LIBTORCH for cargo.
 """
 import json
@@ -41,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target/release/gradcam-stream"
 PY = ROOT / ".venv/bin/python"
 MODEL = ROOT / "models/efficientnet_lite0.pt"
+VIT = ROOT / "models/vit_b_16_random.pt"
 BATCH = int(os.environ.get("BENCH_BATCH", "8"))
 SECONDS = os.environ.get("BENCH_SECONDS", "4")
 # Each figure is the best of ROUNDS runs: on a shared machine that is the least disturbed one.
@@ -201,6 +206,46 @@ def rtsp_to_rtsp():
         server.kill()
 
 
+def vit_model():
+    """vit_b_16 with (seeded) random weights: no ImageNet weights can be downloaded here, and
+    its speed does not depend on them."""
+    if not VIT.exists() or VIT.stat().st_mtime < (ROOT / "scripts/export_model.py").stat().st_mtime:
+        print("exporting vit_b_16 (random weights) to models/ ...", file=sys.stderr, flush=True)
+        subprocess.run([str(PY), str(ROOT / "scripts/export_model.py"), "--arch", "vit_b_16", "--weights", "random",
+                        "--out", str(VIT)], check=True, capture_output=True)
+    return VIT
+
+
+def transformer_table(device, tmp, cnn=None, batches=(BATCH,), sizes=((640, 272),)):
+    """vit_b_16 explained at its default layer: the engine against forward-only (fp32, and fp16 on
+    a GPU), and end to end on bikes.mp4; `cnn`: clip_table's bikes row, for comparison."""
+    vit = str(vit_model())
+    print()
+    print(f"| model, {device} | frames | forward-only | Grad-CAM engine | engine / forward | "
+          "end to end on bikes.mp4 (whole process) | e2e / forward |")
+    print("|---|---|---|---|---|---|---|")
+    if cnn:
+        _, w, h, e, o = cnn[:5]
+        fwd, gc = e["forward"]["fps"], e["gradcam"]["fps"]
+        print(f"| EfficientNet-Lite0 | {w}x{h}, batch {BATCH} | {fwd:.1f} | {gc:.1f} | {gc / fwd:.2f}x "
+              f"| {o['fps']:.1f} ({o['frames'] / o['wall']:.1f}) | {o['fps'] / fwd:.2f}x |")
+    for w, h in sizes:
+        for b in batches:
+            print(f"measuring vit_b_16 at {w}x{h}, batch {b} on {device} ...", file=sys.stderr, flush=True)
+            precisions = ["fp32", "fp16"] if device == "cuda" else ["fp32"]
+            for p in precisions:
+                e = engine(w, h, "--model", vit, "--precision", p, device=device, batch=b)
+                fwd, gc = e["forward"]["fps"], e["gradcam"]["fps"]
+                o = {"fps": float("nan"), "frames": 0, "wall": 1}
+                if (w, h) == (640, 272):
+                    o = best(lambda: ours(tmp, "--input", str(ROOT / "samples/bikes.mp4"), "--model", vit,
+                                          "--device", device, "--batch-size", str(b), "--precision", p,
+                                          name="vit.mp4"))
+                print(f"| vit_b_16 (random weights), {p} | {w}x{h}, batch {b} | {fwd:.1f} | {gc:.1f} "
+                      f"| {gc / fwd:.2f}x (target >= 0.9) | {o['fps']:.1f} ({o['frames'] / o['wall']:.1f}) "
+                      f"| {o['fps'] / fwd:.2f}x |")
+
+
 def gpu_name():
     """The CUDA device's name, or None (torch in the project's virtualenv decides)."""
     r = subprocess.run([str(PY), "-c", "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"],
@@ -303,7 +348,8 @@ def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; batch size {BATCH}")
     with tempfile.TemporaryDirectory() as tmp:
-        clip_table("cpu", tmp)
+        rows = clip_table("cpu", tmp)
+        transformer_table("cpu", tmp, cnn=rows[0])
         x264 = best(lambda: x264_alone(1280, 720))
         print()
         print(f"x264 alone (ultrafast, 1280x720, videotestsrc): {x264['fps']:.1f} frames/s")
@@ -373,6 +419,7 @@ def main():
     if name:
         with tempfile.TemporaryDirectory() as tmp:
             gpu_section(name, tmp)
+            transformer_table("cuda", tmp, batches=(8, 32), sizes=((640, 272), (1280, 720)))
             print("measuring 16 live 720p30 streams on the GPU ...", file=sys.stderr, flush=True)
             t = live_streams(tmp, 16, "1280x720", 30, "30", "cuda")
             print()

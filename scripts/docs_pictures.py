@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Regenerates the pictures in docs/ from the built binary (`make docs`): each CAM method,
 colormap, the threshold, the box and top-k on scikit-image photos, and a strip showing what
-temporal smoothing does to the maps of samples/bikes.mp4."""
+temporal smoothing does to the maps of samples/bikes.mp4, and a vision transformer's map."""
 import json
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -39,6 +40,22 @@ def smoothing_strip(tmp):
     cv2.imwrite(str(DOCS / "smoothing.png"), np.vstack(rows))
 
 
+def transformer(tmp, cat):
+    """vit_b_16 (random weights: no ImageNet weights can be downloaded here) explained at its
+    default layer, Grad-CAM and EigenCAM side by side: the 14x14 patch grid on the frame."""
+    vit = tmp / "vit_b_16.pt"
+    subprocess.run([sys.executable, str(ROOT / "scripts/export_model.py"), "--arch", "vit_b_16", "--weights", "random",
+                    "--out", str(vit)], check=True, capture_output=True)
+    tiles = []
+    for m in ["gradcam", "eigencam"]:
+        out = tmp / f"vit-{m}.png"
+        run("-i", cat, "-o", out, "--model", vit, "--method", m, "--no-label")
+        tile = cv2.imread(str(out))
+        cv2.putText(tile, f"vit_b_16 {m}", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2)
+        tiles.append(tile)
+    cv2.imwrite(str(DOCS / "vit.png"), np.hstack(tiles))
+
+
 def main():
     DOCS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,6 +71,7 @@ def main():
         run("-i", cat, "-o", DOCS / "box.png", "--box")
         run("-i", astronaut, "-o", DOCS / "top-k.png", "--top-k", "3", "--box")
         smoothing_strip(tmp)
+        transformer(tmp, cat)
     print(f"pictures written to {DOCS}")
 
 

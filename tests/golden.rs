@@ -8,26 +8,6 @@ use std::path::Path;
 use anyhow::Result;
 use common::*;
 
-/// The decoded frames, exactly as our pipeline gets them (uridecodebin → videoconvert → RGBx).
-fn raw_frames(video: &Path, raw: &Path) -> Result<()> {
-    let st = std::process::Command::new("gst-launch-1.0")
-        .args([
-            "-q",
-            "uridecodebin",
-            &format!("uri=file://{}", video.display()),
-            "!",
-            "videoconvert",
-            "!",
-            "video/x-raw,format=RGBx",
-            "!",
-            "filesink",
-        ])
-        .arg(format!("location={}", raw.display()))
-        .status()?;
-    anyhow::ensure!(st.success(), "gst-launch failed");
-    Ok(())
-}
-
 /// Explain `frames` frames of bikes.mp4 with `method` (plus `more` flags) and compare with
 /// the reference, pytorch-grad-cam on the exported model.
 fn check(method: &str, frames: Option<u32>, raw: &Path, dir: &Path, more: &[&str]) -> Result<()> {

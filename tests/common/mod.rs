@@ -32,6 +32,26 @@ pub fn python() -> PathBuf {
     root().join(".venv/bin/python")
 }
 
+/// The decoded frames, exactly as our pipeline gets them (uridecodebin → videoconvert → RGBx).
+pub fn raw_frames(video: &Path, raw: &Path) -> Result<()> {
+    let st = Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "uridecodebin",
+            &format!("uri=file://{}", video.display()),
+            "!",
+            "videoconvert",
+            "!",
+            "video/x-raw,format=RGBx",
+            "!",
+            "filesink",
+        ])
+        .arg(format!("location={}", raw.display()))
+        .status()?;
+    anyhow::ensure!(st.success(), "gst-launch failed");
+    Ok(())
+}
+
 /// scripts/export_model.py `args` into `dir`/`name`.pt (run in tests/, where the
 /// `--module` test models live).
 pub fn export_model(dir: &Path, name: &str, args: &[&str]) -> Result<Output> {

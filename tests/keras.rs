@@ -1,0 +1,136 @@
+//! Keras models: scripts/export_model.py --keras runs a Keras 3 classifier on Keras's PyTorch
+//! backend and writes the same split TorchScript and sidecar as for PyTorch models; the maps
+//! gradcam-stream draws with it match a Grad-CAM computed on the Keras model itself.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Result;
+use common::*;
+
+/// tests/keras_models.py: seeded random-weight Keras models in `dir`.
+fn keras_models(dir: &Path) -> Result<()> {
+    let st = Command::new(python())
+        .arg(root().join("tests/keras_models.py"))
+        .arg(dir)
+        .status()?;
+    anyhow::ensure!(st.success(), "tests/keras_models.py failed");
+    Ok(())
+}
+
+#[test]
+fn keras_models_match_a_keras_side_grad_cam() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    keras_models(d)?;
+    let raw = d.join("frames.rgbx");
+    raw_frames(&sample("bikes.mp4"), &raw)?;
+    // (file, export flags, keras.applications module whose preprocess_input the reference uses,
+    //  the channel order and target layer the sidecar should record)
+    for (file, extra, family, channels, layer) in [
+        (
+            "resnet50.keras",
+            &[][..],
+            "resnet50",
+            "bgr",
+            "conv5_block3_out",
+        ),
+        ("mobilenetv2.keras", &[], "mobilenet_v2", "rgb", "out_relu"),
+        (
+            "efficientnetb0.keras",
+            &[],
+            "efficientnet",
+            "rgb",
+            "top_activation",
+        ),
+        (
+            "tiny.h5",
+            &["--preprocess", "none"],
+            "none",
+            "rgb",
+            "last_conv",
+        ),
+    ] {
+        let name = file.split('.').next().unwrap();
+        let keras = d.join(file);
+        let mut args = vec!["--keras", keras.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let e = export_model(d, name, &args)?;
+        assert!(e.status.success(), "{file}: {}", stderr(&e));
+        let sidecar: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join(format!("{name}.json")))?)?;
+        assert_eq!(sidecar["channels"], channels, "{file}");
+        assert_eq!(sidecar["target_layer"], layer, "{file}");
+        assert_eq!(sidecar["scores"], "before the final softmax", "{file}");
+        let model = d.join(format!("{name}.pt"));
+        let meta = d.join(format!("{name}.jsonl"));
+        let o = explain(
+            sample("bikes.mp4").to_str().unwrap(),
+            d.join(format!("{name}.mp4")).to_str().unwrap(),
+            model.to_str().unwrap(),
+            &["--metadata", meta.to_str().unwrap(), "--max-frames", "8"],
+        )?;
+        assert!(o.status.success(), "{file}: {}", stderr(&o));
+        let r = Command::new(python())
+            .arg(root().join("tests/keras_gradcam.py"))
+            .args(["--keras", keras.to_str().unwrap(), "--preprocess", family])
+            .args(["--raw", raw.to_str().unwrap(), "--size", "640x272"])
+            .args(["--metadata", meta.to_str().unwrap()])
+            .args(["--model", model.to_str().unwrap(), "--min-corr", "0.98"])
+            .output()?;
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&r.stdout),
+            String::from_utf8_lossy(&r.stderr)
+        );
+        eprintln!("{report}");
+        assert!(r.status.success(), "{file}: {report}");
+    }
+    Ok(())
+}
+
+#[test]
+fn keras_errors_are_one_line() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    keras_models(d)?;
+    let garbage = d.join("garbage.keras");
+    std::fs::write(&garbage, "not a model")?;
+    let tiny = d.join("tiny.h5");
+    let (tiny, headless, garbage) = (
+        tiny.to_str().unwrap(),
+        d.join("headless.keras"),
+        garbage.to_str().unwrap(),
+    );
+    let none = ["--preprocess", "none"];
+    for (args, needle) in [
+        (
+            vec!["--keras", garbage],
+            "is neither a .keras file (a zip archive) nor an .h5 file (HDF5)",
+        ),
+        (vec!["--keras", "/no/such.keras"], "--keras /no/such.keras: no such file"),
+        (
+            vec!["--keras", tiny, none[0], none[1], "--layer", "conv9"],
+            "--layer 'conv9' is not a layer of tiny; layers with a spatial output: conv2d, max_pooling2d, last_conv",
+        ),
+        (
+            vec!["--keras", tiny, none[0], none[1], "--layer", "dense"],
+            "--layer 'dense' gives (None, 4), not a spatial map",
+        ),
+        (
+            vec!["--keras", headless.to_str().unwrap(), none[0], none[1]],
+            "is not a classifier: its output is (None, 62, 62, 8)",
+        ),
+        (vec!["--keras", tiny], "cannot tell how tiny expects its pixels; give --preprocess"),
+    ] {
+        let e = export_model(d, "x", &args)?;
+        let err = stderr(&e);
+        assert_eq!(e.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.starts_with("error: ") && err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+    assert!(!d.join("x.pt").exists() && !d.join("x.json").exists());
+    Ok(())
+}

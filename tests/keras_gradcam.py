@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Reference check for Keras models: Grad-CAM computed on the Keras model itself, as the Keras
+Grad-CAM example computes it (keras.io/examples/vision/grad_cam), independent of the export.
+
+The frames are the ones gradcam-stream saw (raw RGBx), resized as gradcam-stream resizes them,
+then preprocessed by the model family's own `keras.applications.<family>.preprocess_input`
+(not by our sidecar). A model with the final softmax removed gives [conv output, scores];
+the gradient of each frame's class score (the class gradcam-stream reported) with respect to
+the conv output, averaged over space, weighs its channels. Per-frame Pearson correlation with
+our maps must be >= --min-corr.
+"""
+import argparse
+import importlib
+import json
+import os
+import sys
+
+os.environ["KERAS_BACKEND"] = "torch"
+
+import cv2  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keras", required=True, help="the .keras or .h5 file that was exported")
+    ap.add_argument("--preprocess", required=True,
+                    help="keras.applications module whose preprocess_input to use (resnet50, mobilenet_v2, …), or none")
+    ap.add_argument("--raw", required=True)
+    ap.add_argument("--size", required=True, help="WxH of the frames")
+    ap.add_argument("--metadata", required=True)
+    ap.add_argument("--model", required=True, help="our exported model (its sidecar names the layer)")
+    ap.add_argument("--min-corr", type=float, default=0.98)
+    args = ap.parse_args()
+
+    meta = json.load(open(args.model.rsplit(".", 1)[0] + ".json"))
+    h, w = meta["input_size"]
+    ours = [json.loads(line) for line in open(args.metadata)]
+    model = keras.saving.load_model(args.keras, compile=False)
+    model.layers[-1].activation = None  # as the Keras example: scores, not probabilities
+    layer = model.get_layer(meta["target_layer"])
+    if isinstance(model, keras.Sequential):
+        def grad_model(x):  # a Sequential's layers one after the other, keeping the layer's output
+            for l in model.layers:
+                x = l(x)
+                if l is layer:
+                    conv = x
+            return conv, x
+    else:
+        grad_model = keras.Model(model.inputs, [layer.output, model.outputs[0]])
+    if args.preprocess == "none":
+        def prep(x):
+            return x
+    else:
+        prep = importlib.import_module(f"keras.applications.{args.preprocess}").preprocess_input
+
+    fw, fh = map(int, args.size.split("x"))
+    frames = np.fromfile(args.raw, dtype=np.uint8).reshape(-1, fh, fw, 4)[: len(ours), ..., :3]
+    if len(frames) != len(ours):
+        sys.exit(f"FAIL: {len(frames)} raw frames for {len(ours)} metadata lines")
+    x = torch.from_numpy(frames.copy()).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    x = prep(x.permute(0, 2, 3, 1).numpy().copy())  # [B, h, w, 3], the family's own preprocessing
+    conv, scores = grad_model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    classes = torch.tensor([l["class"] for l in ours])
+    score = scores[torch.arange(len(ours)), classes].sum()
+    grads = torch.autograd.grad(score, conv)[0]  # [B, h', w', C]
+    pooled = grads.mean(dim=(1, 2))  # [B, C]
+    heat = torch.relu((conv * pooled[:, None, None, :]).sum(-1)).detach().numpy()  # [B, h', w']
+
+    corrs, flat = [], 0
+    for ref, l in zip(heat, ours):
+        c = l["cam"]
+        mine = cv2.resize(np.array(c["data"], dtype=np.float32).reshape(c["h"], c["w"]), (w, h))
+        ref = cv2.resize(ref.astype(np.float32), (w, h))
+        if np.ptp(ref) < 1e-6 and np.ptp(mine) < 1e-6:
+            corrs.append(1.0)
+            flat += 1
+            continue
+        corrs.append(float(np.nan_to_num(np.corrcoef(ref.ravel(), mine.ravel())[0, 1], nan=-1.0)))
+    corrs = np.array(corrs)
+    worst = int(np.argmin(corrs))
+    print(f"{model.name}: frames {len(corrs)}  correlation min {corrs.min():.4f} (frame {worst})  mean {corrs.mean():.4f}")
+    if flat > len(corrs) // 2:
+        sys.exit(f"FAIL: {flat} of {len(corrs)} maps are flat on both sides: the check proves nothing")
+    if corrs.min() < args.min_corr:
+        sys.exit(f"FAIL: frame {worst} correlates {corrs[worst]:.4f} < {args.min_corr}")
+
+
+if __name__ == "__main__":
+    main()
