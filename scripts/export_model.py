@@ -332,6 +332,51 @@ class Head(nn.Module):
         return self.gm(self.layout.from_map(a, carry[:k]), *carry[k:])
 
 
+class VitClassTokenHead(nn.Module):
+    """A torchvision ViT after its last block's `ln_1`, for the class token alone.
+
+    After the last block only the class token reaches the classifier, and everything in the
+    block past the attention is token by token: so only the class token's query, its
+    attention output and its MLP are needed. The keys and values still come from every token,
+    so the gradient with respect to the map is the whole head's, at a fraction of its work
+    (the general head runs the block for all 197 tokens). `carry` is (class token of ln_1's
+    output, the block's input), as split_at gives them.
+    """
+
+    def __init__(self, net, layout):
+        super().__init__()
+        block = net.encoder.layers[-1]
+        self.attn, self.dropout, self.ln_2, self.mlp = block.self_attention, block.dropout, block.ln_2, block.mlp
+        self.ln, self.heads = net.encoder.ln, net.heads
+        self.layout = layout
+
+    def forward(self, a, lead, residual):
+        y = self.layout.from_map(a, [lead])  # [B, 1 + h·w, C]: ln_1's output
+        att = self.attn(y[:, :1], y, y, need_weights=False)[0]  # [B, 1, C]
+        x = residual[:, :1] + self.dropout(att)
+        x = x + self.mlp(self.ln_2(x))
+        return self.heads(self.ln(x)[:, 0])
+
+
+def faster_head(net, features, head, layout, size):
+    """The class-token head in place of the general one for a ViT cut at its last `ln_1`, if it
+    gives the same scores and the same gradient on a sample; else the general head."""
+    try:
+        fast = VitClassTokenHead(net, layout).eval()
+        x = torch.rand(2, 3, *size)
+        with torch.no_grad():
+            out = features(x)
+        a = out[0].detach().requires_grad_(True)
+        s_fast, s_all = fast(a, *out[1:]), head(a, *out[1:])
+        g_fast, = torch.autograd.grad(s_fast[:, 0].sum(), a)
+        g_all, = torch.autograd.grad(s_all[:, 0].sum(), a)
+        if torch.allclose(s_fast, s_all, atol=1e-4) and torch.allclose(g_fast, g_all, atol=1e-5, rtol=1e-3):
+            return fast
+    except Exception:  # noqa: BLE001 (not the torchvision ViT it looks like: keep the general head)
+        pass
+    return head
+
+
 def random_weights(net):
     """Seeded random weights; a classifier initialised to zeros (torchvision's ViT head) gets small
     random ones instead, or every score and every map would be flat."""
@@ -374,11 +419,16 @@ def torchvision_model(arch, layer, weights):
     if isinstance(image_size, int):
         size = [image_size, image_size]
     features, head, layout = split_at(net, layer, size)
+    general = head
+    if arch.startswith("vit_") and layer == last_block_norm(net):
+        head = faster_head(net, features, head, layout, size)
     return Split(features, head).eval(), {
         "name": arch + ("" if weights == "default" else f" ({Path(weights).name} weights)"
                         if weights != "random" else " (random weights)"),
         "target_layer": layer,
         "layer_output": layout.describe(),
+        **({"head": "the last block for the class token alone (the same scores and gradient)"}
+           if head is not general else {}),
         "input_size": size,
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
