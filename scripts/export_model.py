@@ -489,6 +489,12 @@ def keras_model(path, layer, preprocess):
         raise ExportError(f"--keras needs the keras package ({one_line(e)}); run `make setup`") from e
     if keras.backend.backend() != "torch":
         raise ExportError(f"keras was imported with the {keras.backend.backend()} backend; unset KERAS_BACKEND")
+    # Keras moves every tensor to its device, named by a string, so a CPU tensor compares unequal
+    # and gets a `.to("cpu")` that the trace would keep, pinning the model to the CPU. A
+    # torch.device compares equal: the trace then holds no device at all.
+    from keras.src.backend.common import global_state
+
+    global_state.set_global_attribute("torch_device", torch.device("cpu"))
     if not Path(path).is_file():
         raise ExportError(f"--keras {path}: no such file")
     import zipfile
@@ -633,6 +639,32 @@ def check_grid_matters(model, x, layer):
             "block, such as its first norm")
 
 
+def unpin_devices(traced):
+    """A trace keeps every `.to(device)` it saw with the device as a constant: Keras's moves of
+    each tensor to the CPU would then move a GPU's tensors back to the CPU, and fail there. Such
+    moves lose their device (a dtype change stays); any other op still naming a device is
+    refused, since the model could not run on another one."""
+    for name in ("features", "head", "forward"):
+        g = getattr(traced, name).graph
+        for node in g.findAllNodes("aten::to"):
+            for i, v in enumerate(node.inputs()):
+                if v.type().kind() == "DeviceObjType" and v.node().kind() == "prim::Constant":
+                    with g.insert_point_guard(node):
+                        none = g.insertConstant(None)
+                    node.replaceInput(i, none)
+        torch._C._jit_pass_dce(g)
+        torch._C._jit_pass_lint(g)
+        for n in g.findAllNodes("prim::Constant"):
+            if n.output().type().kind() == "DeviceObjType" and n.output().uses():
+                user = n.output().uses()[0].user
+                # The innermost frame of the model's own code (not torch's, not fx's generated code).
+                frames = [f for f in user.sourceRange().splitlines() if f.strip() and "/torch/" not in f
+                          and "export_model.py" not in f and not f.startswith("<eval_with_key>")]
+                where = f" ({frames[0].strip()})" if frames else ""
+                raise ExportError(f"the traced model fixes a device in `{user.kind()}`{where}, so it could "
+                                  "not run on another device; create tensors on the input's device instead")
+
+
 def export(args):
     # A ViT asserts its input size, which a trace keeps as a constant: the size is fixed anyway.
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -664,6 +696,7 @@ def export(args):
         traced = torch.jit.freeze(traced.eval(), preserved_attrs=["features", "head"])
     except Exception as e:  # noqa: BLE001 (TorchScript raises many kinds)
         raise ExportError(f"cannot trace the model to TorchScript: {one_line(e)}") from e
+    unpin_devices(traced)
     with torch.no_grad():
         got = traced.features(x)
         got = traced.head(*got) if isinstance(got, tuple) else traced.head(got)

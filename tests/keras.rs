@@ -65,6 +65,22 @@ fn keras_models_match_a_keras_side_grad_cam() -> Result<()> {
         assert_eq!(sidecar["target_layer"], layer, "{file}");
         assert_eq!(sidecar["scores"], "before the final softmax", "{file}");
         let model = d.join(format!("{name}.pt"));
+        // Keras moves each tensor to its device, and a trace keeps such moves: a model pinned
+        // to the CPU fails on a GPU, which no CPU run shows. The graphs must name no device.
+        let pinned = Command::new(python())
+            .args([
+                "-c",
+                "import sys, torch; m = torch.jit.load(sys.argv[1]); \
+                 print(sum('Device = prim::Constant' in str(getattr(m, k).graph) for k in ('features', 'head', 'forward')))",
+            ])
+            .arg(&model)
+            .output()?;
+        assert_eq!(
+            String::from_utf8_lossy(&pinned.stdout).trim(),
+            "0",
+            "{file}: {}",
+            stderr(&pinned)
+        );
         let meta = d.join(format!("{name}.jsonl"));
         let o = explain(
             sample("bikes.mp4").to_str().unwrap(),

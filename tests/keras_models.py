@@ -5,6 +5,7 @@ Applications' ImageNet weights are a download this machine cannot make):
   tiny.h5        a Sequential conv net in the legacy HDF5 format (4 classes, 64x64 input)
   headless.keras a conv net without a classifier (a 4-D output)
 """
+import logging
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from keras import layers  # noqa: E402
 
 
 def main():
+    logging.getLogger("absl").setLevel(logging.ERROR)  # the .h5 file is legacy on purpose
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(1)

@@ -201,6 +201,10 @@ fn bad_layers_are_clear_errors() -> Result<()> {
             "torch.fx cannot trace the model",
         ),
         (
+            &["--module", "toy_model:pinned", "--layer", "body"],
+            "the traced model fixes a device in `aten::zeros_like`",
+        ),
+        (
             &["--module", "toy_model:broken", "--layer", "body"],
             "cannot build --module toy_model:broken: no module named 'mylayers'",
         ),

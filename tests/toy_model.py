@@ -77,3 +77,15 @@ def branchy():
 
 def broken():
     raise ImportError("no module named 'mylayers'")
+
+
+class Pinned(Toy):
+    """A head that makes a tensor on the CPU: traced, it could run nowhere else."""
+
+    def forward(self, x):
+        p = self.pool(self.body(self.stem(x))).flatten(1)
+        return self.fc(p + torch.zeros_like(p, device="cpu"))
+
+
+def pinned():
+    return Pinned()
