@@ -114,6 +114,16 @@ fn keras_errors_are_one_line() -> Result<()> {
     keras_models(d)?;
     let garbage = d.join("garbage.keras");
     std::fs::write(&garbage, "not a model")?;
+    // A zip archive, as a .keras file is, that holds no Keras model.
+    let notkeras = d.join("notkeras.keras");
+    let st = Command::new(python())
+        .args([
+            "-c",
+            "import sys, zipfile; zipfile.ZipFile(sys.argv[1], 'w').writestr('a.txt', 'x')",
+        ])
+        .arg(&notkeras)
+        .status()?;
+    assert!(st.success());
     let tiny = d.join("tiny.h5");
     let (tiny, headless, garbage) = (
         tiny.to_str().unwrap(),
@@ -127,6 +137,10 @@ fn keras_errors_are_one_line() -> Result<()> {
             "is neither a .keras file (a zip archive) nor an .h5 file (HDF5)",
         ),
         (vec!["--keras", "/no/such.keras"], "--keras /no/such.keras: no such file"),
+        (
+            vec!["--keras", notkeras.to_str().unwrap()],
+            "cannot load --keras",
+        ),
         (
             vec!["--keras", tiny, none[0], none[1], "--layer", "conv9"],
             "--layer 'conv9' is not a layer of tiny; layers with a spatial output: conv2d, max_pooling2d, last_conv",
