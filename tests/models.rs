@@ -201,6 +201,10 @@ fn bad_layers_are_clear_errors() -> Result<()> {
             "torch.fx cannot trace the model",
         ),
         (
+            &["--module", "toy_model:mixer", "--layer", "norm"],
+            "--layer 'norm' gives 110 tokens, which do not form a patch grid of the 224x224 input",
+        ),
+        (
             &["--module", "toy_model:pinned", "--layer", "body"],
             "the traced model fixes a device in `aten::zeros_like`",
         ),

@@ -89,3 +89,23 @@ class Pinned(Toy):
 
 def pinned():
     return Pinned()
+
+
+class Mixer(nn.Module):
+    """A layer whose 110 tokens are no patch grid (100 would be, after 10 leading ones: too many)."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, 16, 16, stride=16)
+        self.mix = nn.Linear(196, 110)
+        self.norm = nn.LayerNorm(16)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2)  # [B, 16, 196]
+        t = self.norm(self.mix(t).transpose(1, 2))  # [B, 110, 16]
+        return self.fc(t.mean(1))
+
+
+def mixer():
+    return Mixer()
