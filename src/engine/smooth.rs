@@ -260,32 +260,78 @@ impl Smoothing {
     }
 
     /// The class to explain in each frame from its probabilities [B, K]: [B] int64.
+    /// The averages are one linear recursion, so the whole batch's come from one product
+    /// (`averages`); only the hold, which depends on the class held before, goes frame by
+    /// frame, at four small launches a frame on a GPU.
     pub fn classes(&mut self, probs: &Tensor, fresh: &Tensor) -> Result<Tensor> {
-        let s = self.s.cbrt();
-        let mut chosen = Vec::with_capacity(probs.size()[0] as usize);
-        for i in 0..probs.size()[0] {
-            let p = probs.f_get(i)?; // [K]
-            let fresh_i = fresh.f_get(i)?;
-            let (avg, class) = match self.probs.take() {
-                None => {
-                    let best = p.f_argmax(0, false)?;
-                    (p, best)
-                }
-                Some((avg, held)) => {
-                    let avg = p.f_where_self(&fresh_i, &(avg * s + &p * (1.0 - s)))?;
-                    let best = avg.f_argmax(0, false)?;
-                    let keep = avg
-                        .f_max()?
-                        .f_le_tensor(&(avg.f_take(&held)? * HOLD_MARGIN))?
-                        .f_logical_and(&fresh_i.f_logical_not()?)?;
-                    let class = held.f_where_self(&keep, &best)?;
-                    (avg, class)
-                }
-            };
-            chosen.push(class.shallow_clone());
-            self.probs = Some((avg, class));
+        let n = probs.size()[0];
+        let (last, held) = match self.probs.take() {
+            Some((avg, held)) => (Some(avg), Some(held)),
+            None => (None, None),
+        };
+        // A frame starts afresh on a cut, and as the stream's first.
+        let start = match &last {
+            Some(_) => fresh.shallow_clone(),
+            None => {
+                let one = Tensor::f_ones([1], (Kind::Bool, probs.device()))?;
+                Tensor::f_cat(&[one, fresh.f_narrow(0, 1, n - 1)?], 0)?
+            }
+        };
+        let avg = self.averages(probs, &start, last.as_ref())?; // [n, K]
+        let best = avg.f_argmax(1, false)?; // [n]
+        let top = avg.f_amax([1i64].as_slice(), false)?; // [n]
+        let go_on = start.f_logical_not()?; // [n]
+        let mut held = match held {
+            Some(h) => h,
+            None => best.f_get(0)?,
+        };
+        let mut chosen = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            // Held while no other class's average beats the held one's by the margin.
+            let keep = (avg.f_get(i)?.f_take(&held)? * HOLD_MARGIN)
+                .f_ge_tensor(&top.f_get(i)?)?
+                .f_logical_and(&go_on.f_get(i)?)?;
+            held = held.f_where_self(&keep, &best.f_get(i)?)?;
+            chosen.push(held.shallow_clone());
         }
+        self.probs = Some((avg.f_get(n - 1)?, held));
         Ok(Tensor::f_stack(&chosen, 0)?)
+    }
+
+    /// The probabilities' moving averages [n, K] (factor S^(1/3)) of `probs` [n, K], restarted
+    /// where `start` [n] is set and otherwise going on from `last` [K]:
+    /// avg_i = Σ_j A_ij p_j + c_i last, with A_ij = a_j S'^(i-j) for j ≤ i in i's run
+    /// (a_j = 1 where the run starts, 1 - S' after) and c_i = S'^(i+1) until the first restart.
+    fn averages(&self, probs: &Tensor, start: &Tensor, last: Option<&Tensor>) -> Result<Tensor> {
+        let n = probs.size()[0];
+        let s = self.s.cbrt();
+        let dev = probs.device();
+        let i = Tensor::f_arange(n, (Kind::Float, dev))?;
+        let run = start.f_to_kind(Kind::Int64)?.f_cumsum(0, Kind::Int64)?; // [n]: 0 goes on
+        let same_run = run.f_view([n, 1])?.f_eq_tensor(&run.f_view([1, n])?)?; // [n, n]
+        let age = i.f_view([n, 1])? - i.f_view([1, n])?; // i - j
+        let a = start
+            .f_to_kind(Kind::Float)?
+            .f_mul_scalar(s)?
+            .f_add_scalar(1.0 - s)?; // 1 at a start, 1 - S' after
+        let weights = (age.f_clamp_min(0.0)? * s.ln())
+            .f_exp()?
+            .f_mul(&a.f_view([1, n])?)?
+            .f_mul(
+                &same_run
+                    .f_logical_and(&age.f_ge(0.0)?)?
+                    .f_to_kind(Kind::Float)?,
+            )?;
+        let avg = weights.f_matmul(probs)?; // [n, K]
+        Ok(match last {
+            Some(last) => {
+                let c = ((&i + 1.0) * s.ln())
+                    .f_exp()?
+                    .f_mul(&run.f_eq(0)?.f_to_kind(Kind::Float)?)?; // [n]
+                avg + c.f_view([n, 1])? * last.f_view([1, -1])?
+            }
+            None => avg,
+        })
     }
 
     /// Smooth the maps [B, h, w] of `classes` [B] in stream order (the frames `cuts` saw last).
@@ -389,6 +435,64 @@ mod tests {
         let cut = Tensor::from_slice(&[true]);
         let probs = Tensor::from_slice(&[0.1f32, 0.9]).view([1, 2]);
         assert_eq!(Vec::<i64>::try_from(&s.classes(&probs, &cut)?)?, vec![1]);
+        Ok(())
+    }
+
+    #[test]
+    fn the_batched_averages_are_the_recursion_frame_by_frame() -> Result<()> {
+        // Random probabilities over 4 classes in batches of 7, 1 and 5 frames, with cuts: the
+        // classes chosen a batch at a time are those of the recursion run frame by frame.
+        tch::manual_seed(4);
+        let s = 0.6f64;
+        let mut smooth = Smoothing::new(s as f32, [1, 2], Device::Cpu)?;
+        let (f, k) = (13, 4);
+        let probs =
+            (Tensor::rand([f, k], (Kind::Float, Device::Cpu)) * 3.0).softmax(1, Kind::Float);
+        let cut = [
+            false, false, true, false, false, false, false, false, true, false, false, true, false,
+        ];
+        let mut got = Vec::new();
+        let mut at = 0;
+        for n in [7, 1, 5] {
+            let fresh = Tensor::from_slice(&cut[at..at + n]);
+            let p = probs.narrow(0, at as i64, n as i64);
+            got.extend(Vec::<i64>::try_from(&smooth.classes(&p, &fresh)?)?);
+            at += n;
+        }
+        let s3 = s.cbrt() as f32;
+        let rows: Vec<Vec<f32>> = (0..f)
+            .map(|i| Vec::<f32>::try_from(probs.get(i)).unwrap())
+            .collect();
+        let (mut avg, mut held): (Vec<f32>, usize) = (vec![], 0);
+        let mut want = Vec::new();
+        for (i, p) in rows.iter().enumerate() {
+            let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+            if i == 0 || cut[i] {
+                avg = p.clone();
+                held = argmax(&avg);
+            } else {
+                avg = avg
+                    .iter()
+                    .zip(p)
+                    .map(|(a, p)| a * s3 + p * (1.0 - s3))
+                    .collect();
+                let top = avg.iter().cloned().fold(f32::MIN, f32::max);
+                if top > avg[held] * HOLD_MARGIN as f32 {
+                    held = argmax(&avg);
+                }
+            }
+            want.push(held as i64);
+        }
+        assert_eq!(got, want);
+        let last = smooth
+            .probs
+            .as_ref()
+            .map(|(a, _)| Vec::<f32>::try_from(a).unwrap())
+            .unwrap();
+        assert!(
+            last.iter().zip(&avg).all(|(a, b)| (a - b).abs() < 1e-5),
+            "{last:?} {avg:?}"
+        );
         Ok(())
     }
 
