@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-import cv2
+import map_check
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -145,29 +145,16 @@ def main():
         targets = [ClassifierOutputTarget(l["class"]) for l in lines]
         refs = [cam(input_tensor=x, targets=targets) for cam in cams]  # [B, h, w] each, normalized
         for i, l in enumerate(lines):
-            c = l["cam"]
-            mine = np.array(c["data"], dtype=np.float32).reshape(c["h"], c["w"])
-            mine = cv2.resize(mine, (w, h))
+            mine = map_check.ours(l, (w, h))
             best = []
             for j, ref in enumerate(refs):
-                r = ref[i]
-                if np.ptp(r) < 1e-6 and np.ptp(mine) < 1e-6:
-                    best.append(1.0)  # both flat: identical
-                    flat += int(j == 0)
-                else:
-                    best.append(float(np.nan_to_num(np.corrcoef(r.ravel(), mine.ravel())[0, 1], nan=-1.0)))
+                corr, both_flat = map_check.compare(ref[i], mine)
+                best.append(corr)
+                flat += int(both_flat and j == 0)
             flipped += int(np.argmax(best) == 1)
             corrs.append(max(best))
-    corrs = np.nan_to_num(np.array(corrs), nan=-1.0)
-    worst = int(np.argmin(corrs))
     signs = f"  (other sign: {flipped} frames)" if args.method == "eigencam" else ""
-    print(f"{args.method}: frames {len(corrs)}  correlation min {corrs.min():.4f} (frame {worst})  "
-          f"mean {corrs.mean():.4f}{signs}")
-    if flat > len(corrs) // 2:
-        sys.exit(f"FAIL: {flat} of {len(corrs)} maps are flat on both sides: the check proves nothing")
-    if corrs.min() < args.min_corr:
-        sys.exit(f"FAIL: frame {worst} correlates {corrs[worst]:.4f} < {args.min_corr}")
-
+    map_check.verdict(args.method, corrs, flat, args.min_corr, signs)
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ os.environ["KERAS_BACKEND"] = "torch"
 
 import cv2  # noqa: E402
 import keras  # noqa: E402
+import map_check  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -73,22 +74,10 @@ def main():
 
     corrs, flat = [], 0
     for ref, l in zip(heat, ours):
-        c = l["cam"]
-        mine = cv2.resize(np.array(c["data"], dtype=np.float32).reshape(c["h"], c["w"]), (w, h))
-        ref = cv2.resize(ref.astype(np.float32), (w, h))
-        if np.ptp(ref) < 1e-6 and np.ptp(mine) < 1e-6:
-            corrs.append(1.0)
-            flat += 1
-            continue
-        corrs.append(float(np.nan_to_num(np.corrcoef(ref.ravel(), mine.ravel())[0, 1], nan=-1.0)))
-    corrs = np.array(corrs)
-    worst = int(np.argmin(corrs))
-    print(f"{model.name}: frames {len(corrs)}  correlation min {corrs.min():.4f} (frame {worst})  mean {corrs.mean():.4f}")
-    if flat > len(corrs) // 2:
-        sys.exit(f"FAIL: {flat} of {len(corrs)} maps are flat on both sides: the check proves nothing")
-    if corrs.min() < args.min_corr:
-        sys.exit(f"FAIL: frame {worst} correlates {corrs[worst]:.4f} < {args.min_corr}")
-
+        corr, both_flat = map_check.compare(cv2.resize(ref.astype(np.float32), (w, h)), map_check.ours(l, (w, h)))
+        corrs.append(corr)
+        flat += int(both_flat)
+    map_check.verdict(model.name, corrs, flat, args.min_corr)
 
 if __name__ == "__main__":
     main()
