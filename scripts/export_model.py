@@ -378,9 +378,8 @@ def faster_head(net, features, head, layout, size):
 
 
 def random_weights(net):
-    """Seeded random weights; a classifier initialised to zeros (torchvision's ViT head) gets small
-    random ones instead, or every score and every map would be flat."""
-    torch.manual_seed(0)
+    """A freshly built (seeded) model's classifier initialised to zeros (torchvision's ViT head)
+    gets small random weights instead, or every score and every map would be flat."""
     for m in net.modules():
         if isinstance(m, nn.Linear) and not m.weight.detach().any():
             nn.init.normal_(m.weight, std=0.02)
@@ -618,15 +617,14 @@ def one_line(e):
     return lines[0] if lines else type(e).__name__
 
 
-def check_grid_matters(model, x, layer):
+def check_grid_matters(model, parts, layer):
     """Refuse a layer whose patch tokens the score does not depend on (a ViT's last norm, after
-    which the class token alone is classified): its maps would all be flat."""
-    with torch.no_grad():
-        out = model.features(x)
-    if not isinstance(out, tuple):
+    which the class token alone is classified): its maps would all be flat. `parts`: what
+    `features` gave, the map and the carried tensors."""
+    if len(parts) == 1:
         return
-    a = out[0].detach().requires_grad_(True)
-    carry = [c.detach().requires_grad_(c.is_floating_point()) for c in out[1:]]
+    a = parts[0].detach().requires_grad_(True)
+    carry = [c.detach().requires_grad_(c.is_floating_point()) for c in parts[1:]]
     logits = model.head(a, *carry)
     wrt = [a] + [c for c in carry if c.requires_grad]
     grads = torch.autograd.grad(logits.sum(), wrt, allow_unused=True)
@@ -680,11 +678,11 @@ def export(args):
         model, meta = efficientnet_lite0()
     h, w = meta["input_size"]
     x = torch.rand(2, 3, h, w)
-    check_grid_matters(model, x, meta["target_layer"])
     with torch.no_grad():
         out = model.features(x)
         ref = model(x)
     parts = out if isinstance(out, tuple) else (out,)
+    check_grid_matters(model, parts, meta["target_layer"])
     a = parts[0]
     try:
         # The methods are checked below, against the eager model; trace's own check compares

@@ -212,12 +212,7 @@ impl Model {
         // The head runs as Grad-CAM runs it: on a leaf that needs gradients.
         let leaf = a.detach().set_requires_grad(true);
         let logits = match self.invoke("head", &leaf, &acts.carry) {
-            Ok(IValue::Tensor(t)) => t,
-            Ok(other) => bail!(
-                "model {}: `head` gives {}, not a tensor of scores; re-export the model with scripts/export_model.py",
-                self.path.display(),
-                ivalue_kind(&other)
-            ),
+            Ok(v) => self.scores(v)?,
             Err(e) => bail!(
                 "model {}: `head` does not accept what `features` gives ({:?}): {}; re-export the model with scripts/export_model.py",
                 self.path.display(),
@@ -289,7 +284,12 @@ impl Model {
 
     /// Logits from activations: [B, C, h, w] (and the carried tensors) → [B, K].
     pub fn head(&self, a: &Tensor, carry: &[Tensor]) -> Result<Tensor> {
-        match self.call("head", a, carry)? {
+        self.scores(self.call("head", a, carry)?)
+    }
+
+    /// What `head` gave, as the tensor of scores it must be.
+    fn scores(&self, v: IValue) -> Result<Tensor> {
+        match v {
             IValue::Tensor(t) => Ok(t),
             other => bail!(
                 "model {}: `head` gives {}, not a tensor of scores; re-export the model with scripts/export_model.py",

@@ -63,15 +63,7 @@ fn check_model(
         cmd.arg("--allow-prefix");
     }
     cmd.args(reference);
-    let r = cmd.output()?;
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&r.stdout),
-        String::from_utf8_lossy(&r.stderr)
-    );
-    eprintln!("{report}");
-    assert!(r.status.success(), "{name} {method}: {report}");
-    Ok(())
+    reference_check(&mut cmd, &format!("{name} {method}"))
 }
 
 #[test]

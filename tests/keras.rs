@@ -89,20 +89,15 @@ fn keras_models_match_a_keras_side_grad_cam() -> Result<()> {
             &["--metadata", meta.to_str().unwrap(), "--max-frames", "8"],
         )?;
         assert!(o.status.success(), "{file}: {}", stderr(&o));
-        let r = Command::new(python())
-            .arg(root().join("tests/keras_gradcam.py"))
-            .args(["--keras", keras.to_str().unwrap(), "--preprocess", family])
-            .args(["--raw", raw.to_str().unwrap(), "--size", "640x272"])
-            .args(["--metadata", meta.to_str().unwrap()])
-            .args(["--model", model.to_str().unwrap(), "--min-corr", "0.98"])
-            .output()?;
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&r.stdout),
-            String::from_utf8_lossy(&r.stderr)
-        );
-        eprintln!("{report}");
-        assert!(r.status.success(), "{file}: {report}");
+        reference_check(
+            Command::new(python())
+                .arg(root().join("tests/keras_gradcam.py"))
+                .args(["--keras", keras.to_str().unwrap(), "--preprocess", family])
+                .args(["--raw", raw.to_str().unwrap(), "--size", "640x272"])
+                .args(["--metadata", meta.to_str().unwrap()])
+                .args(["--model", model.to_str().unwrap(), "--min-corr", "0.98"]),
+            file,
+        )?;
     }
     Ok(())
 }

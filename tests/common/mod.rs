@@ -52,6 +52,22 @@ pub fn raw_frames(video: &Path, raw: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Run a reference check (tests/golden_gradcam.py, tests/keras_gradcam.py), print its report
+/// and fail with it, headed by `what`, unless the check passed.
+pub fn reference_check(cmd: &mut Command, what: &str) -> Result<()> {
+    let r = cmd
+        .output()
+        .with_context(|| format!("running the reference check for {what}"))?;
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    eprintln!("{report}");
+    assert!(r.status.success(), "{what}: {report}");
+    Ok(())
+}
+
 /// scripts/export_model.py `args` into `dir`/`name`.pt (run in tests/, where the
 /// `--module` test models live).
 pub fn export_model(dir: &Path, name: &str, args: &[&str]) -> Result<Output> {
