@@ -183,6 +183,8 @@ fn branches<'a>(s: &'a Stream, o: &'a Outlets) -> Vec<Branch<'a>> {
         .collect()
 }
 
+/// A video run, as the pipeline's story: open the outputs, then the channels between the
+/// stages, the metrics, the worker and the renderer; run the streams; drain; report.
 fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
     pipeline::init()?;
     let codec = pipeline::sink::resolve_encoder(cfg.encoder)?;
@@ -195,62 +197,169 @@ fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
         .zip(mounts)
         .map(|(s, feeds)| outlets(s, feeds))
         .collect::<Result<Vec<_>>>()?;
-
-    let all = Arc::new(Stats::default());
-    let stats: Vec<Arc<Stats>> = cfg
-        .streams
-        .iter()
-        .map(|_| Arc::new(Stats::default()))
-        .collect();
-    let mut queues = Vec::new();
-    let mut rendered = Vec::new();
-    for s in &cfg.streams {
-        queues.push(crossbeam_channel::bounded::<Frame>(s.queue_capacity));
-        rendered.push(crossbeam_channel::bounded::<Frame>(cfg.batch_size * 2));
-    }
-    let _metrics = match cfg.metrics {
-        Some(addr) => {
-            let board = metrics::Board {
-                streams: cfg
-                    .streams
-                    .iter()
-                    .zip(&stats)
-                    .zip(&queues)
-                    .map(|((s, st), (_, rx))| (s.name.clone(), st.clone(), rx.clone()))
-                    .collect(),
-                all: all.clone(),
-            };
-            let server = metrics::Server::start(addr, board)?;
-            eprintln!(
-                "metrics: {}/metrics (health: {}/healthz)",
-                server.url, server.url
-            );
-            Some(server)
-        }
-        None => None,
-    };
-
+    let lines = Lines::new(cfg);
+    let _metrics = serve_metrics(cfg, &lines)?;
     // Two batches in flight between the worker and the output, as between source and worker.
     let (delivered_tx, delivered_rx) = crossbeam_channel::bounded::<worker::Delivery>(2);
     let (info, worker) = worker::spawn(
         settings,
-        queues.iter().map(|(_, rx)| rx.clone()).collect(),
+        lines.queues.iter().map(|(_, rx)| rx.clone()).collect(),
         delivered_tx,
-        all.clone(),
+        lines.all.clone(),
     )?;
+    let render_thread = spawn_renderer(cfg, &info, &lines, delivered_rx)?;
+
+    let mut reporter = Reporter::new(cfg.progress, cfg.stats_every);
+    let all = lines.all.clone();
+    let stats = lines.stats.clone();
+    let piped = pipeline::run_video(
+        lines.into_run(cfg, &outlets, codec),
+        all.clone(),
+        &mut reporter,
+    );
+    reporter.finish(&all);
+    drop(servers);
+    // Drain: the worker ends once every queue is closed, the renderer once the worker has.
+    let worked = worker
+        .join()
+        .map_err(|_| anyhow!("the worker thread panicked"))?;
+    let rendered = render_thread
+        .join()
+        .map_err(|_| anyhow!("the render thread panicked"))?;
+    let outcomes = piped?;
+    worked?;
+    let metadata = rendered?.into_metadata();
+    let ends = cfg
+        .streams
+        .iter()
+        .zip(outlets)
+        .zip(outcomes)
+        .zip(&stats)
+        .zip(metadata)
+        .map(|((((s, o), outcome), st), meta)| StreamEnd {
+            stream: s,
+            outlets: o,
+            outcome,
+            stats: st,
+            metadata: meta,
+        })
+        .collect();
+    report(cfg, &info, &all, ends)
+}
+
+/// The channels and counters between the stages: each stream's queue to the worker and its
+/// channel from the renderer, its counters, and the whole run's.
+struct Lines {
+    all: Arc<Stats>,
+    stats: Vec<Arc<Stats>>,
+    queues: Vec<(Sender<Frame>, crossbeam_channel::Receiver<Frame>)>,
+    rendered: Vec<(Sender<Frame>, crossbeam_channel::Receiver<Frame>)>,
+}
+
+impl Lines {
+    fn new(cfg: &Config) -> Self {
+        let streams = &cfg.streams;
+        Lines {
+            all: Arc::new(Stats::default()),
+            stats: streams.iter().map(|_| Arc::new(Stats::default())).collect(),
+            queues: streams
+                .iter()
+                .map(|s| crossbeam_channel::bounded::<Frame>(s.queue_capacity))
+                .collect(),
+            rendered: streams
+                .iter()
+                .map(|_| crossbeam_channel::bounded::<Frame>(cfg.batch_size * 2))
+                .collect(),
+        }
+    }
+
+    /// What the pipeline needs of each stream, the channels moved into it.
+    fn into_run<'a>(
+        self,
+        cfg: &'a Config,
+        outlets: &'a [Outlets],
+        codec: pipeline::sink::Codec,
+    ) -> pipeline::Run<'a> {
+        let streams = cfg
+            .streams
+            .iter()
+            .zip(outlets)
+            .zip(self.queues)
+            .zip(self.rendered)
+            .zip(self.stats)
+            .map(
+                |((((s, o), (frames, oldest)), (_, rendered)), stats)| pipeline::StreamRun {
+                    name: &s.name,
+                    input: &s.input,
+                    shown: &s.shown,
+                    rtsp: s.rtsp,
+                    overload: s.overload,
+                    branches: branches(s, o),
+                    frames,
+                    oldest,
+                    rendered,
+                    stats,
+                },
+            )
+            .collect();
+        pipeline::Run {
+            streams,
+            codec,
+            limits: pipeline::Limits {
+                max_frames: cfg.max_frames,
+                duration: cfg.duration,
+            },
+        }
+    }
+}
+
+/// `--metrics`: the server, reading the same counters and queues as the stats lines.
+fn serve_metrics(cfg: &Config, lines: &Lines) -> Result<Option<metrics::Server>> {
+    let Some(addr) = cfg.metrics else {
+        return Ok(None);
+    };
+    let board = metrics::Board {
+        streams: cfg
+            .streams
+            .iter()
+            .zip(&lines.stats)
+            .zip(&lines.queues)
+            .map(|((s, st), (_, rx))| (s.name.clone(), st.clone(), rx.clone()))
+            .collect(),
+        all: lines.all.clone(),
+    };
+    let server = metrics::Server::start(addr, board)?;
+    eprintln!(
+        "metrics: {}/metrics (health: {}/healthz)",
+        server.url, server.url
+    );
+    Ok(Some(server))
+}
+
+/// The render thread: each delivered batch drawn and handed to its streams' outputs; a
+/// stream whose output stopped (it reports why) is skipped, the others go on.
+fn spawn_renderer(
+    cfg: &Config,
+    info: &ModelInfo,
+    lines: &Lines,
+    delivered: crossbeam_channel::Receiver<worker::Delivery>,
+) -> Result<std::thread::JoinHandle<Result<Renderer>>> {
     let metadata: Vec<(&str, Option<&Path>)> = cfg
         .streams
         .iter()
         .map(|s| (s.name.as_str(), s.metadata.as_deref()))
         .collect();
-    let mut renderer = Renderer::new(look(cfg), &info, &metadata)?;
-    let render_stats = all.clone();
-    let mut senders: Vec<Option<Sender<Frame>>> =
-        rendered.iter().map(|(tx, _)| Some(tx.clone())).collect();
-    let render_thread = std::thread::Builder::new()
+    let mut renderer = Renderer::new(look(cfg), info, &metadata)?;
+    let render_stats = lines.all.clone();
+    let mut senders: Vec<Option<Sender<Frame>>> = lines
+        .rendered
+        .iter()
+        .map(|(tx, _)| Some(tx.clone()))
+        .collect();
+    std::thread::Builder::new()
         .name("gradcam-render".into())
         .spawn(move || -> Result<Renderer> {
-            for delivery in delivered_rx.iter() {
+            for delivery in delivered.iter() {
                 let busy = Instant::now();
                 let frames = renderer.render(delivery.explained)?;
                 render_stats.add_busy(Stage::Overlay, busy.elapsed());
@@ -261,7 +370,6 @@ fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
                         None => false,
                     };
                     if gone {
-                        // That output stopped (it reports why); the others go on.
                         senders[s] = None;
                     }
                 }
@@ -271,82 +379,38 @@ fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
             }
             Ok(renderer)
         })
-        .context("starting the render thread")?;
+        .context("starting the render thread")
+}
 
-    let mut reporter = Reporter::new(cfg.progress, cfg.stats_every);
-    let runs = cfg
-        .streams
-        .iter()
-        .zip(&outlets)
-        .zip(queues)
-        .zip(rendered)
-        .zip(&stats)
-        .map(
-            |((((s, o), (frames, oldest)), (_, rendered)), st)| pipeline::StreamRun {
-                name: &s.name,
-                input: &s.input,
-                shown: &s.shown,
-                rtsp: s.rtsp,
-                overload: s.overload,
-                branches: branches(s, o),
-                frames,
-                oldest,
-                rendered,
-                stats: st.clone(),
-            },
-        )
-        .collect();
-    let piped = pipeline::run_video(
-        pipeline::Run {
-            streams: runs,
-            codec,
-            limits: pipeline::Limits {
-                max_frames: cfg.max_frames,
-                duration: cfg.duration,
-            },
-        },
-        all.clone(),
-        &mut reporter,
-    );
-    reporter.finish(&all);
-    drop(servers);
-    let worked = worker
-        .join()
-        .map_err(|_| anyhow!("the worker thread panicked"))?;
-    let rendered = render_thread
-        .join()
-        .map_err(|_| anyhow!("the render thread panicked"))?;
-    let outcomes = piped?;
-    worked?;
-    let metadata = rendered?.into_metadata();
+/// How one stream of a run ended, with what it wrote.
+struct StreamEnd<'a> {
+    stream: &'a Stream,
+    outlets: Outlets,
+    outcome: Result<()>,
+    stats: &'a Stats,
+    metadata: Option<crate::outfile::LineFile>,
+}
 
-    // Each stream's outputs: kept when it succeeded (or, for a live recording, whatever
-    // happened), removed when it wrote nothing or its file input failed.
-    let several = cfg.streams.len() > 1;
+/// Each stream's outputs kept when it succeeded (or, for a live recording, whatever
+/// happened), removed when it wrote nothing or its file input failed; then the summary, and
+/// the run's error if any stream failed.
+fn report(cfg: &Config, info: &ModelInfo, all: &Stats, ends: Vec<StreamEnd>) -> Result<()> {
+    let several = ends.len() > 1;
     let mut failures = Vec::new();
-    for ((((s, o), outcome), st), meta) in cfg
-        .streams
-        .iter()
-        .zip(outlets)
-        .zip(outcomes)
-        .zip(&stats)
-        .zip(metadata)
-    {
-        let written = st.written.load(Relaxed);
-        let keep = written > 0 && (outcome.is_ok() || s.input.is_live());
-        for (file, _, _) in o.files {
+    for end in ends {
+        let (s, written) = (end.stream, end.stats.written.load(Relaxed));
+        let keep = written > 0 && (end.outcome.is_ok() || s.input.is_live());
+        for (file, _, _) in end.outlets.files {
             if keep {
                 file.commit()?;
             } else {
                 file.discard();
             }
         }
-        if let Some(m) = meta {
-            if keep {
-                m.commit()?;
-            }
+        if let Some(m) = end.metadata.filter(|_| keep) {
+            m.commit()?;
         }
-        match outcome {
+        match end.outcome {
             Err(e) if !several => return Err(e),
             Err(e) => failures.push(format!("{} ({e:#})", s.name)),
             Ok(()) if written == 0 && !several => {
@@ -361,22 +425,18 @@ fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
                 crate::redact::line(&format!(
                     "done: stream {}: {written} frames{} from {} → {}",
                     s.name,
-                    losses(st),
+                    losses(end.stats),
                     s.shown,
-                    o.names.join(", ")
+                    end.outlets.names.join(", ")
                 ))
             );
         } else {
-            summary(cfg, &info, &all, &o.names);
+            summary(cfg, info, all, &end.outlets.names);
         }
     }
     if several {
-        summary(
-            cfg,
-            &info,
-            &all,
-            &[format!("{} streams", cfg.streams.len())],
-        );
+        let streams = format!("{} streams", cfg.streams.len());
+        summary(cfg, info, all, &[streams]);
     }
     if !failures.is_empty() {
         anyhow::bail!(

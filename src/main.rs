@@ -3,14 +3,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use gradcam_stream::cli::Args;
 use gradcam_stream::config::{Config, UsageError};
 use gradcam_tcmalloc as _; // tcmalloc is this program's allocator (see its build.rs)
 
 fn main() -> ExitCode {
     gradcam_stream::shutdown::install();
-    let args = Args::parse();
+    let args = Args::parse_with_defaults();
     let result = Config::from_args(args).and_then(gradcam_stream::run);
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -135,35 +135,43 @@ fn histogram(
 
 impl Collector for Board {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        self.encode_streams(&mut e)?;
+        self.encode_run(&mut e)
+    }
+}
+
+impl Board {
+    /// The families with one series per stream.
+    fn encode_streams(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         use std::sync::atomic::Ordering::Relaxed;
         let per =
             |f: fn(&Stats) -> u64| self.streams.iter().map(move |(n, s, _)| (n.clone(), f(s)));
         counter(
-            &mut e,
+            e,
             "gradcam_stream_frames_in",
             "Frames the stream's source gave (explained or dropped)",
             per(|s| s.received.load(Relaxed)),
         )?;
         counter(
-            &mut e,
+            e,
             "gradcam_stream_frames_out",
             "Explained frames written to the stream's outputs",
             per(|s| s.written.load(Relaxed)),
         )?;
         counter(
-            &mut e,
+            e,
             "gradcam_stream_frames_dropped",
             "Live frames dropped because the model was behind",
             per(|s| s.dropped.load(Relaxed)),
         )?;
         counter(
-            &mut e,
+            e,
             "gradcam_stream_reconnects",
             "Times the stream's lost feed came back",
             per(|s| s.reconnects.load(Relaxed)),
         )?;
         gauge(
-            &mut e,
+            e,
             "gradcam_stream_up",
             "1 while the stream's frames flow",
             self.streams
@@ -184,13 +192,17 @@ impl Collector for Board {
             }
         }
         gauge(
-            &mut e,
+            e,
             "gradcam_stream_queue_depth",
             "Frames waiting for the model, per stream",
             self.streams
                 .iter()
                 .map(|(n, _, q)| (n.clone(), q.len() as i64)),
-        )?;
+        )
+    }
+
+    /// The whole run's families: the model's batches, its time and its device memory.
+    fn encode_run(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         {
             let sizes = self.all.batch_sizes();
             let count: u64 = sizes.iter().sum();

@@ -1,13 +1,17 @@
 //! Outputs appear whole or not at all: everything is written to a hidden partial file beside
-//! the destination and renamed over it only when the run succeeds; a failed run removes it,
+//! the destination (a `tempfile` named by destination and process) and persisted over it only
+//! when the run succeeds; a failed run removes it,
 //! and a later run removes those left by a process that was killed.
 //! A live recording is the exception: it is written in place, as it goes (fragmented), so
 //! that whatever ends the process leaves the recording up to then.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use tempfile::TempPath;
 
 use anyhow::{Context, Result};
 
@@ -31,10 +35,9 @@ fn forget(partial: &Path) {
 
 pub struct OutFile {
     dest: PathBuf,
-    partial: PathBuf,
-    committed: bool,
-    /// Written at `dest` directly (a live recording): kept unless discarded.
-    in_place: bool,
+    /// The hidden partial file (tempfile's, removed when dropped uncommitted); None: written
+    /// at `dest` directly (a live recording), kept unless discarded or empty.
+    partial: Option<TempPath>,
 }
 
 /// Remove `.NAME.partial-PID` files in `dir` whose process no longer runs (killed before it
@@ -65,6 +68,18 @@ fn remove_stale(dir: &Path, name: &str) {
     }
 }
 
+/// The one line for a destination that cannot be written (the OS's reason, without the
+/// partial file's name that tempfile adds to it).
+fn unwritable(dest: &Path, e: std::io::Error) -> anyhow::Error {
+    let reason = e
+        .raw_os_error()
+        .map_or(e, std::io::Error::from_raw_os_error);
+    anyhow::anyhow!(
+        "cannot write output {}: {reason}; choose a path in an existing, writable directory",
+        dest.display()
+    )
+}
+
 impl OutFile {
     /// Reserve `dest`: create its partial file now, so an unwritable path fails before any work.
     pub fn create(dest: &Path) -> Result<(OutFile, File)> {
@@ -79,29 +94,25 @@ impl OutFile {
             anyhow::bail!("output {} is a directory; give a file name", dest.display());
         }
         remove_stale(dir, &name.to_string_lossy());
-        let partial = dir.join(format!(
-            ".{}.partial-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let file = File::create(&partial).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot write output {}: {e}; choose a path in an existing, writable directory",
-                dest.display()
-            )
-        })?;
+        // Named by destination and process (no random part), so that a later run can tell a
+        // dead process's partial from a running one's; readable as the finished file will be.
+        let prefix = format!(".{}.partial-{}", name.to_string_lossy(), std::process::id());
+        let _ = std::fs::remove_file(dir.join(&prefix));
+        let (file, partial) = tempfile::Builder::new()
+            .prefix(&prefix)
+            .rand_bytes(0)
+            .permissions(std::fs::Permissions::from_mode(0o666))
+            .tempfile_in(dir)
+            .map_err(|e| unwritable(dest, e))?
+            .into_parts();
         if let Ok(mut list) = PARTIALS.lock() {
-            list.push(partial.clone());
+            list.push(partial.to_path_buf());
         }
-        Ok((
-            OutFile {
-                dest: dest.to_owned(),
-                partial,
-                committed: false,
-                in_place: false,
-            },
-            file,
-        ))
+        let out = OutFile {
+            dest: dest.to_owned(),
+            partial: Some(partial),
+        };
+        Ok((out, file))
     }
 
     /// A live recording at `dest`, written in place from the start (checked writable now).
@@ -109,30 +120,29 @@ impl OutFile {
         if dest.is_dir() {
             anyhow::bail!("output {} is a directory; give a file name", dest.display());
         }
-        File::create(dest).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot write output {}: {e}; choose a path in an existing, writable directory",
-                dest.display()
-            )
-        })?;
+        File::create(dest).map_err(|e| unwritable(dest, e))?;
         Ok(OutFile {
             dest: dest.to_owned(),
-            partial: dest.to_owned(),
-            committed: false,
-            in_place: true,
+            partial: None,
         })
     }
 
     /// Remove what was written (a recording with no frame in it).
     pub fn discard(mut self) {
-        let _ = std::fs::remove_file(&self.partial);
-        forget(&self.partial);
-        self.committed = true;
+        match self.partial.take() {
+            Some(p) => {
+                forget(&p);
+                drop(p);
+            }
+            None => {
+                let _ = std::fs::remove_file(&self.dest);
+            }
+        }
     }
 
     /// Where writers put the bytes until [`commit`](Self::commit).
     pub fn partial_path(&self) -> &Path {
-        &self.partial
+        self.partial.as_deref().unwrap_or(&self.dest)
     }
 
     pub fn dest(&self) -> &Path {
@@ -140,34 +150,34 @@ impl OutFile {
     }
 
     pub fn commit(mut self) -> Result<()> {
-        if self.in_place {
-            self.committed = true;
+        let Some(partial) = self.partial.take() else {
+            self.dest.clear(); // in place: nothing to move, and nothing for Drop to check
             return Ok(());
-        }
-        std::fs::rename(&self.partial, &self.dest).with_context(|| {
-            format!(
+        };
+        let path = partial.to_path_buf();
+        partial.persist(&self.dest).map_err(|e| {
+            anyhow::Error::new(e.error).context(format!(
                 "moving the finished output into place at {}",
                 self.dest.display()
-            )
+            ))
         })?;
-        self.committed = true;
-        forget(&self.partial);
+        forget(&path);
         Ok(())
     }
 }
 
 impl Drop for OutFile {
     fn drop(&mut self) {
-        if !self.committed && self.in_place {
+        match self.partial.take() {
+            // Dropping the TempPath removes the partial.
+            Some(p) => forget(&p),
             // A live recording that never got a frame (the run failed before any) is no file.
-            if std::fs::metadata(&self.partial).is_ok_and(|m| m.len() == 0) {
-                let _ = std::fs::remove_file(&self.partial);
+            None if !self.dest.as_os_str().is_empty()
+                && std::fs::metadata(&self.dest).is_ok_and(|m| m.len() == 0) =>
+            {
+                let _ = std::fs::remove_file(&self.dest);
             }
-            return;
-        }
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.partial);
-            forget(&self.partial);
+            None => {}
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -41,6 +41,50 @@ pub struct Stats {
     batches: Mutex<Vec<u64>>,
     /// Where the stream stands (per-stream stats; the whole run's stays `Starting`).
     health: Mutex<Health>,
+}
+
+/// A stream's counters and the whole run's, counted together: the one place where a frame
+/// received, dropped or written, a latency and a reconnect are counted, so the two never
+/// disagree.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    pub stream: Arc<Stats>,
+    pub all: Arc<Stats>,
+}
+
+impl Tally {
+    /// A frame came from the source; the first one also starts the clocks and sets the
+    /// expected count (0 while unknown).
+    pub fn received(&self, first: Option<u64>) {
+        self.stream.frame_received();
+        self.all.frame_received();
+        if let Some(expected) = first {
+            self.stream.frames_started();
+            self.all.frames_started();
+            self.stream.total.store(expected, Relaxed);
+            self.all.total.fetch_add(expected, Relaxed);
+        }
+    }
+
+    /// A live frame was dropped because the model was behind.
+    pub fn dropped(&self) {
+        self.stream.dropped.fetch_add(1, Relaxed);
+        self.all.dropped.fetch_add(1, Relaxed);
+    }
+
+    /// A frame reached its outputs, `latency` after the appsink had it.
+    pub fn written(&self, latency: Duration) {
+        self.stream.record_latency(latency);
+        self.all.record_latency(latency);
+        self.stream.written.fetch_add(1, Relaxed);
+        self.all.written.fetch_add(1, Relaxed);
+    }
+
+    /// A lost feed gives frames again.
+    pub fn reconnected(&self) {
+        self.stream.reconnects.fetch_add(1, Relaxed);
+        self.all.reconnects.fetch_add(1, Relaxed);
+    }
 }
 
 /// Where a stream stands, for `/healthz` and the `up` metric.
@@ -230,22 +274,20 @@ impl Stats {
         };
         let h = &l.0;
         let mut out = Vec::with_capacity(bounds.len());
-        let mut ms = 0usize;
+        let (mut from, mut counted) = (0u64, 0u64);
         for (i, &b) in bounds.iter().enumerate() {
-            let upto = if i + 1 == bounds.len() {
-                Histogram::BUCKETS - 1
+            let n = if i + 1 == bounds.len() {
+                h.n() - counted
             } else {
-                // The last 1 ms bucket holds everything from 10 s up: only the last bound's.
-                ((b * 1000.0).floor() as usize).min(Histogram::BUCKETS - 2)
+                let upto = (b * 1000.0).floor() as u64;
+                let n = h.count_between(from, upto);
+                from = upto + 1;
+                n
             };
-            let mut n = 0;
-            while ms <= upto {
-                n += h.counts[ms];
-                ms += 1;
-            }
+            counted += n;
             out.push((b, n));
         }
-        (out, h.sum_ns as f64 / 1e9, h.n)
+        (out, h.sum_ns as f64 / 1e9, h.n())
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -271,49 +313,48 @@ impl Stats {
     }
 }
 
-/// Latencies in 1 ms buckets up to 10 s (later ones count as 10 s): fixed memory, however long
-/// the run.
+/// Latencies in milliseconds, in an HDR histogram (exact to 2 s, within 0.1% beyond, up to an
+/// hour; later ones count as an hour): fixed memory, however long the run.
 #[derive(Debug)]
 struct Histogram {
-    counts: Vec<u64>,
-    n: u64,
+    ms: hdrhistogram::Histogram<u64>,
     sum_ns: u64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
         Histogram {
-            counts: vec![0; Self::BUCKETS],
-            n: 0,
+            ms: hdrhistogram::Histogram::new_with_bounds(1, Self::MAX_MS, 3)
+                .expect("valid histogram bounds"),
             sum_ns: 0,
         }
     }
 }
 
 impl Histogram {
-    const BUCKETS: usize = 10_001;
+    const MAX_MS: u64 = 3_600_000;
 
     fn add(&mut self, d: Duration) {
-        let ms = (d.as_millis() as usize).min(Self::BUCKETS - 1);
-        self.counts[ms] += 1;
-        self.n += 1;
+        self.ms
+            .saturating_record((d.as_millis() as u64).min(Self::MAX_MS));
         self.sum_ns += d.as_nanos() as u64;
     }
 
-    /// The smallest bucket at or below which a fraction `q` of the samples lie.
+    fn n(&self) -> u64 {
+        self.ms.len()
+    }
+
+    /// The value at or below which a fraction `q` of the samples lie.
     fn quantile(&self, q: f64) -> Option<Duration> {
-        if self.n == 0 {
-            return None;
+        (self.n() > 0).then(|| Duration::from_millis(self.ms.value_at_quantile(q)))
+    }
+
+    /// Samples of `lo` to `hi` milliseconds, both included.
+    fn count_between(&self, lo: u64, hi: u64) -> u64 {
+        if lo > hi {
+            return 0;
         }
-        let rank = ((q * self.n as f64).ceil() as u64).clamp(1, self.n);
-        let mut seen = 0;
-        for (ms, &c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Some(Duration::from_millis(ms as u64));
-            }
-        }
-        None
+        self.ms.count_between(lo, hi)
     }
 }
 
@@ -488,7 +529,10 @@ mod tests {
         }
         assert_eq!(h.quantile(0.5), Some(Duration::from_millis(50)));
         assert_eq!(h.quantile(0.95), Some(Duration::from_millis(95)));
+        // Beyond 2 s, within 0.1% (the 1 ms buckets this replaced stopped at 10 s).
         h.add(Duration::from_secs(60));
-        assert_eq!(h.quantile(1.0), Some(Duration::from_millis(10_000)));
+        let top = h.quantile(1.0).expect("a sample").as_millis();
+        assert!((60_000..=60_060).contains(&top), "{top}");
+        assert_eq!(h.count_between(1, 50), 50);
     }
 }

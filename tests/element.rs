@@ -87,6 +87,73 @@ fn gst_inspect_loads_the_plugin_and_documents_every_property() -> Result<()> {
     Ok(())
 }
 
+/// The element's properties and the program's settings are one declaration (`settings.rs`):
+/// every property but the element's own (`post-messages`) and the model path (the program's
+/// looks beside its binary) has the default `--help` shows, and a numeric one the declared range.
+#[test]
+fn element_properties_match_the_declared_settings() -> Result<()> {
+    init();
+    let element = gst::ElementFactory::make("gradcam").build()?;
+    let shown: std::collections::HashMap<_, _> = gradcam_stream::settings::shown_defaults()
+        .into_iter()
+        .collect();
+    for p in PROPERTIES {
+        let key = match p {
+            "model" | "post-messages" => continue,
+            "box" => "draw_box",
+            other => &other.replace('-', "_"),
+        };
+        let spec = element
+            .find_property(p)
+            .ok_or_else(|| anyhow!("no property {p}"))?;
+        let default = spec.default_value();
+        let text = if let Ok(v) = default.get::<Option<String>>() {
+            v.unwrap_or_default()
+        } else if let Ok(v) = default.get::<u32>() {
+            v.to_string()
+        } else if let Ok(v) = default.get::<f64>() {
+            v.to_string()
+        } else if let Ok(v) = default.get::<bool>() {
+            v.to_string()
+        } else {
+            panic!("property {p}: an unexpected type {}", default.type_());
+        };
+        match shown.get(key) {
+            Some(want) => assert_eq!(&text, want, "property {p}'s default"),
+            None if p == "class" => assert_eq!(text, "", "no class: each frame's top-1"),
+            None => assert!(
+                ["box", "label"].contains(&p),
+                "property {p} has no declared setting"
+            ),
+        }
+        if let Some((lo, hi, inclusive)) = gradcam_stream::settings::bounds(key) {
+            let (min, max) = if let Some(s) = spec.downcast_ref::<gst::glib::ParamSpecUInt>() {
+                (f64::from(s.minimum()), f64::from(s.maximum()))
+            } else if let Some(s) = spec.downcast_ref::<gst::glib::ParamSpecDouble>() {
+                (s.minimum(), s.maximum())
+            } else {
+                panic!("property {p} has a range but is not a number");
+            };
+            assert_eq!(min, lo, "property {p}'s minimum");
+            let top_ok = if inclusive {
+                max == hi
+            } else {
+                max < hi && max > hi - 0.02
+            };
+            assert!(
+                top_ok,
+                "property {p}'s maximum {max} against the declared {hi}"
+            );
+        }
+    }
+    let (box_default, label_default) = (
+        element.property::<bool>("box"),
+        element.property::<bool>("label"),
+    );
+    let run = gradcam_stream::settings::Run::default();
+    assert_eq!((box_default, label_default), (run.draw_box, run.label));
+    Ok(())
+}
 /// The gst-launch line on a real clip: the file has the input's frame count, size,
 /// rate and timestamps.
 #[test]

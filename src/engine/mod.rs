@@ -263,7 +263,7 @@ pub fn class_by_name(name: &str, classes: &[String]) -> Result<i64> {
             let d = if c.contains(&want) || want.contains(&c) {
                 0
             } else {
-                edit_distance(&want, &c)
+                strsim::levenshtein(&want, &c)
             };
             (d, i)
         })
@@ -284,22 +284,6 @@ pub fn class_by_name(name: &str, classes: &[String]) -> Result<i64> {
         "--class `{name}` is not a class of this model; {hint}"
     ))
     .into())
-}
-
-/// Levenshtein distance, on chars.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 /// Batch sizes to run a GPU at for batches of up to `max`: powers of two, and `max` itself.
@@ -342,6 +326,60 @@ fn pad_rows(t: &Tensor, n: i64) -> Result<Tensor> {
     Ok(Tensor::f_cat(&[t.shallow_clone(), zeros], 0)?)
 }
 
+/// libtorch's process-wide settings for a run on `device`.
+fn configure_libtorch(threads: usize, device: Device) -> Result<()> {
+    match (threads, device.is_cuda()) {
+        (0, false) => {}
+        (0, true) => tch::set_num_threads(1),
+        (n, _) => tch::set_num_threads(n as i32),
+    }
+    if device.is_cuda() {
+        // The model sees a few fixed batch shapes (the buckets), each warmed up below: let
+        // cuDNN time its algorithms for each once.
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    // TorchScript's profiling executor specializes the graph on the shapes it sees and
+    // re-specializes (on a GPU: compiles fused kernels) when a batch of another size comes;
+    // the frozen model runs as well unspecialized (the same on the CPU, in the bench).
+    tch::jit::f_set_graph_executor_optimize(false)?;
+    Ok(())
+}
+
+/// The run's class and smoothing, and each stream's, the classes checked against the model.
+fn per_stream(s: &Settings, info: &model::Sidecar) -> Result<(PerStream, Vec<PerStream>)> {
+    let n = info.num_classes;
+    let class = |spec: &Option<ClassSpec>| -> Result<Option<i64>> {
+        Ok(match spec {
+            None => None,
+            Some(ClassSpec::Id(c)) if *c >= n => {
+                return Err(UsageError(format!(
+                    "--class {c} is out of range: model {} has {n} classes (0 to {})",
+                    info.name,
+                    n - 1
+                ))
+                .into())
+            }
+            Some(ClassSpec::Id(c)) => Some(*c),
+            Some(ClassSpec::Name(name)) => Some(class_by_name(name, &info.classes)?),
+        })
+    };
+    let defaults = PerStream {
+        class: class(&s.class)?,
+        smooth: s.smooth,
+    };
+    let streams = s
+        .streams
+        .iter()
+        .map(|st| {
+            Ok(PerStream {
+                class: class(&st.class)?,
+                smooth: st.smooth,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((defaults, streams))
+}
+
 impl Engine {
     /// Load the model on the device asked for and check the explanation settings against it.
     pub fn new(s: &Settings) -> Result<Engine> {
@@ -352,51 +390,10 @@ impl Engine {
             )
             .into());
         }
-        match (s.threads, device.is_cuda()) {
-            (0, false) => {}
-            (0, true) => tch::set_num_threads(1),
-            (n, _) => tch::set_num_threads(n as i32),
-        }
-        if device.is_cuda() {
-            // The model sees a few fixed batch shapes (the buckets), each warmed up below: let
-            // cuDNN time its algorithms for each once.
-            tch::Cuda::cudnn_set_benchmark(true);
-        }
-        // TorchScript's profiling executor specializes the graph on the shapes it sees and
-        // re-specializes (on a GPU: compiles fused kernels) when a batch of another size comes;
-        // the frozen model runs as well unspecialized (the same on the CPU, in the bench).
-        tch::jit::f_set_graph_executor_optimize(false)?;
+        configure_libtorch(s.threads, device)?;
         let model = Model::load(&s.model, device)?;
         let n = model.info.num_classes;
-        let class = |spec: &Option<ClassSpec>| -> Result<Option<i64>> {
-            Ok(match spec {
-                None => None,
-                Some(ClassSpec::Id(c)) if *c >= n => {
-                    return Err(UsageError(format!(
-                        "--class {c} is out of range: model {} has {n} classes (0 to {})",
-                        model.info.name,
-                        n - 1
-                    ))
-                    .into())
-                }
-                Some(ClassSpec::Id(c)) => Some(*c),
-                Some(ClassSpec::Name(name)) => Some(class_by_name(name, &model.info.classes)?),
-            })
-        };
-        let defaults = PerStream {
-            class: class(&s.class)?,
-            smooth: s.smooth,
-        };
-        let streams = s
-            .streams
-            .iter()
-            .map(|st| {
-                Ok(PerStream {
-                    class: class(&st.class)?,
-                    smooth: st.smooth,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let (defaults, streams) = per_stream(s, &model.info)?;
         if s.top_k as i64 > n {
             return Err(UsageError(format!(
                 "--top-k {} is out of range: model {} has {n} classes",

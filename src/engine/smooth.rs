@@ -84,6 +84,27 @@ pub struct Smoothing {
     map: Option<(Tensor, Tensor)>,
 }
 
+/// [rows, cols, 2]: the normalized (x, y) of each pixel's centre.
+fn identity(rows: i64, cols: i64, dev: tch::Device) -> Result<Tensor> {
+    let axis = |k: i64| -> Result<Tensor> {
+        Ok((Tensor::f_arange(k, (Kind::Float, dev))? * 2.0 + 1.0) / k as f64 - 1.0)
+    };
+    let y = axis(rows)?
+        .f_view([rows, 1])?
+        .f_expand([rows, cols], false)?;
+    let x = axis(cols)?
+        .f_view([1, cols])?
+        .f_expand([rows, cols], false)?;
+    Ok(Tensor::f_stack(&[x, y], 2)?)
+}
+
+/// The sampling grid [n, rows, cols, 2] that moves content by (dy, dx) [n, rows, cols]
+/// pixels of that grid: output(x) = input(x - d).
+fn grid_of(dy: &Tensor, dx: &Tensor, rows: i64, cols: i64) -> Result<Tensor> {
+    let shift = Tensor::f_stack(&[dx * (2.0 / cols as f64), dy * (2.0 / rows as f64)], 3)?;
+    Ok(identity(rows, cols, dy.device())?.f_unsqueeze(0)? - shift)
+}
+
 impl Smoothing {
     /// `s` in (0, 1), for a stream explained on `device` whose maps are `grid` [h, w].
     pub fn new(s: f32, grid: [i64; 2], device: Device) -> Result<Smoothing> {
@@ -161,10 +182,43 @@ impl Smoothing {
         let n = cur.size()[0];
         let [hc, wc] = self.grid;
         let (h, w) = (hc * PER_CELL, wc * PER_CELL);
-        let dev = cur.device();
-        // 1. The global shift (the camera): phase correlation. The peak of the normalized
-        //    cross-power spectrum's inverse sits at minus the shift that carries `prev`'s
-        //    content to where `cur` has it.
+        // 1. The global shift (the camera), and `prev` moved by it: output(x) = input(x - g),
+        //    border padding.
+        let (gy, gx) = self.global_shift(prev, cur)?; // [n, 1, 1], thumbnail px
+        let full = |v: &Tensor, rows: i64, cols: i64| v.f_expand([n, rows, cols], false);
+        let aligned = prev
+            .f_unsqueeze(1)?
+            .f_grid_sampler_2d(
+                &grid_of(&full(&gy, h, w)?, &full(&gx, h, w)?, h, w)?,
+                0,
+                1,
+                false,
+            )?
+            .f_squeeze_dim(1)?;
+        // 2. Each cell's own motion beyond that (a moving object).
+        let (best_cost, ly, lx) = self.cell_shift(&aligned, cur)?;
+        // Each cell's motion: the global shift and its own, in thumbnail pixels. A map's
+        // blob reaches past the cells of its object, so each cell takes the strongest motion
+        // of each sign among itself and its neighbours (a pan moves every cell alike).
+        let spread = |t: Tensor| -> Result<Tensor> {
+            let t = t.f_unsqueeze(1)?;
+            let pool = |t: &Tensor| t.f_max_pool2d([3, 3], [1, 1], [1, 1], [1, 1], false);
+            Ok((pool(&t)?.f_relu()? - pool(&-&t)?.f_relu()?).f_squeeze_dim(1)?)
+        };
+        let dy = spread(full(&gy, hc, wc)? + ly)? / PER_CELL as f64; // [n, hc, wc], cells
+        let dx = spread(full(&gx, hc, wc)? + lx)? / PER_CELL as f64;
+        let grids = grid_of(&dy, &dx, hc, wc)?; // [n, hc, wc, 2]
+                                                // 3. What still changed after both: less of the last map there.
+        let weights = (((best_cost - STILL) / -CHANGE) + 1.0).f_clamp(0.0, 1.0)? * self.s;
+        Ok(Motion { grids, weights })
+    }
+
+    /// The shift (dy, dx) [n, 1, 1] in thumbnail pixels that carries `prev`'s content to where
+    /// `cur` has it, by phase correlation: the peak of the normalized cross-power spectrum's
+    /// inverse sits at minus that shift.
+    fn global_shift(&self, prev: &Tensor, cur: &Tensor) -> Result<(Tensor, Tensor)> {
+        let n = cur.size()[0];
+        let (h, w) = (self.grid[0] * PER_CELL, self.grid[1] * PER_CELL);
         let spectrum = |t: &Tensor| -> Result<Tensor> {
             let t = (t - t.f_mean_dim([1i64, 2].as_slice(), true, Kind::Float)?) * &self.window;
             Ok(t.f_fft_rfft2(None::<&[i64]>, [1i64, 2].as_slice(), "backward")?)
@@ -179,47 +233,23 @@ impl Smoothing {
             let v = v.f_where_self(&v.f_le(size as f64 / 2.0)?, &(&v - size as f64))?;
             Ok(-v)
         };
-        let gy = wrap(at.f_div_scalar_mode(w, "floor")?, h)?.f_view([n, 1, 1])?; // thumbnail px
+        let gy = wrap(at.f_div_scalar_mode(w, "floor")?, h)?.f_view([n, 1, 1])?;
         let gx = wrap(at.f_remainder(w)?, w)?.f_view([n, 1, 1])?;
-        // `prev` moved by the global shift: output(x) = input(x - g), border padding.
-        let identity = |rows: i64, cols: i64| -> Result<Tensor> {
-            // [rows, cols, 2] normalized (x, y) of each pixel's centre.
-            let axis = |k: i64| -> Result<Tensor> {
-                Ok((Tensor::f_arange(k, (Kind::Float, dev))? * 2.0 + 1.0) / k as f64 - 1.0)
-            };
-            let y = axis(rows)?
-                .f_view([rows, 1])?
-                .f_expand([rows, cols], false)?;
-            let x = axis(cols)?
-                .f_view([1, cols])?
-                .f_expand([rows, cols], false)?;
-            Ok(Tensor::f_stack(&[x, y], 2)?)
-        };
-        // The sampling grid [n, rows, cols, 2] that moves content by (dy, dx) [n, rows, cols]
-        // pixels of that grid: output(x) = input(x - d).
-        let grid_of = |dy: &Tensor, dx: &Tensor, rows: i64, cols: i64| -> Result<Tensor> {
-            let shift = Tensor::f_stack(&[dx * (2.0 / cols as f64), dy * (2.0 / rows as f64)], 3)?;
-            Ok(identity(rows, cols)?.f_unsqueeze(0)? - shift)
-        };
-        let full = |v: &Tensor, rows: i64, cols: i64| v.f_expand([n, rows, cols], false);
-        let aligned = prev
-            .f_unsqueeze(1)?
-            .f_grid_sampler_2d(
-                &grid_of(&full(&gy, h, w)?, &full(&gx, h, w)?, h, w)?,
-                0,
-                1,
-                false,
-            )?
-            .f_squeeze_dim(1)?;
-        // 2. Each cell's own motion beyond that (a moving object): the shift of up to `REACH`
-        //    thumbnail pixels whose 8x8 block matches best (mean absolute difference, less the
-        //    picture's brightness change, plus a small cost per pixel of motion so a flat
-        //    cell stays put).
+        Ok((gy, gx))
+    }
+
+    /// Each cell's shift of up to `REACH` thumbnail pixels whose 8x8 block of `aligned` matches
+    /// `cur` best (mean absolute difference, less the picture's brightness change, plus a small
+    /// cost per pixel of motion so a flat cell stays put): (its cost, dy, dx), each [n, hc, wc].
+    fn cell_shift(&self, aligned: &Tensor, cur: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let n = cur.size()[0];
+        let [hc, wc] = self.grid;
+        let (h, w) = (hc * PER_CELL, wc * PER_CELL);
         let side = 2 * REACH + 1;
         let level = |t: &Tensor| -> Result<Tensor> {
             Ok(t - t.f_mean_dim([1i64, 2].as_slice(), true, Kind::Float)?)
         };
-        let padded = level(&aligned)?
+        let padded = level(aligned)?
             .f_unsqueeze(1)?
             .f_replication_pad2d([REACH, REACH, REACH, REACH])?
             .f_squeeze_dim(1)?; // [n, H + 2R, W + 2R]
@@ -241,22 +271,9 @@ impl Smoothing {
             .f_reshape([n, side * side, hc, wc])?;
         let (best_cost, best) = (per_cell + &self.penalty).f_min_dim(1, false)?; // [n, hc, wc]
         let best = best.f_to_kind(Kind::Float)?;
-        let ly = -(best.f_div_scalar_mode(side, "floor")? - REACH as f64); // [n, hc, wc]
+        let ly = -(best.f_div_scalar_mode(side, "floor")? - REACH as f64);
         let lx = -(best.f_remainder(side)? - REACH as f64);
-        // Each cell's motion: the global shift and its own, in thumbnail pixels. A map's
-        // blob reaches past the cells of its object, so each cell takes the strongest motion
-        // of each sign among itself and its neighbours (a pan moves every cell alike).
-        let spread = |t: Tensor| -> Result<Tensor> {
-            let t = t.f_unsqueeze(1)?;
-            let pool = |t: &Tensor| t.f_max_pool2d([3, 3], [1, 1], [1, 1], [1, 1], false);
-            Ok((pool(&t)?.f_relu()? - pool(&-&t)?.f_relu()?).f_squeeze_dim(1)?)
-        };
-        let dy = spread(full(&gy, hc, wc)? + ly)? / PER_CELL as f64; // [n, hc, wc], cells
-        let dx = spread(full(&gx, hc, wc)? + lx)? / PER_CELL as f64;
-        let grids = grid_of(&dy, &dx, hc, wc)?; // [n, hc, wc, 2]
-                                                // 3. What still changed after both: less of the last map there.
-        let weights = (((best_cost - STILL) / -CHANGE) + 1.0).f_clamp(0.0, 1.0)? * self.s;
-        Ok(Motion { grids, weights })
+        Ok((best_cost, ly, lx))
     }
 
     /// The class to explain in each frame from its probabilities [B, K]: [B] int64.

@@ -32,7 +32,7 @@ use gstreamer::prelude::*;
 use crate::config::{Input, Overload, RtspSettings};
 use crate::frame::Frame;
 use crate::shutdown;
-use crate::stats::{Health, Reporter, Stage, Stats};
+use crate::stats::{Health, Reporter, Stage, Stats, Tally};
 
 /// Which pipeline a bus message came from: a stream's source, numbered by how many times it
 /// has been (re)built so the last words of a torn-down one are told apart, or its sink.
@@ -189,202 +189,249 @@ pub struct Run<'a> {
 /// fails or ends is rebuilt after a backoff, up to its `reconnect_max` tries in a row (0:
 /// forever).
 pub fn run_video(run: Run, all: Arc<Stats>, reporter: &mut Reporter) -> Result<Vec<Result<()>>> {
-    let Run {
-        streams,
-        codec,
-        limits,
-    } = run;
-    let several = streams.len() > 1;
     let (events_tx, events) = crossbeam_channel::unbounded();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut lanes = Vec::with_capacity(streams.len());
+    let mut bus = BusLoop {
+        lanes: Vec::with_capacity(run.streams.len()),
+        events,
+        stop: Arc::new(AtomicBool::new(false)),
+        limits: run.limits,
+        all,
+    };
     // Build everything first: a pipeline that cannot be built stops the run before it starts.
-    let mut pushers = Vec::new();
-    for (i, st) in streams.into_iter().enumerate() {
-        let slot: source::FrameSlot = Arc::new(Mutex::new(Some(st.frames)));
-        let handoff = source::Handoff {
-            stream: i,
-            slot: slot.clone(),
-            overload: st.overload,
-            oldest: st.oldest,
-            max_frames: limits.max_frames,
-            stop: stop.clone(),
-            stats: st.stats.clone(),
-            all: all.clone(),
-            index: Arc::new(AtomicU64::new(0)),
-            epoch: st.input.is_live().then(Instant::now),
-        };
-        let sink = sink::build(&st.branches, codec)?;
-        watch(&sink.pipeline, Role::Sink(i), events_tx.clone());
-        let mut feed = Feed {
-            stream: i,
-            input: st.input,
-            shown: st.shown,
-            rtsp: st.rtsp,
-            handoff,
-            events: events_tx.clone(),
-            pipeline: None,
-            generation: 0,
-            built: Instant::now(),
-            received_at_build: 0,
-            tries: 0,
-            retry_at: None,
-        };
-        feed.build()?;
-        lanes.push(Lane {
-            name: st.name.to_owned(),
-            slot,
-            feed,
-            sink_pipeline: sink.pipeline.clone(),
-            stats: st.stats.clone(),
-            failed: None,
-            done: None,
-            pushed_eos: None,
-        });
-        pushers.push((sink, st.rendered, st.stats));
-    }
-    let mut threads = Vec::new();
-    for (i, (mut sink, rendered, stats)) in pushers.into_iter().enumerate() {
-        let all = all.clone();
-        let events = events_tx.clone();
-        let t = std::thread::Builder::new()
-            .name(format!("gradcam-push-{i}"))
-            .spawn(move || {
-                let r = (|| {
-                    for frame in rendered.iter() {
-                        let latency = frame.arrived.elapsed();
-                        stats.record_latency(latency);
-                        all.record_latency(latency);
-                        let pushing = Instant::now();
-                        sink.push(frame)?;
-                        all.add_busy(Stage::Output, pushing.elapsed());
-                        stats.written.fetch_add(1, Ordering::Relaxed);
-                        all.written.fetch_add(1, Ordering::Relaxed);
-                    }
-                    sink.finish();
-                    Ok(())
-                })();
-                let _ = events.send(Event::PusherDone(i, r));
-            })
-            .context("starting an output thread")?;
-        threads.push(t);
-    }
-
-    let result = (|| -> Result<()> {
-        for lane in &lanes {
-            if lane.sink_pipeline.set_state(gst::State::Playing).is_err() {
-                // The element that refused posted why on the bus.
-                return Err(match events.recv_timeout(Duration::from_millis(500)) {
-                    Ok(Event::Error(_, msg)) => anyhow!(msg),
-                    _ => anyhow!("cannot start the output pipeline"),
-                });
-            }
-        }
-        // A source that fails at once (missing plugin, bad URI) posts its error on the bus.
-        for lane in &lanes {
-            lane.feed.play();
-        }
-        let stopping = |stop: &AtomicBool| stop.load(Ordering::Relaxed);
-        while lanes.iter().any(|l| l.done.is_none()) {
-            crossbeam_channel::select! {
-                recv(events) -> ev => match ev.expect("we hold a sender") {
-                    Event::Eos(Role::Source(i, g)) if g == lanes[i].feed.generation => {
-                        let lane = &mut lanes[i];
-                        // Our own end (--max-frames) closed the channel first; any other end
-                        // of a live feed is a loss.
-                        if lane.feed.reconnects() && !stopping(&stop) && !source::is_closed(&lane.slot) {
-                            if let Err(e) = lane.feed.lost("the feed ended".into(), &lane.stats) {
-                                lane.fail(e.to_string(), several);
-                            }
-                        } else {
-                            source::close(&lane.slot);
-                        }
-                    }
-                    Event::Error(Role::Source(i, g), msg) if g == lanes[i].feed.generation => {
-                        let lane = &mut lanes[i];
-                        if source::is_closed(&lane.slot) {
-                            // Its input was closed on purpose (a stop, its end, --max-frames):
-                            // the last words of a source being torn down do not matter.
-                        } else if lane.feed.reconnects() && !stopping(&stop) {
-                            if let Err(e) = lane.feed.lost(msg, &lane.stats) {
-                                lane.fail(e.to_string(), several);
-                            }
-                        } else {
-                            lane.fail(msg, several);
-                        }
-                    }
-                    Event::Eos(Role::Source(..)) | Event::Error(Role::Source(..), _) => {}
-                    Event::Eos(Role::Sink(i)) => lanes[i].finish(),
-                    Event::Error(Role::Sink(i), msg) => {
-                        let lane = &mut lanes[i];
-                        lane.fail(msg, several);
-                        let _ = lane.sink_pipeline.set_state(gst::State::Null);
-                        lane.finish();
-                    }
-                    Event::PusherDone(i, Err(e)) => {
-                        let lane = &mut lanes[i];
-                        if lane.done.is_none() {
-                            lane.fail(format!("{e:#}"), several);
-                            let _ = lane.sink_pipeline.set_state(gst::State::Null);
-                            lane.finish();
-                        }
-                    }
-                    // EOS went into the appsrc: the output finalizes (see FINALIZE).
-                    Event::PusherDone(i, Ok(())) => lanes[i].pushed_eos = Some(Instant::now()),
-                },
-                default(Duration::from_millis(100)) => {
-                    reporter.update(&all);
-                    for lane in lanes.iter_mut().filter(|l| l.done.is_none()) {
-                        // A muxer finalizes in well under this; one that does not is given up.
-                        if lane.pushed_eos.is_some_and(|t| t.elapsed() >= FINALIZE) {
-                            lane.fail(format!("its output did not finish within {} s of its end", FINALIZE.as_secs()), several);
-                            let _ = lane.sink_pipeline.set_state(gst::State::Null);
-                            lane.finish();
-                        }
-                    }
-                    if !stopping(&stop) {
-                        for lane in lanes.iter_mut().filter(|l| l.failed.is_none() && !source::is_closed(&l.slot)) {
-                            if let Err(e) = lane.feed.tick(&lane.stats, &all) {
-                                lane.fail(e.to_string(), several);
-                            }
-                        }
-                    }
-                    let out_of_time = limits.duration.is_some_and(|d| all.started() && all.elapsed() >= d);
-                    if (shutdown::requested() || out_of_time) && !stopping(&stop) {
-                        // Accept no more frames; those in flight still reach the outputs,
-                        // then EOS finalizes them.
-                        stop.store(true, Ordering::Relaxed);
-                        for lane in &mut lanes {
-                            source::close(&lane.slot);
-                            lane.feed.teardown();
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    })();
-
+    let pushers = bus.build_lanes(run.streams, run.codec, &events_tx)?;
+    let threads = pushers
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| p.spawn(i, events_tx.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    let result = bus.start().and_then(|()| bus.watch_until_done(reporter));
     // Shut down: close the frame channels so the worker drains, unblock the callbacks and any
     // push in progress, then wait for the pushers.
-    stop.store(true, Ordering::Relaxed);
-    for lane in &mut lanes {
-        source::close(&lane.slot);
-        lane.feed.teardown();
-        let _ = lane.sink_pipeline.set_state(gst::State::Null);
-    }
+    bus.stop_all(true);
     for t in threads {
         let _ = t.join();
     }
-    reporter.update(&all);
+    reporter.update(&bus.all);
     result?;
-    Ok(lanes
+    Ok(bus
+        .lanes
         .into_iter()
         .map(|l| {
             l.done
                 .unwrap_or_else(|| Err(anyhow!("the stream did not finish")))
         })
         .collect())
+}
+
+/// One stream's output side: the sink pipeline and the thread that pushes its explained frames.
+struct Pusher {
+    sink: sink::Sink,
+    rendered: Receiver<Frame>,
+    tally: Tally,
+}
+
+impl Pusher {
+    /// Push every rendered frame into the output, then EOS; say how it went on `events`.
+    fn spawn(mut self, i: usize, events: Sender<Event>) -> Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(format!("gradcam-push-{i}"))
+            .spawn(move || {
+                let r = (|| {
+                    for frame in self.rendered.iter() {
+                        let latency = frame.arrived.elapsed();
+                        let pushing = Instant::now();
+                        self.sink.push(frame)?;
+                        self.tally.all.add_busy(Stage::Output, pushing.elapsed());
+                        self.tally.written(latency);
+                    }
+                    self.sink.finish();
+                    Ok(())
+                })();
+                let _ = events.send(Event::PusherDone(i, r));
+            })
+            .context("starting an output thread")
+    }
+}
+
+/// The bus loop's state: every stream's lane, the events from their pipelines and pushers.
+struct BusLoop<'a> {
+    lanes: Vec<Lane<'a>>,
+    events: Receiver<Event>,
+    /// Set when the run stops taking frames (Ctrl-C, --duration, the end).
+    stop: Arc<AtomicBool>,
+    limits: Limits,
+    all: Arc<Stats>,
+}
+
+impl<'a> BusLoop<'a> {
+    /// Each stream's source and sink pipelines, built and watched; their pushers, to start.
+    fn build_lanes(
+        &mut self,
+        streams: Vec<StreamRun<'a>>,
+        codec: sink::Codec,
+        events: &Sender<Event>,
+    ) -> Result<Vec<Pusher>> {
+        let others_go_on = streams.len() > 1;
+        let mut pushers = Vec::new();
+        for (i, st) in streams.into_iter().enumerate() {
+            let slot: source::FrameSlot = Arc::new(Mutex::new(Some(st.frames)));
+            let tally = Tally {
+                stream: st.stats.clone(),
+                all: self.all.clone(),
+            };
+            let handoff = source::Handoff {
+                stream: i,
+                slot: slot.clone(),
+                overload: st.overload,
+                oldest: st.oldest,
+                max_frames: self.limits.max_frames,
+                stop: self.stop.clone(),
+                tally: tally.clone(),
+                index: Arc::new(AtomicU64::new(0)),
+                epoch: st.input.is_live().then(Instant::now),
+            };
+            let sink = sink::build(&st.branches, codec)?;
+            watch(&sink.pipeline, Role::Sink(i), events.clone());
+            let mut feed = Feed::new(i, st.input, st.shown, st.rtsp, handoff, events.clone());
+            feed.build()?;
+            self.lanes.push(Lane {
+                name: st.name.to_owned(),
+                slot,
+                feed,
+                sink_pipeline: sink.pipeline.clone(),
+                stats: st.stats.clone(),
+                others_go_on,
+                failed: None,
+                done: None,
+                pushed_eos: None,
+            });
+            pushers.push(Pusher {
+                sink,
+                rendered: st.rendered,
+                tally,
+            });
+        }
+        Ok(pushers)
+    }
+
+    /// Outputs first (each waits for frames), then the sources.
+    fn start(&mut self) -> Result<()> {
+        for lane in &self.lanes {
+            if lane.sink_pipeline.set_state(gst::State::Playing).is_err() {
+                // The element that refused posted why on the bus.
+                return Err(match self.events.recv_timeout(Duration::from_millis(500)) {
+                    Ok(Event::Error(_, msg)) => anyhow!(msg),
+                    _ => anyhow!("cannot start the output pipeline"),
+                });
+            }
+        }
+        // A source that fails at once (missing plugin, bad URI) posts its error on the bus.
+        for lane in &self.lanes {
+            lane.feed.play();
+        }
+        Ok(())
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Until every stream's output is finished: bus events as they come, and a tick every
+    /// 100 ms for progress, reconnects, stalls and the run's limits.
+    fn watch_until_done(&mut self, reporter: &mut Reporter) -> Result<()> {
+        while self.lanes.iter().any(|l| l.done.is_none()) {
+            match self.events.recv_timeout(Duration::from_millis(100)) {
+                Ok(ev) => self.on_event(ev),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    reporter.update(&self.all);
+                    self.tick();
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    unreachable!("the loop holds a sender")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        let stopping = self.stopping();
+        match ev {
+            Event::Eos(Role::Source(i, g)) if g == self.lanes[i].feed.generation => {
+                let lane = &mut self.lanes[i];
+                // Our own end (--max-frames) closed the channel first; any other end of a
+                // live feed is a loss.
+                if lane.feed.reconnects() && !stopping && !source::is_closed(&lane.slot) {
+                    lane.lost("the feed ended".into());
+                } else {
+                    source::close(&lane.slot);
+                }
+            }
+            Event::Error(Role::Source(i, g), msg) if g == self.lanes[i].feed.generation => {
+                let lane = &mut self.lanes[i];
+                if source::is_closed(&lane.slot) {
+                    // Its input was closed on purpose (a stop, its end, --max-frames): the
+                    // last words of a source being torn down do not matter.
+                } else if lane.feed.reconnects() && !stopping {
+                    lane.lost(msg);
+                } else {
+                    lane.fail(msg);
+                }
+            }
+            Event::Eos(Role::Source(..)) | Event::Error(Role::Source(..), _) => {}
+            Event::Eos(Role::Sink(i)) => self.lanes[i].finish(),
+            Event::Error(Role::Sink(i), msg) => self.lanes[i].abandon(msg),
+            Event::PusherDone(i, Err(e)) => {
+                if self.lanes[i].done.is_none() {
+                    self.lanes[i].abandon(format!("{e:#}"));
+                }
+            }
+            // EOS went into the appsrc: the output finalizes (see FINALIZE).
+            Event::PusherDone(i, Ok(())) => self.lanes[i].pushed_eos = Some(Instant::now()),
+        }
+    }
+
+    fn tick(&mut self) {
+        for lane in self.lanes.iter_mut().filter(|l| l.done.is_none()) {
+            // A muxer finalizes in well under this; one that does not is given up.
+            if lane.pushed_eos.is_some_and(|t| t.elapsed() >= FINALIZE) {
+                lane.abandon(format!(
+                    "its output did not finish within {} s of its end",
+                    FINALIZE.as_secs()
+                ));
+            }
+        }
+        if !self.stopping() {
+            let live = |l: &&mut Lane| l.failed.is_none() && !source::is_closed(&l.slot);
+            for lane in self.lanes.iter_mut().filter(live) {
+                if let Err(e) = lane.feed.tick() {
+                    lane.fail(e.to_string());
+                }
+            }
+        }
+        let all = &self.all;
+        let out_of_time = self
+            .limits
+            .duration
+            .is_some_and(|d| all.started() && all.elapsed() >= d);
+        if (shutdown::requested() || out_of_time) && !self.stopping() {
+            // Accept no more frames; those in flight still reach the outputs, then EOS
+            // finalizes them.
+            self.stop_all(false);
+        }
+    }
+
+    /// Take no more frames: close every input (and, at the very end, stop the outputs too).
+    fn stop_all(&mut self, outputs_too: bool) {
+        self.stop.store(true, Ordering::Relaxed);
+        for lane in &mut self.lanes {
+            source::close(&lane.slot);
+            lane.feed.teardown();
+            if outputs_too {
+                let _ = lane.sink_pipeline.set_state(gst::State::Null);
+            }
+        }
+    }
 }
 
 /// One stream's state in the bus loop.
@@ -394,6 +441,9 @@ struct Lane<'a> {
     feed: Feed<'a>,
     sink_pipeline: gst::Pipeline,
     stats: Arc<Stats>,
+    /// Whether other streams share the run: then a failure is announced here, as it happens,
+    /// since the run goes on (alone, the run's error says it).
+    others_go_on: bool,
     /// Why the stream failed; its output still drains and finishes.
     failed: Option<String>,
     /// How it ended, once its output is finished.
@@ -405,11 +455,11 @@ struct Lane<'a> {
 impl Lane<'_> {
     /// The stream failed: stop its input (its frames in flight still reach its output, which
     /// then finishes) and say so; the other streams go on.
-    fn fail(&mut self, why: String, several: bool) {
+    fn fail(&mut self, why: String) {
         if self.failed.is_some() {
             return;
         }
-        if several {
+        if self.others_go_on {
             eprintln!(
                 "{}",
                 crate::redact::line(&format!(
@@ -422,6 +472,20 @@ impl Lane<'_> {
         self.failed = Some(why);
         source::close(&self.slot);
         self.feed.teardown();
+    }
+
+    /// Its feed was lost: reconnect, or fail once the tries are spent.
+    fn lost(&mut self, why: String) {
+        if let Err(e) = self.feed.lost(why) {
+            self.fail(e.to_string());
+        }
+    }
+
+    /// Its output failed or hung: fail, stop the output and take it as finished.
+    fn abandon(&mut self, why: String) {
+        self.fail(why);
+        let _ = self.sink_pipeline.set_state(gst::State::Null);
+        self.finish();
     }
 
     /// Its output is finished (or abandoned).
@@ -459,7 +523,35 @@ struct Feed<'a> {
     retry_at: Option<Instant>,
 }
 
-impl Feed<'_> {
+impl<'a> Feed<'a> {
+    fn new(
+        stream: usize,
+        input: &'a Input,
+        shown: &'a str,
+        rtsp: RtspSettings,
+        handoff: source::Handoff,
+        events: Sender<Event>,
+    ) -> Self {
+        Feed {
+            stream,
+            input,
+            shown,
+            rtsp,
+            handoff,
+            events,
+            pipeline: None,
+            generation: 0,
+            built: Instant::now(),
+            received_at_build: 0,
+            tries: 0,
+            retry_at: None,
+        }
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.handoff.tally.stream
+    }
+
     fn reconnects(&self) -> bool {
         matches!(self.input, Input::Rtsp { .. })
     }
@@ -474,7 +566,7 @@ impl Feed<'_> {
         );
         self.pipeline = Some(src.pipeline);
         self.built = Instant::now();
-        self.received_at_build = self.handoff.stats.received.load(Ordering::Relaxed);
+        self.received_at_build = self.stats().received.load(Ordering::Relaxed);
         Ok(())
     }
 
@@ -492,8 +584,9 @@ impl Feed<'_> {
     }
 
     /// The feed failed or ended: schedule a rebuild, or give up when the budget is spent.
-    fn lost(&mut self, why: String, stats: &Stats) -> Result<()> {
+    fn lost(&mut self, why: String) -> Result<()> {
         self.teardown();
+        let stats = self.handoff.tally.stream.clone();
         let ever = stats.received.load(Ordering::Relaxed) > 0;
         let max = self.rtsp.reconnect_max;
         if max > 0 && self.tries >= max {
@@ -540,7 +633,8 @@ impl Feed<'_> {
 
     /// Every tick: rebuild when a retry is due, notice frames flowing (again), and take a
     /// silent feed as lost.
-    fn tick(&mut self, stats: &Stats, all: &Stats) -> Result<()> {
+    fn tick(&mut self) -> Result<()> {
+        let stats = self.handoff.tally.stream.clone();
         let received = stats.received.load(Ordering::Relaxed);
 
         if !self.reconnects() {
@@ -573,8 +667,7 @@ impl Feed<'_> {
         }
         if received > self.received_at_build {
             if self.tries > 0 {
-                stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                all.reconnects.fetch_add(1, Ordering::Relaxed);
+                self.handoff.tally.reconnected();
                 eprintln!(
                     "{}",
                     crate::redact::line(&format!(
@@ -594,7 +687,7 @@ impl Feed<'_> {
             self.built.elapsed()
         };
         if self.pipeline.is_some() && quiet >= STALL {
-            self.lost(format!("no frame for {} s", STALL.as_secs()), stats)?;
+            self.lost(format!("no frame for {} s", STALL.as_secs()))?;
         }
         Ok(())
     }

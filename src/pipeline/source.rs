@@ -27,7 +27,7 @@ use gstreamer_video::prelude::*;
 
 use crate::config::{Input, Overload, RtspSettings, RtspTransport};
 use crate::frame::Frame;
-use crate::stats::{Stage, Stats};
+use crate::stats::{Stage, Tally};
 
 /// Runs its closure when dropped: on every way out of a scope.
 struct Defer<F: FnMut()>(F);
@@ -80,8 +80,7 @@ pub struct Handoff {
     pub max_frames: Option<u64>,
     pub stop: Arc<AtomicBool>,
     /// The stream's counters, and the run's.
-    pub stats: Arc<Stats>,
-    pub all: Arc<Stats>,
+    pub tally: Tally,
     /// Frames given so far, across reconnects.
     pub index: Arc<AtomicU64>,
     /// For a live source: the instant timestamps count from (arrival time replaces the
@@ -117,79 +116,109 @@ pub fn build(input: &Input, rtsp: &RtspSettings, handoff: Handoff) -> Result<Sou
     gst::Element::link_many([&convert, &filter, sink.upcast_ref()])?;
     match input {
         Input::Video { uri, .. } => add_decoder(&pipeline, uri, &convert)?,
-        Input::Rtsp { uri } => {
-            add_decoder(&pipeline, uri, &convert)?;
-            let settings = *rtsp;
-            pipeline.by_name("decode").expect("just added").connect(
-                "source-setup",
-                false,
-                move |args| {
-                    if let Some(src) = args.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
-                        configure_rtspsrc(&src, &settings);
-                    }
-                    None
-                },
-            );
-        }
+        Input::Rtsp { uri } => add_rtsp(&pipeline, uri, rtsp, &convert)?,
         Input::Webcam { device, size, fps } => {
-            let src = make("v4l2src", "webcam")?;
-            src.set_property("device", device.to_string_lossy().as_ref());
-            // Raw and MJPEG cameras alike: ask for the mode in either form, decodebin decodes.
-            let mut caps = gst::Caps::new_empty();
-            for name in ["video/x-raw", "image/jpeg"] {
-                let mut st = gst::Structure::new_empty(name);
-                if let Some((w, h)) = size {
-                    st.set("width", *w as i32);
-                    st.set("height", *h as i32);
-                }
-                if let Some(f) = fps {
-                    st.set("framerate", gst::Fraction::new(*f as i32, 1));
-                }
-                caps.get_mut().expect("new caps").append_structure(st);
-            }
-            let mode = capsfilter("mode", &caps)?;
-            let decode = make("decodebin", "decode")?;
-            pipeline.add_many([&src, &mode, &decode])?;
-            gst::Element::link_many([&src, &mode, &decode])?;
-            link_first_video_pad(&decode, &convert);
+            add_webcam(&pipeline, device, *size, *fps, &convert)?
         }
         Input::Test {
             pattern,
             width,
             height,
             fps,
-        } => {
-            let src = make("videotestsrc", "test")?;
-            src.set_property("is-live", true);
-            let known = src
-                .find_property("pattern")
-                .and_then(|p| p.downcast::<gst::glib::ParamSpecEnum>().ok())
-                .is_some_and(|p| {
-                    let class = p.enum_class();
-                    class.value_by_nick(pattern).is_some()
-                        || pattern.parse().is_ok_and(|n| class.value(n).is_some())
-                });
-            if !known {
-                anyhow::bail!(
-                    "test://{pattern}: unknown pattern; use smpte, ball, snow, black, white, gradient, … (gst-inspect-1.0 videotestsrc)"
-                );
-            }
-            src.set_property_from_str("pattern", pattern);
-            let caps = gst_video::VideoCapsBuilder::new()
-                .width(*width as i32)
-                .height(*height as i32)
-                .framerate(gst::Fraction::new(*fps as i32, 1))
-                .build();
-            let mode = capsfilter("mode", &caps)?;
-            pipeline.add_many([&src, &mode])?;
-            gst::Element::link_many([&src, &mode, &convert]).with_context(|| {
-                format!("test://{pattern}: videotestsrc cannot give {width}x{height} at {fps} fps")
-            })?;
-        }
+        } => add_test(&pipeline, pattern, (*width, *height), *fps, &convert)?,
         Input::Image(_) => anyhow::bail!("a still image has no GStreamer source"),
     }
     set_callback(&sink, handoff);
     Ok(Source { pipeline })
+}
+
+/// `{uridecodebin (rtspsrc, configured as it is made)} - …`
+fn add_rtsp(
+    pipeline: &gst::Pipeline,
+    uri: &str,
+    rtsp: &RtspSettings,
+    convert: &gst::Element,
+) -> Result<()> {
+    add_decoder(pipeline, uri, convert)?;
+    let settings = *rtsp;
+    pipeline
+        .by_name("decode")
+        .expect("just added")
+        .connect("source-setup", false, move |args| {
+            if let Some(src) = args.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
+                configure_rtspsrc(&src, &settings);
+            }
+            None
+        });
+    Ok(())
+}
+
+/// `{v4l2src} - {capsfilter mode} - {decodebin} - …`
+fn add_webcam(
+    pipeline: &gst::Pipeline,
+    device: &std::path::Path,
+    size: Option<(u32, u32)>,
+    fps: Option<u32>,
+    convert: &gst::Element,
+) -> Result<()> {
+    let src = make("v4l2src", "webcam")?;
+    src.set_property("device", device.to_string_lossy().as_ref());
+    // Raw and MJPEG cameras alike: ask for the mode in either form, decodebin decodes.
+    let mut caps = gst::Caps::new_empty();
+    for name in ["video/x-raw", "image/jpeg"] {
+        let mut st = gst::Structure::new_empty(name);
+        if let Some((w, h)) = size {
+            st.set("width", w as i32);
+            st.set("height", h as i32);
+        }
+        if let Some(f) = fps {
+            st.set("framerate", gst::Fraction::new(f as i32, 1));
+        }
+        caps.get_mut().expect("new caps").append_structure(st);
+    }
+    let mode = capsfilter("mode", &caps)?;
+    let decode = make("decodebin", "decode")?;
+    pipeline.add_many([&src, &mode, &decode])?;
+    gst::Element::link_many([&src, &mode, &decode])?;
+    link_first_video_pad(&decode, convert);
+    Ok(())
+}
+
+/// `{videotestsrc is-live} - {capsfilter mode} - …`
+fn add_test(
+    pipeline: &gst::Pipeline,
+    pattern: &str,
+    (width, height): (u32, u32),
+    fps: u32,
+    convert: &gst::Element,
+) -> Result<()> {
+    let src = make("videotestsrc", "test")?;
+    src.set_property("is-live", true);
+    let known = src
+        .find_property("pattern")
+        .and_then(|p| p.downcast::<gst::glib::ParamSpecEnum>().ok())
+        .is_some_and(|p| {
+            let class = p.enum_class();
+            class.value_by_nick(pattern).is_some()
+                || pattern.parse().is_ok_and(|n| class.value(n).is_some())
+        });
+    if !known {
+        anyhow::bail!(
+            "test://{pattern}: unknown pattern; use smpte, ball, snow, black, white, gradient, … (gst-inspect-1.0 videotestsrc)"
+        );
+    }
+    src.set_property_from_str("pattern", pattern);
+    let caps = gst_video::VideoCapsBuilder::new()
+        .width(width as i32)
+        .height(height as i32)
+        .framerate(gst::Fraction::new(fps as i32, 1))
+        .build();
+    let mode = capsfilter("mode", &caps)?;
+    pipeline.add_many([&src, &mode])?;
+    gst::Element::link_many([&src, &mode, convert]).with_context(|| {
+        format!("test://{pattern}: videotestsrc cannot give {width}x{height} at {fps} fps")
+    })?;
+    Ok(())
 }
 
 /// rtspsrc's latency and transports; `timeout` makes `auto` fall back to TCP after 2 s
@@ -305,29 +334,15 @@ fn link_through_download(
 }
 
 fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
-    let Handoff {
-        stream,
-        slot,
-        overload,
-        oldest,
-        max_frames,
-        stop,
-        stats,
-        all,
-        index,
-        epoch,
-    } = h;
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |appsink| {
                 let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let i = index.fetch_add(1, Ordering::Relaxed);
-                if max_frames.is_some_and(|max| i >= max) {
+                let i = h.index.fetch_add(1, Ordering::Relaxed);
+                if h.max_frames.is_some_and(|max| i >= max) {
                     return Err(gst::FlowError::Eos);
                 }
-                stats.frame_received();
-                all.frame_received();
-                let Some(mut frame) = to_frame(&sample, stream, i) else {
+                let Some(mut frame) = to_frame(&sample, h.stream, i) else {
                     gst::element_error!(
                         appsink,
                         gst::StreamError::Format,
@@ -335,66 +350,63 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                     );
                     return Err(gst::FlowError::Error);
                 };
-                if let Some(epoch) = epoch {
+                if let Some(epoch) = h.epoch {
                     frame.pts = Some(frame.arrived.duration_since(epoch).as_nanos() as u64);
                 }
-                if i == 0 {
-                    stats.frames_started();
-                    all.frames_started();
-                    let expected = expected_frames(appsink, frame.rate);
-                    stats.total.store(expected, Ordering::Relaxed);
-                    all.total.fetch_add(expected, Ordering::Relaxed);
-                }
-                let Some(tx) = slot.lock().map(|s| s.clone()).unwrap_or(None) else {
+                h.tally
+                    .received((i == 0).then(|| expected_frames(appsink, frame.rate)));
+                let Some(tx) = h.slot.lock().map(|s| s.clone()).unwrap_or(None) else {
                     return Err(gst::FlowError::Flushing);
                 };
-                if overload == Overload::Drop {
-                    // Newest frames win: make room by dropping the oldest waiting one.
-                    loop {
-                        match tx.try_send(frame) {
-                            Ok(()) => break,
-                            Err(TrySendError::Full(f)) => {
-                                frame = f;
-                                // This stream's own oldest frame: other streams have queues of
-                                // their own.
-                                if oldest.try_recv().is_ok() {
-                                    stats.dropped.fetch_add(1, Ordering::Relaxed);
-                                    all.dropped.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                            Err(TrySendError::Disconnected(_)) => {
-                                return Err(gst::FlowError::Flushing)
-                            }
-                        }
-                    }
-                } else {
-                    let waiting = Instant::now();
-                    let _counted = Defer(|| all.add_busy(Stage::SourceWait, waiting.elapsed()));
-                    loop {
-                        match tx.send_timeout(frame, Duration::from_millis(100)) {
-                            Ok(()) => break,
-                            // Keep waiting for room unless the run is stopping or this
-                            // stream was closed (its end, or its failure: the bus loop then
-                            // tears this pipeline down, which waits for this thread).
-                            Err(SendTimeoutError::Timeout(f))
-                                if !stop.load(Ordering::Relaxed) && !is_closed(&slot) =>
-                            {
-                                frame = f
-                            }
-                            // Stopping, or the worker is gone (it reports its own error).
-                            Err(_) => return Err(gst::FlowError::Flushing),
-                        }
-                    }
-                }
-                if max_frames.is_some_and(|max| i + 1 >= max) {
+                enqueue(frame, &tx, &h)?;
+                if h.max_frames.is_some_and(|max| i + 1 >= max) {
                     // The last frame asked for: close the channel so the run ends.
-                    close(&slot);
+                    close(&h.slot);
                     return Err(gst::FlowError::Eos);
                 }
                 Ok(gst::FlowSuccess::Ok)
             })
             .build(),
     );
+}
+
+/// Into the stream's queue, by its overload policy: a live stream drops its oldest waiting
+/// frame to make room; otherwise the source waits for room (Flushing once the run stops, the
+/// stream is closed or the worker is gone).
+fn enqueue(mut frame: Frame, tx: &Sender<Frame>, h: &Handoff) -> Result<(), gst::FlowError> {
+    if h.overload == Overload::Drop {
+        // Newest frames win: make room by dropping the oldest waiting one.
+        loop {
+            match tx.try_send(frame) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(f)) => {
+                    frame = f;
+                    // This stream's own oldest frame: other streams have queues of their own.
+                    if h.oldest.try_recv().is_ok() {
+                        h.tally.dropped();
+                    }
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Flushing),
+            }
+        }
+    }
+    let waiting = Instant::now();
+    let _counted = Defer(|| h.tally.all.add_busy(Stage::SourceWait, waiting.elapsed()));
+    loop {
+        match tx.send_timeout(frame, Duration::from_millis(100)) {
+            Ok(()) => return Ok(()),
+            // Keep waiting for room unless the run is stopping or this stream was closed (its
+            // end, or its failure: the bus loop then tears this pipeline down, which waits for
+            // this thread).
+            Err(SendTimeoutError::Timeout(f))
+                if !h.stop.load(Ordering::Relaxed) && !is_closed(&h.slot) =>
+            {
+                frame = f
+            }
+            // Stopping, or the worker is gone (it reports its own error).
+            Err(_) => return Err(gst::FlowError::Flushing),
+        }
+    }
 }
 
 /// Copy a decoded sample into a [`Frame`], dropping any row padding.
@@ -465,8 +477,10 @@ mod tests {
             oldest: rx,
             max_frames: None,
             stop: Arc::new(AtomicBool::new(false)),
-            stats: Arc::new(Stats::default()),
-            all: Arc::new(Stats::default()),
+            tally: Tally {
+                stream: Arc::new(crate::stats::Stats::default()),
+                all: Arc::new(crate::stats::Stats::default()),
+            },
             index: Arc::new(AtomicU64::new(0)),
             epoch: Some(Instant::now()),
         }

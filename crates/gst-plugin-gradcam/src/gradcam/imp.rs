@@ -26,11 +26,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 use gradcam_stream::cam::Method;
 use gradcam_stream::colormap::Colormap;
-use gradcam_stream::config::{ClassSpec, DeviceChoice, Precision, DEFAULT_MODEL};
+use gradcam_stream::config::{ClassSpec, DeviceChoice, Named, Precision, DEFAULT_MODEL};
 use gradcam_stream::engine;
 use gradcam_stream::frame::Frame;
 use gradcam_stream::pipeline::source::frame_from_buffer;
 use gradcam_stream::render::{Drawn, Look, Renderer};
+use gradcam_stream::settings::{self as declared, PerStream, Run};
 use gradcam_stream::stats::Stats;
 use gradcam_stream::worker::{self, Delivery, Queue};
 use gstreamer as gst;
@@ -82,26 +83,41 @@ struct Settings {
 }
 
 impl Default for Settings {
+    /// The program's declared defaults (`settings.rs`), so the two front ends cannot drift; the
+    /// model is the plain relative path, since an element has no binary to look beside.
     fn default() -> Self {
+        let (run, stream) = (Run::default(), PerStream::default());
         Settings {
             model: DEFAULT_MODEL.to_owned(),
-            device: "auto".into(),
-            precision: "fp32".into(),
-            batch_size: 8,
-            max_wait_ms: 50,
-            method: "gradcam".into(),
+            device: run.device,
+            precision: run.precision,
+            batch_size: run.batch_size as u32,
+            max_wait_ms: run.max_wait_ms as u32,
+            method: run.method,
             class: String::new(),
-            top_k: 1,
-            show_rank: 1,
-            colormap: "jet".into(),
-            alpha: 0.5,
-            threshold: 0.0,
-            draw_box: false,
-            label: true,
-            smooth: 0.0,
+            top_k: run.top_k as u32,
+            show_rank: run.show_rank as u32,
+            colormap: run.colormap,
+            alpha: run.alpha.into(),
+            threshold: run.threshold.into(),
+            draw_box: run.draw_box,
+            label: run.label,
+            smooth: stream.smooth.into(),
             post_messages: false,
         }
     }
+}
+
+/// A setting's declared range as a GObject property's (whose ranges include both ends: an
+/// open end is taken one hundredth inside).
+fn range(name: &str) -> (f64, f64) {
+    let (lo, hi, inclusive) = declared::bounds(name).expect("a declared range");
+    (lo, if inclusive { hi } else { hi - 0.01 })
+}
+
+fn uint_range(name: &str) -> (u32, u32) {
+    let (lo, hi) = range(name);
+    (lo as u32, hi as u32)
 }
 
 /// A property's bad value: its name and the one line that says what to do.
@@ -137,27 +153,10 @@ const FLAGS: [&str; 6] = [
 impl Settings {
     /// The engine's settings and the renderer's look, each value checked.
     fn resolve(&self) -> Result<(engine::Settings, Look), BadProperty> {
-        let device = match self.device.as_str() {
-            "auto" => DeviceChoice::Auto,
-            "cpu" => DeviceChoice::Cpu,
-            "cuda" | "gpu" => DeviceChoice::Cuda,
-            other => {
-                return Err(bad(
-                    "device",
-                    format!("unknown device `{other}`; use auto, cpu or cuda"),
-                ))
-            }
-        };
-        let precision = match self.precision.as_str() {
-            "fp32" => Precision::Fp32,
-            "fp16" => Precision::Fp16,
-            other => {
-                return Err(bad(
-                    "precision",
-                    format!("unknown precision `{other}`; use fp32 or fp16 (fp16 on a CUDA GPU)"),
-                ))
-            }
-        };
+        let device =
+            DeviceChoice::parse_named("device", &self.device).map_err(|m| bad("device", m))?;
+        let precision = Precision::parse_named("precision", &self.precision)
+            .map_err(|m| bad("precision", m))?;
         let method = Method::parse(&self.method).ok_or_else(|| {
             let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
             bad(
@@ -378,11 +377,15 @@ impl GradCam {
             format: info.format(),
             arrived,
         });
-        // Wait for room in the worker's queue (back pressure), unless a flush comes.
-        let mut frame = frame;
+        self.send(&tx, frame)?;
+        *Self::lock(&self.flow)
+    }
+
+    /// Wait for room in the worker's queue (back pressure), unless a flush comes.
+    fn send(&self, tx: &Sender<Frame>, mut frame: Frame) -> Result<(), gst::FlowError> {
         loop {
             match tx.send_timeout(frame, TICK) {
-                Ok(()) => break,
+                Ok(()) => return Ok(()),
                 Err(SendTimeoutError::Timeout(f)) => {
                     if self.flushing.load(Ordering::SeqCst) {
                         return Err(gst::FlowError::Flushing);
@@ -392,7 +395,6 @@ impl GradCam {
                 Err(SendTimeoutError::Disconnected(_)) => return Err(gst::FlowError::Flushing),
             }
         }
-        *Self::lock(&self.flow)
     }
 
     /// Close the current stream: the worker explains what it has of it at once.
@@ -879,6 +881,8 @@ impl ObjectSubclass for GradCam {
 }
 
 impl ObjectImpl for GradCam {
+    /// One entry per property, a table rather than a story: its length is the number of
+    /// properties (the defaults and ranges come from the program's declarations).
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let d = Settings::default();
@@ -904,15 +908,16 @@ impl ObjectImpl for GradCam {
                 glib::ParamSpecUInt::builder("batch-size")
                     .nick("Batch size")
                     .blurb("Frames explained together; a batch goes once full or after max-wait-ms")
-                    .minimum(1)
-                    .maximum(256)
+                    .minimum(uint_range("batch_size").0)
+                    .maximum(uint_range("batch_size").1)
                     .default_value(d.batch_size)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("max-wait-ms")
                     .nick("Maximum wait")
                     .blurb("Longest a batch waits to fill, in ms (the latency the element adds, with its processing)")
-                    .maximum(600_000)
+                    .minimum(uint_range("max_wait_ms").0)
+                    .maximum(uint_range("max_wait_ms").1)
                     .default_value(d.max_wait_ms)
                     .mutable_ready()
                     .build(),
@@ -931,16 +936,16 @@ impl ObjectImpl for GradCam {
                 glib::ParamSpecUInt::builder("top-k")
                     .nick("Top K")
                     .blurb("Explain the K most likely classes of each frame; the label lists them")
-                    .minimum(1)
-                    .maximum(1000)
+                    .minimum(uint_range("top_k").0)
+                    .maximum(uint_range("top_k").1)
                     .default_value(d.top_k)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("show-rank")
                     .nick("Shown rank")
                     .blurb("With top-k: which of them the video shows (1 to top-k)")
-                    .minimum(1)
-                    .maximum(1000)
+                    .minimum(uint_range("show_rank").0)
+                    .maximum(uint_range("show_rank").1)
                     .default_value(d.show_rank)
                     .mutable_ready()
                     .build(),
@@ -953,16 +958,16 @@ impl ObjectImpl for GradCam {
                 glib::ParamSpecDouble::builder("alpha")
                     .nick("Alpha")
                     .blurb("Heatmap opacity, 0 to 1")
-                    .minimum(0.0)
-                    .maximum(1.0)
+                    .minimum(range("alpha").0)
+                    .maximum(range("alpha").1)
                     .default_value(d.alpha)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecDouble::builder("threshold")
                     .nick("Threshold")
                     .blurb("Map values below this (0 to below 1) leave the frame alone")
-                    .minimum(0.0)
-                    .maximum(0.99)
+                    .minimum(range("threshold").0)
+                    .maximum(range("threshold").1)
                     .default_value(d.threshold)
                     .mutable_ready()
                     .build(),
@@ -981,8 +986,8 @@ impl ObjectImpl for GradCam {
                 glib::ParamSpecDouble::builder("smooth")
                     .nick("Smoothing")
                     .blurb("Temporal smoothing S (0 off, up to 0.99): maps and class averaged over frames, reset at cuts and seeks")
-                    .minimum(0.0)
-                    .maximum(0.99)
+                    .minimum(range("smooth").0)
+                    .maximum(range("smooth").1)
                     .default_value(d.smooth)
                     .mutable_ready()
                     .build(),

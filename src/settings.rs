@@ -1,0 +1,276 @@
+//! Every setting, declared once: its name, type, default, doc line and range. The command
+//! line's flags ([`Flags`]), the config file's keys ([`FileConfig`], [`StreamTable`]) and the
+//! merged values ([`Run`], [`PerStream`]) are all generated from these declarations by
+//! `declare!` (see `settings/declare.rs`). Nothing here parses a value's meaning: `config.rs`
+//! validates the merged result, once.
+//!
+//! A new setting is one entry below plus its use. `run` settings apply to the whole run
+//! (flags, then the file's top level, then the default); `stream` settings may also be set by a
+//! `[[stream]]` table (flags, then the stream's table, then the file's top level, then the
+//! default).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+#[macro_use]
+mod declare;
+pub mod named;
+
+/// `class = 285` or `class = "tabby"` in the file; `--class` always gives text (`285` or `tabby`),
+/// resolved against the model's names when it is loaded.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum ClassValue {
+    Id(i64),
+    Name(String),
+}
+
+fn class_value(s: &str) -> Result<ClassValue, String> {
+    Ok(ClassValue::Name(s.to_owned()))
+}
+
+/// `output = "x.mp4"` or `output = ["x.mp4", "rtsp://0.0.0.0:8554/gradcam"]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// Default model, relative to the working directory or to the project the binary was built in.
+pub const DEFAULT_MODEL: &str = "models/efficientnet_lite0.pt";
+
+/// `models/…` under the working directory, else under the project the binary sits in
+/// (`target/release/gradcam-stream` → `../../models/…`), so `make demo` output runs from anywhere.
+pub fn default_model() -> PathBuf {
+    let here = PathBuf::from(DEFAULT_MODEL);
+    if here.exists() {
+        return here;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join(DEFAULT_MODEL)))
+        .filter(|p| p.exists())
+        .unwrap_or(here)
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            // toml's message spans several lines; keep the first, which names key and line.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("invalid TOML").to_owned();
+            let detail = e.message().trim().to_owned();
+            crate::config::usage(format!("config {}: {first}: {detail}", path.display()))
+        })
+    }
+}
+
+declare! {
+    run {
+        /// Split each recording into numbered files this long (10m, 30s, 1h) through splitmuxsink:
+        /// rec.mp4 becomes rec-00000.mp4, rec-00001.mp4, …
+        #[arg(long, value_name = "DURATION")]
+        segment: String;
+
+        /// Serve Prometheus metrics at http://ADDR/metrics and a health check at /healthz
+        /// (e.g. 127.0.0.1:9464)
+        #[arg(long, value_name = "ADDR")]
+        metrics: String;
+
+        /// Print a stats line (frames in/out, dropped, reconnects, fps, latency p50/p95) every
+        /// SECONDS [default when given without a value: 5]
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "5")]
+        stats: f64;
+
+        /// TorchScript model with `features` and `head` methods (sidecar .json beside it)
+        #[arg(short, long, value_name = "FILE")]
+        model: PathBuf = default_model() => "models/efficientnet_lite0.pt";
+
+        /// Where the model runs: auto picks CUDA when a GPU is present
+        #[arg(long, value_name = "auto|cpu|cuda")]
+        device: String = "auto".into();
+
+        /// The model's arithmetic: fp32, or fp16 (on a CUDA GPU: about twice the throughput, maps
+        /// that correlate ≥ 0.98 with fp32's)
+        #[arg(long, value_name = "fp32|fp16")]
+        precision: String = "fp32".into();
+
+        /// H.264 encoder for file and RTSP outputs: auto (NVENC where the GPU has it, else x264),
+        /// x264, nvenc
+        #[arg(long, value_name = "auto|x264|nvenc")]
+        encoder: String = "auto".into();
+
+        /// Most frames explained together in one batch
+        #[arg(short, long, value_name = "N")]
+        batch_size: usize = 8, range 1..=256, "1 to 256";
+
+        /// Longest wait for a batch to fill before it runs anyway, in milliseconds
+        #[arg(long, value_name = "MS")]
+        max_wait_ms: u64 = 50, range 0..=600_000, "0 to 600000";
+
+        /// Decoded frames of a stream that may wait for the model; a file input blocks decoding
+        /// when full [default: two batches (at least 16 for files); several live streams share
+        /// the two batches, at least 8 frames each]
+        #[arg(long, value_name = "N")]
+        queue_capacity: usize;
+
+        /// Explain the K most likely classes of each frame; the video shows one (--show-rank), the
+        /// metadata holds all K
+        #[arg(long, value_name = "K")]
+        top_k: usize = 1, range 1..=20, "1 to 20";
+
+        /// Which of the --top-k classes the video shows, 1 to K
+        #[arg(long, value_name = "R")]
+        show_rank: usize = 1, range 1..=20, "1 to --top-k";
+
+        /// Heatmap colours: jet, turbo, inferno, viridis
+        #[arg(long, value_name = "NAME")]
+        colormap: String = "jet".into();
+
+        /// Leave the frame as it is where the map is below T (0 to 1)
+        #[arg(long, value_name = "T")]
+        threshold: f32 = 0.0, range 0.0..1.0, "0 to 1 (below 1)";
+
+        /// Draw the Grad-CAM paper's localization box (15% of the map's maximum, largest region)
+        #[arg(long = "box", num_args = 0, default_missing_value = "true")]
+        #[serde(rename = "box")]
+        draw_box: bool = false;
+
+        /// Do not draw the class label and probability on the frames
+        #[arg(long = "no-label", num_args = 0, default_missing_value = "false")]
+        label: bool = true;
+
+        /// CAM method: gradcam, gradcam++, xgradcam, layercam, hirescam, eigencam (gradient-free)
+        #[arg(long, value_name = "NAME")]
+        method: String = "gradcam".into();
+
+        /// Opacity of the heatmap over the frame, 0 to 1
+        #[arg(long, value_name = "A")]
+        alpha: f32 = 0.5, range 0.0..=1.0, "0 to 1";
+
+        /// Stop after this many frames, finishing the output cleanly
+        #[arg(long, value_name = "N")]
+        max_frames: u64;
+
+        /// Stop this many seconds after the first frame arrives, finishing the output cleanly
+        #[arg(long, value_name = "SECONDS")]
+        duration: f64;
+
+        /// CPU threads for the model; 0: libtorch decides on a CPU, one on a GPU
+        #[arg(long, value_name = "N")]
+        threads: usize = 0;
+
+        /// Progress display: auto (a bar on a terminal, lines otherwise), bar, lines, none
+        #[arg(long, value_name = "MODE")]
+        progress: String = "auto".into();
+    }
+    stream {
+        /// Capture size to ask a webcam (or test:// source) for
+        #[arg(long, value_name = "WxH")]
+        input_size: String;
+
+        /// Frame rate to ask a webcam (or test:// source) for
+        #[arg(long, value_name = "N")]
+        input_fps: u32;
+
+        /// RTSP input: jitter-buffer latency in milliseconds
+        #[arg(long, value_name = "MS")]
+        rtsp_latency_ms: u32 = 200;
+
+        /// RTSP input transport: auto (UDP, falling back to TCP), tcp or udp
+        #[arg(long, value_name = "auto|tcp|udp")]
+        rtsp_transport: String = "auto".into();
+
+        /// RTSP input: reconnect tries in a row (1 s, 2 s, 4 s … apart, at most 30 s) before giving up;
+        /// 0 reconnects forever
+        #[arg(long, value_name = "N")]
+        reconnect_max: u32 = 5;
+
+        /// Explain this class in every frame instead of each frame's top-1: an id (285) or a name
+        /// from the model's classes (`tabby`, case-insensitive)
+        #[arg(long, value_name = "ID|NAME", allow_hyphen_values = true, value_parser = class_value)]
+        class: ClassValue;
+
+        /// Temporal smoothing S in [0, 1): each map is S x the previous map + (1 - S) x its own,
+        /// reset on scene cuts and class changes; 0 is off
+        #[arg(long, value_name = "S")]
+        smooth: f32 = 0.0, range 0.0..1.0, "0 (off) to below 1";
+
+        /// Write one JSON object per frame (class, score, the map) to this .jsonl file (with several
+        /// inputs it contains `{stream}`)
+        #[arg(long, value_name = "FILE")]
+        metadata: PathBuf;
+
+        /// When the model falls behind a live source: drop (oldest waiting frames go, the default
+        /// for live sources) or block; a file input always blocks and never drops
+        #[arg(long, value_name = "drop|block")]
+        on_overload: String;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_declared_ones() {
+        let r = Run::default();
+        assert_eq!((r.batch_size, r.max_wait_ms, r.top_k), (8, 50, 1));
+        assert_eq!((r.alpha, r.draw_box, r.label), (0.5, false, true));
+        assert_eq!(r.queue_capacity, None);
+        let s = PerStream::default();
+        assert_eq!((s.rtsp_latency_ms, s.reconnect_max), (200, 5));
+        assert_eq!(s.rtsp_transport, "auto");
+    }
+
+    #[test]
+    fn layers_show_through_where_a_layer_is_silent() -> anyhow::Result<()> {
+        let file: FileConfig = toml::from_str(
+            "smooth = 0.5\nreconnect_max = 3\nbatch_size = 4\n[[stream]]\ninput = \"x\"\nsmooth = 0.25\n",
+        )?;
+        let flags = Flags {
+            batch_size: Some(2),
+            reconnect_max: Some(7),
+            ..Flags::default()
+        };
+        let run = Run::layered(&flags, &file);
+        assert_eq!((run.batch_size, run.alpha), (2, 0.5));
+        let s = PerStream::layered(&flags, &file.stream[0], &file);
+        assert_eq!((s.smooth, s.reconnect_max), (0.25, 7));
+        let s = PerStream::layered(&Flags::default(), &StreamTable::default(), &file);
+        assert_eq!((s.smooth, s.reconnect_max), (0.5, 3));
+        Ok(())
+    }
+
+    #[test]
+    fn ranges_are_checked_with_the_flag_named() {
+        let r = Run {
+            alpha: 1.5,
+            ..Run::default()
+        };
+        let e = r.check_ranges().unwrap_err();
+        assert_eq!(e, "--alpha 1.5 is out of range; use 0 to 1");
+        let s = PerStream {
+            smooth: 1.0,
+            ..PerStream::default()
+        };
+        assert!(s.check_ranges().unwrap_err().starts_with("--smooth 1 "));
+        assert_eq!(bounds("threshold"), Some((0.0, 1.0, false)));
+        assert_eq!(bounds("batch_size"), Some((1.0, 256.0, true)));
+        assert_eq!(bounds("device"), None);
+    }
+}

@@ -1,0 +1,55 @@
+//! The settings whose value is one of a few names (`--device auto|cpu|cuda`): each enum with
+//! the names it is given by, declared once with `named!`, and the one parser the program and
+//! the element share.
+
+/// A setting whose value is one of a few names; the one parser the program and the element share.
+pub trait Named: Sized + Copy + 'static {
+    /// Each accepted name and its value (aliases included).
+    const NAMES: &'static [(&'static str, Self)];
+    /// What an unknown name's error suggests: `auto, cpu or cuda`.
+    const USE: &'static str;
+
+    /// `what` names the setting as its front end does: `--device` here, `device` for the element.
+    fn parse_named(what: &str, v: &str) -> Result<Self, String> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == v)
+            .map(|(_, x)| *x)
+            .ok_or_else(|| format!("unknown {what} `{v}`; use {}", Self::USE))
+    }
+}
+
+/// A `Named` enum: its variants, the names each is given by, and the fix its error suggests.
+macro_rules! named {
+    ($(#[$m:meta])* $name:ident, $use:literal { $($(#[$vm:meta])* $v:ident = $($n:literal)|+,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name { $($(#[$vm])* $v,)* }
+        impl Named for $name {
+            const NAMES: &'static [(&'static str, Self)] = &[$($(($n, Self::$v),)+)*];
+            const USE: &'static str = $use;
+        }
+    };
+}
+
+named!(DeviceChoice, "auto, cpu or cuda" { Auto = "auto", Cpu = "cpu", Cuda = "cuda" | "gpu", });
+named!(
+    /// The model's arithmetic: fp16 runs it under CUDA autocast (a GPU only).
+    Precision, "fp32 or fp16 (fp16 on a CUDA GPU)" { Fp32 = "fp32", Fp16 = "fp16", }
+);
+named!(
+    /// The H.264 encoder of file and RTSP outputs.
+    Encoder, "auto, x264 or nvenc" {
+        /// NVENC where the GPU has it (GStreamer's nvh264enc is registered), else x264.
+        Auto = "auto",
+        X264 = "x264",
+        Nvenc = "nvenc",
+    }
+);
+named!(Progress, "auto, bar, lines or none" {
+    Auto = "auto", Bar = "bar", Lines = "lines", None = "none",
+});
+named!(
+    /// How rtspsrc carries the feed: `auto` tries UDP and falls back to TCP when no packet comes.
+    RtspTransport, "auto, tcp or udp" { Auto = "auto", Tcp = "tcp", Udp = "udp", }
+);
