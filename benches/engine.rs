@@ -3,7 +3,9 @@
 //! same batches (CAM, results and blended frames back on the host) is what the engine
 //! reaches. Prints one JSON object per line.
 //!
-//! cargo bench --bench engine -- [--model M] [--device auto|cpu|cuda] [--precision fp32|fp16]
+//! cargo bench --bench engine -- [--model M] [--device auto|cpu|cuda]
+//!     [--precision auto|fp32|fp16|bf16] [--layout channels-last|contiguous] (the program's
+//!     defaults when left out)
 //!     [--batch-size B] [--width W] [--height H] [--seconds S per measurement]
 //!     [--rounds R, the best of which is reported] [--blend auto|host|device]
 //!     [--methods: every CAM method instead of Grad-CAM alone]
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use gradcam_stream::cam::Method;
-use gradcam_stream::config::{DeviceChoice, Precision, DEFAULT_MODEL};
+use gradcam_stream::config::{DeviceChoice, Layout, Named, Precision, DEFAULT_MODEL};
 use gradcam_stream::engine::{BlendAt, Engine, Pending, Settings};
 use gradcam_stream::frame::Frame;
 use gradcam_tcmalloc as _; // the allocator the program runs with
@@ -128,9 +130,19 @@ fn main() -> Result<()> {
         "cuda" => DeviceChoice::Cuda,
         _ => DeviceChoice::Auto,
     };
-    let precision = match arg(&args, "--precision", "fp32".to_owned()).as_str() {
-        "fp16" => Precision::Fp16,
-        _ => Precision::Fp32,
+    let defaults = Settings::new(model.clone().into());
+    let named = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let precision = match named("--precision") {
+        Some(p) => Precision::parse_named("--precision", p).map_err(anyhow::Error::msg)?,
+        None => defaults.precision,
+    };
+    let layout = match named("--layout") {
+        Some(l) => Layout::parse_named("--layout", l).map_err(anyhow::Error::msg)?,
+        None => defaults.layout,
     };
     let blend = match arg(&args, "--blend", "auto".to_owned()).as_str() {
         "host" => BlendAt::Host,
@@ -140,11 +152,12 @@ fn main() -> Result<()> {
     let engine = Engine::new(&Settings {
         device,
         precision,
+        layout,
         batch_size,
         blend,
         pipelined: args.iter().any(|a| a == "--pipelined").then_some(true),
         smooth: arg(&args, "--smooth", 0.0),
-        ..Settings::new(model.clone().into())
+        ..defaults
     })?;
     let frame = |i: u64| {
         // Deterministic, non-constant pixels (a constant image would be an untypical input).
@@ -160,6 +173,7 @@ fn main() -> Result<()> {
         .collect();
     let device = engine.info().device;
     let blends = engine.blends();
+    let engine_precision = engine.precision();
     let methods: Vec<Method> = if args.iter().any(|a| a == "--methods") {
         Method::ALL.to_vec()
     } else {
@@ -209,13 +223,18 @@ fn main() -> Result<()> {
     if !blends {
         rows.push(("host-blend", host_blend));
     }
-    let precision = match precision {
-        Precision::Fp32 => "fp32",
+    let precision = match engine_precision {
         Precision::Fp16 => "fp16",
+        Precision::Bf16 => "bf16",
+        Precision::Fp32 | Precision::Auto => "fp32",
+    };
+    let layout = match layout {
+        Layout::ChannelsLast => "channels-last",
+        Layout::Contiguous => "contiguous",
     };
     for (what, fps) in rows {
         println!(
-            r#"{{"bench":"{what}","model":"{model}","device":"{device}","precision":"{precision}","blend_on_device":{blends},"batch_size":{batch_size},"frame":"{w}x{h}","rounds":{rounds},"fps":{fps:.2}}}"#
+            r#"{{"bench":"{what}","model":"{model}","device":"{device}","precision":"{precision}","layout":"{layout}","blend_on_device":{blends},"batch_size":{batch_size},"frame":"{w}x{h}","rounds":{rounds},"fps":{fps:.2}}}"#
         );
     }
     Ok(())

@@ -11,7 +11,7 @@ interval (RSS, each stream's p95 latency over the interval, drops) and checks th
 Each camera is examples/rtsp_serve serving a live test pattern. The latency quantiles come
 from gradcam-stream's own /metrics histogram (Prometheus-style interpolation between buckets).
 SOAK_STREAMS (8), SOAK_SECONDS (600), SOAK_SIZE (640x360), SOAK_FPS (10) and SOAK_MODEL
-override the defaults; `--ci` is the short run CI makes (exits non-zero only on a crash or a
+override the defaults, and SOAK_ARGS adds flags to gradcam-stream's command line; `--ci` is the short run CI makes (exits non-zero only on a crash or a
 stream that does not recover; timings are reported, not asserted).
 """
 import argparse
@@ -119,7 +119,8 @@ def main():
     kill_at, back_at = a.seconds * 0.4, a.seconds * 0.4 + 5
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [str(BIN), "--model", a.model, "--output", f"{tmp}/rec-{{stream}}.mp4", "--metrics", "127.0.0.1:0",
-               "--reconnect-max", "0", "--rtsp-transport", "tcp", "--duration", str(a.seconds), "--progress", "none"]
+               "--reconnect-max", "0", "--rtsp-transport", "tcp", "--duration", str(a.seconds), "--progress", "none",
+               *os.environ.get("SOAK_ARGS", "").split()]
         for i, c in enumerate(cams):
             cmd += ["--input", f"cam{i}={c.url}"]
         run = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)

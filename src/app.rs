@@ -24,6 +24,7 @@ pub fn run(cfg: Config) -> Result<()> {
         model: cfg.model.clone(),
         device: cfg.device,
         precision: cfg.precision,
+        layout: cfg.layout,
         batch_size: cfg.batch_size,
         max_wait: cfg.max_wait,
         class: None,

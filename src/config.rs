@@ -18,7 +18,7 @@ use crate::endpoint::{
     parse_size, segment_pattern, split_name, with_name,
 };
 pub use crate::settings::named::{
-    DeviceChoice, Encoder, Named, Precision, Progress, RtspTransport,
+    DeviceChoice, Encoder, Layout, Named, Precision, Progress, RtspTransport,
 };
 pub use crate::settings::{ClassValue, FileConfig, OneOrMany, StreamTable, DEFAULT_MODEL};
 use crate::settings::{PerStream, Run};
@@ -102,6 +102,7 @@ pub struct Config {
     pub model: std::path::PathBuf,
     pub device: DeviceChoice,
     pub precision: Precision,
+    pub layout: Layout,
     pub encoder: Encoder,
     pub batch_size: usize,
     pub max_wait: Duration,
@@ -225,6 +226,7 @@ impl Config {
             streams,
             device: choice("device", &run.device)?,
             precision: choice("precision", &run.precision)?,
+            layout: choice("layout", &run.layout)?,
             encoder: choice("encoder", &run.encoder)?,
             progress: choice("progress", &run.progress)?,
             method,
@@ -823,6 +825,10 @@ mod tests {
             ("--duration", |a| a.settings.duration = Some(-1.0)),
             ("--precision", |a| a.settings.precision = Some("fp8".into())),
             ("--encoder", |a| a.settings.encoder = Some("vp9".into())),
+            (
+                "unknown --layout `planar`; use channels-last or contiguous",
+                |a| a.settings.layout = Some("planar".into()),
+            ),
             ("smaller than --batch-size", |a| {
                 a.settings.batch_size = Some(16);
                 a.settings.queue_capacity = Some(8);

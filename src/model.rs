@@ -318,6 +318,13 @@ impl Model {
             Channels::Rgb => x,
             Channels::Bgr => x.f_flip([1])?,
         };
-        Ok(((x / 255.0 - &self.mean) / &self.std).f_contiguous()?)
+        let x = (x / 255.0 - &self.mean) / &self.std;
+        // A channels-last batch stays so (the elementwise ops keep their input's layout);
+        // anything else is made contiguous.
+        if crate::engine::is_channels_last(&x) {
+            Ok(x)
+        } else {
+            Ok(x.f_contiguous()?)
+        }
     }
 }

@@ -104,10 +104,15 @@ declare! {
         #[arg(long, value_name = "auto|cpu|cuda")]
         device: String = "auto".into();
 
-        /// The model's arithmetic: fp32, or fp16 (on a CUDA GPU: about twice the throughput, maps
-        /// that correlate ≥ 0.98 with fp32's)
-        #[arg(long, value_name = "fp32|fp16")]
-        precision: String = "fp32".into();
+        /// The model's arithmetic: auto (bf16 on a CPU with bf16 instructions, else fp32), fp32,
+        /// fp16 (a CUDA GPU) or bf16 (such a CPU); the head, the gradient and the CAM stay fp32
+        #[arg(long, value_name = "auto|fp32|fp16|bf16")]
+        precision: String = "auto".into();
+
+        /// Memory layout of a batch on its way into the model: channels-last (NHWC, as the frames
+        /// arrive) or contiguous (NCHW); the maps are the same
+        #[arg(long, value_name = "channels-last|contiguous")]
+        layout: String = "channels-last".into();
 
         /// H.264 encoder for file and RTSP outputs: auto (NVENC where the GPU has it, else x264),
         /// x264, nvenc

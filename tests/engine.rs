@@ -6,7 +6,7 @@ mod common;
 
 use anyhow::Result;
 use common::*;
-use gradcam_stream::config::DeviceChoice;
+use gradcam_stream::config::{DeviceChoice, Layout, Precision};
 use gradcam_stream::engine::{BlendAt, Engine, Settings};
 use gradcam_stream::frame::Frame;
 
@@ -49,6 +49,62 @@ fn a_batch_equals_frames_one_at_a_time() -> Result<()> {
             assert!(diff < 1e-3, "frame {}: maps differ by {diff}", f.index);
             assert!((one.target.prob - b.target.prob).abs() < 1e-4);
         }
+    }
+    Ok(())
+}
+
+/// Pearson correlation of two maps.
+fn correlation(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (
+        a.iter().map(|&x| x as f64).sum::<f64>() / n,
+        b.iter().map(|&x| x as f64).sum::<f64>() / n,
+    );
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (x as f64 - ma, y as f64 - mb);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    ab / (aa * bb).sqrt().max(1e-12)
+}
+
+/// Channels-last batches give contiguous batches' maps (to 1e-5) and classes; bf16, where
+/// this CPU has it, gives maps that correlate ≥ 0.98 with fp32's and the same classes.
+#[test]
+fn layouts_give_the_same_maps_and_bf16_stays_close() -> Result<()> {
+    let frames = frames()?;
+    let run = |layout, precision| -> Result<Vec<gradcam_stream::frame::Explained>> {
+        Engine::new(&Settings {
+            device: DeviceChoice::Cpu,
+            blend: BlendAt::Host,
+            layout,
+            precision,
+            ..Settings::new(model())
+        })?
+        .explain(frames.clone())
+    };
+    let nchw = run(Layout::Contiguous, Precision::Fp32)?;
+    let nhwc = run(Layout::ChannelsLast, Precision::Fp32)?;
+    for (a, b) in nchw.iter().zip(&nhwc) {
+        assert_eq!(a.target.class, b.target.class);
+        let diff = max_diff(&a.cam.data, &b.cam.data);
+        assert!(diff <= 1e-5, "channels-last moved a map by {diff}");
+    }
+    if !gradcam_stream::engine::cpu_autocast::supported() {
+        eprintln!("skipped: no bf16 instructions on this CPU (bf16 is checked where there are)");
+        return Ok(());
+    }
+    let bf16 = run(Layout::ChannelsLast, Precision::Bf16)?;
+    for (a, b) in nchw.iter().zip(&bf16) {
+        assert_eq!(a.target.class, b.target.class);
+        let r = correlation(&a.cam.data, &b.cam.data);
+        eprintln!(
+            "bf16 against fp32, frame {}: correlation {r:.4}",
+            a.frame.index
+        );
+        assert!(r >= 0.98, "bf16 map correlates {r:.4} with fp32's");
     }
     Ok(())
 }

@@ -337,3 +337,23 @@ fn an_image_that_is_not_an_image() -> Result<()> {
     assert_fails(&o, 2, "use .mp4 or .mkv");
     Ok(())
 }
+
+#[test]
+fn bf16_needs_a_cpu_that_has_it() -> Result<()> {
+    if tch::Cuda::is_available() || gradcam_stream::engine::cpu_autocast::supported() {
+        eprintln!("skipped: this machine runs bf16 (its CPU has bf16 instructions, or a GPU is present), so the error cannot occur here");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let o = run(&[
+        "--input",
+        s(&sample("bikes.mp4")),
+        "--output",
+        s(&dir.path().join("o.mp4")),
+        "--precision",
+        "bf16",
+    ])?;
+    assert_fails(&o, 2, "--precision bf16: this CPU has no bf16 instructions");
+    assert!(files_in(dir.path()).is_empty());
+    Ok(())
+}

@@ -122,6 +122,28 @@ fn transformers_match_pytorch_grad_cam_with_its_reshape_transform() -> Result<()
     Ok(())
 }
 
+/// The default precision and layout are checked above (bf16 and channels-last where this CPU
+/// has bf16); here the arithmetic and layout as they were, fp32 and contiguous, and fp32
+/// channels-last.
+#[test]
+fn fp32_maps_in_either_layout_match_pytorch_grad_cam() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let raw = dir.path().join("frames.rgbx");
+    raw_frames(&sample("bikes.mp4"), &raw)?;
+    for layout in ["contiguous", "channels-last"] {
+        let flags = ["--precision", "fp32", "--layout", layout];
+        check("gradcam", Some(48), &raw, dir.path(), &flags)?;
+    }
+    if gradcam_stream::engine::cpu_autocast::supported() {
+        eprintln!("bf16: this CPU has bf16 instructions, so the default checks above ran in bf16");
+    } else {
+        eprintln!(
+            "skipped: bf16 (this CPU has no bf16 instructions; the checks above ran in fp32)"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn fp16_maps_match_pytorch_grad_cam_on_a_gpu() -> Result<()> {
     // fp16 runs under CUDA autocast, on a GPU only; the reference stays fp32 on the CPU.

@@ -10,20 +10,22 @@
 //! frames are converted back. CPU and CUDA kernels take different dtypes (antialiased uint8
 //! resizing exists on the CPU only), and a test on the CPU cannot see such a gap.
 
+pub mod cpu_autocast;
 mod cuda;
 pub mod overlay;
 pub mod smooth;
+pub mod threads;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::cam;
 use crate::colormap::Colormap;
-use crate::config::{ClassSpec, DeviceChoice, Precision, UsageError};
+use crate::config::{ClassSpec, DeviceChoice, Layout as Memory, Named, Precision, UsageError};
 use crate::frame::{CamMap, ClassScore, Explained, Frame};
 use crate::model::{self, Acts, Model};
 
@@ -47,6 +49,7 @@ pub struct Settings {
     pub model: PathBuf,
     pub device: DeviceChoice,
     pub precision: Precision,
+    pub layout: Memory,
     pub batch_size: usize,
     pub max_wait: Duration,
     pub class: Option<ClassSpec>,
@@ -120,23 +123,33 @@ fn runs_of(frames: &[Frame]) -> Vec<Run> {
 }
 
 impl Settings {
-    /// The defaults of the command line, for `model`: tests and benchmarks start here.
+    /// The command line's declared defaults (`settings.rs`), for `model`: tests, benchmarks
+    /// and the element start here.
     pub fn new(model: PathBuf) -> Settings {
+        let (run, stream) = (
+            crate::settings::Run::default(),
+            crate::settings::PerStream::default(),
+        );
+        let declared = |what: &str, v: &str| -> ! { panic!("the declared default {what} `{v}`") };
         Settings {
             model,
-            device: DeviceChoice::Auto,
-            precision: Precision::Fp32,
-            batch_size: 8,
-            max_wait: Duration::from_millis(50),
+            device: DeviceChoice::parse_named("device", &run.device)
+                .unwrap_or_else(|_| declared("device", &run.device)),
+            precision: Precision::parse_named("precision", &run.precision)
+                .unwrap_or_else(|_| declared("precision", &run.precision)),
+            layout: Memory::parse_named("layout", &run.layout)
+                .unwrap_or_else(|_| declared("layout", &run.layout)),
+            batch_size: run.batch_size,
+            max_wait: Duration::from_millis(run.max_wait_ms),
             class: None,
-            method: cam::Method::GradCam,
-            top_k: 1,
-            show_rank: 1,
-            smooth: 0.0,
-            threads: 0,
-            colormap: Colormap::Jet,
-            alpha: 0.5,
-            threshold: 0.0,
+            method: cam::Method::parse(&run.method).expect("the declared default method"),
+            top_k: run.top_k,
+            show_rank: run.show_rank,
+            smooth: stream.smooth,
+            threads: run.threads,
+            colormap: Colormap::parse(&run.colormap).expect("the declared default colormap"),
+            alpha: run.alpha,
+            threshold: run.threshold,
             blend: BlendAt::Auto,
             pipelined: None,
             streams: Vec::new(),
@@ -236,7 +249,9 @@ pub struct Engine {
     method: cam::Method,
     top_k: usize,
     show_rank: usize,
+    /// Resolved: never `Auto`.
     precision: Precision,
+    layout: Memory,
     /// Each smoothed stream's state, made at its first frame.
     smoothing: HashMap<usize, smooth::Smoothing>,
     blend: Option<overlay::Blend>,
@@ -247,6 +262,9 @@ pub struct Engine {
     staging: Staging,
     /// Copies back run asynchronously and are waited for per batch (a GPU with libcudart).
     pipelined: bool,
+    /// libtorch's CPU threads sized to the cores other processes leave free (a CPU run at
+    /// the default `--threads 0`).
+    governor: Option<threads::Governor>,
 }
 
 /// The id of the class called `name` (case-insensitive); an unknown name lists close ones.
@@ -296,13 +314,63 @@ fn buckets_for(max: usize) -> Vec<i64> {
     v
 }
 
-/// Frames [B, H, W, 4] uint8 → [B, 3, H, W] float (0..255), contiguous: the conversion to
-/// float and the change of layout in one pass (the resize after it is fastest on this layout).
-fn to_float_nchw(frames: &Tensor) -> Result<Tensor> {
-    let rgb = frames.f_permute([0, 3, 1, 2])?.f_narrow(1, 0, 3)?; // a view
-    let mut out = Tensor::f_empty(rgb.size().as_slice(), (Kind::Float, frames.device()))?;
-    out.f_copy_(&rgb)?;
+/// Frames [B, H, W, 4] uint8 → [B, 3, H, W] float (0..255): the conversion to float in one
+/// pass, into `layout`. Contiguous (NCHW) changes the layout in the same pass; channels-last
+/// keeps the frames' own (NHWC memory, viewed as [B, 3, H, W]).
+fn to_float(frames: &Tensor, layout: Memory) -> Result<Tensor> {
+    let rgb = frames.f_narrow(3, 0, 3)?; // [B, H, W, 3], a view
+    let s = rgb.size();
+    let out = match layout {
+        Memory::Contiguous => {
+            let nchw = rgb.f_permute([0, 3, 1, 2])?;
+            let mut out = Tensor::f_empty(nchw.size().as_slice(), (Kind::Float, frames.device()))?;
+            out.f_copy_(&nchw)?;
+            out
+        }
+        Memory::ChannelsLast => {
+            let mut out = Tensor::f_empty(s.as_slice(), (Kind::Float, frames.device()))?;
+            out.f_copy_(&rgb)?;
+            out.f_permute([0, 3, 1, 2])?
+        }
+    };
     Ok(out)
+}
+
+/// Zeros [n, c, h, w] in `layout`.
+fn zeros_batch([n, c, h, w]: [i64; 4], layout: Memory, device: Device) -> Result<Tensor> {
+    Ok(match layout {
+        Memory::Contiguous => Tensor::f_zeros([n, c, h, w], (Kind::Float, device))?,
+        Memory::ChannelsLast => {
+            Tensor::f_zeros([n, h, w, c], (Kind::Float, device))?.f_permute([0, 3, 1, 2])?
+        }
+    })
+}
+
+/// Whether `t` [N, C, H, W] lies channels-last in memory (its channels innermost).
+pub fn is_channels_last(t: &Tensor) -> bool {
+    let (size, stride) = (t.size(), t.stride());
+    size.len() == 4 && stride[1] == 1 && stride[3] == size[1] && stride[2] == size[1] * size[3]
+}
+
+/// What `precision` means on `device`: auto is bf16 on a CPU that has bf16 instructions and
+/// fp32 elsewhere (fp16 on a GPU stays a choice: its maps differ more); fp16 needs a GPU,
+/// bf16 such a CPU.
+fn resolve_precision(precision: Precision, device: Device) -> Result<Precision> {
+    let usage = |m: &str| -> Result<Precision> { Err(UsageError(m.to_owned()).into()) };
+    match precision {
+        Precision::Auto if !device.is_cuda() && cpu_autocast::supported() => Ok(Precision::Bf16),
+        Precision::Auto => Ok(Precision::Fp32),
+        Precision::Fp16 if !device.is_cuda() => usage(
+            "--precision fp16 runs on a CUDA GPU only, and the model runs on the CPU here; use --precision fp32 (or a machine with a GPU and --device cuda)",
+        ),
+        Precision::Bf16 if device.is_cuda() => usage(
+            "--precision bf16 is for CPUs with bf16 instructions; on a GPU use --precision fp16 (or fp32)",
+        ),
+        Precision::Bf16 if !cpu_autocast::supported() => usage(
+            "--precision bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX-BF16); use --precision fp32 or auto",
+        ),
+        p => Ok(p),
+    }
 }
 
 /// Copy each source frame's bytes into its destination; a batch of large frames is spread
@@ -322,7 +390,13 @@ fn pad_rows(t: &Tensor, n: i64) -> Result<Tensor> {
         return Ok(t.shallow_clone());
     }
     size[0] = n - b;
-    let zeros = Tensor::f_zeros(size.as_slice(), (t.kind(), t.device()))?;
+    let zeros = if size.len() == 4 && is_channels_last(t) {
+        // Zeros in the same layout, so the padded batch stays channels-last.
+        let [_, c, h, w] = [size[0], size[1], size[2], size[3]];
+        Tensor::f_zeros([n - b, h, w, c], (t.kind(), t.device()))?.f_permute([0, 3, 1, 2])?
+    } else {
+        Tensor::f_zeros(size.as_slice(), (t.kind(), t.device()))?
+    };
     Ok(Tensor::f_cat(&[t.shallow_clone(), zeros], 0)?)
 }
 
@@ -384,12 +458,7 @@ impl Engine {
     /// Load the model on the device asked for and check the explanation settings against it.
     pub fn new(s: &Settings) -> Result<Engine> {
         let device = model::resolve_device(s.device)?;
-        if s.precision == Precision::Fp16 && !device.is_cuda() {
-            return Err(UsageError(
-                "--precision fp16 runs on a CUDA GPU only, and the model runs on the CPU here; use --precision fp32 (or a machine with a GPU and --device cuda)".into(),
-            )
-            .into());
-        }
+        let precision = resolve_precision(s.precision, device)?;
         configure_libtorch(s.threads, device)?;
         let model = Model::load(&s.model, device)?;
         let n = model.info.num_classes;
@@ -416,7 +485,8 @@ impl Engine {
             method: s.method,
             top_k: s.top_k,
             show_rank: s.show_rank,
-            precision: s.precision,
+            precision,
+            layout: s.layout,
             smoothing: HashMap::new(),
             blend,
             buckets: if device.is_cuda() {
@@ -426,6 +496,9 @@ impl Engine {
             },
             staging: Staging::default(),
             pipelined: s.pipelined.unwrap_or(device.is_cuda() && cuda::available()),
+            governor: (s.threads == 0 && !device.is_cuda())
+                .then(threads::Governor::new)
+                .flatten(),
         };
         engine.warm_up()?;
         Ok(engine)
@@ -451,6 +524,11 @@ impl Engine {
         self.pipelined
     }
 
+    /// The arithmetic the model runs in (`Auto` resolved).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
     /// Whether the results come back blended (else the render stage blends on the host).
     pub fn blends(&self) -> bool {
         self.blend.is_some()
@@ -467,7 +545,7 @@ impl Engine {
     fn warm_up(&self) -> Result<()> {
         let [h, w] = self.model.info.input_size;
         for &n in &self.buckets {
-            let x = Tensor::f_zeros([n, 3, h, w], (Kind::Float, self.device()))?;
+            let x = zeros_batch([n, 3, h, w], self.layout, self.device())?;
             let acts = self.features(&x)?;
             let head = |a: &Tensor| self.head(a, &acts.carry);
             cam::compute(self.method, &acts.map, head, cam::Target::Rank(0))?;
@@ -478,18 +556,16 @@ impl Engine {
         Ok(())
     }
 
-    /// `f` in the precision asked for: fp16 runs under CUDA autocast.
-    fn in_precision<T>(&self, f: impl FnOnce() -> T) -> T {
-        match self.precision {
-            Precision::Fp32 => f(),
-            Precision::Fp16 => tch::autocast(true, f),
-        }
-    }
-
     /// The target layer's activations, as float whatever the precision: map [n, C, h, w]
-    /// and the tensors carried to the head.
+    /// and the tensors carried to the head. fp16 runs under CUDA autocast, bf16 under CPU
+    /// autocast.
     fn features(&self, x: &Tensor) -> Result<Acts> {
-        let Acts { map, carry } = tch::no_grad(|| self.in_precision(|| self.model.features(x)))?;
+        let run = || self.model.features(x);
+        let Acts { map, carry } = tch::no_grad(|| match self.precision {
+            Precision::Fp16 => tch::autocast(true, run),
+            Precision::Bf16 => cpu_autocast::bf16(run),
+            Precision::Fp32 | Precision::Auto => run(),
+        })?;
         let float = |t: Tensor| t.f_to_kind(Kind::Float);
         Ok(Acts {
             map: float(map)?,
@@ -497,9 +573,14 @@ impl Engine {
         })
     }
 
-    /// Logits from (float) activations, in the precision asked for: [n, K] float.
+    /// Logits from (float) activations: [n, K] float. Under CUDA autocast with fp16; in
+    /// float32 otherwise (with bf16 too: the gradient the CAM weighs is taken in float).
     fn head(&self, a: &Tensor, carry: &[Tensor]) -> Result<Tensor> {
-        let logits = self.in_precision(|| self.model.head(a, carry))?;
+        let run = || self.model.head(a, carry);
+        let logits = match self.precision {
+            Precision::Fp16 => tch::autocast(true, run),
+            _ => run(),
+        }?;
         Ok(logits.f_to_kind(Kind::Float)?)
     }
 
@@ -702,12 +783,13 @@ impl Engine {
         if frames.is_empty() {
             bail!("an empty batch");
         }
+        let started = Instant::now();
         let b = frames.len() as i64;
         let runs = runs_of(&frames);
         let dev = self.upload(&frames)?; // [b, H, W, 4] uint8
                                          // The only ops on uint8 after the upload: conversions to float, for the model and
                                          // (when it runs here) the blend.
-        let rgb = to_float_nchw(&dev)?; // [b, 3, H, W], 0..255
+        let rgb = to_float(&dev, self.layout)?; // [b, 3, H, W], 0..255
         let whole = match self.blend {
             Some(_) => Some(dev.f_to_kind(Kind::Float)?), // [b, H, W, 4]
             None => None,
@@ -756,6 +838,9 @@ impl Engine {
             None
         };
         self.staging.turn += 1;
+        if let Some(g) = &mut self.governor {
+            g.record(frames.len(), started.elapsed());
+        }
         Ok(Pending {
             frames,
             table,
@@ -860,7 +945,7 @@ impl Engine {
     pub fn forward_only(&mut self, frames: &[Frame]) -> Result<Vec<f32>> {
         let b = frames.len() as i64;
         let dev = self.upload(frames)?;
-        let rgb = to_float_nchw(&dev)?;
+        let rgb = to_float(&dev, self.layout)?;
         let acts = self.activations(&rgb)?;
         let logits = tch::no_grad(|| self.head(&acts.map, &acts.carry))?.f_narrow(0, 0, b)?;
         self.staging.turn += 1;

@@ -34,8 +34,23 @@ macro_rules! named {
 
 named!(DeviceChoice, "auto, cpu or cuda" { Auto = "auto", Cpu = "cpu", Cuda = "cuda" | "gpu", });
 named!(
-    /// The model's arithmetic: fp16 runs it under CUDA autocast (a GPU only).
-    Precision, "fp32 or fp16 (fp16 on a CUDA GPU)" { Fp32 = "fp32", Fp16 = "fp16", }
+    /// The model's arithmetic. fp16 runs the model under CUDA autocast (a GPU only), bf16 its
+    /// features under CPU autocast (a CPU with bf16 instructions); the head, the gradient and
+    /// the CAM stay float32 in both. Auto is bf16 on a CPU that has it, fp32 elsewhere.
+    Precision, "auto, fp32, fp16 (on a CUDA GPU) or bf16 (on a CPU with bf16)" {
+        Auto = "auto",
+        Fp32 = "fp32",
+        Fp16 = "fp16",
+        Bf16 = "bf16",
+    }
+);
+named!(
+    /// How a batch lies in memory on its way into the model: channels-last (NHWC, the layout
+    /// the frames arrive in, and the fast one for oneDNN and tensor cores) or contiguous (NCHW).
+    Layout, "channels-last or contiguous" {
+        ChannelsLast = "channels-last" | "nhwc",
+        Contiguous = "contiguous" | "nchw",
+    }
 );
 named!(
     /// The H.264 encoder of file and RTSP outputs.

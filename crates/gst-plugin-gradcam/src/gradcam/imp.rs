@@ -901,7 +901,7 @@ impl ObjectImpl for GradCam {
                     .build(),
                 glib::ParamSpecString::builder("precision")
                     .nick("Precision")
-                    .blurb("fp32, or fp16 (CUDA autocast, a GPU only; the CAM maths stays fp32)")
+                    .blurb("auto (bf16 on a CPU with bf16 instructions, else fp32), fp32, fp16 (CUDA autocast, a GPU only) or bf16 (CPU autocast); the CAM maths stays fp32")
                     .default_value(Some(d.precision.as_str()))
                     .mutable_ready()
                     .build(),
