@@ -30,6 +30,10 @@ pub struct Sidecar {
     /// How many tensors `features` returns after the map, for `head` (0: it returns the map alone).
     #[serde(default)]
     pub carry: usize,
+    /// What the target layer gives and how it became a map (`… as it is`, `tokens …`, `…
+    /// channels-last, permuted …`); absent in sidecars older than the transformers.
+    #[serde(default)]
+    pub layer_output: Option<String>,
 }
 
 /// A model's input channel order: PyTorch models take RGB; Keras's caffe-style models (VGG,
@@ -129,14 +133,9 @@ fn ivalue_kind(v: &IValue) -> String {
     }
 }
 
-impl Model {
-    pub fn load(path: &Path, device: Device) -> Result<Model> {
-        if !path.exists() {
-            bail!(
-                "model {} does not exist; run `make models` (or scripts/export_model.py) to export it",
-                path.display()
-            );
-        }
+impl Sidecar {
+    /// The sidecar of the model at `path`, checked.
+    pub fn read(path: &Path) -> Result<Sidecar> {
         let side = sidecar_path(path);
         let text = std::fs::read_to_string(&side).with_context(|| {
             format!(
@@ -158,6 +157,28 @@ impl Model {
                 info.num_classes
             );
         }
+        Ok(info)
+    }
+
+    /// Whether the target layer's output is a plain convolutional map (a CNN's, as it is):
+    /// the maps whose bf16 parity with pytorch-grad-cam is established. A transformer's token
+    /// grid, where bf16's rounding moved XGradCAM's map on a ViT, is not.
+    pub fn plain_map(&self) -> bool {
+        self.layer_output
+            .as_deref()
+            .is_none_or(|l| l.ends_with("as it is"))
+    }
+}
+
+impl Model {
+    pub fn load(path: &Path, device: Device) -> Result<Model> {
+        if !path.exists() {
+            bail!(
+                "model {} does not exist; run `make models` (or scripts/export_model.py) to export it",
+                path.display()
+            );
+        }
+        let info = Sidecar::read(path)?;
         let mut module = CModule::load_on_device(path, device).map_err(|e| {
             anyhow!(
                 "cannot load model {}: not a TorchScript file libtorch can read ({}); export one with scripts/export_model.py",

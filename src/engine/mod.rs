@@ -352,8 +352,8 @@ pub fn is_channels_last(t: &Tensor) -> bool {
     size.len() == 4 && stride[1] == 1 && stride[3] == size[1] && stride[2] == size[1] * size[3]
 }
 
-/// What `precision` means on `device`: auto is bf16 on a CPU that has bf16 instructions and
-/// fp32 elsewhere (fp16 on a GPU stays a choice: its maps differ more); fp16 needs a GPU,
+/// What `precision` means on `device`: auto is bf16 on a CPU that has bf16 instructions (for a
+/// convolutional map: see `Engine::new`) and fp32 elsewhere (fp16 on a GPU stays a choice: its maps differ more); fp16 needs a GPU,
 /// bf16 such a CPU.
 fn resolve_precision(precision: Precision, device: Device) -> Result<Precision> {
     let usage = |m: &str| -> Result<Precision> { Err(UsageError(m.to_owned()).into()) };
@@ -462,7 +462,14 @@ impl Engine {
     /// Load the model on the device asked for and check the explanation settings against it.
     pub fn new(s: &Settings) -> Result<Engine> {
         let device = model::resolve_device(s.device)?;
-        let precision = resolve_precision(s.precision, device)?;
+        let mut precision = resolve_precision(s.precision, device)?;
+        if s.precision == Precision::Auto
+            && s.model.exists()
+            && !model::Sidecar::read(&s.model)?.plain_map()
+        {
+            // bf16's parity is established for convolutional maps only.
+            precision = Precision::Fp32;
+        }
         configure_libtorch(s.threads, device, precision)?;
         let model = Model::load(&s.model, device)?;
         let n = model.info.num_classes;
