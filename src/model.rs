@@ -171,14 +171,20 @@ impl Sidecar {
 }
 
 impl Model {
-    pub fn load(path: &Path, device: Device) -> Result<Model> {
+    /// The sidecar of the model at `path`, which must exist: what `load` needs besides the file,
+    /// and what decides the run's settings before libtorch is configured.
+    pub fn sidecar(path: &Path) -> Result<Sidecar> {
         if !path.exists() {
             bail!(
                 "model {} does not exist; run `make models` (or scripts/export_model.py) to export it",
                 path.display()
             );
         }
-        let info = Sidecar::read(path)?;
+        Sidecar::read(path)
+    }
+
+    /// The model at `path` on `device`, described by its sidecar `info` (`Model::sidecar`).
+    pub fn load(path: &Path, info: Sidecar, device: Device) -> Result<Model> {
         let mut module = CModule::load_on_device(path, device).map_err(|e| {
             anyhow!(
                 "cannot load model {}: not a TorchScript file libtorch can read ({}); export one with scripts/export_model.py",

@@ -175,7 +175,8 @@ declare! {
         #[arg(long, value_name = "SECONDS")]
         duration: f64;
 
-        /// CPU threads for the model; 0: libtorch decides on a CPU, one on a GPU
+        /// CPU threads for the model; 0: on a CPU every core while the machine is this run's own,
+        /// fewer beside busy processes; one on a GPU
         #[arg(long, value_name = "N")]
         threads: usize = 0;
 

@@ -318,31 +318,25 @@ fn buckets_for(max: usize) -> Vec<i64> {
 /// pass, into `layout`. Contiguous (NCHW) changes the layout in the same pass; channels-last
 /// keeps the frames' own (NHWC memory, viewed as [B, 3, H, W]).
 fn to_float(frames: &Tensor, layout: Memory) -> Result<Tensor> {
-    let rgb = frames.f_narrow(3, 0, 3)?; // [B, H, W, 3], a view
-    let s = rgb.size();
-    let out = match layout {
-        Memory::Contiguous => {
-            let nchw = rgb.f_permute([0, 3, 1, 2])?;
-            let mut out = Tensor::f_empty(nchw.size().as_slice(), (Kind::Float, frames.device()))?;
-            out.f_copy_(&nchw)?;
-            out
-        }
-        Memory::ChannelsLast => {
-            let mut out = Tensor::f_empty(s.as_slice(), (Kind::Float, frames.device()))?;
-            out.f_copy_(&rgb)?;
-            out.f_permute([0, 3, 1, 2])?
-        }
-    };
+    let rgb = frames.f_narrow(3, 0, 3)?.f_permute([0, 3, 1, 2])?; // [B, 3, H, W], a view
+    let [b, c, h, w] = <[i64; 4]>::try_from(rgb.size()).expect("4 dimensions");
+    let mut out = in_layout([b, c, h, w], layout, |s| {
+        Tensor::f_empty(s, (Kind::Float, frames.device()))
+    })?;
+    out.f_copy_(&rgb)?;
     Ok(out)
 }
 
-/// Zeros [n, c, h, w] in `layout`.
-fn zeros_batch([n, c, h, w]: [i64; 4], layout: Memory, device: Device) -> Result<Tensor> {
+/// A new [n, c, h, w] tensor lying in `layout`: `make` allocates it in memory order (NCHW, or
+/// NHWC then viewed as NCHW).
+fn in_layout(
+    [n, c, h, w]: [i64; 4],
+    layout: Memory,
+    make: impl FnOnce([i64; 4]) -> Result<Tensor, tch::TchError>,
+) -> Result<Tensor> {
     Ok(match layout {
-        Memory::Contiguous => Tensor::f_zeros([n, c, h, w], (Kind::Float, device))?,
-        Memory::ChannelsLast => {
-            Tensor::f_zeros([n, h, w, c], (Kind::Float, device))?.f_permute([0, 3, 1, 2])?
-        }
+        Memory::Contiguous => make([n, c, h, w])?,
+        Memory::ChannelsLast => make([n, h, w, c])?.f_permute([0, 3, 1, 2])?,
     })
 }
 
@@ -353,8 +347,8 @@ pub fn is_channels_last(t: &Tensor) -> bool {
 }
 
 /// What `precision` means on `device`: auto is bf16 on a CPU that has bf16 instructions (for a
-/// convolutional map: see `Engine::new`) and fp32 elsewhere (fp16 on a GPU stays a choice: its maps differ more); fp16 needs a GPU,
-/// bf16 such a CPU.
+/// convolutional map: see `Engine::new`) and fp32 elsewhere (fp16 on a GPU stays a choice: its
+/// maps differ more); fp16 needs a GPU, bf16 such a CPU.
 fn resolve_precision(precision: Precision, device: Device) -> Result<Precision> {
     let usage = |m: &str| -> Result<Precision> { Err(UsageError(m.to_owned()).into()) };
     match precision {
@@ -390,12 +384,11 @@ fn pad_rows(t: &Tensor, n: i64) -> Result<Tensor> {
         return Ok(t.shallow_clone());
     }
     size[0] = n - b;
-    let zeros = if size.len() == 4 && is_channels_last(t) {
-        // Zeros in the same layout, so the padded batch stays channels-last.
-        let [_, c, h, w] = [size[0], size[1], size[2], size[3]];
-        Tensor::f_zeros([n - b, h, w, c], (t.kind(), t.device()))?.f_permute([0, 3, 1, 2])?
-    } else {
-        Tensor::f_zeros(size.as_slice(), (t.kind(), t.device()))?
+    let zeros = |s: [i64; 4]| Tensor::f_zeros(s, (t.kind(), t.device()));
+    let zeros = match <[i64; 4]>::try_from(size.clone()) {
+        // Zeros in the batch's layout, so a channels-last batch stays so once padded.
+        Ok(s) if is_channels_last(t) => in_layout(s, Memory::ChannelsLast, zeros)?,
+        _ => Tensor::f_zeros(size.as_slice(), (t.kind(), t.device()))?,
     };
     Ok(Tensor::f_cat(&[t.shallow_clone(), zeros], 0)?)
 }
@@ -463,15 +456,13 @@ impl Engine {
     pub fn new(s: &Settings) -> Result<Engine> {
         let device = model::resolve_device(s.device)?;
         let mut precision = resolve_precision(s.precision, device)?;
-        if s.precision == Precision::Auto
-            && s.model.exists()
-            && !model::Sidecar::read(&s.model)?.plain_map()
-        {
+        let info = Model::sidecar(&s.model)?;
+        if s.precision == Precision::Auto && !info.plain_map() {
             // bf16's parity is established for convolutional maps only.
             precision = Precision::Fp32;
         }
         configure_libtorch(s.threads, device, precision)?;
-        let model = Model::load(&s.model, device)?;
+        let model = Model::load(&s.model, info, device)?;
         let n = model.info.num_classes;
         let (defaults, streams) = per_stream(s, &model.info)?;
         if s.top_k as i64 > n {
@@ -556,7 +547,10 @@ impl Engine {
     fn warm_up(&self) -> Result<()> {
         let [h, w] = self.model.info.input_size;
         for &n in &self.buckets {
-            let x = zeros_batch([n, 3, h, w], self.layout, self.device())?;
+            let dev = self.device();
+            let x = in_layout([n, 3, h, w], self.layout, |s| {
+                Tensor::f_zeros(s, (Kind::Float, dev))
+            })?;
             let acts = self.features(&x)?;
             let head = |a: &Tensor| self.head(a, &acts.carry);
             cam::compute(self.method, &acts.map, head, cam::Target::Rank(0))?;

@@ -99,11 +99,6 @@ impl Governor {
         })
     }
 
-    /// The threads in use now.
-    pub fn threads(&self) -> usize {
-        self.current
-    }
-
     fn slot(&self, threads: usize) -> usize {
         usize::from(threads == self.max)
     }
