@@ -13,7 +13,45 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
+use gradcam_stream::frame::{Encoded, EncodedTap};
 use gradcam_stream::pipeline::{self, rtsp::Server};
+
+/// Each encoded frame to the server, stamped with the time it left the encoder (a camera's
+/// capture clock: continuous when a file starts over).
+fn feed(appsink: &gst_app::AppSink, pipeline: &gst::Pipeline, tap: std::sync::Arc<dyn EncodedTap>) {
+    let clock = gst::SystemClock::obtain();
+    let start = clock.time();
+    let _ = pipeline;
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |appsink| {
+                let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if tap.take_keyframe_request() {
+                    let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
+                        .all_headers(true)
+                        .build();
+                    if let Some(pad) = appsink.static_pad("sink") {
+                        pad.push_event(event);
+                    }
+                }
+                let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let s = caps.structure(0).ok_or(gst::FlowError::NotNegotiated)?;
+                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                tap.push(&Encoded {
+                    data: map.as_slice(),
+                    pts: (clock.time() - start).nseconds(),
+                    duration: buffer.duration().map(|d| d.nseconds()),
+                    key: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                    width: s.get::<i32>("width").unwrap_or(0) as u32,
+                    height: s.get::<i32>("height").unwrap_or(0) as u32,
+                });
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -53,7 +91,7 @@ fn main() -> Result<()> {
         .by_name("out")
         .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
         .context("no appsink")?;
-    server.feeds.clone().attach(&appsink);
+    feed(&appsink, &pipeline, server.feeds.clone());
     pipeline.set_state(gst::State::Playing)?;
     println!("serving: {}", server.url);
 

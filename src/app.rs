@@ -10,13 +10,15 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::Sender;
 
-use crate::config::{Config, Input, Output, Stream};
+use crate::config::{Config, Input, Output, Realtime, Stream};
 use crate::engine::{self, ModelInfo};
 use crate::frame::Frame;
 use crate::outfile::OutFile;
 use crate::pipeline::{self, rtsp, sink::Branch};
 use crate::render::{Look, Renderer};
 use crate::stats::{Reporter, Stage, Stats};
+use crate::frame::EncodedTap;
+use crate::web::{self, hub::Hub};
 use crate::{metrics, worker};
 
 pub fn run(cfg: Config) -> Result<()> {
@@ -76,6 +78,19 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|a| a.is_loopback())
 }
 
+/// One line when a server is reachable from the network and anyone there can watch, or the
+/// credentials it asks for travel in clear.
+fn warn_if_open(url: &str, host: &str, credentials: bool, tls: bool, set: &str) {
+    if is_loopback(host) {
+        return;
+    }
+    if !credentials {
+        eprintln!("warning: {url} is served to the network without credentials; anyone who reaches it can watch (set {set})");
+    } else if !tls {
+        eprintln!("warning: {url} asks for credentials without TLS: they travel in clear; add --tls-cert FILE --tls-key FILE");
+    }
+}
+
 /// Where one stream's explained frames are written: its files (whole-or-nothing, or in place
 /// for a live recording), segment patterns and RTSP mounts.
 struct Outlets {
@@ -101,13 +116,15 @@ fn start_servers(cfg: &Config) -> Result<(Vec<rtsp::Server>, Mounts)> {
             let at = match servers.iter().position(|(k, _)| *k == key) {
                 Some(i) => i,
                 None => {
-                    let server = rtsp::Server::open(host, *port, cfg.rtsp_auth.as_ref())?;
-                    if cfg.rtsp_auth.is_none() && !is_loopback(host) {
-                        eprintln!(
-                            "warning: {} is served to the network without credentials; anyone who reaches it can watch (set --rtsp-auth USER:PASSWORD or GRADCAM_RTSP_AUTH)",
-                            server.base
-                        );
-                    }
+                    let server =
+                        rtsp::Server::open(host, *port, cfg.rtsp_auth.as_ref(), cfg.tls.as_ref())?;
+                    warn_if_open(
+                        &server.base,
+                        host,
+                        cfg.rtsp_auth.is_some(),
+                        cfg.tls.is_some(),
+                        "--rtsp-auth USER:PASSWORD or GRADCAM_RTSP_AUTH",
+                    );
                     servers.push((key, server));
                     servers.len() - 1
                 }
@@ -163,25 +180,60 @@ fn outlets(s: &Stream, feeds: Vec<Arc<rtsp::Feeds>>) -> Result<Outlets> {
     })
 }
 
-fn branches<'a>(s: &'a Stream, o: &'a Outlets) -> Vec<Branch<'a>> {
-    let (mut f, mut r) = (o.files.iter(), o.mounts.iter());
-    s.outputs
+/// The stream's output branches: one each for its files, segments, window and null, and one
+/// live encoder shared by all its RTSP mounts and the web view (`web`).
+fn branches<'a>(
+    s: &'a Stream,
+    o: &'a Outlets,
+    web: Option<Arc<dyn EncodedTap>>,
+) -> Vec<Branch<'a>> {
+    let mut f = o.files.iter();
+    let mut out: Vec<Branch> = s
+        .outputs
         .iter()
-        .map(|out| match out {
+        .filter_map(|out| match out {
             Output::Video { .. } => {
                 let (file, container, live) = f.next().expect("one file per file output");
-                Branch::File(file.partial_path(), *container, *live)
+                Some(Branch::File(file.partial_path(), *container, *live))
             }
             Output::Segments {
                 pattern,
                 container,
                 every,
-            } => Branch::Segments(pattern, *container, every.as_nanos() as u64),
-            Output::Rtsp { .. } => Branch::Rtsp(r.next().expect("one mount each").clone()),
-            Output::Display => Branch::Display,
-            Output::Null | Output::Image(_) => Branch::Null,
+            } => Some(Branch::Segments(pattern, *container, every.as_nanos() as u64)),
+            Output::Rtsp { .. } => None,
+            Output::Display => Some(Branch::Display),
+            Output::Null | Output::Image(_) => Some(Branch::Null),
         })
-        .collect()
+        .collect();
+    let mut taps: Vec<Arc<dyn EncodedTap>> = o
+        .mounts
+        .iter()
+        .map(|m| m.clone() as Arc<dyn EncodedTap>)
+        .collect();
+    taps.extend(web);
+    if !taps.is_empty() {
+        out.push(Branch::Live(taps));
+    }
+    out
+}
+
+/// Whether a file input is paced at its own frame rate: `--realtime`, or by default when a
+/// person watches it (a window, RTSP, the web view).
+fn paced(cfg: &Config, s: &Stream) -> bool {
+    if s.input.is_live() {
+        return false; // a live source paces itself
+    }
+    match cfg.realtime {
+        Realtime::On => true,
+        Realtime::Off => false,
+        Realtime::Auto => {
+            cfg.web.is_some()
+                || s.outputs
+                    .iter()
+                    .any(|o| matches!(o, Output::Display | Output::Rtsp { .. }))
+        }
+    }
 }
 
 /// A video run, as the pipeline's story: open the outputs, then the channels between the
@@ -199,7 +251,11 @@ fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
         .map(|(s, feeds)| outlets(s, feeds))
         .collect::<Result<Vec<_>>>()?;
     let lines = Lines::new(cfg);
-    let _metrics = serve_metrics(cfg, &lines)?;
+    let hub = cfg.web.as_ref().map(|_| {
+        let names: Vec<&str> = cfg.streams.iter().map(|s| s.name.as_str()).collect();
+        Arc::new(Hub::new(&names))
+    });
+    let _http = serve_http(cfg, &lines, hub.clone())?;
     // Two batches in flight between the worker and the output, as between source and worker.
     let (delivered_tx, delivered_rx) = crossbeam_channel::bounded::<worker::Delivery>(2);
     let (info, worker) = worker::spawn(
@@ -208,13 +264,16 @@ fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
         delivered_tx,
         lines.all.clone(),
     )?;
-    let render_thread = spawn_renderer(cfg, &info, &lines, delivered_rx)?;
+    let render_thread = spawn_renderer(cfg, &info, &lines, delivered_rx, hub.clone())?;
+    if let Some(hub) = &hub {
+        record_live_files(cfg, &outlets, hub);
+    }
 
     let mut reporter = Reporter::new(cfg.progress, cfg.stats_every);
     let all = lines.all.clone();
     let stats = lines.stats.clone();
     let piped = pipeline::run_video(
-        lines.into_run(cfg, &outlets, codec),
+        lines.into_run(cfg, &outlets, codec, hub.as_ref()),
         all.clone(),
         &mut reporter,
     );
@@ -280,6 +339,7 @@ impl Lines {
         cfg: &'a Config,
         outlets: &'a [Outlets],
         codec: pipeline::sink::Codec,
+        hub: Option<&Arc<Hub>>,
     ) -> pipeline::Run<'a> {
         let streams = cfg
             .streams
@@ -288,18 +348,25 @@ impl Lines {
             .zip(self.queues)
             .zip(self.rendered)
             .zip(self.stats)
+            .enumerate()
             .map(
-                |((((s, o), (frames, oldest)), (_, rendered)), stats)| pipeline::StreamRun {
+                |(i, ((((s, o), (frames, oldest)), (_, rendered)), stats))| pipeline::StreamRun {
                     name: &s.name,
                     input: &s.input,
                     shown: &s.shown,
                     rtsp: s.rtsp,
                     overload: s.overload,
-                    branches: branches(s, o),
+                    branches: branches(
+                        s,
+                        o,
+                        hub.map(|h| h.channels[i].clone() as Arc<dyn EncodedTap>),
+                    ),
                     frames,
                     oldest,
                     rendered,
                     stats,
+                    paced: paced(cfg, s),
+                    segments: hub.map(|h| segment_hook(h, s, i)),
                 },
             )
             .collect();
@@ -314,11 +381,9 @@ impl Lines {
     }
 }
 
-/// `--metrics`: the server, reading the same counters and queues as the stats lines.
-fn serve_metrics(cfg: &Config, lines: &Lines) -> Result<Option<metrics::Server>> {
-    let Some(addr) = cfg.metrics else {
-        return Ok(None);
-    };
+/// `--metrics` and `--web`: one server stack, reading the same counters and queues as the
+/// stats lines (and, for the web view, the hub). The web view serves the metrics too.
+fn serve_http(cfg: &Config, lines: &Lines, hub: Option<Arc<Hub>>) -> Result<Vec<web::Server>> {
     let board = metrics::Board {
         streams: cfg
             .streams
@@ -329,12 +394,66 @@ fn serve_metrics(cfg: &Config, lines: &Lines) -> Result<Option<metrics::Server>>
             .collect(),
         all: lines.all.clone(),
     };
-    let server = metrics::Server::start(addr, board)?;
-    eprintln!(
-        "metrics: {}/metrics (health: {}/healthz)",
-        server.url, server.url
-    );
-    Ok(Some(server))
+    let mut servers = Vec::new();
+    if let Some(addr) = cfg.metrics {
+        let site = web::Site {
+            board: board.clone(),
+            hub: None,
+            auth: None,
+        };
+        let server = web::Server::start(addr, site, None, "metrics")?;
+        eprintln!("metrics: {}/metrics (health: {}/healthz)", server.url, server.url);
+        servers.push(server);
+    }
+    if let (Some(view), Some(hub)) = (&cfg.web, hub) {
+        let site = web::Site {
+            board,
+            hub: Some(hub),
+            auth: view.auth.clone(),
+        };
+        let server = web::Server::start(view.addr, site, cfg.tls.as_ref(), "the web view")?;
+        warn_if_open(
+            &server.url,
+            &view.addr.ip().to_string(),
+            view.auth.is_some(),
+            cfg.tls.is_some(),
+            "--web-auth USER:PASSWORD or GRADCAM_WEB_AUTH",
+        );
+        eprintln!("web: {}/", server.url);
+        servers.push(server);
+    }
+    Ok(servers)
+}
+
+/// The live recordings (written in place, playable while they grow) on the recordings page.
+fn record_live_files(cfg: &Config, outlets: &[Outlets], hub: &Hub) {
+    for (index, (s, o)) in cfg.streams.iter().zip(outlets).enumerate() {
+        for (file, _, live) in &o.files {
+            if *live {
+                hub.recordings.add(web::hub::Recording {
+                    stream: s.name.clone(),
+                    index,
+                    path: file.dest().to_owned(),
+                    started: std::time::SystemTime::now(),
+                    begins_at: 0.0,
+                });
+            }
+        }
+    }
+}
+
+/// Each segment a stream's splitmuxsink opens, onto the recordings page.
+fn segment_hook(hub: &Arc<Hub>, s: &Stream, index: usize) -> pipeline::SegmentOpened {
+    let (hub, stream) = (hub.clone(), s.name.clone());
+    Arc::new(move |path, running_time| {
+        hub.recordings.add(web::hub::Recording {
+            stream: stream.clone(),
+            index,
+            path,
+            started: std::time::SystemTime::now(),
+            begins_at: running_time as f64 / 1e9,
+        })
+    })
 }
 
 /// The render thread: each delivered batch drawn and handed to its streams' outputs; a
@@ -344,6 +463,7 @@ fn spawn_renderer(
     info: &ModelInfo,
     lines: &Lines,
     delivered: crossbeam_channel::Receiver<worker::Delivery>,
+    hub: Option<Arc<Hub>>,
 ) -> Result<std::thread::JoinHandle<Result<Renderer>>> {
     let metadata: Vec<(&str, Option<&Path>)> = cfg
         .streams
@@ -351,6 +471,9 @@ fn spawn_renderer(
         .map(|s| (s.name.as_str(), s.metadata.as_deref()))
         .collect();
     let mut renderer = Renderer::new(look(cfg), info, &metadata)?;
+    if let Some(hub) = &hub {
+        hub.recordings.set_metadata(renderer.metadata_paths());
+    }
     let render_stats = lines.all.clone();
     let mut senders: Vec<Option<Sender<Frame>>> = lines
         .rendered
@@ -362,9 +485,13 @@ fn spawn_renderer(
         .spawn(move || -> Result<Renderer> {
             for delivery in delivered.iter() {
                 let busy = Instant::now();
-                let frames = renderer.render(delivery.explained)?;
+                let drawn = renderer.render_drawn(delivery.explained)?;
                 render_stats.add_busy(Stage::Overlay, busy.elapsed());
-                for frame in frames {
+                for d in drawn {
+                    if let Some(hub) = &hub {
+                        hub.channels[d.frame.stream].verdict(verdict(&renderer, &d));
+                    }
+                    let frame = d.frame;
                     let s = frame.stream;
                     let gone = match &senders[s] {
                         Some(tx) => tx.send(frame).is_err(),
@@ -381,6 +508,27 @@ fn spawn_renderer(
             Ok(renderer)
         })
         .context("starting the render thread")
+}
+
+/// What the web view shows of a drawn frame.
+fn verdict(renderer: &Renderer, d: &crate::render::Drawn) -> web::hub::Verdict {
+    let f = &d.frame;
+    web::hub::Verdict {
+        t: f.pts.unwrap_or(0) as f64 / 1e9,
+        cap: web::hub::epoch_ms(f.arrived),
+        frame: f.index,
+        class: d.target.class,
+        label: renderer.class_name(d.target.class),
+        prob: d.target.prob,
+        top: d
+            .top
+            .iter()
+            .map(|c| (renderer.class_name(c.class), c.prob))
+            .collect(),
+        peak: d.located.peak,
+        width: f.width,
+        height: f.height,
+    }
 }
 
 /// How one stream of a run ended, with what it wrote.

@@ -1,7 +1,7 @@
 //! Command-line flags as parsed by clap: raw values only, no validation and no defaults
 //! merged here (that is `config.rs`'s job), so the config file can fill what is left out.
 //! The settings' flags are declared once, in `settings.rs`; what is here is only the
-//! command line's own: inputs, outputs, the config file and the RTSP credentials.
+//! command line's own: inputs, outputs, the config file and the credentials.
 
 use std::path::PathBuf;
 
@@ -35,6 +35,11 @@ pub struct Args {
     /// variable GRADCAM_RTSP_AUTH does the same without showing them in the process list
     #[arg(long, value_name = "USER:PASSWORD")]
     pub rtsp_auth: Option<String>,
+
+    /// Make the web view (--web) demand these credentials (HTTP Basic) on everything it serves;
+    /// the environment variable GRADCAM_WEB_AUTH does the same without showing them
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub web_auth: Option<String>,
 
     /// TOML config file; flags given on the command line override its values
     #[arg(short, long, value_name = "FILE")]

@@ -12,13 +12,13 @@ use crate::cam::Method;
 use crate::cli::Args;
 use crate::colormap::Colormap;
 pub use crate::endpoint::parse_duration;
-pub use crate::endpoint::{is_image_path, Container, Input, Output};
+pub use crate::endpoint::{is_image_path, Container, Input, Output, Tls, WebView};
 use crate::endpoint::{
-    is_name, metadata_path, parse_credentials, parse_input, parse_metrics_addr, parse_outputs,
-    parse_size, segment_pattern, split_name, with_name,
+    is_name, metadata_path, parse_input, parse_metrics_addr, parse_outputs,
+    parse_size, rtsp_credentials, segment_pattern, split_name, tls, web_view, with_name,
 };
 pub use crate::settings::named::{
-    DeviceChoice, Encoder, Layout, Named, Precision, Progress, RtspTransport,
+    DeviceChoice, Encoder, Layout, Named, Precision, Progress, Realtime, RtspTransport,
 };
 pub use crate::settings::{ClassValue, FileConfig, OneOrMany, StreamTable, DEFAULT_MODEL};
 use crate::settings::{PerStream, Run};
@@ -125,6 +125,10 @@ pub struct Config {
     /// Serve /metrics and /healthz here.
     pub metrics: Option<std::net::SocketAddr>,
     pub rtsp_auth: Option<Credentials>,
+    pub web: Option<WebView>,
+    pub tls: Option<Tls>,
+    /// Pace file inputs at their frame rate; Auto: when one is watched.
+    pub realtime: Realtime,
 }
 
 impl Config {
@@ -189,12 +193,20 @@ impl Config {
             },
             outputs: match (&a.output, &f.output) {
                 (o, _) if !o.is_empty() => o.clone(),
-                (_, file) => file.clone().map(OneOrMany::into_vec).unwrap_or_default(),
+                (_, Some(file)) => file.clone().into_vec(),
+                // Watched in the browser alone: nothing else to write.
+                (_, None) if run.web.is_some() => vec!["null".into()],
+                (_, None) => vec![],
             },
         };
         let streams = resolve_streams(&a, &f, tables, &run, &common)?;
-        let rtsp_auth = rtsp_credentials(a.rtsp_auth.as_deref(), &streams)?;
-        Self::from_run(run, streams, rtsp_auth)
+        let serves_rtsp = streams.iter().any(Stream::serves_rtsp);
+        let rtsp_auth = rtsp_credentials(a.rtsp_auth.as_deref(), serves_rtsp)?;
+        let web = web_view(run.web.as_deref(), a.web_auth.as_deref())?;
+        let tls = tls(run.tls_cert.clone(), run.tls_key.clone(), web.is_some() || serves_rtsp)?;
+        let mut cfg = Self::from_run(run, streams, rtsp_auth)?;
+        (cfg.web, cfg.tls) = (web, tls);
+        Ok(cfg)
     }
 
     /// The run-wide values, each checked (the declared ranges already were).
@@ -246,6 +258,9 @@ impl Config {
             stats_every: seconds("stats", run.stats)?,
             metrics: run.metrics.as_deref().map(parse_metrics_addr).transpose()?,
             rtsp_auth,
+            web: None,
+            tls: None,
+            realtime: choice("realtime", &run.realtime)?,
         })
     }
 }
@@ -348,6 +363,10 @@ fn stream_name(n: usize, t: &StreamTable) -> Result<(String, String)> {
 }
 
 impl Stream {
+    pub fn serves_rtsp(&self) -> bool {
+        self.outputs.iter().any(|o| matches!(o, Output::Rtsp { .. }))
+    }
+
     /// One stream's values from its merged settings.
     fn resolve(
         name: String,
@@ -468,26 +487,6 @@ fn overload(given: Option<&str>, input: &Input) -> Result<Overload> {
             "unknown --on-overload `{other}`; use drop or block"
         ))),
     })
-}
-
-/// `--rtsp-auth`, else `GRADCAM_RTSP_AUTH`; only where a stream serves RTSP.
-fn rtsp_credentials(flag: Option<&str>, streams: &[Stream]) -> Result<Option<Credentials>> {
-    let creds = match flag {
-        Some(c) => Some(parse_credentials(c, "--rtsp-auth")?),
-        None => match std::env::var("GRADCAM_RTSP_AUTH") {
-            Ok(c) if !c.is_empty() => Some(parse_credentials(&c, "GRADCAM_RTSP_AUTH")?),
-            _ => None,
-        },
-    };
-    let serves_rtsp = streams
-        .iter()
-        .any(|s| s.outputs.iter().any(|o| matches!(o, Output::Rtsp { .. })));
-    if creds.is_some() && !serves_rtsp {
-        bail!(usage(
-            "--rtsp-auth protects an rtsp:// output, and there is none; add --output rtsp://HOST:PORT/PATH or drop --rtsp-auth"
-        ));
-    }
-    Ok(creds)
 }
 
 #[cfg(test)]

@@ -376,7 +376,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// `HOST:PORT` for the metrics server; a bare port means loopback.
-pub(crate) fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr> {
+/// `HOST:PORT` (or a bare port: loopback) for `--flag`; `example` shows a good one.
+pub(crate) fn parse_addr(flag: &str, s: &str, example: &str) -> Result<std::net::SocketAddr> {
     use std::net::ToSocketAddrs;
     let spec = if s.parse::<u16>().is_ok() {
         format!("127.0.0.1:{s}")
@@ -388,9 +389,86 @@ pub(crate) fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr> {
         .and_then(|mut a| a.next())
         .ok_or_else(|| {
             usage(format!(
-                "--metrics {s}: use HOST:PORT, e.g. 127.0.0.1:9464 (port 0 picks a free one)"
+                "{flag} {s}: use HOST:PORT, e.g. {example} (port 0 picks a free one)"
             ))
         })
+}
+
+pub(crate) fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr> {
+    parse_addr("--metrics", s, "127.0.0.1:9464")
+}
+
+/// `--web`: where the view is served, and the credentials it asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebView {
+    pub addr: std::net::SocketAddr,
+    pub auth: Option<Credentials>,
+}
+
+/// `--tls-cert` and `--tls-key`: PEM files for HTTPS and RTSPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `--rtsp-auth`, else `GRADCAM_RTSP_AUTH`; only where a stream serves RTSP.
+pub(crate) fn rtsp_credentials(flag: Option<&str>, serves_rtsp: bool) -> Result<Option<Credentials>> {
+    let creds = credentials(flag, "--rtsp-auth", "GRADCAM_RTSP_AUTH")?;
+    if creds.is_some() && !serves_rtsp {
+        bail!(usage(
+            "--rtsp-auth protects an rtsp:// output, and there is none; add --output rtsp://HOST:PORT/PATH or drop --rtsp-auth"
+        ));
+    }
+    Ok(creds)
+}
+
+/// Credentials from `flag`, else from the environment variable `env`.
+fn credentials(flag: Option<&str>, name: &str, env: &str) -> Result<Option<Credentials>> {
+    match flag {
+        Some(c) => Ok(Some(parse_credentials(c, name)?)),
+        None => match std::env::var(env) {
+            Ok(c) if !c.is_empty() => Ok(Some(parse_credentials(&c, env)?)),
+            _ => Ok(None),
+        },
+    }
+}
+
+/// `--web ADDR` with `--web-auth` (or GRADCAM_WEB_AUTH); credentials without a view are a
+/// usage error.
+pub(crate) fn web_view(addr: Option<&str>, auth: Option<&str>) -> Result<Option<WebView>> {
+    let auth = credentials(auth, "--web-auth", "GRADCAM_WEB_AUTH")?;
+    match addr {
+        Some(a) => Ok(Some(WebView {
+            addr: parse_addr("--web", a, "127.0.0.1:8080")?,
+            auth,
+        })),
+        None if auth.is_some() => bail!(usage(
+            "--web-auth protects the web view, and there is none; add --web ADDR or drop --web-auth"
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Both PEM files or neither, each readable; `serves` says whether anything would use them.
+pub(crate) fn tls(cert: Option<PathBuf>, key: Option<PathBuf>, serves: bool) -> Result<Option<Tls>> {
+    let (cert, key) = match (cert, key) {
+        (Some(c), Some(k)) => (c, k),
+        (None, None) => return Ok(None),
+        (Some(_), None) => bail!(usage("--tls-cert needs --tls-key (the certificate's PEM private key)")),
+        (None, Some(_)) => bail!(usage("--tls-key needs --tls-cert (the PEM certificate)")),
+    };
+    for (flag, p) in [("--tls-cert", &cert), ("--tls-key", &key)] {
+        if let Err(e) = std::fs::File::open(p) {
+            bail!(usage(format!("{flag} {}: {e}; give a readable PEM file", p.display())));
+        }
+    }
+    if !serves {
+        bail!(usage(
+            "--tls-cert secures --web and rtsp:// outputs, and there is neither; add one or drop --tls-cert/--tls-key"
+        ));
+    }
+    Ok(Some(Tls { cert, key }))
 }
 
 pub(crate) fn parse_credentials(s: &str, what: &str) -> Result<Credentials> {

@@ -86,3 +86,25 @@ pub struct Explained {
     /// With --top-k K > 1: each of the K most likely classes with its own map, best first.
     pub ranked: Vec<(ClassScore, CamMap)>,
 }
+
+/// One encoded H.264 access unit (Annex-B, parameter sets on key frames), as a live encoder
+/// hands it to the outputs that share it (the RTSP server's medias, the web view).
+pub struct Encoded<'a> {
+    pub data: &'a [u8],
+    /// The frame's timestamp (a live input's capture time since the stream began).
+    pub pts: u64,
+    pub duration: Option<u64>,
+    pub key: bool,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Something fed by a stream's live encoder. Called on a GStreamer streaming thread: it must
+/// never block (a slow consumer skips or drops, it does not hold the encoder back).
+pub trait EncodedTap: Send + Sync {
+    fn push(&self, frame: &Encoded);
+    /// Whether a consumer joined since the last call and needs a key frame now.
+    fn take_keyframe_request(&self) -> bool;
+    /// The stream has ended: consumers see its end.
+    fn finish(&self) {}
+}

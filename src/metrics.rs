@@ -1,15 +1,13 @@
-//! `--metrics ADDR`: Prometheus text format at `/metrics` and a health check at `/healthz`,
-//! read at each scrape from the counters the stages already keep (`Stats`): nothing here
-//! touches a stage, and a slow scraper slows only this server's own thread.
+//! What `/metrics` (Prometheus text format) and `/healthz` say, read at each scrape from the
+//! counters the stages already keep (`Stats`): nothing here touches a stage. The server that
+//! serves them is `web`'s.
 //!
 //! Per stream (label `stream`): frames in, out and dropped, reconnects, up (0/1) and the
 //! latency histogram. For the worker: batch sizes, queue depth, model time, device memory.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use crossbeam_channel::Receiver;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -193,6 +191,14 @@ impl Board {
         }
         gauge(
             e,
+            "gradcam_stream_encoders",
+            "Video encoders in the stream's output (one for RTSP and the web, however many viewers)",
+            self.streams
+                .iter()
+                .map(|(n, s, _)| (n.clone(), s.encoders.load(Relaxed) as i64)),
+        )?;
+        gauge(
+            e,
             "gradcam_stream_queue_depth",
             "Frames waiting for the model, per stream",
             self.streams
@@ -253,68 +259,6 @@ impl Board {
             ConstGauge::new(self.all.device_memory() as i64).encode(m)?;
         }
         Ok(())
-    }
-}
-
-/// The HTTP server behind `--metrics`; stops when dropped.
-pub struct Server {
-    http: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
-    /// `http://host:port` as bound.
-    pub url: String,
-}
-
-impl Server {
-    pub fn start(addr: SocketAddr, board: Board) -> Result<Server> {
-        let http = tiny_http::Server::http(addr).map_err(|e| {
-            anyhow!("cannot serve metrics on {addr}: {e}; pick another address (port 0 picks a free one)")
-        })?;
-        let url = match http.server_addr().to_ip() {
-            Some(a) => format!("http://{a}"),
-            None => format!("http://{addr}"),
-        };
-        let http = Arc::new(http);
-        let h = http.clone();
-        let thread = std::thread::Builder::new()
-            .name("gradcam-metrics".into())
-            .spawn(move || {
-                for req in h.incoming_requests() {
-                    let path = req.url().split('?').next().unwrap_or("").to_owned();
-                    let (code, body, kind) = match path.as_str() {
-                        "/metrics" => match board.render() {
-                            Ok(t) => (200, t, "text/plain; version=0.0.4; charset=utf-8"),
-                            Err(e) => (500, format!("{e}\n"), "text/plain"),
-                        },
-                        "/healthz" => {
-                            let (code, line) = board.health();
-                            (code, format!("{line}\n"), "text/plain")
-                        }
-                        _ => (404, "try /metrics or /healthz\n".into(), "text/plain"),
-                    };
-                    let header = tiny_http::Header::from_bytes("Content-Type", kind)
-                        .expect("a valid header");
-                    let _ = req.respond(
-                        tiny_http::Response::from_string(body)
-                            .with_status_code(code)
-                            .with_header(header),
-                    );
-                }
-            })
-            .context("starting the metrics thread")?;
-        Ok(Server {
-            http,
-            thread: Some(thread),
-            url,
-        })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.http.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

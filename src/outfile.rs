@@ -197,6 +197,11 @@ impl LineFile {
         })
     }
 
+    /// Where the lines are being written (until the commit).
+    pub fn path(&self) -> &Path {
+        self.out.partial_path()
+    }
+
     pub fn line(&mut self, s: &str) -> Result<()> {
         self.w.write_all(s.as_bytes())?;
         self.w.write_all(b"\n")?;

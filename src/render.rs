@@ -30,6 +30,8 @@ pub struct Drawn {
     pub cam: CamMap,
     /// The class the map explains.
     pub target: ClassScore,
+    /// The most likely classes, best first.
+    pub top: Vec<ClassScore>,
     pub located: Located,
 }
 
@@ -83,10 +85,16 @@ impl Drawer {
         if !lines.is_empty() {
             label::draw(&mut frame.pixels, w, h, &lines);
         }
+        let top = if e.ranked.is_empty() {
+            e.top
+        } else {
+            e.ranked.into_iter().map(|(c, _)| c).collect()
+        };
         let drawn = Drawn {
             frame,
             cam: e.cam,
             target: e.target,
+            top,
             located: loc,
         };
         (drawn, line)
@@ -173,6 +181,14 @@ impl Renderer {
     /// The name of class `id` in the model's list ("class N" past its end).
     pub fn class_name(&self, id: i64) -> String {
         self.drawer.class_name(id)
+    }
+
+    /// Where each stream's metadata lines are being written, while the run goes on.
+    pub fn metadata_paths(&self) -> Vec<Option<std::path::PathBuf>> {
+        self.metadata
+            .iter()
+            .map(|m| m.as_ref().map(|f| f.path().to_owned()))
+            .collect()
     }
 
     /// Each stream's metadata file (taken: the caller commits or drops each).

@@ -91,6 +91,25 @@ declare! {
         #[arg(long, value_name = "ADDR")]
         metrics: String;
 
+        /// Serve the web view (live explained video, timelines, recordings; and /metrics and
+        /// /healthz unless --metrics is given) at http(s)://ADDR (127.0.0.1:8080; a bare port is
+        /// loopback)
+        #[arg(long, value_name = "ADDR")]
+        web: String;
+
+        /// PEM certificate for HTTPS on --web and RTSPS on rtsp:// outputs (with --tls-key)
+        #[arg(long, value_name = "FILE")]
+        tls_cert: PathBuf;
+
+        /// PEM private key of --tls-cert
+        #[arg(long, value_name = "FILE")]
+        tls_key: PathBuf;
+
+        /// Pace a file input at its own frame rate, as a player does: auto (when it is watched:
+        /// display, rtsp:// or --web), on, off (as fast as it is explained)
+        #[arg(long, value_name = "auto|on|off")]
+        realtime: String = "auto".into();
+
         /// Print a stats line (frames in/out, dropped, reconnects, fps, latency p50/p95) every
         /// SECONDS [default when given without a value: 5]
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "5")]

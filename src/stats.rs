@@ -30,6 +30,8 @@ pub struct Stats {
     pub written: AtomicU64,
     /// Expected number of frames (0 while unknown).
     pub total: AtomicU64,
+    /// Video encoders in the stream's output pipeline (however many viewers it has).
+    pub encoders: AtomicU64,
     /// Nanoseconds each stage spent busy (for the source: waiting for room in the queue).
     busy: [AtomicU64; Stage::ALL.len()],
     /// Time frames waited in the queue for the worker, in nanoseconds, and how many.
@@ -163,6 +165,7 @@ impl Default for Stats {
             dropped: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             total: AtomicU64::new(0),
+            encoders: AtomicU64::new(0),
             latency: Mutex::new((Histogram::default(), Histogram::default())),
             busy: Default::default(),
             queue_wait: AtomicU64::new(0),

@@ -164,13 +164,13 @@ fn sigint_on_a_live_run_finishes_a_playable_file() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn display_output_under_xvfb() -> Result<()> {
-    // Our own Xvfb on a display number of this process, used once its socket exists. On a
-    // loaded machine a just-started Xvfb can still refuse the first X connections, so a run
-    // whose only problem is opening the display is tried again (at most three times).
-    let n = 200 + std::process::id() % 700;
-    let _xvfb = Running::start(
+/// Our own Xvfb on a display number of this process, once its socket exists; and that number.
+fn xvfb() -> Result<(Running, u32)> {
+    // A killed Xvfb leaves its lock file: each call takes a display number of its own.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let n = 200 + (std::process::id() % 300) * 4 + call % 4;
+    let xvfb = Running::start(
         std::path::Path::new("Xvfb"),
         &[
             &format!(":{n}"),
@@ -190,6 +190,54 @@ fn display_output_under_xvfb() -> Result<()> {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    Ok((xvfb, n))
+}
+
+/// A file watched in a window plays at its own pace (bikes.mp4: 10 s), while the same file to
+/// a file alone runs as fast as it is explained.
+#[test]
+fn a_watched_file_plays_at_its_own_pace() -> Result<()> {
+    let (_xvfb, n) = xvfb()?;
+    let bikes = sample("bikes.mp4");
+    let clip = probe(&bikes, 0)?;
+    let length = clip.pts.len() as f64 / 25.0;
+    // The run's own figure: from its first frame to its last written (start-up aside).
+    let timed = |output: &str, extra: &[&str]| -> Result<f64> {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_gradcam-stream"))
+            .env("DISPLAY", format!(":{n}"))
+            .args(["--input", bikes.to_str().unwrap(), "--output", output])
+            .args(["--progress", "none"])
+            .args(extra)
+            .output()?;
+        let err = stderr(&o);
+        anyhow::ensure!(o.status.success(), "{err}");
+        let secs = err
+            .split(" frames in ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next()?.parse().ok());
+        secs.ok_or_else(|| anyhow::anyhow!("no `done:` line in {err}"))
+    };
+    let dir = tempfile::tempdir()?;
+    let to_file = timed(dir.path().join("o.mp4").to_str().unwrap(), &[])?;
+    let shown = timed("display", &[])?;
+    let forced = timed("display", &["--realtime", "off"])?;
+    println!(
+        "bikes.mp4 ({length:.1} s): to a window {shown:.1} s, to a file {to_file:.1} s, to a window with --realtime off {forced:.1} s"
+    );
+    assert!(
+        shown >= length * 0.9 && shown <= length * 1.1,
+        "a watched clip of {length:.1} s took {shown:.1} s"
+    );
+    assert!(to_file < length * 0.8, "to a file it is paced: {to_file:.1} s");
+    assert!(forced < length * 0.8, "--realtime off is not paced: {forced:.1} s");
+    Ok(())
+}
+
+#[test]
+fn display_output_under_xvfb() -> Result<()> {
+    let (_xvfb, n) = xvfb()?;
+    // On a loaded machine a just-started Xvfb can still refuse the first X connections, so a
+    // run whose only problem is opening the display is tried again (at most three times).
     let mut tries = 0;
     let (o, err) = loop {
         tries += 1;

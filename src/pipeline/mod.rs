@@ -67,12 +67,32 @@ fn quiet_library_warnings() {
     }
 }
 
-/// Forward the bus messages that matter to the event channel, from whatever thread posts them.
-fn watch(pipeline: &gst::Pipeline, role: Role, events: Sender<Event>) {
+/// Called with each segment file an output starts, and the running time (ns) it starts at.
+pub type SegmentOpened = Arc<dyn Fn(std::path::PathBuf, u64) + Send + Sync>;
+
+/// Forward the bus messages that matter to the event channel, from whatever thread posts them;
+/// a segment opened goes to `segments`.
+fn watch(
+    pipeline: &gst::Pipeline,
+    role: Role,
+    events: Sender<Event>,
+    segments: Option<SegmentOpened>,
+) {
     let bus = pipeline.bus().expect("a pipeline has a bus");
     bus.set_sync_handler(move |_, msg| {
         use gst::MessageView;
         match msg.view() {
+            MessageView::Element(e) => {
+                let opened = e
+                    .structure()
+                    .filter(|s| s.name() == "splitmuxsink-fragment-opened");
+                if let (Some(s), Some(hook)) = (opened, &segments) {
+                    if let Ok(location) = s.get::<String>("location") {
+                        let at = s.get::<u64>("running-time").unwrap_or(0);
+                        hook(location.into(), at);
+                    }
+                }
+            }
             MessageView::Eos(_) => {
                 let _ = events.send(Event::Eos(role));
             }
@@ -173,6 +193,9 @@ pub struct StreamRun<'a> {
     pub rendered: Receiver<Frame>,
     /// Its own counters (the run's are passed beside).
     pub stats: Arc<Stats>,
+    /// Decode at the input's own pace (see `source::Handoff::paced`).
+    pub paced: bool,
+    pub segments: Option<SegmentOpened>,
 }
 
 /// What a video run reads and where it writes.
@@ -289,9 +312,14 @@ impl<'a> BusLoop<'a> {
                 tally: tally.clone(),
                 index: Arc::new(AtomicU64::new(0)),
                 epoch: st.input.is_live().then(Instant::now),
+                paced: st.paced,
             };
             let sink = sink::build(&st.branches, codec)?;
-            watch(&sink.pipeline, Role::Sink(i), events.clone());
+            st.stats.encoders.store(
+                sink::encoders(&sink.pipeline) as u64,
+                Ordering::Relaxed,
+            );
+            watch(&sink.pipeline, Role::Sink(i), events.clone(), st.segments);
             let mut feed = Feed::new(i, st.input, st.shown, st.rtsp, handoff, events.clone());
             feed.build()?;
             self.lanes.push(Lane {
@@ -563,6 +591,7 @@ impl<'a> Feed<'a> {
             &src.pipeline,
             Role::Source(self.stream, self.generation),
             self.events.clone(),
+            None,
         );
         self.pipeline = Some(src.pipeline);
         self.built = Instant::now();

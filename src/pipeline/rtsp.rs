@@ -4,11 +4,13 @@
 //! no second encoder.
 //!
 //! ```text
-//! output pipeline:  … x264enc ! h264parse ! appsink name=rtspN ──Feeds::push──┐
+//! output pipeline:  … x264enc ! h264parse ! appsink name=liveN ──Feeds::push──┐
 //! server media:     ( appsrc name=src ! h264parse ! rtph264pay name=pay0 ) ◀──┘
 //! ```
 //! A media that starts mid-stream gets frames from the next keyframe on, and asks the encoder
-//! for one at once.
+//! for one at once. Frames are stamped from their own timestamps (a live input's capture
+//! times), offset once onto the media's clock, never from when they reach the server: a
+//! batch's frames arrive together but leave as far apart as they were captured.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,9 +24,11 @@ use gstreamer_app as gst_app;
 use gstreamer_rtsp_server as rtsp;
 use gstreamer_rtsp_server::prelude::*;
 
-use crate::config::Credentials;
+use crate::config::{Credentials, Tls};
+use gstreamer_rtsp_server::gio;
+use crate::frame::{Encoded, EncodedTap};
 
-/// The server's medias that want frames, fed from the encoder's appsink.
+/// The server's medias that want frames, fed from the stream's live encoder.
 #[derive(Default)]
 pub struct Feeds {
     medias: Mutex<Vec<Feed>>,
@@ -34,9 +38,15 @@ pub struct Feeds {
 
 struct Feed {
     appsrc: gst_app::AppSrc,
-    /// Whether a keyframe has been sent; until then delta frames are skipped.
-    started: bool,
+    /// Added to a frame's timestamp to place it on the media's clock, fixed by the first
+    /// frame the media gets; None until then (delta frames before a key frame are skipped).
+    offset: Option<i64>,
+    last: Option<u64>,
 }
+
+/// How far behind its capture a frame leaves the server, beyond the first frame's own
+/// latency: room for the batches' jitter, so frames leave as evenly as they were captured.
+const SEND_DELAY: gst::ClockTime = gst::ClockTime::from_mseconds(100);
 
 impl Feeds {
     fn add(&self, appsrc: gst_app::AppSrc) {
@@ -46,76 +56,71 @@ impl Feeds {
         if let Ok(mut m) = self.medias.lock() {
             m.push(Feed {
                 appsrc,
-                started: false,
+                offset: None,
+                last: None,
             });
         }
         self.keyframe_wanted.store(true, Ordering::Relaxed);
     }
 
-    /// Whether a media joined since the last call and needs a keyframe.
-    fn take_keyframe_request(&self) -> bool {
-        self.keyframe_wanted.swap(false, Ordering::Relaxed)
-    }
-
-    /// Hand one encoded frame to every media; a media that has gone (its clients left) is
-    /// forgotten.
-    pub fn push(&self, sample: &gst::Sample) {
-        let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
-            return;
-        };
-        let caps = caps.to_owned();
+    fn caps_for(&self, f: &Encoded) -> gst::Caps {
+        let caps = gst::Caps::builder("video/x-h264")
+            .field("stream-format", "byte-stream")
+            .field("alignment", "au")
+            .field("width", f.width as i32)
+            .field("height", f.height as i32)
+            .build();
         if let Ok(mut c) = self.caps.lock() {
             if c.as_ref() != Some(&caps) {
                 *c = Some(caps.clone());
             }
         }
-        let key = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        caps
+    }
+}
+
+impl EncodedTap for Feeds {
+    /// Hand one encoded frame to every media, stamped from the frame's own timestamp (its
+    /// capture time, for a live input) so that the stream keeps the camera's spacing; a media
+    /// that has gone (its clients left) is forgotten.
+    fn push(&self, f: &Encoded) {
+        let caps = self.caps_for(f);
         let Ok(mut medias) = self.medias.lock() else {
             return;
         };
         medias.retain_mut(|feed| {
-            if !feed.started && !key {
-                return true;
+            if feed.offset.is_none() {
+                if !f.key {
+                    return true;
+                }
+                let now = feed.appsrc.current_running_time().unwrap_or(gst::ClockTime::ZERO);
+                feed.offset = Some((now + SEND_DELAY).nseconds() as i64 - f.pts as i64);
             }
-            feed.started = true;
             if feed.appsrc.caps().as_ref() != Some(&caps) {
                 feed.appsrc.set_caps(Some(&caps));
             }
-            // The media stamps frames on arrival (do-timestamp): its clock, not ours.
-            let mut b = buffer.copy();
+            let pts = (f.pts as i64 + feed.offset.unwrap_or(0)).max(0) as u64;
+            let pts = feed.last.map_or(pts, |l| pts.max(l + 1));
+            feed.last = Some(pts);
+            let mut b = gst::Buffer::from_slice(f.data.to_vec());
             {
-                let b = b.make_mut();
-                b.set_pts(gst::ClockTime::NONE);
-                b.set_dts(gst::ClockTime::NONE);
+                let b = b.get_mut().expect("a new buffer is writable");
+                b.set_pts(gst::ClockTime::from_nseconds(pts));
+                b.set_duration(f.duration.map(gst::ClockTime::from_nseconds));
+                if !f.key {
+                    b.set_flags(gst::BufferFlags::DELTA_UNIT);
+                }
             }
             feed.appsrc.push_buffer(b).is_ok()
         });
     }
 
-    /// Feed the server from `appsink` (H.264 byte-stream, one access unit a buffer); a new
-    /// media makes the encoder upstream send a keyframe.
-    pub fn attach(self: Arc<Self>, appsink: &gst_app::AppSink) {
-        appsink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |appsink| {
-                    let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    if self.take_keyframe_request() {
-                        let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
-                            .all_headers(true)
-                            .build();
-                        if let Some(pad) = appsink.static_pad("sink") {
-                            pad.push_event(event);
-                        }
-                    }
-                    self.push(&sample);
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
+    fn take_keyframe_request(&self) -> bool {
+        self.keyframe_wanted.swap(false, Ordering::Relaxed)
     }
 
     /// End of the stream for every media: clients see the stream end.
-    pub fn finish(&self) {
+    fn finish(&self) {
         if let Ok(mut medias) = self.medias.lock() {
             for feed in medias.drain(..) {
                 let _ = feed.appsrc.end_of_stream();
@@ -142,7 +147,7 @@ pub struct Server {
 }
 
 /// What the server's media does with the frames it is handed.
-const MEDIA: &str = "( appsrc name=src is-live=true format=time do-timestamp=true \
+const MEDIA: &str = "( appsrc name=src is-live=true format=time do-timestamp=false \
      ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )";
 
 /// The role a client with the credentials has.
@@ -151,7 +156,7 @@ const ROLE: &str = "viewer";
 impl Server {
     /// Serve on `host:port` (port 0: any free port) at mount `path`, on a main loop of its own.
     pub fn start(host: &str, port: u16, path: &str) -> Result<Server> {
-        let mut server = Server::open(host, port, None)?;
+        let mut server = Server::open(host, port, None, None)?;
         let feeds = server.mount(path)?;
         server.feeds = feeds;
         server.url = format!("{}{path}", server.base);
@@ -159,20 +164,40 @@ impl Server {
     }
 
     /// Serve on `host:port` (port 0: any free port) with no mount yet; with `credentials`,
-    /// only clients that give them (HTTP Basic) are let in (401 otherwise).
-    pub fn open(host: &str, port: u16, credentials: Option<&Credentials>) -> Result<Server> {
+    /// only clients that give them (HTTP Basic) are let in (401 otherwise); with `tls`, over
+    /// RTSPS (TLS from the first byte: `rtsps://`).
+    pub fn open(
+        host: &str,
+        port: u16,
+        credentials: Option<&Credentials>,
+        tls: Option<&Tls>,
+    ) -> Result<Server> {
         let server = rtsp::RTSPServer::new();
         server.set_address(host);
         server.set_service(&port.to_string());
-        if let Some(c) = credentials {
+        if credentials.is_some() || tls.is_some() {
             let auth = rtsp::RTSPAuth::new();
-            let token = rtsp::RTSPToken::builder()
+            let mut token = rtsp::RTSPToken::builder()
                 .field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, ROLE)
                 .build();
-            auth.add_basic(
-                rtsp::RTSPAuth::make_basic(&c.user, &c.password).as_str(),
-                &token,
-            );
+            match credentials {
+                Some(c) => auth.add_basic(
+                    rtsp::RTSPAuth::make_basic(&c.user, &c.password).as_str(),
+                    &token,
+                ),
+                // TLS alone: everyone is a viewer.
+                None => auth.set_default_token(Some(&mut token)),
+            }
+            if let Some(tls) = tls {
+                let cert = gio::TlsCertificate::from_files(&tls.cert, &tls.key).map_err(|e| {
+                    anyhow!(
+                        "--tls-cert {} / --tls-key {}: {e}; give a PEM certificate and its PEM private key",
+                        tls.cert.display(),
+                        tls.key.display()
+                    )
+                })?;
+                auth.set_tls_certificate(Some(&cert));
+            }
             server.set_auth(Some(&auth));
         }
 
@@ -198,7 +223,8 @@ impl Server {
                 let _ = ctx.with_thread_default(|| ml.run());
             })
             .context("starting the RTSP server thread")?;
-        let base = format!("rtsp://{host}:{}", server.bound_port());
+        let scheme = if tls.is_some() { "rtsps" } else { "rtsp" };
+        let base = format!("{scheme}://{host}:{}", server.bound_port());
         Ok(Server {
             server,
             context,
@@ -206,7 +232,7 @@ impl Server {
             source: Some(source),
             thread: Some(thread),
             mounts: Vec::new(),
-            auth: credentials.is_some(),
+            auth: credentials.is_some() || tls.is_some(),
             base: base.clone(),
             feeds: Arc::new(Feeds::default()),
             url: base,

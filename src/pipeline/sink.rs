@@ -7,8 +7,9 @@
 //!                - mp4mux|matroskamux - filesink (mp4mux writes 1 s fragments for a live
 //!                recording, so that whatever kills the process leaves a playable file)
 //!   segments: - queue - videoconvert - capsfilter - encoder - {splitmuxsink name=fileN}
-//!   rtsp:    - queue (leaky) - videoconvert - {capsfilter name=chromaN} - {encoder, zero latency}
-//!                - h264parse - {appsink name=rtspN} → the RTSP server's medias
+//!   live:    - queue (leaky) - videoconvert - {capsfilter name=chromaN} - {encoder, zero latency}
+//!                - h264parse - {appsink name=liveN} → every RTSP mount of the stream and the
+//!                web view's viewers (one encoder however many of them there are)
 //!   display: - queue (leaky) - videoconvert - autovideosink
 //!   null:    - fakesink
 //! ```
@@ -28,8 +29,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use crate::config::{Container, Encoder};
-use crate::frame::Frame;
-use crate::pipeline::rtsp::Feeds;
+use crate::frame::{Encoded, EncodedTap, Frame};
 
 pub struct Sink {
     pub pipeline: gst::Pipeline,
@@ -134,8 +134,9 @@ pub enum Branch<'a> {
     File(&'a Path, Container, bool),
     /// Numbered files (`pattern` holds `%05d`) of at most this many nanoseconds each.
     Segments(&'a Path, Container, u64),
-    /// An RTSP server's medias.
-    Rtsp(Arc<Feeds>),
+    /// One zero-latency H.264 encoder whose frames go to each of these (RTSP mounts, the
+    /// web view).
+    Live(Vec<Arc<dyn EncodedTap>>),
     /// A window.
     Display,
     /// Nowhere (measuring).
@@ -164,11 +165,11 @@ pub fn build(branches: &[Branch], codec: Codec) -> Result<Sink> {
                 segment_muxer(*container).0,
                 quote(pattern)
             ),
-            Branch::Rtsp(_) => format!(
+            Branch::Live(_) => format!(
                 "{LEAKY_QUEUE} ! {CONVERT} ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! \
                  {} ! \
                  h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au ! \
-                 appsink name=rtsp{n} sync=false async=false enable-last-sample=false",
+                 appsink name=live{n} sync=false async=false enable-last-sample=false",
                 encoder_fragment(codec, &format!("enc{n}"), true)
             ),
             Branch::Display => format!(
@@ -197,19 +198,19 @@ pub fn build(branches: &[Branch], codec: Codec) -> Result<Sink> {
         .context("the output pipeline has no appsrc")?;
     for (n, branch) in branches.iter().enumerate() {
         if let (Codec::Nvenc, Some(enc)) = (codec, pipeline.by_name(&format!("enc{n}"))) {
-            configure_nvenc(&enc, matches!(branch, Branch::Rtsp(_)));
+            configure_nvenc(&enc, matches!(branch, Branch::Live(_)));
         }
         if let (Branch::Segments(_, container, _), Some(split)) =
             (branch, pipeline.by_name(&format!("file{n}")))
         {
             split.set_property("muxer-properties", segment_muxer(*container).1);
         }
-        if let Branch::Rtsp(feeds) = branch {
+        if let Branch::Live(taps) = branch {
             let appsink = pipeline
-                .by_name(&format!("rtsp{n}"))
+                .by_name(&format!("live{n}"))
                 .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-                .context("the output pipeline has no RTSP appsink")?;
-            feeds.clone().attach(&appsink);
+                .context("the output pipeline has no live appsink")?;
+            attach(&appsink, taps.clone());
         }
     }
     Ok(Sink {
@@ -218,6 +219,80 @@ pub fn build(branches: &[Branch], codec: Codec) -> Result<Sink> {
         caps: None,
         last_pts: None,
     })
+}
+
+/// Hand each encoded frame from `appsink` (H.264 byte-stream, one access unit a buffer) to
+/// every tap; a tap that gained a consumer makes the encoder upstream send a key frame.
+fn attach(appsink: &gst_app::AppSink, taps: Vec<Arc<dyn EncodedTap>>) {
+    let ending = taps.clone();
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |appsink| {
+                let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if taps.iter().any(|t| t.take_keyframe_request()) {
+                    let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                        .all_headers(true)
+                        .build();
+                    if let Some(pad) = appsink.static_pad("sink") {
+                        pad.push_event(event);
+                    }
+                }
+                let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let size = caps.structure(0).map_or((0, 0), |s| {
+                    (
+                        s.get::<i32>("width").unwrap_or(0) as u32,
+                        s.get::<i32>("height").unwrap_or(0) as u32,
+                    )
+                });
+                let Ok(map) = buffer.map_readable() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                // The encoder offsets its timestamps (by 1000 hours, so that no DTS is
+                // negative) and its segment with them: the running time is the frame's own.
+                let segment = sample
+                    .segment()
+                    .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned());
+                let pts = buffer.pts().map_or(0, |t| {
+                    segment
+                        .and_then(|s| s.to_running_time(t))
+                        .unwrap_or(t)
+                        .nseconds()
+                });
+                let frame = Encoded {
+                    data: map.as_slice(),
+                    pts,
+                    duration: buffer.duration().map(|t| t.nseconds()),
+                    key: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                    width: size.0,
+                    height: size.1,
+                };
+                for t in &taps {
+                    t.push(&frame);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .eos(move |_| {
+                for t in &ending {
+                    t.finish();
+                }
+            })
+            .build(),
+    );
+}
+
+/// The video encoders in an output pipeline (a stream's whole encoding cost).
+pub fn encoders(pipeline: &gst::Pipeline) -> usize {
+    pipeline
+        .iterate_recurse()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e.factory()
+                .is_some_and(|f| f.metadata(gst::ELEMENT_METADATA_KLASS).is_some_and(|k| k.contains("Encoder")))
+        })
+        .count()
 }
 
 impl Sink {
@@ -288,7 +363,7 @@ mod tests {
             &[
                 Branch::File(&mp4, Container::Mp4, false),
                 Branch::File(&mkv, Container::Matroska, true),
-                Branch::Rtsp(Arc::new(Feeds::default())),
+                Branch::Live(vec![Arc::new(crate::pipeline::rtsp::Feeds::default())]),
                 Branch::Display,
                 Branch::Null,
                 Branch::Segments(&mkv, Container::Mp4, 5_000_000_000),
@@ -296,10 +371,12 @@ mod tests {
             Codec::X264,
         )?;
         for name in [
-            "file0", "file1", "rtsp2", "display3", "null4", "enc0", "enc2", "file5",
+            "file0", "file1", "live2", "display3", "null4", "enc0", "enc2", "file5",
         ] {
             assert!(sink.pipeline.by_name(name).is_some(), "{name}");
         }
+        // Two files, the live branch and the segments: one encoder each.
+        assert_eq!(encoders(&sink.pipeline), 4);
         Ok(())
     }
 

@@ -86,6 +86,9 @@ pub struct Handoff {
     /// For a live source: the instant timestamps count from (arrival time replaces the
     /// source's own timestamps, which restart on a reconnect).
     pub epoch: Option<Instant>,
+    /// Hand frames on at the input's own frame rate, as a player shows them (a file watched
+    /// live), rather than as fast as they decode.
+    pub paced: bool,
 }
 
 fn capsfilter(name: &str, caps: &gst::Caps) -> Result<gst::Element> {
@@ -108,7 +111,7 @@ pub fn build(input: &Input, rtsp: &RtspSettings, handoff: Handoff) -> Result<Sou
     let filter = capsfilter("rgbx", &caps)?;
     let sink = gst_app::AppSink::builder()
         .name("frames")
-        .sync(false)
+        .sync(handoff.paced)
         .enable_last_sample(false)
         .max_buffers(2)
         .build();

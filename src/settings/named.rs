@@ -68,3 +68,7 @@ named!(
     /// How rtspsrc carries the feed: `auto` tries UDP and falls back to TCP when no packet comes.
     RtspTransport, "auto, tcp or udp" { Auto = "auto", Tcp = "tcp", Udp = "udp", }
 );
+named!(
+    /// Whether a file input is paced at its own frame rate: `auto` when a person watches it.
+    Realtime, "auto, on or off" { Auto = "auto", On = "on", Off = "off", }
+);

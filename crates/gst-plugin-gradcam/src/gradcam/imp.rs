@@ -677,6 +677,7 @@ impl GradCam {
             cam,
             target,
             located,
+            ..
         } = d;
         if blue_first(format) {
             swap_red_blue(&mut frame.pixels);
