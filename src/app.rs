@@ -12,12 +12,12 @@ use crossbeam_channel::Sender;
 
 use crate::config::{Config, Input, Output, Realtime, Stream};
 use crate::engine::{self, ModelInfo};
+use crate::frame::EncodedTap;
 use crate::frame::Frame;
 use crate::outfile::OutFile;
 use crate::pipeline::{self, rtsp, sink::Branch};
 use crate::render::{Look, Renderer};
 use crate::stats::{Reporter, Stage, Stats};
-use crate::frame::EncodedTap;
 use crate::web::{self, hub::Hub};
 use crate::{metrics, worker};
 
@@ -200,7 +200,11 @@ fn branches<'a>(
                 pattern,
                 container,
                 every,
-            } => Some(Branch::Segments(pattern, *container, every.as_nanos() as u64)),
+            } => Some(Branch::Segments(
+                pattern,
+                *container,
+                every.as_nanos() as u64,
+            )),
             Output::Rtsp { .. } => None,
             Output::Display => Some(Branch::Display),
             Output::Null | Output::Image(_) => Some(Branch::Null),
@@ -402,7 +406,10 @@ fn serve_http(cfg: &Config, lines: &Lines, hub: Option<Arc<Hub>>) -> Result<Vec<
             auth: None,
         };
         let server = web::Server::start(addr, site, None, "metrics")?;
-        eprintln!("metrics: {}/metrics (health: {}/healthz)", server.url, server.url);
+        eprintln!(
+            "metrics: {}/metrics (health: {}/healthz)",
+            server.url, server.url
+        );
         servers.push(server);
     }
     if let (Some(view), Some(hub)) = (&cfg.web, hub) {

@@ -14,8 +14,8 @@ use crate::colormap::Colormap;
 pub use crate::endpoint::parse_duration;
 pub use crate::endpoint::{is_image_path, Container, Input, Output, Tls, WebView};
 use crate::endpoint::{
-    is_name, metadata_path, parse_input, parse_metrics_addr, parse_outputs,
-    parse_size, rtsp_credentials, segment_pattern, split_name, tls, web_view, with_name,
+    is_name, metadata_path, parse_input, parse_metrics_addr, parse_outputs, parse_size,
+    rtsp_credentials, segment_pattern, split_name, tls, web_view, with_name,
 };
 pub use crate::settings::named::{
     DeviceChoice, Encoder, Layout, Named, Precision, Progress, Realtime, RtspTransport,
@@ -203,7 +203,11 @@ impl Config {
         let serves_rtsp = streams.iter().any(Stream::serves_rtsp);
         let rtsp_auth = rtsp_credentials(a.rtsp_auth.as_deref(), serves_rtsp)?;
         let web = web_view(run.web.as_deref(), a.web_auth.as_deref())?;
-        let tls = tls(run.tls_cert.clone(), run.tls_key.clone(), web.is_some() || serves_rtsp)?;
+        let tls = tls(
+            run.tls_cert.clone(),
+            run.tls_key.clone(),
+            web.is_some() || serves_rtsp,
+        )?;
         let mut cfg = Self::from_run(run, streams, rtsp_auth)?;
         (cfg.web, cfg.tls) = (web, tls);
         Ok(cfg)
@@ -364,7 +368,9 @@ fn stream_name(n: usize, t: &StreamTable) -> Result<(String, String)> {
 
 impl Stream {
     pub fn serves_rtsp(&self) -> bool {
-        self.outputs.iter().any(|o| matches!(o, Output::Rtsp { .. }))
+        self.outputs
+            .iter()
+            .any(|o| matches!(o, Output::Rtsp { .. }))
     }
 
     /// One stream's values from its merged settings.
@@ -504,6 +510,57 @@ mod tests {
 
     fn this_file() -> String {
         format!("{}/Cargo.toml", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn the_web_view_takes_an_address_credentials_and_tls() -> Result<()> {
+        let mut a = args("test://ball", "null");
+        a.settings.web = Some("8080".into());
+        a.web_auth = Some("viewer:s3cret".into());
+        let c = Config::merge(a, FileConfig::default())?;
+        let web = c.web.expect("a web view");
+        assert_eq!(web.addr.to_string(), "127.0.0.1:8080", "a bare port is loopback");
+        assert_eq!(web.auth.expect("credentials").user, "viewer");
+        assert_eq!(c.realtime, Realtime::Auto);
+
+        // Watched in the browser alone: no --output needed.
+        let mut a = Args {
+            input: vec!["test://ball".into()],
+            ..Args::default()
+        };
+        a.settings.web = Some("127.0.0.1:0".into());
+        let c = Config::merge(a, FileConfig::default())?;
+        assert_eq!(c.streams[0].outputs, vec![Output::Null]);
+
+        let mut a = args("test://ball", "null");
+        a.web_auth = Some("viewer:s3cret".into());
+        let e = Config::merge(a, FileConfig::default()).unwrap_err().to_string();
+        assert!(e.contains("--web-auth protects the web view"), "{e}");
+
+        let mut a = args("test://ball", "null");
+        a.settings.web = Some("127.0.0.1:0".into());
+        a.settings.tls_cert = Some(this_file().into());
+        let e = Config::merge(a, FileConfig::default()).unwrap_err().to_string();
+        assert!(e.contains("--tls-cert needs --tls-key"), "{e}");
+
+        let mut a = args("test://ball", "null");
+        a.settings.tls_cert = Some(this_file().into());
+        a.settings.tls_key = Some(this_file().into());
+        let e = Config::merge(a, FileConfig::default()).unwrap_err().to_string();
+        assert!(e.contains("there is neither"), "{e}");
+
+        let mut a = args("test://ball", "null");
+        a.settings.web = Some("127.0.0.1:0".into());
+        a.settings.tls_cert = Some("/no/cert.pem".into());
+        a.settings.tls_key = Some(this_file().into());
+        let e = Config::merge(a, FileConfig::default()).unwrap_err().to_string();
+        assert!(e.contains("--tls-cert /no/cert.pem") && e.contains("readable PEM"), "{e}");
+
+        let mut a = args("test://ball", "null");
+        a.settings.realtime = Some("sometimes".into());
+        let e = Config::merge(a, FileConfig::default()).unwrap_err().to_string();
+        assert!(e.contains("unknown --realtime `sometimes`; use auto, on or off"), "{e}");
+        Ok(())
     }
 
     #[test]

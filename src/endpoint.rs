@@ -413,7 +413,10 @@ pub struct Tls {
 }
 
 /// `--rtsp-auth`, else `GRADCAM_RTSP_AUTH`; only where a stream serves RTSP.
-pub(crate) fn rtsp_credentials(flag: Option<&str>, serves_rtsp: bool) -> Result<Option<Credentials>> {
+pub(crate) fn rtsp_credentials(
+    flag: Option<&str>,
+    serves_rtsp: bool,
+) -> Result<Option<Credentials>> {
     let creds = credentials(flag, "--rtsp-auth", "GRADCAM_RTSP_AUTH")?;
     if creds.is_some() && !serves_rtsp {
         bail!(usage(
@@ -451,16 +454,25 @@ pub(crate) fn web_view(addr: Option<&str>, auth: Option<&str>) -> Result<Option<
 }
 
 /// Both PEM files or neither, each readable; `serves` says whether anything would use them.
-pub(crate) fn tls(cert: Option<PathBuf>, key: Option<PathBuf>, serves: bool) -> Result<Option<Tls>> {
+pub(crate) fn tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    serves: bool,
+) -> Result<Option<Tls>> {
     let (cert, key) = match (cert, key) {
         (Some(c), Some(k)) => (c, k),
         (None, None) => return Ok(None),
-        (Some(_), None) => bail!(usage("--tls-cert needs --tls-key (the certificate's PEM private key)")),
+        (Some(_), None) => bail!(usage(
+            "--tls-cert needs --tls-key (the certificate's PEM private key)"
+        )),
         (None, Some(_)) => bail!(usage("--tls-key needs --tls-cert (the PEM certificate)")),
     };
     for (flag, p) in [("--tls-cert", &cert), ("--tls-key", &key)] {
         if let Err(e) = std::fs::File::open(p) {
-            bail!(usage(format!("{flag} {}: {e}; give a readable PEM file", p.display())));
+            bail!(usage(format!(
+                "{flag} {}: {e}; give a readable PEM file",
+                p.display()
+            )));
         }
     }
     if !serves {

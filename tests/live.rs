@@ -228,8 +228,14 @@ fn a_watched_file_plays_at_its_own_pace() -> Result<()> {
         shown >= length * 0.9 && shown <= length * 1.1,
         "a watched clip of {length:.1} s took {shown:.1} s"
     );
-    assert!(to_file < length * 0.8, "to a file it is paced: {to_file:.1} s");
-    assert!(forced < length * 0.8, "--realtime off is not paced: {forced:.1} s");
+    assert!(
+        to_file < length * 0.8,
+        "to a file it is paced: {to_file:.1} s"
+    );
+    assert!(
+        forced < length * 0.8,
+        "--realtime off is not paced: {forced:.1} s"
+    );
     Ok(())
 }
 

@@ -171,7 +171,8 @@ def viewers(args):
         pages = []
         for _ in range(args.count):
             page = ctx.new_page()
-            page.goto(f"{args.url}/stream/{args.name}")
+            page.set_viewport_size({"width": 480, "height": 360})
+            page.goto(f"{args.url}/")
             pages.append(page)
         for i, page in enumerate(pages):
             wait_until(page, PLAYING, 30, f"viewer {i + 1} playing")
@@ -263,7 +264,7 @@ def record_ws(args):
     end = time.time() + args.seconds
     video = 0
     texts = []
-    with open(args.out, "wb") as out:
+    with open(args.out or os.devnull, "wb") as out:
         for op, payload in ws_messages(s):
             if op == 2:
                 out.write(payload)

@@ -315,10 +315,9 @@ impl<'a> BusLoop<'a> {
                 paced: st.paced,
             };
             let sink = sink::build(&st.branches, codec)?;
-            st.stats.encoders.store(
-                sink::encoders(&sink.pipeline) as u64,
-                Ordering::Relaxed,
-            );
+            st.stats
+                .encoders
+                .store(sink::encoders(&sink.pipeline) as u64, Ordering::Relaxed);
             watch(&sink.pipeline, Role::Sink(i), events.clone(), st.segments);
             let mut feed = Feed::new(i, st.input, st.shown, st.rtsp, handoff, events.clone());
             feed.build()?;

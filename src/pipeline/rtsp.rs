@@ -25,8 +25,8 @@ use gstreamer_rtsp_server as rtsp;
 use gstreamer_rtsp_server::prelude::*;
 
 use crate::config::{Credentials, Tls};
-use gstreamer_rtsp_server::gio;
 use crate::frame::{Encoded, EncodedTap};
+use gstreamer_rtsp_server::gio;
 
 /// The server's medias that want frames, fed from the stream's live encoder.
 #[derive(Default)]
@@ -45,7 +45,8 @@ struct Feed {
 }
 
 /// How far behind its capture a frame leaves the server, beyond the first frame's own
-/// latency: room for the batches' jitter, so frames leave as evenly as they were captured.
+/// latency: room for the batches' jitter, so frames leave as evenly as they were captured
+/// (a frame that comes later still makes the delay grow; see `push`).
 const SEND_DELAY: gst::ClockTime = gst::ClockTime::from_mseconds(100);
 
 impl Feeds {
@@ -93,13 +94,25 @@ impl EncodedTap for Feeds {
                 if !f.key {
                     return true;
                 }
-                let now = feed.appsrc.current_running_time().unwrap_or(gst::ClockTime::ZERO);
+                let now = feed
+                    .appsrc
+                    .current_running_time()
+                    .unwrap_or(gst::ClockTime::ZERO);
                 feed.offset = Some((now + SEND_DELAY).nseconds() as i64 - f.pts as i64);
             }
             if feed.appsrc.caps().as_ref() != Some(&caps) {
                 feed.appsrc.set_caps(Some(&caps));
             }
-            let pts = (f.pts as i64 + feed.offset.unwrap_or(0)).max(0) as u64;
+            let mut pts = (f.pts as i64 + feed.offset.unwrap_or(0)).max(0) as u64;
+            // A frame later than the delay allows (a slow batch) would be late at the
+            // server's sinks: the delay grows to hold it, once, and the spacing holds after.
+            if let Some(now) = feed.appsrc.current_running_time() {
+                if pts < now.nseconds() {
+                    let grow = now.nseconds() + SEND_DELAY.nseconds() / 2 - pts;
+                    feed.offset = feed.offset.map(|o| o + grow as i64);
+                    pts += grow;
+                }
+            }
             let pts = feed.last.map_or(pts, |l| pts.max(l + 1));
             feed.last = Some(pts);
             let mut b = gst::Buffer::from_slice(f.data.to_vec());

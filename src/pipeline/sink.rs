@@ -289,8 +289,10 @@ pub fn encoders(pipeline: &gst::Pipeline) -> usize {
         .into_iter()
         .flatten()
         .filter(|e| {
-            e.factory()
-                .is_some_and(|f| f.metadata(gst::ELEMENT_METADATA_KLASS).is_some_and(|k| k.contains("Encoder")))
+            e.factory().is_some_and(|f| {
+                f.metadata(gst::ELEMENT_METADATA_KLASS)
+                    .is_some_and(|k| k.contains("Encoder"))
+            })
         })
         .count()
 }

@@ -486,6 +486,7 @@ mod tests {
             },
             index: Arc::new(AtomicU64::new(0)),
             epoch: Some(Instant::now()),
+            paced: false,
         }
     }
 

@@ -194,7 +194,9 @@ pub fn fragment(sequence: u32, decode_time: u64, duration: u32, key: bool, au: &
     let flags: u32 = if key { 0x0200_0000 } else { 0x0101_0000 };
     let mut out = Vec::with_capacity(sample.len() + 120);
     bx(&mut out, b"moof", |b| {
-        full(b, b"mfhd", 0, 0, |b| b.extend_from_slice(&sequence.to_be_bytes()));
+        full(b, b"mfhd", 0, 0, |b| {
+            b.extend_from_slice(&sequence.to_be_bytes())
+        });
         bx(b, b"traf", |b| {
             full(b, b"tfhd", 0, 0x02_0000, |b| {
                 b.extend_from_slice(&1u32.to_be_bytes())
@@ -240,7 +242,13 @@ fn bx(out: &mut Vec<u8>, kind: &[u8; 4], body: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// A full box: a box whose body starts with a version byte and 24 bits of flags.
-fn full(out: &mut Vec<u8>, kind: &[u8; 4], version: u8, flags: u32, body: impl FnOnce(&mut Vec<u8>)) {
+fn full(
+    out: &mut Vec<u8>,
+    kind: &[u8; 4],
+    version: u8,
+    flags: u32,
+    body: impl FnOnce(&mut Vec<u8>),
+) {
     bx(out, kind, |b| {
         b.push(version);
         b.extend_from_slice(&flags.to_be_bytes()[1..]);
@@ -261,7 +269,9 @@ mod tests {
 
     #[test]
     fn nal_units_split_on_both_start_codes() {
-        let au = [0, 0, 0, 1, 0x67, 1, 2, 3, 0, 0, 1, 0x68, 9, 0, 0, 0, 1, 0x65, 7];
+        let au = [
+            0, 0, 0, 1, 0x67, 1, 2, 3, 0, 0, 1, 0x68, 9, 0, 0, 0, 1, 0x65, 7,
+        ];
         let units = nal_units(&au);
         assert_eq!(units, vec![&[0x67, 1, 2, 3][..], &[0x68, 9], &[0x65, 7]]);
         let p = Params::of(&au, 64, 48).expect("sps and pps");

@@ -103,7 +103,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.handle.graceful_shutdown(Some(Duration::from_millis(500)));
+        self.handle
+            .graceful_shutdown(Some(Duration::from_millis(500)));
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(1));
         }
@@ -195,7 +196,10 @@ fn escape(s: &str) -> String {
 async fn metrics(State(site): State<Site>) -> Response {
     match site.board.render() {
         Ok(text) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             text,
         )
             .into_response(),
@@ -219,7 +223,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "text/javascript",
         include_bytes!("../../web/gradcam.js"),
     ),
-    ("style.css", "text/css", include_bytes!("../../web/style.css")),
+    (
+        "style.css",
+        "text/css",
+        include_bytes!("../../web/style.css"),
+    ),
     (
         "uPlot.iife.min.js",
         "text/javascript",
@@ -255,7 +263,9 @@ fn hub(site: &Site) -> &Arc<Hub> {
 async fn stream_page(State(site): State<Site>, UrlPath(name): UrlPath<String>) -> Response {
     match hub(&site).channel(&name) {
         Some(_) => Html(STREAM).into_response(),
-        None => not_found(&format!("no stream named {name}; the streams are listed at /")),
+        None => not_found(&format!(
+            "no stream named {name}; the streams are listed at /"
+        )),
     }
 }
 
@@ -389,7 +399,10 @@ async fn recording_file(
     if !path.is_file() {
         return gone();
     }
-    match tower_http::services::ServeFile::new(path).oneshot(req).await {
+    match tower_http::services::ServeFile::new(path)
+        .oneshot(req)
+        .await
+    {
         Ok(resp) => resp.into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
@@ -444,10 +457,16 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(!authorized(&h, &c));
         let good = base64::engine::general_purpose::STANDARD.encode("viewer:s3cret");
-        h.insert(header::AUTHORIZATION, format!("Basic {good}").parse().unwrap());
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Basic {good}").parse().unwrap(),
+        );
         assert!(authorized(&h, &c));
         let bad = base64::engine::general_purpose::STANDARD.encode("viewer:s3cre");
-        h.insert(header::AUTHORIZATION, format!("Basic {bad}").parse().unwrap());
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Basic {bad}").parse().unwrap(),
+        );
         assert!(!authorized(&h, &c));
     }
 }
