@@ -46,6 +46,7 @@ soak: build
 models: setup
 
 docs: build
+	cargo build $(CARGO_FLAGS) --examples
 	$(VENV)/bin/python scripts/docs_pictures.py
 
 clean:

@@ -356,6 +356,73 @@ def concurrent_table(tmp):
     print("target: 2 and 3 at once >= 0.8x one run in aggregate; one run within 5% of before")
 
 
+def web_run(n, size="640x360", fps=25):
+    """gradcam-stream with `n` live test sources and --web: the process and the view's URL."""
+    args = [str(BIN)]
+    for i in range(n):
+        args += ["--input", f"s{i}=test://ball?size={size}&fps={fps}"]
+    p = subprocess.Popen([*args, "--web", "127.0.0.1:0", "--progress", "none"], stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:
+        if line.startswith("web: "):
+            return p, line.split()[1].rstrip("/")
+    sys.exit("gradcam-stream --web ended before serving")
+
+
+def web_view(*args):
+    out = subprocess.run([sys.executable, str(ROOT / "tests/web_view.py"), *args], capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def frames_out(url):
+    import urllib.request
+    with urllib.request.urlopen(url + "/api/streams") as r:
+        return sum(s["frames_out"] for s in json.load(r))
+
+
+def web_table():
+    """The web view: latency in Chromium itself (window.gradcamStats), and what viewers cost."""
+    print("measuring the web view in Chromium ...", file=sys.stderr, flush=True)
+    print()
+    print("| web view, live 640x360 at 25 fps, Chromium on the same machine | latency p50 | latency p95 |")
+    print("|---|---|---|")
+    for n in (1, 4):
+        p, url = web_run(n)
+        try:
+            time.sleep(3)
+            stats = web_view("latency", url, "--streams", ",".join(f"s{i}" for i in range(n)), "--seconds", "20")
+        finally:
+            p.terminate()
+            p.wait()
+        figs = stats["figures"].values()
+        p50 = max(f["latency_p50_ms"] or 0 for f in figs)
+        p95 = max(f["latency_p95_ms"] or 0 for f in figs)
+        print(f"| {n} stream{'s' if n > 1 else ''} (the worst stream) | {p50} ms | {p95} ms |")
+    print("target: p95 <= 1000 ms on this machine, goal <= 500 ms (WebRTC-class)")
+    print()
+    print("| viewers of one stream (WebSocket clients) | gradcam-stream CPU | frames explained / s |")
+    print("|---|---|---|")
+    seconds = 15
+    for n in (0, 1, 10, 50):
+        p, url = web_run(1)
+        try:
+            time.sleep(3)
+            c0, f0 = cpu_seconds(p.pid), frames_out(url)
+            if n:
+                web_view("clients", url, "s0", "--count", str(n), "--seconds", str(seconds))
+            else:
+                time.sleep(seconds)
+            c1, f1 = cpu_seconds(p.pid), frames_out(url)
+        finally:
+            p.terminate()
+            p.wait()
+        print(f"| {n} | {100 * (c1 - c0) / seconds:.0f}% of a core | {(f1 - f0) / seconds:.1f} |")
+
+
 def gpu_section(name, tmp):
     print()
     print(f"## GPU: {name}, {os.cpu_count()} cores")
@@ -427,6 +494,7 @@ def gpu_section(name, tmp):
 def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; batch size {BATCH}")
+    web_table()
     with tempfile.TemporaryDirectory() as tmp:
         layout_table(tmp)
         concurrent_table(tmp)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerates the pictures in docs/ from the built binary (`make docs`): each CAM method,
 colormap, the threshold, the box and top-k on scikit-image photos, and a strip showing what
-temporal smoothing does to the maps of samples/bikes.mp4, and a vision transformer's map."""
+temporal smoothing does to the maps of samples/bikes.mp4, a vision transformer's map, and the
+web view's stream page in headless Chromium."""
 import json
 import subprocess
 import sys
@@ -56,6 +57,35 @@ def transformer(tmp, cat):
     cv2.imwrite(str(DOCS / "vit.png"), np.hstack(tiles))
 
 
+def web_screenshot():
+    """The web view's stream page, headless Chromium, on bikes.mp4 served as a live camera."""
+    import re
+    import time
+    serve = subprocess.Popen([str(ROOT / "target/release/examples/rtsp_serve"), "0", "/bikes",
+                              str(ROOT / "samples/bikes.mp4"), "--loop"], stdout=subprocess.PIPE, text=True)
+    try:
+        url = serve.stdout.readline().split("serving: ")[1].strip()
+        run_ = subprocess.Popen([str(BIN), "--input", f"bikes={url}", "--web", "127.0.0.1:0", "--top-k", "3",
+                                 "--progress", "none"], stderr=subprocess.PIPE, text=True)
+        try:
+            web = None
+            while web is None:
+                line = run_.stderr.readline()
+                if not line:
+                    sys.exit("gradcam-stream ended before serving the web view")
+                m = re.search(r"web: (\S+)/", line)
+                web = m and m.group(1)
+            time.sleep(8)
+            subprocess.run([sys.executable, str(ROOT / "tests/web_view.py"), "stream", web, "bikes", "--top-k", "3",
+                            "--seconds", "20", "--screenshot", str(DOCS / "web-stream.png")], check=True)
+        finally:
+            run_.terminate()
+            run_.wait()
+    finally:
+        serve.terminate()
+        serve.wait()
+
+
 def main():
     DOCS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,6 +102,7 @@ def main():
         run("-i", astronaut, "-o", DOCS / "top-k.png", "--top-k", "3", "--box")
         smoothing_strip(tmp)
         transformer(tmp, cat)
+    web_screenshot()
     print(f"pictures written to {DOCS}")
 
 

@@ -9,6 +9,7 @@ its figures as one JSON line and exits non-zero (with the reason) when the check
     web_view.py record-ws URL NAME --seconds 5 --out FILE   (a raw WebSocket client, no browser)
     web_view.py stall URL NAME --seconds 12                (connects, never reads)
     web_view.py latency URL --streams a,b --seconds 20     (figures only: make bench)
+    web_view.py clients URL NAME --count 50 --seconds 15   (raw WebSocket viewers: make bench)
 Options for all: --user USER:PASSWORD (HTTP Basic), --insecure (a self-signed certificate).
 """
 
@@ -291,6 +292,31 @@ def stall(args):
     print(json.dumps({"ok": True, "figures": {"stalled_s": args.seconds}}))
 
 
+def clients(args):
+    """--count raw WebSocket viewers reading for --seconds (the server's cost of viewers)."""
+    import threading
+    counts = [0] * args.count
+
+    def viewer(i):
+        s, status = ws_connect(args.url, args.name, args)
+        if status != 101:
+            return
+        s.settimeout(10)
+        end = time.time() + args.seconds
+        for op, _ in ws_messages(s):
+            counts[i] += op == 2
+            if time.time() > end:
+                break
+        s.close()
+
+    threads = [threading.Thread(target=viewer, args=(i,)) for i in range(args.count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"ok": min(counts, default=0) > 0, "figures": {"frames": counts}}))
+
+
 def tile_state(args):
     """Tile NAME shows a state other than up with its reason; the --streams tiles play on."""
     from playwright.sync_api import sync_playwright
@@ -346,7 +372,8 @@ def main():
     args = ap.parse_args()
     args.url = args.url.rstrip("/")
     commands = {"overview": overview, "stream": stream, "viewers": viewers, "recordings": recordings,
-                "record-ws": record_ws, "stall": stall, "latency": latency, "tile-state": tile_state}
+                "record-ws": record_ws, "stall": stall, "latency": latency, "tile-state": tile_state,
+                "clients": clients}
     if args.command not in commands:
         fail(f"unknown command {args.command}; use {', '.join(commands)}")
     commands[args.command](args)

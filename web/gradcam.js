@@ -212,8 +212,11 @@ export async function streamPage(name) {
     onVerdict: (v) => timeline.add(v),
     onFrame: (v) => {
       verdictLine.textContent = `${v.label || 'class ' + v.class} ${pct(v.prob)}`;
+      // Bars against the most likely class: an ImageNet model's top-1 is often a few percent.
+      const most = Math.max(...v.top.map(([, p]) => p), 1e-9);
       topk.replaceChildren(...v.top.map(([label, p]) => el('div', { class: `row${label === v.label ? ' shown' : ''}` },
-        el('span', {}, label), el('div', { class: 'bar', style: `width:${(p * 100).toFixed(1)}%` }), el('span', {}, pct(p)))));
+        el('span', {}, label), el('div', { class: 'track' }, el('div', { class: 'bar', style: `width:${(100 * p / most).toFixed(1)}%` })),
+        el('span', {}, pct(p)))));
       peak.hidden = !markPeak.checked;
       if (markPeak.checked && v.width) {
         peak.style.left = `${(100 * v.peak[0] / v.width).toFixed(2)}%`;
@@ -269,11 +272,18 @@ class Timeline {
           label: c, stroke: COLOURS[i % COLOURS.length], width: 0,
           points: { show: true, size: 4, fill: COLOURS[i % COLOURS.length] }, spanGaps: false,
         }))],
-        axes: [{ stroke: '#8b949e' }, { stroke: '#8b949e', values: (u, v) => v.map((x) => pct(x)) }],
+        legend: { show: false },
+        axes: [{ stroke: '#8b949e' }, { stroke: '#8b949e', size: 60, values: (u, v) => v.map((x) => `${Math.round(x * 100)}%`) }],
       }, data, this.node);
     } else {
       this.plot.setData(data);
     }
+    // A legend of the classes shown most in the window, in their colours.
+    const counts = classes.map((c, i) => [c, ys[i].filter((y) => y !== null).length, COLOURS[i % COLOURS.length]]);
+    counts.sort((a, b) => b[1] - a[1]);
+    this.legend ??= this.node.parentNode.appendChild(el('p', { class: 'legend' }));
+    this.legend.replaceChildren(...counts.slice(0, 8).map(([c, n, colour]) =>
+      el('span', { style: `color:${colour}` }, `● ${c} (${Math.round(100 * n / Math.max(1, xs.length))}%)`)));
   }
 }
 
