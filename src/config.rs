@@ -519,7 +519,11 @@ mod tests {
         a.web_auth = Some("viewer:s3cret".into());
         let c = Config::merge(a, FileConfig::default())?;
         let web = c.web.expect("a web view");
-        assert_eq!(web.addr.to_string(), "127.0.0.1:8080", "a bare port is loopback");
+        assert_eq!(
+            web.addr.to_string(),
+            "127.0.0.1:8080",
+            "a bare port is loopback"
+        );
         assert_eq!(web.auth.expect("credentials").user, "viewer");
         assert_eq!(c.realtime, Realtime::Auto);
 
@@ -534,32 +538,48 @@ mod tests {
 
         let mut a = args("test://ball", "null");
         a.web_auth = Some("viewer:s3cret".into());
-        let e = Config::merge(a, FileConfig::default()).unwrap_err().to_string();
+        let e = Config::merge(a, FileConfig::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--web-auth protects the web view"), "{e}");
 
         let mut a = args("test://ball", "null");
         a.settings.web = Some("127.0.0.1:0".into());
         a.settings.tls_cert = Some(this_file().into());
-        let e = Config::merge(a, FileConfig::default()).unwrap_err().to_string();
+        let e = Config::merge(a, FileConfig::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--tls-cert needs --tls-key"), "{e}");
 
         let mut a = args("test://ball", "null");
         a.settings.tls_cert = Some(this_file().into());
         a.settings.tls_key = Some(this_file().into());
-        let e = Config::merge(a, FileConfig::default()).unwrap_err().to_string();
+        let e = Config::merge(a, FileConfig::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("there is neither"), "{e}");
 
         let mut a = args("test://ball", "null");
         a.settings.web = Some("127.0.0.1:0".into());
         a.settings.tls_cert = Some("/no/cert.pem".into());
         a.settings.tls_key = Some(this_file().into());
-        let e = Config::merge(a, FileConfig::default()).unwrap_err().to_string();
-        assert!(e.contains("--tls-cert /no/cert.pem") && e.contains("readable PEM"), "{e}");
+        let e = Config::merge(a, FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--tls-cert /no/cert.pem") && e.contains("readable PEM"),
+            "{e}"
+        );
 
         let mut a = args("test://ball", "null");
         a.settings.realtime = Some("sometimes".into());
-        let e = Config::merge(a, FileConfig::default()).unwrap_err().to_string();
-        assert!(e.contains("unknown --realtime `sometimes`; use auto, on or off"), "{e}");
+        let e = Config::merge(a, FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown --realtime `sometimes`; use auto, on or off"),
+            "{e}"
+        );
         Ok(())
     }
 

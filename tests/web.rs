@@ -137,8 +137,22 @@ fn a_streams_page_shows_its_timeline_top_k_and_a_second_tab() -> Result<()> {
         "none",
     ])?;
     let url = web_url(&run)?;
-    let r = browser(&["stream", &url, "cam", "--top-k", "3", "--seconds", "6"])?;
+    let shot = tempfile::tempdir()?;
+    let png = shot.path().join("stream.png");
+    let r = browser(&[
+        "stream",
+        &url,
+        "cam",
+        "--top-k",
+        "3",
+        "--seconds",
+        "6",
+        "--screenshot",
+        png.to_str().unwrap(),
+    ])?;
     let f = &r["figures"];
+    let picture = image::open(&png)?;
+    assert!(picture.width() >= 1000, "a screenshot of the page");
     assert_eq!(f["bars"], 3, "{f}");
     assert!(f["points"].as_u64().unwrap_or(0) > 10, "{f}");
     assert_eq!(
@@ -454,6 +468,29 @@ fn recordings_play_in_the_page_and_nothing_else_is_reachable() -> Result<()> {
     let p = probe(&rec, 0)?;
     assert!(p.pts.len() > 20, "{} frames in the recording", p.pts.len());
     assert!(metadata(&meta)?.len() > 20);
+
+    // Segments are listed as splitmuxsink opens them, newest first.
+    let seg = dir.path().join("seg.mp4");
+    let run = Running::explain(&[
+        "--input",
+        "cam=test://ball?size=160x120&fps=10",
+        "--output",
+        seg.to_str().unwrap(),
+        "--segment",
+        "2s",
+        "--web",
+        "127.0.0.1:0",
+        "--progress",
+        "none",
+    ])?;
+    let url = web_url(&run)?;
+    std::thread::sleep(Duration::from_secs(7));
+    let (_, body) = http_get(&format!("{url}/api/recordings"))?;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body)?;
+    let files: Vec<&str> = list.iter().filter_map(|r| r["file"].as_str()).collect();
+    println!("segments listed: {files:?}");
+    assert!(files.len() >= 2, "{files:?}");
+    assert!(files[0] > files[1], "newest first: {files:?}");
     Ok(())
 }
 

@@ -6,7 +6,10 @@
 //!   file:    - queue - videoconvert - {capsfilter name=chromaN} - {x264enc|nvh264enc name=encN}
 //!                - mp4mux|matroskamux - filesink (mp4mux writes 1 s fragments for a live
 //!                recording, so that whatever kills the process leaves a playable file)
-//!   segments: - queue - videoconvert - capsfilter - encoder - {splitmuxsink name=fileN}
+//!   segments: - ( queue - videoconvert - capsfilter - encoder - {splitmuxsink name=fileN} ),
+//!                in a bin that keeps splitmuxsink's preroll to itself: the pipeline would
+//!                otherwise wait in PAUSED for it while a live branch holds its first frame
+//!                and a query queued behind that frame blocks the tee
 //!   live:    - queue (leaky) - videoconvert - {capsfilter name=chromaN} - {encoder, zero latency}
 //!                - h264parse - {appsink name=liveN} → every RTSP mount of the stream and the
 //!                web view's viewers (one encoder however many of them there are)
@@ -160,7 +163,7 @@ pub fn build(branches: &[Branch], codec: Codec) -> Result<Sink> {
                 quote(path)
             ),
             Branch::Segments(pattern, container, every) => format!(
-                "queue ! {CONVERT} ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! {} ! splitmuxsink name=file{n} send-keyframe-requests=true max-size-time={every} muxer-factory={} location={}",
+                "bin.( async-handling=true queue ! {CONVERT} ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! {} ! splitmuxsink name=file{n} send-keyframe-requests=true max-size-time={every} muxer-factory={} location={} )",
                 encoder_fragment(codec, &format!("enc{n}"), false),
                 segment_muxer(*container).0,
                 quote(pattern)
@@ -308,9 +311,11 @@ impl Sink {
                 .height(frame.height as i32)
                 .framerate(gst::Fraction::new(frame.rate.0, frame.rate.1))
                 .build();
-            self.appsrc.set_caps(Some(&caps));
             // x264 encodes 4:2:0 (the format every player takes) only at even sizes; an odd
-            // size keeps its exact resolution in 4:4:4 instead of being scaled.
+            // size keeps its exact resolution in 4:4:4 instead of being scaled. Set before the
+            // caps, and only when it changes: a new filter makes the appsrc renegotiate (an
+            // allocation query through the tee), and while a segment muxer has not prerolled
+            // a live branch holds its first frame, so that query would wait for ever.
             let chroma = if frame.width.is_multiple_of(2) && frame.height.is_multiple_of(2) {
                 gst_video::VideoFormat::I420
             } else {
@@ -318,10 +323,11 @@ impl Sink {
             };
             let chroma = gst_video::VideoCapsBuilder::new().format(chroma).build();
             for e in self.pipeline.iterate_elements().into_iter().flatten() {
-                if e.name().starts_with("chroma") {
+                if e.name().starts_with("chroma") && e.property::<gst::Caps>("caps") != chroma {
                     e.set_property("caps", &chroma);
                 }
             }
+            self.appsrc.set_caps(Some(&caps));
             // Room for a few frames: enough to keep the encoder busy, little memory.
             self.appsrc.set_max_bytes(frame.pixels.len() as u64 * 4);
             self.caps = Some(key);
