@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::Sender;
 
-use crate::config::{Config, Input, Output, Realtime, Stream};
+use crate::config::{Config, Input, Orientation, Output, Realtime, Stream};
 use crate::engine::{self, ModelInfo};
 use crate::frame::EncodedTap;
 use crate::frame::Frame;
@@ -222,6 +222,41 @@ fn branches<'a>(
     out
 }
 
+/// A file input's `--start` and `--duration` as the part of it to explain.
+fn window(cfg: &Config, s: &Stream) -> Option<pipeline::source::Window> {
+    if s.input.is_live() || (cfg.start.is_none() && cfg.duration.is_none()) {
+        return None;
+    }
+    let start = cfg.start.unwrap_or_default();
+    let end = cfg.duration.map(|d| (start + d).as_nanos() as u64);
+    Some(pipeline::source::Window::new(start.as_nanos() as u64, end))
+}
+
+/// `--start` names a point inside every file input (a usage error otherwise, naming the
+/// file's length), and only file inputs.
+fn check_start(cfg: &Config) -> Result<()> {
+    let Some(start) = cfg.start.filter(|s| !s.is_zero()) else {
+        return Ok(());
+    };
+    for s in &cfg.streams {
+        let Input::Video { uri, .. } = &s.input else {
+            return Err(crate::config::usage(format!(
+                "--start applies to file inputs, and {} is live; drop --start",
+                s.shown
+            )));
+        };
+        if let Some(d) = pipeline::source::media_duration(uri).filter(|d| start >= *d) {
+            return Err(crate::config::usage(format!(
+                "--start {:.1} s is beyond the end of {} (its duration is {:.1} s); give a start before it",
+                start.as_secs_f64(),
+                s.shown,
+                d.as_secs_f64()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a file input is paced at its own frame rate: `--realtime`, or by default when a
 /// person watches it (a window, RTSP, the web view).
 fn paced(cfg: &Config, s: &Stream) -> bool {
@@ -244,6 +279,7 @@ fn paced(cfg: &Config, s: &Stream) -> bool {
 /// stages, the metrics, the worker and the renderer; run the streams; drain; report.
 fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
     pipeline::init()?;
+    check_start(cfg)?;
     let codec = pipeline::sink::resolve_encoder(cfg.encoder)?;
     // Servers start first, so a port in use fails before the model loads; files are reserved
     // next, so an unwritable path does too.
@@ -370,6 +406,11 @@ impl Lines {
                     rendered,
                     stats,
                     paced: paced(cfg, s),
+                    window: window(cfg, s),
+                    prepare: pipeline::source::Prepare {
+                        deinterlace: cfg.deinterlace == crate::config::Deinterlace::Auto,
+                        upright: cfg.orientation == Orientation::Auto,
+                    },
                     segments: hub.map(|h| segment_hook(h, s, i)),
                 },
             )
@@ -379,7 +420,10 @@ impl Lines {
             codec,
             limits: pipeline::Limits {
                 max_frames: cfg.max_frames,
-                duration: cfg.duration,
+                // A file's --duration is a part of it (its window); a live one's, the run's.
+                duration: cfg
+                    .duration
+                    .filter(|_| cfg.streams.iter().any(|s| s.input.is_live())),
             },
         }
     }
@@ -641,14 +685,10 @@ fn run_image(cfg: &Config, settings: engine::Settings) -> Result<()> {
         unreachable!("config pairs an image with one image output")
     };
     let start = Instant::now();
-    let img = image::open(input)
-        .map_err(|e| {
-            anyhow!(
-                "cannot read image {}: {e}; give a PNG, JPEG, BMP, WebP or TIFF file",
-                input.display()
-            )
-        })?
-        .to_rgb8();
+    let (img, notes) = crate::still::read(input, cfg.orientation == Orientation::Auto)?;
+    for note in notes {
+        eprintln!("{}: {note}", input.display());
+    }
     let format = image::ImageFormat::from_path(path).map_err(|_| {
         anyhow!(
             "output {}: unknown image format; use .png or .jpg",

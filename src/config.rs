@@ -18,7 +18,8 @@ use crate::endpoint::{
     rtsp_credentials, segment_pattern, split_name, tls, web_view, with_name,
 };
 pub use crate::settings::named::{
-    DeviceChoice, Encoder, Layout, Named, Precision, Progress, Realtime, RtspTransport,
+    Deinterlace, DeviceChoice, Encoder, Layout, Named, Orientation, Precision, Progress, Realtime,
+    RtspTransport,
 };
 pub use crate::settings::{ClassValue, FileConfig, OneOrMany, StreamTable, DEFAULT_MODEL};
 use crate::settings::{PerStream, Run};
@@ -118,7 +119,9 @@ pub struct Config {
     pub progress: Progress,
     /// End each stream cleanly after this many frames.
     pub max_frames: Option<u64>,
-    /// End the run cleanly this long after the first frame.
+    /// File inputs: where to start, and how much to explain; live inputs: end the run
+    /// cleanly this long after the first frame.
+    pub start: Option<Duration>,
     pub duration: Option<Duration>,
     /// Print a stats line this often (and a final one at exit).
     pub stats_every: Option<Duration>,
@@ -129,6 +132,8 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// Pace file inputs at their frame rate; Auto: when one is watched.
     pub realtime: Realtime,
+    pub orientation: Orientation,
+    pub deinterlace: Deinterlace,
 }
 
 impl Config {
@@ -176,7 +181,7 @@ impl Config {
 
     /// The layers merged (`settings.rs`), then checked once and turned into the run's values.
     pub fn merge(a: Args, mut f: FileConfig) -> Result<Self> {
-        let tables = stream_tables(&a, &mut f)?;
+        let tables = f.stream_tables(&a.input)?;
         let run = Run::layered(&a.settings, &f);
         run.check_ranges().map_err(usage)?;
         let common = Common {
@@ -258,13 +263,16 @@ impl Config {
             alpha: run.alpha,
             threads: run.threads,
             max_frames: run.max_frames,
-            duration: seconds("duration", run.duration)?,
+            start: time("start", run.start.as_deref(), false)?,
+            duration: time("duration", run.duration.as_deref(), true)?,
             stats_every: seconds("stats", run.stats)?,
             metrics: run.metrics.as_deref().map(parse_metrics_addr).transpose()?,
             rtsp_auth,
             web: None,
             tls: None,
             realtime: choice("realtime", &run.realtime)?,
+            orientation: choice("orientation", &run.orientation)?,
+            deinterlace: choice("deinterlace", &run.deinterlace)?,
         })
     }
 }
@@ -272,6 +280,18 @@ impl Config {
 /// A named value of `--flag`, or its one-line usage error.
 fn choice<T: Named>(flag: &str, v: &str) -> Result<T> {
     T::parse_named(&format!("--{flag}"), v).map_err(usage)
+}
+
+/// A time given to `--flag` (`90`, `1:30`, `00:01:30.5`); `positive`: more than 0.
+fn time(flag: &str, v: Option<&str>, positive: bool) -> Result<Option<Duration>> {
+    match v.map(|s| (s, crate::endpoint::parse_time(s))) {
+        Some((_, Some(d))) if !positive || !d.is_zero() => Ok(Some(d)),
+        Some((s, _)) => bail!(usage(format!(
+            "--{flag} {s}: use a time such as 90, 1:30 or 00:01:30.5{}",
+            if positive { " (more than 0)" } else { "" }
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// A positive number of seconds given to `--flag`.
@@ -282,26 +302,6 @@ fn seconds(flag: &str, v: Option<f64>) -> Result<Option<Duration>> {
             "--{flag} {d} must be a positive number of seconds"
         ))),
         None => Ok(None),
-    }
-}
-
-/// The streams as given: the flags' inputs, else the file's tables, else its one `input`.
-fn stream_tables(a: &Args, f: &mut FileConfig) -> Result<Vec<StreamTable>> {
-    let one = |input: String| StreamTable {
-        input,
-        ..StreamTable::default()
-    };
-    if !a.input.is_empty() {
-        return Ok(a.input.iter().cloned().map(one).collect());
-    }
-    if !f.stream.is_empty() {
-        return Ok(std::mem::take(&mut f.stream));
-    }
-    match f.input.take() {
-        Some(i) => Ok(vec![one(i)]),
-        None => bail!(usage(
-            "no input given; pass --input FILE|URI (or set `input` or [[stream]] tables in the config file)"
-        )),
     }
 }
 
@@ -898,7 +898,8 @@ mod tests {
             }),
             ("jsonl", |a| a.settings.metadata = Some("m.json".into())),
             ("--max-frames", |a| a.settings.max_frames = Some(0)),
-            ("--duration", |a| a.settings.duration = Some(-1.0)),
+            ("--duration", |a| a.settings.duration = Some("-1".into())),
+            ("--start", |a| a.settings.start = Some("1:75".into())),
             ("--precision", |a| a.settings.precision = Some("fp8".into())),
             ("--encoder", |a| a.settings.encoder = Some("vp9".into())),
             (

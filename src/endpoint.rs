@@ -375,7 +375,37 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (v.is_finite() && v > 0.0).then(|| Duration::from_secs_f64(v * scale))
 }
 
-/// `HOST:PORT` for the metrics server; a bare port means loopback.
+/// A point or a length of time as players write it: `90`, `2.5`, `1:30`, `00:01:30.5` (or
+/// `30s`, `10m`); None unless it is a finite number of seconds, at least 0.
+pub fn parse_time(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if !s.contains(':') {
+        return match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Some(Duration::from_secs_f64(v)),
+            Ok(_) => None,
+            Err(_) => parse_duration(s),
+        };
+    }
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    let (last, whole) = parts.split_last()?;
+    let secs: f64 = last.parse().ok()?;
+    if !(0.0..60.0).contains(&secs) {
+        return None;
+    }
+    let mut total = secs;
+    for (i, p) in whole.iter().rev().enumerate() {
+        let n: u64 = p.parse().ok()?;
+        if i == 0 && whole.len() == 2 && n >= 60 {
+            return None; // minutes of HH:MM:SS
+        }
+        total += n as f64 * if i == 0 { 60.0 } else { 3600.0 };
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
 /// `HOST:PORT` (or a bare port: loopback) for `--flag`; `example` shows a good one.
 pub(crate) fn parse_addr(flag: &str, s: &str, example: &str) -> Result<std::net::SocketAddr> {
     use std::net::ToSocketAddrs;
@@ -533,4 +563,24 @@ pub(crate) fn split_name(spec: &str) -> Option<(String, String)> {
     let plain = !name.is_empty() && is_name(name);
     (plain && !rest.is_empty() && !Path::new(spec).exists())
         .then(|| (name.to_owned(), rest.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_as_players_write_them() {
+        let t = |s| parse_time(s).map(|d| d.as_secs_f64());
+        assert_eq!(t("90"), Some(90.0));
+        assert_eq!(t("2.5"), Some(2.5));
+        assert_eq!(t("1:30"), Some(90.0));
+        assert_eq!(t("00:01:30.5"), Some(90.5));
+        assert_eq!(t("1:02:03"), Some(3723.0));
+        assert_eq!(t("30s"), Some(30.0));
+        assert_eq!(t("0"), Some(0.0));
+        for bad in ["-1", "1:60", "1:75:00", "a:b", "1::2", "", "1:2:3:4"] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
+    }
 }

@@ -23,6 +23,7 @@ pub mod render;
 pub mod settings;
 pub mod shutdown;
 pub mod stats;
+pub mod still;
 pub mod web;
 pub mod worker;
 

@@ -66,6 +66,26 @@ pub fn default_model() -> PathBuf {
 }
 
 impl FileConfig {
+    /// The streams as given: the flags' `inputs`, else the file's tables, else its one `input`.
+    pub fn stream_tables(&mut self, inputs: &[String]) -> Result<Vec<StreamTable>> {
+        let one = |input: String| StreamTable {
+            input,
+            ..StreamTable::default()
+        };
+        if !inputs.is_empty() {
+            return Ok(inputs.iter().cloned().map(one).collect());
+        }
+        if !self.stream.is_empty() {
+            return Ok(std::mem::take(&mut self.stream));
+        }
+        match self.input.take() {
+            Some(i) => Ok(vec![one(i)]),
+            None => Err(crate::config::usage(
+                "no input given; pass --input FILE|URI (or set `input` or [[stream]] tables in the config file)",
+            )),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
@@ -104,6 +124,16 @@ declare! {
         /// PEM private key of --tls-cert
         #[arg(long, value_name = "FILE")]
         tls_key: PathBuf;
+
+        /// Turn frames upright as their file says they are shown before the model: auto (a
+        /// video's rotation tag, a photo's EXIF orientation) or none (as stored)
+        #[arg(long, value_name = "auto|none")]
+        orientation: String = "auto".into();
+
+        /// Deinterlace interlaced input before the model and in the output: auto (progressive
+        /// frames pass untouched) or off
+        #[arg(long, value_name = "auto|off")]
+        deinterlace: String = "auto".into();
 
         /// Pace a file input at its own frame rate, as a player does: auto (when it is watched:
         /// display, rtsp:// or --web), on, off (as fast as it is explained)
@@ -190,9 +220,15 @@ declare! {
         #[arg(long, value_name = "N")]
         max_frames: u64;
 
-        /// Stop this many seconds after the first frame arrives, finishing the output cleanly
-        #[arg(long, value_name = "SECONDS")]
-        duration: f64;
+        /// Start a file input this far in (90, 1:30, 00:01:30.5), frame-accurate; the output
+        /// starts at 0
+        #[arg(long, value_name = "TIME")]
+        start: String;
+
+        /// A file input: explain this much of it from --start (90, 1:30, 00:01:30.5); a live input:
+        /// stop this long after the first frame arrives; either way the output is finished cleanly
+        #[arg(long, value_name = "TIME")]
+        duration: String;
 
         /// CPU threads for the model; 0: on a CPU every core while the machine is this run's own,
         /// fewer beside busy processes; one on a GPU

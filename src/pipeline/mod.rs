@@ -195,6 +195,8 @@ pub struct StreamRun<'a> {
     pub stats: Arc<Stats>,
     /// Decode at the input's own pace (see `source::Handoff::paced`).
     pub paced: bool,
+    pub prepare: source::Prepare,
+    pub window: Option<source::Window>,
     pub segments: Option<SegmentOpened>,
 }
 
@@ -313,6 +315,7 @@ impl<'a> BusLoop<'a> {
                 index: Arc::new(AtomicU64::new(0)),
                 epoch: st.input.is_live().then(Instant::now),
                 paced: st.paced,
+                window: st.window,
             };
             let sink = sink::build(&st.branches, codec)?;
             st.stats
@@ -320,6 +323,7 @@ impl<'a> BusLoop<'a> {
                 .store(sink::encoders(&sink.pipeline) as u64, Ordering::Relaxed);
             watch(&sink.pipeline, Role::Sink(i), events.clone(), st.segments);
             let mut feed = Feed::new(i, st.input, st.shown, st.rtsp, handoff, events.clone());
+            feed.prepare = st.prepare;
             feed.build()?;
             self.lanes.push(Lane {
                 name: st.name.to_owned(),
@@ -539,6 +543,7 @@ struct Feed<'a> {
     shown: &'a str,
     rtsp: RtspSettings,
     handoff: source::Handoff,
+    prepare: source::Prepare,
     events: Sender<Event>,
     pipeline: Option<gst::Pipeline>,
     generation: u32,
@@ -565,6 +570,7 @@ impl<'a> Feed<'a> {
             shown,
             rtsp,
             handoff,
+            prepare: source::Prepare::default(),
             events,
             pipeline: None,
             generation: 0,
@@ -585,7 +591,7 @@ impl<'a> Feed<'a> {
 
     fn build(&mut self) -> Result<()> {
         self.generation += 1;
-        let src = source::build(self.input, &self.rtsp, self.handoff.clone())?;
+        let src = source::build(self.input, &self.rtsp, self.handoff.clone(), self.prepare)?;
         watch(
             &src.pipeline,
             Role::Source(self.stream, self.generation),
@@ -598,10 +604,26 @@ impl<'a> Feed<'a> {
         Ok(())
     }
 
+    /// Play; a file that starts past its beginning is first prerolled and sought to the key
+    /// frame before the start (the frames before it are dropped as they come).
     fn play(&self) {
-        if let Some(p) = &self.pipeline {
-            let _ = p.set_state(gst::State::Playing);
+        let Some(p) = &self.pipeline else {
+            return;
+        };
+        if let Some(start) = self
+            .handoff
+            .window
+            .as_ref()
+            .map(|w| w.start)
+            .filter(|s| *s > 0)
+        {
+            let _ = p.set_state(gst::State::Paused);
+            let _ = p.state(gst::ClockTime::from_seconds(OPEN_FILE.as_secs()));
+            let flags =
+                gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT | gst::SeekFlags::SNAP_BEFORE;
+            let _ = p.seek_simple(flags, gst::ClockTime::from_nseconds(start));
         }
+        let _ = p.set_state(gst::State::Playing);
     }
 
     fn teardown(&mut self) {

@@ -89,6 +89,8 @@ pub struct Handoff {
     /// Hand frames on at the input's own frame rate, as a player shows them (a file watched
     /// live), rather than as fast as they decode.
     pub paced: bool,
+    /// A file input's part to explain (`--start`, `--duration`).
+    pub window: Option<Window>,
 }
 
 fn capsfilter(name: &str, caps: &gst::Caps) -> Result<gst::Element> {
@@ -99,7 +101,25 @@ fn capsfilter(name: &str, caps: &gst::Caps) -> Result<gst::Element> {
         .context("creating capsfilter")
 }
 
-pub fn build(input: &Input, rtsp: &RtspSettings, handoff: Handoff) -> Result<Source> {
+/// What is done to decoded frames before they are handed on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prepare {
+    /// Deinterlace interlaced frames (GStreamer's `deinterlace`, one frame out per frame in;
+    /// progressive frames pass untouched).
+    pub deinterlace: bool,
+    /// Turn frames upright as the stream's orientation tag says (`videoflip
+    /// video-direction=auto`, which swaps width and height for a quarter turn).
+    pub upright: bool,
+}
+
+/// `{source} - [deinterlace] - {videoconvert name=convert} - [videoflip name=upright]
+/// - {capsfilter RGBx} - {appsink name=frames}`
+pub fn build(
+    input: &Input,
+    rtsp: &RtspSettings,
+    handoff: Handoff,
+    prepare: Prepare,
+) -> Result<Source> {
     let pipeline = gst::Pipeline::with_name("source");
     let convert = make("videoconvert", "convert")?;
     // Converting each frame to RGBx is per-pixel work on the host: spread it over the cores
@@ -115,8 +135,27 @@ pub fn build(input: &Input, rtsp: &RtspSettings, handoff: Handoff) -> Result<Sou
         .enable_last_sample(false)
         .max_buffers(2)
         .build();
-    pipeline.add_many([&convert, &filter, sink.upcast_ref()])?;
-    gst::Element::link_many([&convert, &filter, sink.upcast_ref()])?;
+    let mut chain = Vec::new();
+    if prepare.deinterlace {
+        let d = make("deinterlace", "deinterlace")?;
+        d.set_property_from_str("fields", "top");
+        // Interpolating the kept field leaves no combing at all (the motion-adaptive default
+        // keeps some); the model sees a whole picture.
+        d.set_property_from_str("method", "linear");
+        chain.push(d);
+    }
+    chain.push(convert);
+    if prepare.upright {
+        let flip = make("videoflip", "upright")?;
+        flip.set_property_from_str("video-direction", "auto");
+        chain.push(flip);
+    }
+    chain.push(filter);
+    chain.push(sink.clone().upcast());
+    pipeline.add_many(&chain)?;
+    gst::Element::link_many(&chain)?;
+    // Where the decoded frames enter the chain.
+    let convert = chain[0].clone();
     match input {
         Input::Video { uri, .. } => add_decoder(&pipeline, uri, &convert)?,
         Input::Rtsp { uri } => add_rtsp(&pipeline, uri, rtsp, &convert)?,
@@ -341,6 +380,18 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |appsink| {
                 let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let pts = sample.buffer().and_then(|b| b.pts()).map(|t| t.nseconds());
+                let mut rebase = None;
+                if let (Some(w), Some(pts)) = (&h.window, pts) {
+                    match w.place(pts) {
+                        Place::Before => return Ok(gst::FlowSuccess::Ok),
+                        Place::After => {
+                            close(&h.slot);
+                            return Err(gst::FlowError::Eos);
+                        }
+                        Place::In(p) => rebase = Some(p),
+                    }
+                }
                 let i = h.index.fetch_add(1, Ordering::Relaxed);
                 if h.max_frames.is_some_and(|max| i >= max) {
                     return Err(gst::FlowError::Eos);
@@ -356,8 +407,14 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                 if let Some(epoch) = h.epoch {
                     frame.pts = Some(frame.arrived.duration_since(epoch).as_nanos() as u64);
                 }
-                h.tally
-                    .received((i == 0).then(|| expected_frames(appsink, frame.rate)));
+                if rebase.is_some() {
+                    frame.pts = rebase;
+                }
+                let expected = || match &h.window {
+                    Some(w) => w.frames(appsink, frame.rate),
+                    None => expected_frames(appsink, frame.rate),
+                };
+                h.tally.received((i == 0).then(expected));
                 let Some(tx) = h.slot.lock().map(|s| s.clone()).unwrap_or(None) else {
                     return Err(gst::FlowError::Flushing);
                 };
@@ -371,6 +428,81 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
             })
             .build(),
     );
+}
+
+/// How long the media at `uri` lasts, as its demuxer says (None when it cannot tell).
+pub fn media_duration(uri: &str) -> Option<std::time::Duration> {
+    let play = gst::ElementFactory::make("playbin")
+        .property("uri", uri)
+        .build()
+        .ok()?;
+    for sink in ["video-sink", "audio-sink"] {
+        let fake = gst::ElementFactory::make("fakesink").build().ok()?;
+        play.set_property(sink, &fake);
+    }
+    let _ = play.set_state(gst::State::Paused);
+    let (ready, _, _) = play.state(gst::ClockTime::from_seconds(15));
+    let d = ready
+        .ok()
+        .and_then(|_| play.query_duration::<gst::ClockTime>());
+    let _ = play.set_state(gst::State::Null);
+    d.map(|d| std::time::Duration::from_nanos(d.nseconds()))
+}
+
+/// The part of a file input to explain: its frames from `start` and before `end` (ns),
+/// restamped so that the first of them is at 0 (as `ffmpeg -ss … -t …` writes them).
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub start: u64,
+    pub end: Option<u64>,
+    /// The first frame's timestamp in the file (u64::MAX until it comes).
+    first: Arc<AtomicU64>,
+}
+
+enum Place {
+    Before,
+    In(u64),
+    After,
+}
+
+impl Window {
+    pub fn new(start: u64, end: Option<u64>) -> Window {
+        Window {
+            start,
+            end,
+            first: Arc::new(AtomicU64::new(u64::MAX)),
+        }
+    }
+
+    fn place(&self, pts: u64) -> Place {
+        if pts < self.start {
+            return Place::Before;
+        }
+        if self.end.is_some_and(|e| pts >= e) {
+            return Place::After;
+        }
+        let first =
+            match self
+                .first
+                .compare_exchange(u64::MAX, pts, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => pts,
+                Err(f) => f,
+            };
+        Place::In(pts.saturating_sub(first))
+    }
+
+    /// Frames in the window (0 while unknown).
+    fn frames(&self, appsink: &gst_app::AppSink, rate: (i32, i32)) -> u64 {
+        let Some(d) = appsink.query_duration::<gst::ClockTime>() else {
+            return 0;
+        };
+        let end = self.end.map_or(d.nseconds(), |e| e.min(d.nseconds()));
+        if rate.0 <= 0 || rate.1 <= 0 || end <= self.start {
+            return 0;
+        }
+        ((end - self.start) as u128 * rate.0 as u128 / (rate.1 as u128 * 1_000_000_000)) as u64
+    }
 }
 
 /// Into the stream's queue, by its overload policy: a live stream drops its oldest waiting
@@ -487,6 +619,7 @@ mod tests {
             index: Arc::new(AtomicU64::new(0)),
             epoch: Some(Instant::now()),
             paced: false,
+            window: None,
         }
     }
 
@@ -503,7 +636,18 @@ mod tests {
             transport: RtspTransport::Auto,
             reconnect_max: 0,
         };
-        let src = build(&input, &rtsp, handoff())?;
+        let both = Prepare {
+            deinterlace: true,
+            upright: true,
+        };
+        let src = build(&input, &rtsp, handoff(), both)?;
+        // The deinterlacer takes the decoded frames, and the frames are turned after conversion.
+        for name in ["deinterlace", "convert", "upright", "rgbx", "frames"] {
+            assert!(src.pipeline.by_name(name).is_some(), "{name}");
+        }
+        let none = build(&input, &rtsp, handoff(), Prepare::default())?;
+        assert!(none.pipeline.by_name("deinterlace").is_none());
+        assert!(none.pipeline.by_name("upright").is_none());
         let cam = src.pipeline.by_name("webcam").expect("v4l2src");
         assert_eq!(cam.property::<String>("device"), "/dev/video0");
         let caps = src

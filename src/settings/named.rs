@@ -72,3 +72,13 @@ named!(
     /// Whether a file input is paced at its own frame rate: `auto` when a person watches it.
     Realtime, "auto, on or off" { Auto = "auto", On = "on", Off = "off", }
 );
+named!(
+    /// Whether frames are turned upright as their file says they are shown (a video's rotation
+    /// tag, a photo's EXIF orientation) before the model.
+    Orientation, "auto or none" { Auto = "auto", None = "none", }
+);
+named!(
+    /// Whether interlaced input is deinterlaced (GStreamer's deinterlace; progressive frames
+    /// pass untouched) before the model and in the output.
+    Deinterlace, "auto or off" { Auto = "auto", Off = "off", }
+);
