@@ -384,6 +384,36 @@ def frames_out(url):
         return sum(s["frames_out"] for s in json.load(r))
 
 
+def folder_table(tmp, n=200):
+    """A folder of `n` photos (three scikit-image photos at varied sizes) explained by one run,
+    against a loop of one run per photo (each loading the model)."""
+    from skimage import data, io, transform
+    print(f"measuring a folder of {n} images against {n} single runs ...", file=sys.stderr, flush=True)
+    photos = Path(tmp) / "photos"
+    photos.mkdir()
+    sources = [data.chelsea(), data.coffee(), data.astronaut()]
+    for i in range(n):
+        img = sources[i % 3]
+        scale = 0.5 + (i % 7) / 7
+        small = (transform.rescale(img, scale, channel_axis=2, anti_aliasing=True) * 255).astype("uint8")
+        io.imsave(photos / f"p{i:03d}.jpg", small, quality=90, check_contrast=False)
+    t = time.time()
+    subprocess.run([str(BIN), "-i", str(photos), "-o", str(Path(tmp) / "out"), "--progress", "none"],
+                   check=True, capture_output=True)
+    folder = time.time() - t
+    t = time.time()
+    for f in sorted(photos.iterdir()):
+        subprocess.run([str(BIN), "-i", str(f), "-o", str(Path(tmp) / "single.png"), "--progress", "none"],
+                       check=True, capture_output=True)
+    loop = time.time() - t
+    print()
+    print(f"| {n} images (3 photos at 7 sizes) | wall time | images / s |")
+    print("|---|---|---|")
+    print(f"| one run over the folder | {folder:.1f} s | {n / folder:.1f} |")
+    print(f"| a run per image (a shell loop) | {loop:.1f} s | {n / loop:.1f} |")
+    print(f"folder / loop: {loop / folder:.1f}x faster (target: at least the model's load time per image saved)")
+
+
 def web_table():
     """The web view: latency in Chromium itself (window.gradcamStats), and what viewers cost."""
     print("measuring the web view in Chromium ...", file=sys.stderr, flush=True)
@@ -495,6 +525,8 @@ def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; batch size {BATCH}")
     web_table()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder_table(tmp)
     with tempfile.TemporaryDirectory() as tmp:
         layout_table(tmp)
         concurrent_table(tmp)

@@ -170,7 +170,7 @@ fn outlets(s: &Stream, feeds: Vec<Arc<rtsp::Feeds>>) -> Result<Outlets> {
             Output::Rtsp { .. } => names.push("rtsp".into()),
             Output::Display => names.push("display".into()),
             Output::Null => names.push("null".into()),
-            Output::Image(_) => {}
+            Output::Image(_) | Output::Pictures(_) => {}
         }
     }
     Ok(Outlets {
@@ -207,7 +207,7 @@ fn branches<'a>(
             )),
             Output::Rtsp { .. } => None,
             Output::Display => Some(Branch::Display),
-            Output::Null | Output::Image(_) => Some(Branch::Null),
+            Output::Null | Output::Image(_) | Output::Pictures(_) => Some(Branch::Null),
         })
         .collect();
     let mut taps: Vec<Arc<dyn EncodedTap>> = o
@@ -680,6 +680,19 @@ fn summary(cfg: &Config, info: &ModelInfo, all: &Stats, dests: &[String]) {
 
 fn run_image(cfg: &Config, settings: engine::Settings) -> Result<()> {
     let stream = &cfg.streams[0];
+    if let (Input::Folder(dir), [Output::Pictures(pattern)]) =
+        (&stream.input, stream.outputs.as_slice())
+    {
+        let job = crate::folder::Job {
+            dir,
+            pattern,
+            metadata: stream.metadata.as_deref(),
+            upright: cfg.orientation == Orientation::Auto,
+            look: look(cfg),
+            method: cfg.method.name(),
+        };
+        return crate::folder::run(job, settings, cfg.batch_size);
+    }
     let (Input::Image(input), [Output::Image(path)]) = (&stream.input, stream.outputs.as_slice())
     else {
         unreachable!("config pairs an image with one image output")

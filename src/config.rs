@@ -139,7 +139,7 @@ pub struct Config {
 impl Config {
     /// Whether the run is one still image (one stream, an image in, an image out).
     pub fn is_image(&self) -> bool {
-        matches!(self.streams.as_slice(), [s] if matches!(s.input, Input::Image(_)))
+        matches!(self.streams.as_slice(), [s] if matches!(s.input, Input::Image(_) | Input::Folder(_)))
     }
 }
 
@@ -335,7 +335,11 @@ fn resolve_streams(
             name, &spec, &outputs, shared, settings, run, common,
         )?);
     }
-    if several && streams.iter().any(|s| matches!(s.input, Input::Image(_))) {
+    if several
+        && streams
+            .iter()
+            .any(|s| matches!(s.input, Input::Image(_) | Input::Folder(_)))
+    {
         bail!(usage(
             "an image input explains one picture; give it alone, not among several inputs"
         ));

@@ -15,6 +15,8 @@ const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp", "tif", 
 pub enum Input {
     /// A still image read with the `image` crate.
     Image(PathBuf),
+    /// A folder of still images, explained in batches by one process.
+    Folder(PathBuf),
     /// Anything GStreamer's uridecodebin opens; `path` is set for local files.
     Video { uri: String, path: Option<PathBuf> },
     /// `test://[pattern][?size=WxH&fps=N]`: a live synthetic source (videotestsrc).
@@ -53,6 +55,9 @@ pub enum Container {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     Image(PathBuf),
+    /// One picture per image of a folder input: `pattern` holds `{name}` (the image's file
+    /// name without its extension) and the extension that says the format.
+    Pictures(PathBuf),
     Video {
         path: PathBuf,
         container: Container,
@@ -220,10 +225,7 @@ fn local_input(path: PathBuf) -> Result<Input> {
         )));
     }
     if path.is_dir() {
-        bail!(usage(format!(
-            "input {} is a directory; give a video or image file",
-            path.display()
-        )));
+        return Ok(Input::Folder(path));
     }
     if is_image_path(&path) {
         return Ok(Input::Image(path));
@@ -262,12 +264,33 @@ pub(crate) fn parse_outputs(specs: &[String], input: &Input) -> Result<Vec<Outpu
     if matches!(input, Input::Image(_)) && outputs.len() > 1 {
         bail!(usage("an image input has one output image"));
     }
+    if matches!(input, Input::Folder(_)) && outputs.len() > 1 {
+        bail!(usage(
+            "a folder input has one output folder (out/ or out/{name}.jpg)"
+        ));
+    }
     if outputs.len() > 1 && outputs.contains(&Output::Null) {
         bail!(usage(
             "output null discards the frames; drop it when there are other outputs"
         ));
     }
     Ok(outputs)
+}
+
+/// A folder input's output: `out/` (each image to `out/NAME.png`) or a pattern such as
+/// `out/{name}.jpg`.
+fn pictures(spec: &str) -> Result<Output> {
+    let pattern = if spec.contains("{name}") {
+        PathBuf::from(spec)
+    } else {
+        Path::new(spec).join("{name}.png")
+    };
+    if !is_image_path(&pattern) {
+        bail!(usage(format!(
+            "output {spec}: a folder input writes images; give a folder (out/) or a pattern such as out/{{name}}.jpg"
+        )));
+    }
+    Ok(Output::Pictures(pattern))
 }
 
 /// `rtsp://HOST[:PORT][/PATH]` for the server: port 8554 and path /gradcam when left out.
@@ -302,6 +325,9 @@ fn parse_rtsp_output(spec: &str) -> Result<Output> {
 
 fn parse_output(spec: &str, input: &Input) -> Result<Output> {
     let path = Path::new(spec);
+    if let Input::Folder(_) = input {
+        return pictures(spec);
+    }
     if matches!(spec, "null" | "display") {
         if let Input::Image(_) = input {
             bail!(usage(format!(

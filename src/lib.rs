@@ -8,6 +8,7 @@ pub mod colormap;
 pub mod config;
 pub mod endpoint;
 pub mod engine;
+pub mod folder;
 pub mod frame;
 pub mod label;
 pub mod localize;

@@ -413,3 +413,81 @@ fn images_people_have_are_explained_or_refused_in_one_line() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_folder_of_images_is_explained_by_one_process() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let photos = d.join("photos");
+    std::fs::create_dir(&photos)?;
+    for name in ["chelsea", "coffee", "astronaut"] {
+        photo(name, &photos)?;
+    }
+    py(
+        "import sys; from skimage import data; from PIL import Image; import numpy as np; \
+         Image.fromarray(data.camera().astype(np.uint16) * 257).save(sys.argv[1] + '/camera16.png')",
+        &[&photos],
+    )?;
+    std::fs::write(photos.join("broken.jpg"), b"this is not a JPEG")?;
+    std::fs::write(photos.join("notes.txt"), b"not an image, not listed")?;
+    let out = d.join("out");
+    let meta = d.join("all.jsonl");
+    let o = run(&[
+        "--input",
+        photos.to_str().unwrap(),
+        "--output",
+        &format!("{}/{{name}}.jpg", out.display()),
+        "--metadata",
+        meta.to_str().unwrap(),
+    ])?;
+    let err = stderr(&o);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    println!("{text}{err}");
+    assert_eq!(o.status.code(), Some(1), "some failed: {err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("skipped: ")).count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains("broken.jpg") && err.contains("1 of 5 images could not be read"),
+        "{err}"
+    );
+    assert_eq!(text.lines().count(), 4, "a line per image: {text}");
+    for (name, size) in [
+        ("chelsea", (451, 300)),
+        ("coffee", (600, 400)),
+        ("astronaut", (512, 512)),
+        ("camera16", (512, 512)),
+    ] {
+        let img = image::open(out.join(format!("{name}.jpg")))?;
+        assert_eq!((img.width(), img.height()), size, "{name}");
+    }
+    let lines = metadata(&meta)?;
+    assert_eq!(lines.len(), 4);
+    assert!(lines
+        .iter()
+        .all(|l| l["file"].as_str().is_some_and(|f| f.ends_with(".png"))));
+    // The same class for the cat as a run of its own.
+    let single = d.join("cat.png");
+    let o = explain(
+        photos.join("chelsea.png").to_str().unwrap(),
+        single.to_str().unwrap(),
+        model().to_str().unwrap(),
+        &[],
+    )?;
+    let own = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .nth(1)
+        .map(str::to_owned);
+    let in_folder = text
+        .lines()
+        .find(|l| l.contains("chelsea"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(str::to_owned);
+    assert_eq!(own, in_folder, "{text}");
+    Ok(())
+}

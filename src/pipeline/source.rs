@@ -168,7 +168,9 @@ pub fn build(
             height,
             fps,
         } => add_test(&pipeline, pattern, (*width, *height), *fps, &convert)?,
-        Input::Image(_) => anyhow::bail!("a still image has no GStreamer source"),
+        Input::Image(_) | Input::Folder(_) => {
+            anyhow::bail!("a still image has no GStreamer source")
+        }
     }
     set_callback(&sink, handoff);
     Ok(Source { pipeline })
