@@ -49,7 +49,18 @@ pub fn run(cfg: Config) -> Result<()> {
             })
             .collect(),
     };
-    if cfg.is_image() {
+    let s = &cfg.streams[0];
+    if let (Input::Folder(dir), [Output::Pictures(pattern)]) = (&s.input, s.outputs.as_slice()) {
+        let job = crate::folder::Job {
+            dir,
+            pattern,
+            metadata: s.metadata.as_deref(),
+            upright: cfg.orientation == Orientation::Auto,
+            look: look(&cfg),
+            method: cfg.method.name(),
+        };
+        crate::folder::run(job, settings, cfg.batch_size)
+    } else if cfg.is_image() {
         run_image(&cfg, settings)
     } else {
         run_video(&cfg, settings)
@@ -680,19 +691,6 @@ fn summary(cfg: &Config, info: &ModelInfo, all: &Stats, dests: &[String]) {
 
 fn run_image(cfg: &Config, settings: engine::Settings) -> Result<()> {
     let stream = &cfg.streams[0];
-    if let (Input::Folder(dir), [Output::Pictures(pattern)]) =
-        (&stream.input, stream.outputs.as_slice())
-    {
-        let job = crate::folder::Job {
-            dir,
-            pattern,
-            metadata: stream.metadata.as_deref(),
-            upright: cfg.orientation == Orientation::Auto,
-            look: look(cfg),
-            method: cfg.method.name(),
-        };
-        return crate::folder::run(job, settings, cfg.batch_size);
-    }
     let (Input::Image(input), [Output::Image(path)]) = (&stream.input, stream.outputs.as_slice())
     else {
         unreachable!("config pairs an image with one image output")

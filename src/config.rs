@@ -11,8 +11,7 @@ use anyhow::{bail, Result};
 use crate::cam::Method;
 use crate::cli::Args;
 use crate::colormap::Colormap;
-pub use crate::endpoint::parse_duration;
-pub use crate::endpoint::{is_image_path, Container, Input, Output, Tls, WebView};
+pub use crate::endpoint::{is_image_path, parse_duration, Container, Input, Output, Tls, WebView};
 use crate::endpoint::{
     is_name, metadata_path, parse_input, parse_metrics_addr, parse_outputs, parse_size,
     rtsp_credentials, segment_pattern, split_name, tls, web_view, with_name,
@@ -137,7 +136,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// Whether the run is one still image (one stream, an image in, an image out).
+    /// Whether the run explains stills: one image (in and out) or a folder of them.
     pub fn is_image(&self) -> bool {
         matches!(self.streams.as_slice(), [s] if matches!(s.input, Input::Image(_) | Input::Folder(_)))
     }

@@ -69,31 +69,7 @@ pub fn run(job: Job, settings: engine::Settings, batch: usize) -> Result<()> {
         Arc::new(Stats::default()),
     )?;
     let mut renderer = Renderer::new(job.look, &info, &[("folder", None)])?;
-    // Read on a thread of its own, so that decoding the next images overlaps the model.
-    let reading = files.clone();
-    let upright = job.upright;
-    let reader = std::thread::Builder::new()
-        .name("gradcam-images".into())
-        .spawn(move || {
-            let mut unreadable = Vec::new();
-            for (i, path) in reading.iter().enumerate() {
-                match still::read(path, upright) {
-                    Ok((img, _)) => {
-                        let frame =
-                            Frame::from_rgb(i as u64, img.width(), img.height(), img.as_raw());
-                        if frames_tx.send(frame).is_err() {
-                            break; // the worker stopped; it says why
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("skipped: {e:#}");
-                        unreadable.push(path.clone());
-                    }
-                }
-            }
-            unreadable
-        })
-        .context("starting the image reader")?;
+    let reader = spawn_reader(files.clone(), job.upright, frames_tx)?;
     let mut lines = job.metadata.map(LineFile::create).transpose()?;
     let mut explained = 0;
     for delivery in results_rx.iter() {
@@ -144,6 +120,37 @@ pub fn run(job: Job, settings: engine::Settings, batch: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Read each image on a thread of its own, so that decoding the next ones overlaps the model;
+/// the thread returns the files it could not read (each reported in one line).
+fn spawn_reader(
+    files: Vec<PathBuf>,
+    upright: bool,
+    frames: crossbeam_channel::Sender<Frame>,
+) -> Result<std::thread::JoinHandle<Vec<PathBuf>>> {
+    std::thread::Builder::new()
+        .name("gradcam-images".into())
+        .spawn(move || {
+            let mut unreadable = Vec::new();
+            for (i, path) in files.iter().enumerate() {
+                match still::read(path, upright) {
+                    Ok((img, _)) => {
+                        let frame =
+                            Frame::from_rgb(i as u64, img.width(), img.height(), img.as_raw());
+                        if frames.send(frame).is_err() {
+                            break; // the worker stopped; it says why
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("skipped: {e:#}");
+                        unreadable.push(path.clone());
+                    }
+                }
+            }
+            unreadable
+        })
+        .context("starting the image reader")
 }
 
 /// The image's metadata line, naming its file.
