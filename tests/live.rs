@@ -166,10 +166,18 @@ fn sigint_on_a_live_run_finishes_a_playable_file() -> Result<()> {
 
 /// Our own Xvfb on a display number of this process, once its socket exists; and that number.
 fn xvfb() -> Result<(Running, u32)> {
-    // A killed Xvfb leaves its lock file: each call takes a display number of its own.
+    // A killed Xvfb leaves its lock file and socket behind: take a display number whose are
+    // both free, from one that depends on this process and call.
     static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let n = 200 + (std::process::id() % 300) * 4 + call % 4;
+    let taken = |n: u32| {
+        std::path::Path::new(&format!("/tmp/.X{n}-lock")).exists()
+            || std::path::Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+    };
+    let mut n = 200 + (std::process::id() % 300) * 4 + call % 4;
+    while taken(n) {
+        n += 1;
+    }
     let xvfb = Running::start(
         std::path::Path::new("Xvfb"),
         &[
@@ -201,15 +209,25 @@ fn a_watched_file_plays_at_its_own_pace() -> Result<()> {
     let bikes = sample("bikes.mp4");
     let clip = probe(&bikes, 0)?;
     let length = clip.pts.len() as f64 / 25.0;
-    // The run's own figure: from its first frame to its last written (start-up aside).
+    // The run's own figure: from its first frame to its last written (start-up aside). A
+    // just-started Xvfb can refuse the first X connections: a run whose only problem is
+    // opening the display is tried again (at most three times), as in the display test.
     let timed = |output: &str, extra: &[&str]| -> Result<f64> {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_gradcam-stream"))
-            .env("DISPLAY", format!(":{n}"))
-            .args(["--input", bikes.to_str().unwrap(), "--output", output])
-            .args(["--progress", "none"])
-            .args(extra)
-            .output()?;
-        let err = stderr(&o);
+        let mut tries = 0;
+        let (o, err) = loop {
+            tries += 1;
+            let o = std::process::Command::new(env!("CARGO_BIN_EXE_gradcam-stream"))
+                .env("DISPLAY", format!(":{n}"))
+                .args(["--input", bikes.to_str().unwrap(), "--output", output])
+                .args(["--progress", "none"])
+                .args(extra)
+                .output()?;
+            let err = stderr(&o);
+            if o.status.success() || !err.contains("X output") || tries == 3 {
+                break (o, err);
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        };
         anyhow::ensure!(o.status.success(), "{err}");
         let secs = err
             .split(" frames in ")
