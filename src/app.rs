@@ -15,6 +15,7 @@ use crate::engine::{self, ModelInfo};
 use crate::frame::EncodedTap;
 use crate::frame::Frame;
 use crate::outfile::OutFile;
+use crate::pipeline::sound::{self, Track};
 use crate::pipeline::{self, rtsp, sink::Branch};
 use crate::render::{Look, Renderer};
 use crate::stats::{Reporter, Stage, Stats};
@@ -113,11 +114,56 @@ struct Outlets {
 /// Each stream's RTSP mounts.
 type Mounts = Vec<Vec<Arc<rtsp::Feeds>>>;
 
-/// The RTSP servers of a run: one per address, one mount per stream served there.
-fn start_servers(cfg: &Config) -> Result<(Vec<rtsp::Server>, Mounts)> {
+/// Each stream's sound track, where it has one and an output carries it (files, segments,
+/// rtsp://), found for all streams at once.
+fn sound_tracks(cfg: &Config) -> Vec<Option<Track>> {
+    let wanted = |s: &Stream| {
+        s.audio
+            && s.outputs.iter().any(|o| {
+                matches!(
+                    o,
+                    Output::Video { .. } | Output::Segments { .. } | Output::Rtsp { .. }
+                )
+            })
+    };
+    std::thread::scope(|scope| {
+        let probes: Vec<_> = cfg
+            .streams
+            .iter()
+            .map(|s| {
+                scope.spawn(move || {
+                    let uri = match &s.input {
+                        Input::Video { uri, .. } | Input::Rtsp { uri } if wanted(s) => uri,
+                        _ => return None,
+                    };
+                    let track = sound::probe(uri, SOUND_PROBE);
+                    if track.is_none() && matches!(s.input, Input::Rtsp { .. }) {
+                        eprintln!(
+                            "{}",
+                            crate::redact::line(&format!(
+                                "rtsp: {}: no sound found within {} s; its outputs carry its video only",
+                                s.shown,
+                                SOUND_PROBE.as_secs()
+                            ))
+                        );
+                    }
+                    track
+                })
+            })
+            .collect();
+        probes.into_iter().map(|p| p.join().ok().flatten()).collect()
+    })
+}
+
+/// How long finding a stream's sound may take.
+const SOUND_PROBE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The RTSP servers of a run: one per address, one mount per stream served there, with the
+/// stream's sound (`tracks`) as a second stream.
+fn start_servers(cfg: &Config, tracks: &[Option<Track>]) -> Result<(Vec<rtsp::Server>, Mounts)> {
     let mut servers: Vec<((String, u16), rtsp::Server)> = Vec::new();
     let mut per_stream = Vec::new();
-    for s in &cfg.streams {
+    for (s, track) in cfg.streams.iter().zip(tracks) {
         let mut feeds = Vec::new();
         for o in &s.outputs {
             let Output::Rtsp { host, port, path } = o else {
@@ -141,7 +187,7 @@ fn start_servers(cfg: &Config) -> Result<(Vec<rtsp::Server>, Mounts)> {
                 }
             };
             let server = &mut servers[at].1;
-            feeds.push(server.mount(path)?);
+            feeds.push(server.mount(path, track.map(|t| t.at(sound::Target::Rtsp)))?);
             eprintln!("serving: {}{path}", server.base);
         }
         per_stream.push(feeds);
@@ -294,7 +340,8 @@ fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
     let codec = pipeline::sink::resolve_encoder(cfg.encoder)?;
     // Servers start first, so a port in use fails before the model loads; files are reserved
     // next, so an unwritable path does too.
-    let (servers, mounts) = start_servers(cfg)?;
+    let tracks = sound_tracks(cfg);
+    let (servers, mounts) = start_servers(cfg, &tracks)?;
     let outlets = cfg
         .streams
         .iter()
@@ -324,7 +371,7 @@ fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
     let all = lines.all.clone();
     let stats = lines.stats.clone();
     let piped = pipeline::run_video(
-        lines.into_run(cfg, &outlets, codec, hub.as_ref()),
+        lines.into_run(cfg, &outlets, &tracks, codec, hub.as_ref()),
         all.clone(),
         &mut reporter,
     );
@@ -389,6 +436,7 @@ impl Lines {
         self,
         cfg: &'a Config,
         outlets: &'a [Outlets],
+        tracks: &[Option<Track>],
         codec: pipeline::sink::Codec,
         hub: Option<&Arc<Hub>>,
     ) -> pipeline::Run<'a> {
@@ -396,12 +444,14 @@ impl Lines {
             .streams
             .iter()
             .zip(outlets)
+            .zip(tracks)
+            .map(|((s, o), t)| (s, o, *t))
             .zip(self.queues)
             .zip(self.rendered)
             .zip(self.stats)
             .enumerate()
             .map(
-                |(i, ((((s, o), (frames, oldest)), (_, rendered)), stats))| pipeline::StreamRun {
+                |(i, ((((s, o, sound), (frames, oldest)), (_, rendered)), stats))| pipeline::StreamRun {
                     name: &s.name,
                     input: &s.input,
                     shown: &s.shown,
@@ -423,6 +473,7 @@ impl Lines {
                         upright: cfg.orientation == Orientation::Auto,
                     },
                     segments: hub.map(|h| segment_hook(h, s, i)),
+                    sound,
                 },
             )
             .collect();

@@ -80,6 +80,8 @@ pub struct Stream {
     pub overload: Overload,
     pub queue_capacity: usize,
     pub rtsp: RtspSettings,
+    /// Whether its sound goes to its outputs.
+    pub audio: bool,
 }
 
 /// The RTSP server's credentials (`--rtsp-auth USER:PASSWORD`).
@@ -439,6 +441,7 @@ impl Stream {
                 transport: choice("rtsp-transport", &s.rtsp_transport)?,
                 reconnect_max: s.reconnect_max,
             },
+            audio: s.audio,
         })
     }
 }

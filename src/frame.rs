@@ -107,4 +107,10 @@ pub trait EncodedTap: Send + Sync {
     fn take_keyframe_request(&self) -> bool;
     /// The stream has ended: consumers see its end.
     fn finish(&self) {}
+    /// Whether it carries the stream's sound too (given to `push_sound`).
+    fn wants_sound(&self) -> bool {
+        false
+    }
+    /// One buffer of the stream's sound, timestamped as the frames are.
+    fn push_sound(&self, _sound: &gstreamer::Sample) {}
 }

@@ -276,6 +276,11 @@ declare! {
         #[arg(long, value_name = "FILE")]
         metadata: PathBuf;
 
+        /// Leave the input's sound out of the outputs (by default a file's or an RTSP camera's
+        /// sound goes into its files and rtsp:// outputs, re-encoded to AAC only where needed)
+        #[arg(long = "no-audio", num_args = 0, default_missing_value = "false")]
+        audio: bool = true;
+
         /// When the model falls behind a live source: drop (oldest waiting frames go, the default
         /// for live sources) or block; a file input always blocks and never drops
         #[arg(long, value_name = "drop|block")]

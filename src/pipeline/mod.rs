@@ -18,6 +18,7 @@
 
 pub mod rtsp;
 pub mod sink;
+pub mod sound;
 pub mod source;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -198,6 +199,8 @@ pub struct StreamRun<'a> {
     pub prepare: source::Prepare,
     pub window: Option<source::Window>,
     pub segments: Option<SegmentOpened>,
+    /// Its sound track, which its outputs carry.
+    pub sound: Option<sound::Track>,
 }
 
 /// What a video run reads and where it writes.
@@ -304,6 +307,7 @@ impl<'a> BusLoop<'a> {
                 stream: st.stats.clone(),
                 all: self.all.clone(),
             };
+            let sink = sink::build(&st.branches, codec, st.sound)?;
             let handoff = source::Handoff {
                 stream: i,
                 slot: slot.clone(),
@@ -316,8 +320,8 @@ impl<'a> BusLoop<'a> {
                 epoch: st.input.is_live().then(Instant::now),
                 paced: st.paced,
                 window: st.window,
+                sound: sink.sound.clone().map(sound::Handoff::new),
             };
-            let sink = sink::build(&st.branches, codec)?;
             st.stats
                 .encoders
                 .store(sink::encoders(&sink.pipeline) as u64, Ordering::Relaxed);

@@ -24,20 +24,28 @@ use gstreamer_app as gst_app;
 use gstreamer_rtsp_server as rtsp;
 use gstreamer_rtsp_server::prelude::*;
 
+use super::sound::Codec;
 use crate::config::{Credentials, Tls};
 use crate::frame::{Encoded, EncodedTap};
 use gstreamer_rtsp_server::gio;
 
-/// The server's medias that want frames, fed from the stream's live encoder.
+/// The server's medias that want frames, fed from the stream's live encoder (and its sound,
+/// where the mount carries it).
 #[derive(Default)]
 pub struct Feeds {
     medias: Mutex<Vec<Feed>>,
     caps: Mutex<Option<gst::Caps>>,
     keyframe_wanted: AtomicBool,
+    /// The mount's second stream, the sound, in this codec.
+    sound: Option<Codec>,
+    sound_caps: Mutex<Option<gst::Caps>>,
 }
 
 struct Feed {
     appsrc: gst_app::AppSrc,
+    /// The media's sound appsrc, and the last timestamp it was given.
+    sound: Option<gst_app::AppSrc>,
+    last_sound: Option<u64>,
     /// Added to a frame's timestamp to place it on the media's clock, fixed by the first
     /// frame the media gets; None until then (delta frames before a key frame are skipped).
     offset: Option<i64>,
@@ -50,13 +58,18 @@ struct Feed {
 const SEND_DELAY: gst::ClockTime = gst::ClockTime::from_mseconds(100);
 
 impl Feeds {
-    fn add(&self, appsrc: gst_app::AppSrc) {
+    fn add(&self, appsrc: gst_app::AppSrc, sound: Option<gst_app::AppSrc>) {
         if let Some(caps) = self.caps.lock().ok().and_then(|c| c.clone()) {
             appsrc.set_caps(Some(&caps));
+        }
+        if let (Some(a), Some(caps)) = (&sound, self.sound_caps.lock().ok().and_then(|c| c.clone())) {
+            a.set_caps(Some(&caps));
         }
         if let Ok(mut m) = self.medias.lock() {
             m.push(Feed {
                 appsrc,
+                sound,
+                last_sound: None,
                 offset: None,
                 last: None,
             });
@@ -137,7 +150,53 @@ impl EncodedTap for Feeds {
         if let Ok(mut medias) = self.medias.lock() {
             for feed in medias.drain(..) {
                 let _ = feed.appsrc.end_of_stream();
+                if let Some(s) = feed.sound {
+                    let _ = s.end_of_stream();
+                }
             }
+        }
+    }
+
+    fn wants_sound(&self) -> bool {
+        self.sound.is_some()
+    }
+
+    /// The sound to every media that has had its first frame, on the frames' offset: it
+    /// leaves in step with the video.
+    fn push_sound(&self, sample: &gst::Sample) {
+        let Some(buffer) = sample.buffer_owned() else {
+            return;
+        };
+        let caps = sample.caps_owned();
+        if let (Some(caps), Ok(mut c)) = (&caps, self.sound_caps.lock()) {
+            if c.as_ref() != Some(caps) {
+                *c = Some(caps.clone());
+            }
+        }
+        let Some(pts) = buffer.pts() else {
+            return;
+        };
+        let Ok(mut medias) = self.medias.lock() else {
+            return;
+        };
+        for feed in medias.iter_mut() {
+            let (Some(appsrc), Some(offset)) = (&feed.sound, feed.offset) else {
+                continue;
+            };
+            let at = (pts.nseconds() as i64 + offset).max(0) as u64;
+            if feed.last_sound.is_some_and(|l| at <= l) {
+                continue;
+            }
+            feed.last_sound = Some(at);
+            if let Some(caps) = &caps {
+                if appsrc.caps().as_ref() != Some(caps) {
+                    appsrc.set_caps(Some(caps));
+                }
+            }
+            let mut b = buffer.copy();
+            b.make_mut().set_pts(gst::ClockTime::from_nseconds(at));
+            b.make_mut().set_dts(gst::ClockTime::NONE);
+            let _ = appsrc.push_buffer(b);
         }
     }
 }
@@ -159,9 +218,19 @@ pub struct Server {
     pub url: String,
 }
 
-/// What the server's media does with the frames it is handed.
-const MEDIA: &str = "( appsrc name=src is-live=true format=time do-timestamp=false \
-     ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )";
+/// What the server's media does with the frames it is handed (and the sound, in `sound`).
+fn media(sound: Option<Codec>) -> String {
+    let video = "appsrc name=src is-live=true format=time do-timestamp=false \
+         ! clocksync ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1";
+    match sound {
+        Some(c) => format!(
+            "( {video} appsrc name=sound is-live=true format=time do-timestamp=false \
+             ! clocksync ! {} name=pay1 pt=97 )",
+            c.payloader()
+        ),
+        None => format!("( {video} )"),
+    }
+}
 
 /// The role a client with the credentials has.
 const ROLE: &str = "viewer";
@@ -170,7 +239,7 @@ impl Server {
     /// Serve on `host:port` (port 0: any free port) at mount `path`, on a main loop of its own.
     pub fn start(host: &str, port: u16, path: &str) -> Result<Server> {
         let mut server = Server::open(host, port, None, None)?;
-        let feeds = server.mount(path)?;
+        let feeds = server.mount(path, None)?;
         server.feeds = feeds;
         server.url = format!("{}{path}", server.base);
         Ok(server)
@@ -252,10 +321,11 @@ impl Server {
         })
     }
 
-    /// Serve a stream at `path`: the returned feeds take its encoded frames.
-    pub fn mount(&mut self, path: &str) -> Result<Arc<Feeds>> {
+    /// Serve a stream at `path`: the returned feeds take its encoded frames, and its sound in
+    /// `sound`'s codec as the mount's second stream.
+    pub fn mount(&mut self, path: &str, sound: Option<Codec>) -> Result<Arc<Feeds>> {
         let factory = rtsp::RTSPMediaFactory::new();
-        factory.set_launch(MEDIA);
+        factory.set_launch(&media(sound));
         factory.set_shared(true);
         if self.auth {
             factory.add_role_from_structure(
@@ -265,17 +335,20 @@ impl Server {
                     .build(),
             );
         }
-        let feeds = Arc::new(Feeds::default());
+        let feeds = Arc::new(Feeds {
+            sound,
+            ..Feeds::default()
+        });
         let f = feeds.clone();
         factory.connect_media_configure(move |_, media| {
-            let appsrc = media
-                .element()
-                .downcast::<gst::Bin>()
-                .ok()
-                .and_then(|bin| bin.by_name_recurse_up("src"))
-                .and_then(|e| e.downcast::<gst_app::AppSrc>().ok());
-            if let Some(appsrc) = appsrc {
-                f.add(appsrc);
+            let bin = media.element().downcast::<gst::Bin>().ok();
+            let appsrc = |name| {
+                bin.as_ref()
+                    .and_then(|bin| bin.by_name_recurse_up(name))
+                    .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            };
+            if let Some(src) = appsrc("src") {
+                f.add(src, appsrc("sound"));
             }
         });
         self.server

@@ -23,6 +23,7 @@
 //! leak their oldest frame instead of holding the others back.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -31,12 +32,19 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
+use super::sound;
 use crate::config::{Container, Encoder};
 use crate::frame::{Encoded, EncodedTap, Frame};
 
 pub struct Sink {
     pub pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
+    /// The stream's sound, where it has one; the sound after this timestamp is left out (the
+    /// end of the explained video, once known).
+    pub sound: Option<gst_app::AppSrc>,
+    sound_until: Arc<AtomicU64>,
+    /// Where the last frame pushed ends.
+    end: u64,
     caps: Option<(u32, u32, (i32, i32))>,
     /// The last timestamp pushed, to keep them strictly increasing.
     last_pts: Option<u64>,
@@ -101,15 +109,38 @@ fn configure_nvenc(enc: &gst::Element, live: bool) {
     }
 }
 
-/// The encoder and muxer for a file of `container` kind, as a gst-launch fragment;
-/// `fragmented`: an MP4 written in 1 s fragments, playable up to the last one at any moment.
-pub fn file_fragment(container: Container, codec: Codec, name: &str, fragmented: bool) -> String {
+/// The encoder and muxer (named `mux{n}`) for a file of `container` kind, as a gst-launch
+/// fragment; `fragmented`: an MP4 written in 1 s fragments, playable up to the last one at any
+/// moment.
+fn file_fragment(container: Container, codec: Codec, n: usize, fragmented: bool) -> String {
     let mux = match (container, fragmented) {
         (Container::Mp4, false) => "mp4mux",
         (Container::Mp4, true) => "mp4mux fragment-duration=1000",
         (Container::Matroska, _) => "matroskamux",
     };
-    format!("{} ! {mux}", encoder_fragment(codec, name, false))
+    format!("{} ! {mux} name=mux{n}", encoder_fragment(codec, &format!("enc{n}"), false))
+}
+
+fn target(container: Container) -> sound::Target {
+    match container {
+        Container::Mp4 => sound::Target::Mp4,
+        Container::Matroska => sound::Target::Matroska,
+    }
+}
+
+/// Branch `n`'s share of the sound, into `into` (a muxer's pad, an appsink): through a queue
+/// that holds whatever the video lags behind, made to fit `target`.
+fn sound_part(track: sound::Track, target: sound::Target, n: usize, into: &str) -> String {
+    let queue = if target == sound::Target::Rtsp {
+        // Viewers want it now: keep 2 s at most.
+        "queue leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000"
+    } else {
+        "queue max-size-buffers=0 max-size-bytes=0 max-size-time=0"
+    };
+    format!(
+        " sounds. ! {queue} name=soundq{n} ! {}{into}",
+        track.fitting(target)
+    )
 }
 
 /// What splitmuxsink muxes each segment with, and the muxer's settings.
@@ -153,13 +184,31 @@ const LEAKY_QUEUE: &str =
 /// The colour conversion before an encoder, on every core (0: a thread a core).
 const CONVERT: &str = "videoconvert n-threads=0";
 
-pub fn build(branches: &[Branch], codec: Codec) -> Result<Sink> {
+/// The output pipeline for `branches`; `track`: the stream's sound, which its files,
+/// segments and RTSP mounts carry.
+pub fn build(branches: &[Branch], codec: Codec, track: Option<sound::Track>) -> Result<Sink> {
     let mut desc = String::from("appsrc name=frames format=time block=true ! tee name=split");
+    let mut sounds = String::new();
     for (n, branch) in branches.iter().enumerate() {
+        if let Some(t) = track {
+            sounds.push_str(&match branch {
+                Branch::File(_, c, _) => sound_part(t, target(*c), n, &format!("mux{n}.")),
+                Branch::Segments(_, c, _) => {
+                    sound_part(t, target(*c), n, &format!("file{n}.audio_%u"))
+                }
+                Branch::Live(taps) if taps.iter().any(|t| t.wants_sound()) => sound_part(
+                    t,
+                    sound::Target::Rtsp,
+                    n,
+                    &format!("appsink name=sound{n} sync=false async=false enable-last-sample=false"),
+                ),
+                _ => String::new(),
+            });
+        }
         let part = match branch {
             Branch::File(path, container, fragmented) => format!(
                 "queue ! {CONVERT} ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! {} ! filesink name=file{n} async=false location={}",
-                file_fragment(*container, codec, &format!("enc{n}"), *fragmented),
+                file_fragment(*container, codec, n, *fragmented),
                 quote(path)
             ),
             Branch::Segments(pattern, container, every) => format!(
@@ -181,6 +230,9 @@ pub fn build(branches: &[Branch], codec: Codec) -> Result<Sink> {
             Branch::Null => format!("fakesink name=null{n} sync=false async=false"),
         };
         desc.push_str(&format!(" split. ! {part}"));
+    }
+    if let Some(t) = track.filter(|_| !sounds.is_empty()) {
+        desc.push_str(&format!(" {}{sounds}", t.head()));
     }
     let pipeline = gst::parse::launch(&desc)
         .with_context(|| format!("building the output pipeline `{desc}`; are the GStreamer plugins installed? (make setup)"))?
@@ -214,14 +266,58 @@ pub fn build(branches: &[Branch], codec: Codec) -> Result<Sink> {
                 .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
                 .context("the output pipeline has no live appsink")?;
             attach(&appsink, taps.clone());
+            if let Some(appsink) = pipeline
+                .by_name(&format!("sound{n}"))
+                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            {
+                attach_sound(&appsink, taps.clone());
+            }
         }
     }
+    let sound_until = Arc::new(AtomicU64::new(u64::MAX));
+    for e in pipeline.iterate_elements().into_iter().flatten() {
+        if let (true, Some(pad)) = (e.name().starts_with("soundq"), e.static_pad("src")) {
+            let until = sound_until.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                let late = info.buffer().and_then(|b| b.pts()).is_some_and(|t| {
+                    t.nseconds() >= until.load(Ordering::Relaxed)
+                });
+                if late {
+                    gst::PadProbeReturn::Drop
+                } else {
+                    gst::PadProbeReturn::Ok
+                }
+            });
+        }
+    }
+    let sound = pipeline
+        .by_name("sound")
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok());
     Ok(Sink {
         pipeline,
         appsrc,
+        sound,
+        sound_until,
+        end: 0,
         caps: None,
         last_pts: None,
     })
+}
+
+/// Hand each sound buffer from `appsink` (the track as the RTSP mounts carry it) to every tap
+/// that takes sound.
+fn attach_sound(appsink: &gst_app::AppSink, taps: Vec<Arc<dyn EncodedTap>>) {
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |appsink| {
+                let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                for t in taps.iter().filter(|t| t.wants_sound()) {
+                    t.push_sound(&sample);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
 }
 
 /// Hand each encoded frame from `appsink` (H.264 byte-stream, one access unit a buffer) to
@@ -336,8 +432,9 @@ impl Sink {
             (Some(p), Some(last)) => Some(p.max(last + MIN_GAP_NS)),
             (p, _) => p,
         };
-        if pts.is_some() {
+        if let Some(p) = pts {
             self.last_pts = pts;
+            self.end = self.end.max(p + frame.duration.unwrap_or(0));
         }
         let mut buffer = gst::Buffer::from_mut_slice(frame.pixels);
         {
@@ -353,8 +450,13 @@ impl Sink {
     }
 
     /// No more frames: the encoder flushes and the muxer finalizes the file, then EOS reaches the bus.
+    /// The sound ends with the explained video.
     pub fn finish(&self) {
         let _ = self.appsrc.end_of_stream();
+        if let Some(sound) = &self.sound {
+            self.sound_until.store(self.end, Ordering::Relaxed);
+            let _ = sound.end_of_stream();
+        }
     }
 }
 
@@ -377,6 +479,7 @@ mod tests {
                 Branch::Segments(&mkv, Container::Mp4, 5_000_000_000),
             ],
             Codec::X264,
+            None,
         )?;
         for name in [
             "file0", "file1", "live2", "display3", "null4", "enc0", "enc2", "file5",

@@ -7,8 +7,9 @@
 //! test://:              {videotestsrc name=test} - {capsfilter name=mode} -
 //!     … - {videoconvert name=convert} - {capsfilter video/x-raw,format=RGBx} - {appsink name=frames}
 //! ```
-//! A live source's frames are stamped with their arrival time (from one epoch that outlives
-//! reconnects), so the output's timestamps rise monotonically at the pace actually processed.
+//! A live source's frames (and sound) are stamped from the feed's own clock, placed where its
+//! first frame arrived since one epoch that outlives reconnects (see [`LiveClock`]), so the
+//! output's timestamps keep the camera's spacing and rise monotonically.
 //! The appsink callback never blocks for the model: it waits only for room in the bounded
 //! channel (that is the back-pressure that keeps a file input from racing ahead), and gives up
 //! as soon as the run is stopping.
@@ -26,6 +27,7 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
 use crate::config::{Input, Overload, RtspSettings, RtspTransport};
+use super::sound;
 use crate::frame::Frame;
 use crate::stats::{Stage, Tally};
 
@@ -91,6 +93,8 @@ pub struct Handoff {
     pub paced: bool,
     /// A file input's part to explain (`--start`, `--duration`).
     pub window: Option<Window>,
+    /// Where the input's sound goes (None: nowhere, or it has none).
+    pub sound: Option<sound::Handoff>,
 }
 
 fn capsfilter(name: &str, caps: &gst::Caps) -> Result<gst::Element> {
@@ -172,8 +176,121 @@ pub fn build(
             anyhow::bail!("a still image has no GStreamer source")
         }
     }
-    set_callback(&sink, handoff);
+    let live = handoff.epoch.map(LiveClock::new);
+    if let (Some(out), Some(decode)) = (&handoff.sound, pipeline.by_name("decode")) {
+        add_sound(&pipeline, &decode, out.clone(), &handoff, live.clone())?;
+    }
+    set_callback(&sink, handoff, live);
     Ok(Source { pipeline })
+}
+
+/// `{decode} -(first audio pad)- queue - {appsink name=sound}`: the sound, left encoded where
+/// an output carries it so, handed to the output restamped as the frames are.
+fn add_sound(
+    pipeline: &gst::Pipeline,
+    decode: &gst::Element,
+    out: sound::Handoff,
+    h: &Handoff,
+    live: Option<LiveClock>,
+) -> Result<()> {
+    decode.set_property("caps", sound::decode_caps());
+    let queue = make("queue", "soundq")?;
+    let sink = gst_app::AppSink::builder()
+        .name("sound")
+        .sync(h.paced)
+        .async_(false)
+        .enable_last_sample(false)
+        .build();
+    pipeline.add_many([&queue, sink.upcast_ref()])?;
+    queue.link(&sink)?;
+    let (place, hook): (Option<sound::Placer>, _) = match (&h.window, &live) {
+        (Some(w), _) => {
+            let (w, hook) = (w.clone(), w.on_first.clone());
+            (Some(Arc::new(move |t| w.sound_place(t))), Some(hook))
+        }
+        (None, Some(l)) => {
+            let (l, hook) = (l.clone(), l.on_first.clone());
+            (Some(Arc::new(move |t| l.sound_place(t))), Some(hook))
+        }
+        (None, None) => (None, None),
+    };
+    let flush = sound::attach(&sink, out, live.is_some(), place);
+    if let Some(Ok(mut f)) = hook.as_ref().map(|h| h.lock()) {
+        *f = Some(flush);
+    }
+    Ok(())
+}
+
+/// Called once, when a timeline's first frame has come (the sound waiting for it goes on).
+type Hook = Arc<Mutex<Option<Arc<dyn Fn() + Send + Sync>>>>;
+
+fn run_hook(hook: &Hook) {
+    let f = hook.lock().ok().and_then(|f| f.clone());
+    if let Some(f) = f {
+        f();
+    }
+}
+
+/// A live feed's timeline, one per source pipeline: frames and sound are stamped from their
+/// running time (the feed's own clock, its streams in step), moved once, by the first frame, to
+/// where that frame arrived since the epoch (which outlives reconnects, so the timestamps keep
+/// rising when a rebuilt feed's clock starts over).
+#[derive(Clone)]
+pub struct LiveClock {
+    epoch: Instant,
+    offset: Arc<Mutex<Option<i64>>>,
+    on_first: Hook,
+}
+
+impl LiveClock {
+    fn new(epoch: Instant) -> LiveClock {
+        LiveClock {
+            epoch,
+            offset: Arc::default(),
+            on_first: Arc::default(),
+        }
+    }
+
+    /// A frame's timestamp, from its running time and when it arrived.
+    fn frame(&self, running: Option<u64>, arrived: Instant) -> u64 {
+        let since = arrived.duration_since(self.epoch).as_nanos() as i64;
+        let Some(running) = running else {
+            return since as u64;
+        };
+        let (offset, first) = match self.offset.lock() {
+            Ok(mut o) => match *o {
+                Some(c) => (c, false),
+                None => {
+                    *o = Some(since - running as i64);
+                    (since - running as i64, true)
+                }
+            },
+            Err(_) => return since as u64,
+        };
+        if first {
+            run_hook(&self.on_first);
+        }
+        (running as i64 + offset).max(0) as u64
+    }
+
+    /// Where a sound buffer at this running time goes: on the frames' timeline, once the first
+    /// frame has fixed it.
+    fn sound_place(&self, running: u64) -> sound::Place {
+        match self.offset.lock().ok().and_then(|o| *o) {
+            None => sound::Place::Wait,
+            Some(c) => sound::Place::At((running as i64 + c).max(0) as u64),
+        }
+    }
+}
+
+/// A buffer's running time (the pipeline clock's time it is for: a live feed's streams share it).
+pub fn running_time(sample: &gst::Sample, pts: gst::ClockTime) -> u64 {
+    sample
+        .segment()
+        .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned())
+        .and_then(|s| s.to_running_time(pts))
+        .unwrap_or(pts)
+        .nseconds()
 }
 
 /// `{uridecodebin (rtspsrc, configured as it is made)} - …`
@@ -305,11 +422,15 @@ fn link_first_video_pad(decode: &gst::Element, convert: &gst::Element) {
             return;
         };
         let caps = pad.current_caps();
-        let is_video = caps
-            .as_ref()
-            .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
-            .unwrap_or(false);
-        if !is_video || sinkpad.is_linked() {
+        let kind = |k: &str| {
+            caps.as_ref()
+                .and_then(|c| c.structure(0).map(|s| s.name().starts_with(k)))
+                .unwrap_or(false)
+        };
+        if kind("audio/") {
+            link_sound(decode, pad);
+        }
+        if !kind("video/") || sinkpad.is_linked() {
             return;
         }
         let in_gpu_memory = caps
@@ -342,6 +463,19 @@ fn link_first_video_pad(decode: &gst::Element, convert: &gst::Element) {
             );
         }
     });
+}
+
+/// The first audio pad to the pipeline's sound queue, where it has one.
+fn link_sound(decode: &gst::Element, pad: &gst::Pad) {
+    let queue = decode
+        .parent()
+        .and_then(|p| p.downcast::<gst::Bin>().ok())
+        .and_then(|bin| bin.by_name("soundq"));
+    if let Some(sinkpad) = queue.and_then(|q| q.static_pad("sink")) {
+        if !sinkpad.is_linked() {
+            let _ = pad.link(&sinkpad);
+        }
+    }
 }
 
 /// `pad` (frames in CUDA memory) → cudadownload → `sinkpad`, inside the decoder's pipeline.
@@ -377,12 +511,13 @@ fn link_through_download(
     Ok(())
 }
 
-fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
+fn set_callback(sink: &gst_app::AppSink, h: Handoff, live: Option<LiveClock>) {
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |appsink| {
                 let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let pts = sample.buffer().and_then(|b| b.pts()).map(|t| t.nseconds());
+                let raw = sample.buffer().and_then(|b| b.pts());
+                let pts = raw.map(|t| stream_time(&sample, t));
                 let mut rebase = None;
                 if let (Some(w), Some(pts)) = (&h.window, pts) {
                     match w.place(pts) {
@@ -406,12 +541,14 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
                     );
                     return Err(gst::FlowError::Error);
                 };
-                if let Some(epoch) = h.epoch {
-                    frame.pts = Some(frame.arrived.duration_since(epoch).as_nanos() as u64);
-                }
-                if rebase.is_some() {
-                    frame.pts = rebase;
-                }
+                frame.pts = match (&live, rebase) {
+                    (Some(l), _) => {
+                        let running = raw.map(|t| running_time(&sample, t));
+                        Some(l.frame(running, frame.arrived))
+                    }
+                    (None, Some(p)) => Some(p),
+                    (None, None) => pts,
+                };
                 let expected = || match &h.window {
                     Some(w) => w.frames(appsink, frame.rate),
                     None => expected_frames(appsink, frame.rate),
@@ -430,6 +567,17 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff) {
             })
             .build(),
     );
+}
+
+/// A buffer's time in its stream (where a player shows it: an MP4's edit list applied, as
+/// the same for its video and its sound), from its sample's segment.
+pub fn stream_time(sample: &gst::Sample, pts: gst::ClockTime) -> u64 {
+    sample
+        .segment()
+        .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned())
+        .and_then(|s| s.to_stream_time(pts))
+        .unwrap_or(pts)
+        .nseconds()
 }
 
 /// How long the media at `uri` lasts, as its demuxer says (None when it cannot tell).
@@ -453,12 +601,14 @@ pub fn media_duration(uri: &str) -> Option<std::time::Duration> {
 
 /// The part of a file input to explain: its frames from `start` and before `end` (ns),
 /// restamped so that the first of them is at 0 (as `ffmpeg -ss … -t …` writes them).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Window {
     pub start: u64,
     pub end: Option<u64>,
     /// The first frame's timestamp in the file (u64::MAX until it comes).
     first: Arc<AtomicU64>,
+    /// Called once it has come.
+    on_first: Hook,
 }
 
 enum Place {
@@ -473,6 +623,7 @@ impl Window {
             start,
             end,
             first: Arc::new(AtomicU64::new(u64::MAX)),
+            on_first: Arc::default(),
         }
     }
 
@@ -488,10 +639,26 @@ impl Window {
                 .first
                 .compare_exchange(u64::MAX, pts, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => pts,
+                Ok(_) => {
+                    run_hook(&self.on_first);
+                    pts
+                }
                 Err(f) => f,
             };
         Place::In(pts.saturating_sub(first))
+    }
+
+    /// Where a sound buffer at `pts` goes: kept, restamped as the frames are, from the first
+    /// frame's time on and before the end.
+    pub fn sound_place(&self, pts: u64) -> sound::Place {
+        if pts < self.start || self.end.is_some_and(|e| pts >= e) {
+            return sound::Place::Out;
+        }
+        match self.first.load(Ordering::Relaxed) {
+            u64::MAX => sound::Place::Wait,
+            f if pts < f => sound::Place::Out,
+            f => sound::Place::At(pts - f),
+        }
     }
 
     /// Frames in the window (0 while unknown).
@@ -622,6 +789,7 @@ mod tests {
             epoch: Some(Instant::now()),
             paced: false,
             window: None,
+            sound: None,
         }
     }
 
