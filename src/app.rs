@@ -151,7 +151,10 @@ fn sound_tracks(cfg: &Config) -> Vec<Option<Track>> {
                 })
             })
             .collect();
-        probes.into_iter().map(|p| p.join().ok().flatten()).collect()
+        probes
+            .into_iter()
+            .map(|p| p.join().ok().flatten())
+            .collect()
     })
 }
 
@@ -451,29 +454,31 @@ impl Lines {
             .zip(self.stats)
             .enumerate()
             .map(
-                |(i, ((((s, o, sound), (frames, oldest)), (_, rendered)), stats))| pipeline::StreamRun {
-                    name: &s.name,
-                    input: &s.input,
-                    shown: &s.shown,
-                    rtsp: s.rtsp,
-                    overload: s.overload,
-                    branches: branches(
-                        s,
-                        o,
-                        hub.map(|h| h.channels[i].clone() as Arc<dyn EncodedTap>),
-                    ),
-                    frames,
-                    oldest,
-                    rendered,
-                    stats,
-                    paced: paced(cfg, s),
-                    window: window(cfg, s),
-                    prepare: pipeline::source::Prepare {
-                        deinterlace: cfg.deinterlace == crate::config::Deinterlace::Auto,
-                        upright: cfg.orientation == Orientation::Auto,
-                    },
-                    segments: hub.map(|h| segment_hook(h, s, i)),
-                    sound,
+                |(i, ((((s, o, sound), (frames, oldest)), (_, rendered)), stats))| {
+                    pipeline::StreamRun {
+                        name: &s.name,
+                        input: &s.input,
+                        shown: &s.shown,
+                        rtsp: s.rtsp,
+                        overload: s.overload,
+                        branches: branches(
+                            s,
+                            o,
+                            hub.map(|h| h.channels[i].clone() as Arc<dyn EncodedTap>),
+                        ),
+                        frames,
+                        oldest,
+                        rendered,
+                        stats,
+                        paced: paced(cfg, s),
+                        window: window(cfg, s),
+                        prepare: pipeline::source::Prepare {
+                            deinterlace: cfg.deinterlace == crate::config::Deinterlace::Auto,
+                            upright: cfg.orientation == Orientation::Auto,
+                        },
+                        segments: hub.map(|h| segment_hook(h, s, i)),
+                        sound,
+                    }
                 },
             )
             .collect();

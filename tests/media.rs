@@ -10,16 +10,6 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use common::*;
 
-fn ffmpeg(args: &[&str]) -> Result<()> {
-    let o = Command::new("ffmpeg")
-        .args(["-y", "-v", "error"])
-        .args(args)
-        .output()
-        .context("running ffmpeg")?;
-    anyhow::ensure!(o.status.success(), "ffmpeg {args:?}: {}", stderr(&o));
-    Ok(())
-}
-
 fn py(code: &str, args: &[&Path]) -> Result<()> {
     let o = Command::new(python())
         .arg("-c")

@@ -62,7 +62,8 @@ impl Feeds {
         if let Some(caps) = self.caps.lock().ok().and_then(|c| c.clone()) {
             appsrc.set_caps(Some(&caps));
         }
-        if let (Some(a), Some(caps)) = (&sound, self.sound_caps.lock().ok().and_then(|c| c.clone())) {
+        if let (Some(a), Some(caps)) = (&sound, self.sound_caps.lock().ok().and_then(|c| c.clone()))
+        {
             a.set_caps(Some(&caps));
         }
         if let Ok(mut m) = self.medias.lock() {
@@ -173,7 +174,8 @@ impl EncodedTap for Feeds {
                 *c = Some(caps.clone());
             }
         }
-        let Some(pts) = buffer.pts() else {
+        // The running time, as the frames' (a looping source's timestamps start over).
+        let Some(pts) = buffer.pts().map(|t| super::source::running_time(sample, t)) else {
             return;
         };
         let Ok(mut medias) = self.medias.lock() else {
@@ -183,7 +185,7 @@ impl EncodedTap for Feeds {
             let (Some(appsrc), Some(offset)) = (&feed.sound, feed.offset) else {
                 continue;
             };
-            let at = (pts.nseconds() as i64 + offset).max(0) as u64;
+            let at = (pts as i64 + offset).max(0) as u64;
             if feed.last_sound.is_some_and(|l| at <= l) {
                 continue;
             }

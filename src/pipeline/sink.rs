@@ -118,7 +118,10 @@ fn file_fragment(container: Container, codec: Codec, n: usize, fragmented: bool)
         (Container::Mp4, true) => "mp4mux fragment-duration=1000",
         (Container::Matroska, _) => "matroskamux",
     };
-    format!("{} ! {mux} name=mux{n}", encoder_fragment(codec, &format!("enc{n}"), false))
+    format!(
+        "{} ! {mux} name=mux{n}",
+        encoder_fragment(codec, &format!("enc{n}"), false)
+    )
 }
 
 fn target(container: Container) -> sound::Target {
@@ -192,7 +195,7 @@ pub fn build(branches: &[Branch], codec: Codec, track: Option<sound::Track>) -> 
     for (n, branch) in branches.iter().enumerate() {
         if let Some(t) = track {
             sounds.push_str(&match branch {
-                Branch::File(_, c, _) => sound_part(t, target(*c), n, &format!("mux{n}.")),
+                Branch::File(_, c, _) => sound_part(t, target(*c), n, &format!("mux{n}.audio_%u")),
                 Branch::Segments(_, c, _) => {
                     sound_part(t, target(*c), n, &format!("file{n}.audio_%u"))
                 }
@@ -200,7 +203,9 @@ pub fn build(branches: &[Branch], codec: Codec, track: Option<sound::Track>) -> 
                     t,
                     sound::Target::Rtsp,
                     n,
-                    &format!("appsink name=sound{n} sync=false async=false enable-last-sample=false"),
+                    &format!(
+                        "appsink name=sound{n} sync=false async=false enable-last-sample=false"
+                    ),
                 ),
                 _ => String::new(),
             });
@@ -279,9 +284,10 @@ pub fn build(branches: &[Branch], codec: Codec, track: Option<sound::Track>) -> 
         if let (true, Some(pad)) = (e.name().starts_with("soundq"), e.static_pad("src")) {
             let until = sound_until.clone();
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                let late = info.buffer().and_then(|b| b.pts()).is_some_and(|t| {
-                    t.nseconds() >= until.load(Ordering::Relaxed)
-                });
+                let late = info
+                    .buffer()
+                    .and_then(|b| b.pts())
+                    .is_some_and(|t| t.nseconds() >= until.load(Ordering::Relaxed));
                 if late {
                     gst::PadProbeReturn::Drop
                 } else {
@@ -306,7 +312,7 @@ pub fn build(branches: &[Branch], codec: Codec, track: Option<sound::Track>) -> 
 
 /// Hand each sound buffer from `appsink` (the track as the RTSP mounts carry it) to every tap
 /// that takes sound.
-fn attach_sound(appsink: &gst_app::AppSink, taps: Vec<Arc<dyn EncodedTap>>) {
+pub fn attach_sound(appsink: &gst_app::AppSink, taps: Vec<Arc<dyn EncodedTap>>) {
     appsink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |appsink| {
@@ -322,7 +328,7 @@ fn attach_sound(appsink: &gst_app::AppSink, taps: Vec<Arc<dyn EncodedTap>>) {
 
 /// Hand each encoded frame from `appsink` (H.264 byte-stream, one access unit a buffer) to
 /// every tap; a tap that gained a consumer makes the encoder upstream send a key frame.
-fn attach(appsink: &gst_app::AppSink, taps: Vec<Arc<dyn EncodedTap>>) {
+pub fn attach(appsink: &gst_app::AppSink, taps: Vec<Arc<dyn EncodedTap>>) {
     let ending = taps.clone();
     appsink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()

@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gstreamer as gst;
-use gstreamer_pbutils::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_pbutils as pbutils;
+use gstreamer_pbutils::prelude::*;
 
 /// The codecs an output can carry without re-encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +69,7 @@ impl Codec {
     }
 
     /// The element that frames it for a muxer or payloader (G.711 needs none).
-    fn parser(self) -> &'static str {
+    pub fn parser(self) -> &'static str {
         match self {
             Codec::Aac => "aacparse",
             Codec::Mpeg => "mpegaudioparse",
@@ -109,6 +109,14 @@ pub fn decode_caps() -> gst::Caps {
         .expect("the decode caps parse")
 }
 
+/// Decoded sound to AAC, at 44.1 kHz or more (AAC frames are 1024 samples: 128 ms at
+/// telephone G.711's 8 kHz, longer than a video frame).
+macro_rules! to_aac {
+    () => {
+        "audioconvert ! audioresample ! audio/x-raw,rate=[44100,96000] ! avenc_aac ! aacparse ! "
+    };
+}
+
 /// The sound a stream's source will hand on: its codec where some output can carry it as it
 /// is, None when it is decoded first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,8 +138,8 @@ impl Track {
     pub fn fitting(self, target: Target) -> &'static str {
         match self.codec {
             Some(c) if c.fits(target) => "",
-            Some(_) => "decodebin ! audioconvert ! audioresample ! avenc_aac ! aacparse ! ",
-            None => "audioconvert ! audioresample ! avenc_aac ! aacparse ! ",
+            Some(_) => concat!("decodebin ! ", to_aac!()),
+            None => to_aac!(),
         }
     }
 
@@ -154,10 +162,8 @@ impl Track {
 /// The sound track of the media at `uri`, as GStreamer's discoverer finds it within `timeout`
 /// (None: no sound, or none found in time).
 pub fn probe(uri: &str, timeout: Duration) -> Option<Track> {
-    let discoverer = pbutils::Discoverer::new(gst::ClockTime::from_nseconds(
-        timeout.as_nanos() as u64,
-    ))
-    .ok()?;
+    let discoverer =
+        pbutils::Discoverer::new(gst::ClockTime::from_nseconds(timeout.as_nanos() as u64)).ok()?;
     let info = discoverer.discover_uri(uri).ok()?;
     let stream = info.audio_streams().into_iter().next()?;
     let caps = stream.caps()?;
@@ -171,8 +177,10 @@ pub fn probe(uri: &str, timeout: Duration) -> Option<Track> {
 #[derive(Clone)]
 pub struct Handoff {
     pub appsrc: gst_app::AppSrc,
-    /// The last timestamp handed on, across reconnects (u64::MAX before the first).
+    /// The last timestamp handed on, across reconnects (u64::MAX before the first), and where
+    /// that buffer ends (u64::MAX when unknown).
     last: Arc<AtomicU64>,
+    next: Arc<AtomicU64>,
 }
 
 impl Handoff {
@@ -180,6 +188,7 @@ impl Handoff {
         Handoff {
             appsrc,
             last: Arc::new(AtomicU64::new(u64::MAX)),
+            next: Arc::new(AtomicU64::new(u64::MAX)),
         }
     }
 }
@@ -192,6 +201,27 @@ pub enum Place {
     Wait,
     /// Kept, at this timestamp.
     At(u64),
+}
+
+/// How far a buffer's own time may be from where the one before ends and still be put there:
+/// half a video frame at 25 fps (beyond it the sound is put back on the frames' timeline).
+const ALIGN: u64 = 20_000_000;
+
+/// How long a buffer of `size` bytes of these caps plays, where the codec says (AAC and MPEG
+/// audio frames hold a fixed count of samples; G.711 is a byte a sample).
+fn length(caps: &gst::Caps, size: usize) -> Option<u64> {
+    let s = caps.structure(0)?;
+    let rate = s.get::<i32>("rate").ok().filter(|r| *r > 0)? as u64;
+    let samples = match Codec::of(caps)? {
+        Codec::Aac => 1024,
+        Codec::Mpeg if s.get::<i32>("layer").ok() == Some(1) => 384,
+        Codec::Mpeg => 1152,
+        Codec::Alaw | Codec::Mulaw => {
+            (size as u64) / s.get::<i32>("channels").unwrap_or(1).max(1) as u64
+        }
+        Codec::Opus => return None,
+    };
+    Some(samples * 1_000_000_000 / rate)
 }
 
 /// Says where a sound buffer at a stream time goes, for a file's part.
@@ -278,11 +308,27 @@ impl Restamp {
     /// Into the output at `at`; a buffer that would not come after the last one handed on (a
     /// reconnect's overlap) is left out. A refusal means the output has ended: nothing to do.
     fn push(&mut self, buffer: gst::Buffer, at: u64) {
+        // Sound plays sample after sample: a buffer within ALIGN of where the one before ends
+        // is put there (a live feed's jitter buffer stamps the first second or so unevenly,
+        // and a muxer would stretch or squeeze the samples to those stamps).
+        let next = self.out.next.load(Ordering::Relaxed);
+        let at = if next != u64::MAX && at.abs_diff(next) < ALIGN {
+            next
+        } else {
+            at
+        };
         let last = self.out.last.load(Ordering::Relaxed);
         if last != u64::MAX && at <= last {
             return;
         }
         self.out.last.store(at, Ordering::Relaxed);
+        let length = buffer
+            .duration()
+            .map(|d| d.nseconds())
+            .or_else(|| self.caps.as_ref().and_then(|c| length(c, buffer.size())));
+        self.out
+            .next
+            .store(length.map_or(u64::MAX, |l| at + l), Ordering::Relaxed);
         let mut b = buffer.copy();
         b.make_mut().set_pts(gst::ClockTime::from_nseconds(at));
         b.make_mut().set_dts(gst::ClockTime::NONE);
@@ -303,7 +349,10 @@ mod tests {
             Some(Codec::Aac)
         );
         assert_eq!(of("audio/mpeg, mpegversion=(int)2"), Some(Codec::Aac));
-        assert_eq!(of("audio/mpeg, mpegversion=(int)1, layer=(int)3"), Some(Codec::Mpeg));
+        assert_eq!(
+            of("audio/mpeg, mpegversion=(int)1, layer=(int)3"),
+            Some(Codec::Mpeg)
+        );
         assert_eq!(of("audio/x-opus"), Some(Codec::Opus));
         assert_eq!(of("audio/x-alaw"), Some(Codec::Alaw));
         assert_eq!(of("audio/x-raw, format=S16LE"), None);

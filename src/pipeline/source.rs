@@ -26,8 +26,8 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
-use crate::config::{Input, Overload, RtspSettings, RtspTransport};
 use super::sound;
+use crate::config::{Input, Overload, RtspSettings, RtspTransport};
 use crate::frame::Frame;
 use crate::stats::{Stage, Tally};
 
@@ -465,16 +465,41 @@ fn link_first_video_pad(decode: &gst::Element, convert: &gst::Element) {
     });
 }
 
-/// The first audio pad to the pipeline's sound queue, where it has one.
+/// The first audio pad to the pipeline's sound queue, where it has one, through the codec's
+/// parser (which gives each buffer its duration: an RTP depayloader's often have none).
 fn link_sound(decode: &gst::Element, pad: &gst::Pad) {
-    let queue = decode
-        .parent()
-        .and_then(|p| p.downcast::<gst::Bin>().ok())
-        .and_then(|bin| bin.by_name("soundq"));
-    if let Some(sinkpad) = queue.and_then(|q| q.static_pad("sink")) {
-        if !sinkpad.is_linked() {
-            let _ = pad.link(&sinkpad);
-        }
+    let Some(bin) = decode.parent().and_then(|p| p.downcast::<gst::Bin>().ok()) else {
+        return;
+    };
+    let Some(sinkpad) = bin.by_name("soundq").and_then(|q| q.static_pad("sink")) else {
+        return;
+    };
+    if sinkpad.is_linked() {
+        return;
+    }
+    let codec = pad.current_caps().and_then(|c| sound::Codec::of(&c));
+    let parser = codec
+        .map(|c| c.parser())
+        .filter(|p| *p != "identity")
+        .and_then(|p| gst::ElementFactory::make(p).build().ok());
+    let Some(parser) = parser else {
+        let _ = pad.link(&sinkpad);
+        return;
+    };
+    let linked = bin.add(&parser).is_ok()
+        && parser.sync_state_with_parent().is_ok()
+        && parser
+            .static_pad("src")
+            .is_some_and(|p| p.link(&sinkpad).is_ok())
+        && parser
+            .static_pad("sink")
+            .is_some_and(|p| pad.link(&p).is_ok());
+    if !linked {
+        gst::element_error!(
+            decode,
+            gst::StreamError::Failed,
+            ("cannot take the input's sound; --no-audio leaves it out")
+        );
     }
 }
 

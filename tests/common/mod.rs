@@ -118,6 +118,17 @@ pub fn explain(input: &str, output: &str, model: &str, extra: &[&str]) -> Result
     run(&args)
 }
 
+/// ffmpeg with these arguments (overwriting, quiet), which must succeed.
+pub fn ffmpeg(args: &[&str]) -> Result<()> {
+    let o = Command::new("ffmpeg")
+        .args(["-y", "-v", "error"])
+        .args(args)
+        .output()
+        .context("running ffmpeg")?;
+    anyhow::ensure!(o.status.success(), "ffmpeg {args:?}: {}", stderr(&o));
+    Ok(())
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -341,10 +352,16 @@ impl Running {
 
     /// The RTSP test server (examples/rtsp_serve.rs, built by `cargo test`).
     pub fn rtsp_server(port: u16, path: &str, source: &str) -> Result<Running> {
+        Running::rtsp_cameras(port, path, source, &[])
+    }
+
+    /// The same with more of its flags (`--loop`, `--cameras N`).
+    pub fn rtsp_cameras(port: u16, path: &str, source: &str, extra: &[&str]) -> Result<Running> {
         let exe = std::env::current_exe()?;
         let dir = exe.parent().and_then(Path::parent).context("target dir")?;
         let server = dir.join("examples/rtsp_serve");
-        Running::start(&server, &[&port.to_string(), path, source])
+        let port = port.to_string();
+        Running::start(&server, &[&[port.as_str(), path, source], extra].concat())
     }
 
     pub fn output(&self) -> String {
