@@ -187,58 +187,69 @@ const LEAKY_QUEUE: &str =
 /// The colour conversion before an encoder, on every core (0: a thread a core).
 const CONVERT: &str = "videoconvert n-threads=0";
 
-/// The output pipeline for `branches`; `track`: the stream's sound, which its files,
-/// segments and RTSP mounts carry.
-pub fn build(branches: &[Branch], codec: Codec, track: Option<sound::Track>) -> Result<Sink> {
+/// Branch `n`'s share of the sound, if it carries any (files, segments, RTSP mounts).
+fn sound_branch(t: sound::Track, branch: &Branch, n: usize) -> String {
+    match branch {
+        Branch::File(_, c, _) => sound_part(t, target(*c), n, &format!("mux{n}.audio_%u")),
+        Branch::Segments(_, c, _) => sound_part(t, target(*c), n, &format!("file{n}.audio_%u")),
+        Branch::Live(taps) if taps.iter().any(|t| t.wants_sound()) => sound_part(
+            t,
+            sound::Target::Rtsp,
+            n,
+            &format!("appsink name=sound{n} sync=false async=false enable-last-sample=false"),
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Branch `n`'s video, as a gst-launch fragment.
+fn video_branch(branch: &Branch, codec: Codec, n: usize) -> String {
+    match branch {
+        Branch::File(path, container, fragmented) => format!(
+            "queue ! {CONVERT} ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! {} ! filesink name=file{n} async=false location={}",
+            file_fragment(*container, codec, n, *fragmented),
+            quote(path)
+        ),
+        Branch::Segments(pattern, container, every) => format!(
+            "bin.( async-handling=true queue ! {CONVERT} ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! {} ! splitmuxsink name=file{n} send-keyframe-requests=true max-size-time={every} muxer-factory={} location={} )",
+            encoder_fragment(codec, &format!("enc{n}"), false),
+            segment_muxer(*container).0,
+            quote(pattern)
+        ),
+        Branch::Live(_) => format!(
+            "{LEAKY_QUEUE} ! {CONVERT} ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! \
+             {} ! \
+             h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au ! \
+             appsink name=live{n} sync=false async=false enable-last-sample=false",
+            encoder_fragment(codec, &format!("enc{n}"), true)
+        ),
+        Branch::Display => {
+            format!("{LEAKY_QUEUE} ! videoconvert ! autovideosink name=display{n} sync=false")
+        }
+        Branch::Null => format!("fakesink name=null{n} sync=false async=false"),
+    }
+}
+
+/// The whole output pipeline as a gst-launch description.
+fn describe(branches: &[Branch], codec: Codec, track: Option<sound::Track>) -> String {
     let mut desc = String::from("appsrc name=frames format=time block=true ! tee name=split");
     let mut sounds = String::new();
     for (n, branch) in branches.iter().enumerate() {
         if let Some(t) = track {
-            sounds.push_str(&match branch {
-                Branch::File(_, c, _) => sound_part(t, target(*c), n, &format!("mux{n}.audio_%u")),
-                Branch::Segments(_, c, _) => {
-                    sound_part(t, target(*c), n, &format!("file{n}.audio_%u"))
-                }
-                Branch::Live(taps) if taps.iter().any(|t| t.wants_sound()) => sound_part(
-                    t,
-                    sound::Target::Rtsp,
-                    n,
-                    &format!(
-                        "appsink name=sound{n} sync=false async=false enable-last-sample=false"
-                    ),
-                ),
-                _ => String::new(),
-            });
+            sounds.push_str(&sound_branch(t, branch, n));
         }
-        let part = match branch {
-            Branch::File(path, container, fragmented) => format!(
-                "queue ! {CONVERT} ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! {} ! filesink name=file{n} async=false location={}",
-                file_fragment(*container, codec, n, *fragmented),
-                quote(path)
-            ),
-            Branch::Segments(pattern, container, every) => format!(
-                "bin.( async-handling=true queue ! {CONVERT} ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! {} ! splitmuxsink name=file{n} send-keyframe-requests=true max-size-time={every} muxer-factory={} location={} )",
-                encoder_fragment(codec, &format!("enc{n}"), false),
-                segment_muxer(*container).0,
-                quote(pattern)
-            ),
-            Branch::Live(_) => format!(
-                "{LEAKY_QUEUE} ! {CONVERT} ! capsfilter name=chroma{n} caps=video/x-raw,format=I420 ! \
-                 {} ! \
-                 h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au ! \
-                 appsink name=live{n} sync=false async=false enable-last-sample=false",
-                encoder_fragment(codec, &format!("enc{n}"), true)
-            ),
-            Branch::Display => format!(
-                "{LEAKY_QUEUE} ! videoconvert ! autovideosink name=display{n} sync=false"
-            ),
-            Branch::Null => format!("fakesink name=null{n} sync=false async=false"),
-        };
-        desc.push_str(&format!(" split. ! {part}"));
+        desc.push_str(&format!(" split. ! {}", video_branch(branch, codec, n)));
     }
     if let Some(t) = track.filter(|_| !sounds.is_empty()) {
         desc.push_str(&format!(" {}{sounds}", t.head()));
     }
+    desc
+}
+
+/// The output pipeline for `branches`; `track`: the stream's sound, which its files,
+/// segments and RTSP mounts carry.
+pub fn build(branches: &[Branch], codec: Codec, track: Option<sound::Track>) -> Result<Sink> {
+    let desc = describe(branches, codec, track);
     let pipeline = gst::parse::launch(&desc)
         .with_context(|| format!("building the output pipeline `{desc}`; are the GStreamer plugins installed? (make setup)"))?
         .downcast::<gst::Pipeline>()
@@ -494,6 +505,28 @@ mod tests {
         }
         // Two files, the live branch and the segments: one encoder each.
         assert_eq!(encoders(&sink.pipeline), 4);
+        // With sound (G.711, which MP4 cannot carry): the files and segments take it, the MP4s
+        // through an AAC encoder.
+        let g711 = sound::Track {
+            codec: Some(sound::Codec::Alaw),
+        };
+        let sink = build(
+            &[
+                Branch::File(&mp4, Container::Mp4, false),
+                Branch::File(&mkv, Container::Matroska, false),
+                Branch::Null,
+                Branch::Segments(&mkv, Container::Mp4, 5_000_000_000),
+            ],
+            Codec::X264,
+            Some(g711),
+        )?;
+        assert!(sink.sound.is_some());
+        for name in ["soundq0", "soundq1", "soundq3"] {
+            assert!(sink.pipeline.by_name(name).is_some(), "{name}");
+        }
+        assert!(sink.pipeline.by_name("soundq2").is_none());
+        // Three video encoders and the two MP4s' AAC encoders.
+        assert_eq!(encoders(&sink.pipeline), 5);
         Ok(())
     }
 
