@@ -14,19 +14,17 @@ use common::*;
 /// One frame at 25 fps: how far apart sound and picture may be.
 const FRAME: f64 = 0.040;
 
-/// A clip of `secs` seconds at 25 fps, 320x240, with a 440 Hz tone in AAC.
-fn tone_clip(path: &Path, secs: u32) -> Result<()> {
+/// A clip of ffmpeg's `video` and `audio` sources: H.264 with a key frame every 2 s, AAC.
+fn lavfi_clip(video: &str, audio: &str, path: &Path) -> Result<()> {
     ffmpeg(&[
         "-f",
         "lavfi",
         "-i",
-        "testsrc=size=320x240:rate=25",
+        video,
         "-f",
         "lavfi",
         "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-t",
-        &secs.to_string(),
+        audio,
         "-c:v",
         "libx264",
         "-pix_fmt",
@@ -39,28 +37,23 @@ fn tone_clip(path: &Path, secs: u32) -> Result<()> {
     ])
 }
 
+/// A clip of `secs` seconds at 25 fps, 320x240, with a 440 Hz tone.
+fn tone_clip(path: &Path, secs: u32) -> Result<()> {
+    lavfi_clip(
+        &format!("testsrc=size=320x240:rate=25:duration={secs}"),
+        &format!("sine=frequency=440:sample_rate=48000:duration={secs}"),
+        path,
+    )
+}
+
 /// Ten seconds of black with a white flash of two frames every 2 s (at 1.2, 3.2, …), and a tone
 /// that sounds from each flash for 0.4 s.
 fn flash_clip(path: &Path) -> Result<()> {
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
+    lavfi_clip(
         "color=c=black:s=320x240:r=25:d=10,drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='between(mod(t,2),1.2,1.279)'",
-        "-f",
-        "lavfi",
-        "-i",
         "sine=f=1000:sample_rate=48000:d=10,volume=volume=0:enable='lt(mod(t,2),1.2)+gt(mod(t,2),1.6)'",
-        "-c:v",
-        "libx264",
-        "-pix_fmt",
-        "yuv420p",
-        "-g",
-        "50",
-        "-c:a",
-        "aac",
-        path.to_str().unwrap(),
-    ])
+        path,
+    )
 }
 
 fn ffprobe(args: &[&str], path: &Path) -> Result<String> {

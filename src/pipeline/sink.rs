@@ -367,15 +367,9 @@ pub fn attach(appsink: &gst_app::AppSink, taps: Vec<Arc<dyn EncodedTap>>) {
                 };
                 // The encoder offsets its timestamps (by 1000 hours, so that no DTS is
                 // negative) and its segment with them: the running time is the frame's own.
-                let segment = sample
-                    .segment()
-                    .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned());
-                let pts = buffer.pts().map_or(0, |t| {
-                    segment
-                        .and_then(|s| s.to_running_time(t))
-                        .unwrap_or(t)
-                        .nseconds()
-                });
+                let pts = buffer
+                    .pts()
+                    .map_or(0, |t| super::source::running_time(&sample, t));
                 let frame = Encoded {
                     data: map.as_slice(),
                     pts,

@@ -88,16 +88,6 @@ impl Codec {
             Codec::Mulaw => "rtppcmupay",
         }
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Codec::Aac => "aac",
-            Codec::Mpeg => "mp3",
-            Codec::Opus => "opus",
-            Codec::Alaw => "g711a",
-            Codec::Mulaw => "g711u",
-        }
-    }
 }
 
 /// What the source's decodebin stops at: decoded video, sound in a codec some output carries
@@ -149,13 +139,6 @@ impl Track {
         format!(
             "appsrc name=sound format=time block=false max-bytes=0 ! {parser} ! tee name=sounds"
         )
-    }
-
-    pub fn describe(self) -> String {
-        match self.codec {
-            Some(c) => c.name().to_owned(),
-            None => "decoded".to_owned(),
-        }
     }
 }
 
