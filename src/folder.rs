@@ -1,5 +1,8 @@
 //! `--input photos/ --output out/`: every image of a folder explained by one process, in
 //! batches through the same worker, engine and renderer as a video (the model loads once).
+//! Images of any sizes batch together: each is resized on the way in to the model's input
+//! size (the resize the model would make; antialiased linear), and its map is drawn on the
+//! original picture, at its own size.
 //! One line per image (file, class, probability) and a summary; an unreadable file is one
 //! line and is skipped, and the exit status says some failed. Each picture is written whole
 //! or not at all.
@@ -62,6 +65,11 @@ pub fn run(job: Job, settings: engine::Settings, batch: usize) -> Result<()> {
     }
     let (frames_tx, frames_rx) = crossbeam_channel::bounded(batch * 2);
     let (results_tx, results_rx) = crossbeam_channel::bounded(2);
+    // The heatmap is drawn on the host, over the original picture.
+    let settings = engine::Settings {
+        blend: engine::BlendAt::Host,
+        ..settings
+    };
     let (info, worker) = worker::spawn(
         settings,
         vec![frames_rx],
@@ -69,11 +77,25 @@ pub fn run(job: Job, settings: engine::Settings, batch: usize) -> Result<()> {
         Arc::new(Stats::default()),
     )?;
     let mut renderer = Renderer::new(job.look, &info, &[("folder", None)])?;
-    let reader = spawn_reader(files.clone(), job.upright, frames_tx)?;
+    let (originals_tx, originals) = crossbeam_channel::unbounded();
+    let [h, w] = info.input_size;
+    let reader = Reader {
+        files: files.clone(),
+        upright: job.upright,
+        size: (w as u32, h as u32),
+    }
+    .spawn(frames_tx, originals_tx)?;
     let mut lines = job.metadata.map(LineFile::create).transpose()?;
-    let mut explained = 0;
+    let (mut explained, mut batches) = (0, 0);
     for delivery in results_rx.iter() {
-        for e in delivery.explained {
+        batches += usize::from(!delivery.explained.is_empty());
+        for mut e in delivery.explained {
+            // The results come in the order read; an unreadable file sent nothing.
+            e.frame = originals
+                .recv()
+                .ok()
+                .filter(|o: &Frame| o.index == e.frame.index)
+                .ok_or_else(|| anyhow!("image {} came back out of order", e.frame.index))?;
             let path = &files[e.frame.index as usize];
             if let Some(m) = &mut lines {
                 m.line(&line_for(&e, path, &info, job.method)?)?;
@@ -99,7 +121,8 @@ pub fn run(job: Job, settings: engine::Settings, batch: usize) -> Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
-        "done: {explained} images in {secs:.1} s ({:.1} images/s) on {} with {} → {}{}",
+        "done: {explained} images in {batches} batch{}, {secs:.1} s ({:.1} images/s) on {} with {} → {}{}",
+        if batches == 1 { "" } else { "es" },
         explained as f64 / secs.max(1e-9),
         info.device,
         info.name,
@@ -122,35 +145,55 @@ pub fn run(job: Job, settings: engine::Settings, batch: usize) -> Result<()> {
     Ok(())
 }
 
-/// Read each image on a thread of its own, so that decoding the next ones overlaps the model;
-/// the thread returns the files it could not read (each reported in one line).
-fn spawn_reader(
+/// What the reading thread is given: the files, whether to turn them upright, and the size
+/// (width, height) every image is resized to for the model.
+struct Reader {
     files: Vec<PathBuf>,
     upright: bool,
-    frames: crossbeam_channel::Sender<Frame>,
-) -> Result<std::thread::JoinHandle<Vec<PathBuf>>> {
-    std::thread::Builder::new()
-        .name("gradcam-images".into())
-        .spawn(move || {
-            let mut unreadable = Vec::new();
-            for (i, path) in files.iter().enumerate() {
-                match still::read(path, upright) {
-                    Ok((img, _)) => {
-                        let frame =
-                            Frame::from_rgb(i as u64, img.width(), img.height(), img.as_raw());
-                        if frames.send(frame).is_err() {
-                            break; // the worker stopped; it says why
+    size: (u32, u32),
+}
+
+impl Reader {
+    /// Read each image on a thread of its own, so that decoding the next ones overlaps the
+    /// model: the resized picture goes to the worker, the original to `originals` (to draw
+    /// on). The thread returns the files it could not read (each reported in one line).
+    fn spawn(
+        self,
+        frames: crossbeam_channel::Sender<Frame>,
+        originals: crossbeam_channel::Sender<Frame>,
+    ) -> Result<std::thread::JoinHandle<Vec<PathBuf>>> {
+        std::thread::Builder::new()
+            .name("gradcam-images".into())
+            .spawn(move || {
+                let mut unreadable = Vec::new();
+                for (i, path) in self.files.iter().enumerate() {
+                    let img = match still::read(path, self.upright) {
+                        Ok((img, _)) => img,
+                        Err(e) => {
+                            eprintln!("skipped: {e:#}");
+                            unreadable.push(path.clone());
+                            continue;
                         }
-                    }
-                    Err(e) => {
-                        eprintln!("skipped: {e:#}");
-                        unreadable.push(path.clone());
+                    };
+                    let (w, h) = self.size;
+                    let small = if img.dimensions() == (w, h) {
+                        img.clone()
+                    } else {
+                        image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle)
+                    };
+                    let frame = |img: &image::RgbImage| {
+                        Frame::from_rgb(i as u64, img.width(), img.height(), img.as_raw())
+                    };
+                    // The original first: the worker's result may come before the next send.
+                    if originals.send(frame(&img)).is_err() || frames.send(frame(&small)).is_err()
+                    {
+                        break; // the worker stopped; it says why
                     }
                 }
-            }
-            unreadable
-        })
-        .context("starting the image reader")
+                unreadable
+            })
+            .context("starting the image reader")
+    }
 }
 
 /// The image's metadata line, naming its file.

@@ -430,6 +430,8 @@ fn a_folder_of_images_is_explained_by_one_process() -> Result<()> {
         &format!("{}/{{name}}.jpg", out.display()),
         "--metadata",
         meta.to_str().unwrap(),
+        "--max-wait-ms",
+        "10000",
     ])?;
     let err = stderr(&o);
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -445,6 +447,8 @@ fn a_folder_of_images_is_explained_by_one_process() -> Result<()> {
         "{err}"
     );
     assert_eq!(text.lines().count(), 4, "a line per image: {text}");
+    // Three sizes, one batch: each image is resized on the way in.
+    assert!(err.contains("done: 4 images in 1 batch,"), "{err}");
     for (name, size) in [
         ("chelsea", (451, 300)),
         ("coffee", (600, 400)),
