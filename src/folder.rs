@@ -185,8 +185,7 @@ impl Reader {
                         Frame::from_rgb(i as u64, img.width(), img.height(), img.as_raw())
                     };
                     // The original first: the worker's result may come before the next send.
-                    if originals.send(frame(&img)).is_err() || frames.send(frame(&small)).is_err()
-                    {
+                    if originals.send(frame(&img)).is_err() || frames.send(frame(&small)).is_err() {
                         break; // the worker stopped; it says why
                     }
                 }

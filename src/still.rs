@@ -21,6 +21,16 @@ pub fn read(path: &Path, upright: bool) -> Result<(RgbImage, Vec<String>)> {
         .map_err(|e| bad(&e))?
         .with_guessed_format()
         .map_err(|e| bad(&e))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        // The JPEG decoder fills a cut-off picture with grey and says nothing.
+        let bytes = std::fs::read(path).map_err(|e| bad(&e))?;
+        if !jpeg_is_whole(&bytes) {
+            return Err(bad(
+                &"the JPEG is cut off (it ends before its picture does; copy or \
+                             export it again)",
+            ));
+        }
+    }
     let mut decoder = reader.into_decoder().map_err(|e| bad(&e))?;
     let orientation = decoder.orientation().ok();
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| bad(&e))?;
@@ -36,6 +46,25 @@ pub fn read(path: &Path, upright: bool) -> Result<(RgbImage, Vec<String>)> {
         return Ok((over_black(&img), notes));
     }
     Ok((img.to_rgb8(), notes))
+}
+
+/// Whether a JPEG holds its end-of-image marker after its picture's data: walk the marker
+/// segments (skipping their contents, where an EXIF thumbnail has markers of its own) to the
+/// first scan, then look for the end marker (a 0xFF in coded data is always followed by 0).
+fn jpeg_is_whole(b: &[u8]) -> bool {
+    let mut at = 2; // past SOI
+    while at + 4 <= b.len() && b[at] == 0xFF {
+        let marker = b[at + 1];
+        if marker == 0xFF {
+            at += 1; // fill byte
+            continue;
+        }
+        if marker == 0xDA {
+            return b[at..].windows(2).any(|w| w == [0xFF, 0xD9]);
+        }
+        at += 2 + u16::from_be_bytes([b[at + 2], b[at + 3]]) as usize;
+    }
+    false
 }
 
 /// Each pixel's colour times its opacity: what the picture looks like on black.
@@ -79,6 +108,23 @@ mod tests {
         let (rgb, _) = read(&path, true)?;
         assert_eq!((rgb.width(), rgb.height()), (3, 2));
         assert_eq!(rgb.get_pixel(2, 1).0, [255, 255, 255]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_cut_off_jpeg_is_refused() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("p.jpg");
+        let img =
+            image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 90]));
+        img.save(&path)?;
+        let whole = std::fs::read(&path)?;
+        assert!(jpeg_is_whole(&whole));
+        read(&path, true)?;
+        std::fs::write(&path, &whole[..whole.len() * 2 / 3])?;
+        let e = read(&path, true).unwrap_err().to_string();
+        assert!(e.contains("p.jpg") && e.contains("cut off"), "{e}");
+        assert_eq!(e.lines().count(), 1);
         Ok(())
     }
 

@@ -384,12 +384,16 @@ fn images_people_have_are_explained_or_refused_in_one_line() -> Result<()> {
                 .trim()
         );
     }
-    // Not an image at all, and a PNG cut short: one line each, naming the file, no output.
+    // Not an image at all, and a PNG and a JPEG cut short: one line each, naming the file, no
+    // output (the JPEG decoder alone would fill the missing half with grey).
     let png = d.join("cut.png");
     std::fs::write(&png, &std::fs::read(&cases[0])?[..500])?;
+    let jpg = d.join("cut.jpg");
+    let whole = std::fs::read(&cases[3])?;
+    std::fs::write(&jpg, &whole[..whole.len() / 2])?;
     let junk = d.join("junk.jpg");
     std::fs::write(&junk, b"this is a text file, not a JPEG")?;
-    for bad in [&png, &junk] {
+    for bad in [&png, &jpg, &junk] {
         let out = d.join("bad.out.png");
         let o = explain(
             bad.to_str().unwrap(),
