@@ -50,6 +50,22 @@ pub fn run(cfg: Config) -> Result<()> {
             })
             .collect(),
     };
+    if let Some(shard) = cfg.shard {
+        let names: Vec<&str> = cfg.streams.iter().map(|s| s.name.as_str()).collect();
+        eprintln!(
+            "shard {shard}: {} of the {} streams configured{}",
+            names.len(),
+            cfg.configured,
+            if names.is_empty() {
+                "; idle, serving /healthz and /metrics until the shard count changes".into()
+            } else {
+                format!(": {}", names.join(", "))
+            }
+        );
+        if names.is_empty() {
+            return idle(&cfg);
+        }
+    }
     let s = &cfg.streams[0];
     if let (Input::Folder(dir), [Output::Pictures(pattern)]) = (&s.input, s.outputs.as_slice()) {
         let job = crate::folder::Job {
@@ -314,6 +330,20 @@ fn check_start(cfg: &Config) -> Result<()> {
             )));
         }
     }
+    Ok(())
+}
+
+/// A shard that holds none of the streams: healthy, serving `/healthz` and `/metrics` (with
+/// `--metrics` or `--web`) until it is stopped, so a StatefulSet scaled past its cameras
+/// stays ready for a new count.
+fn idle(cfg: &Config) -> Result<()> {
+    let lines = Lines::new(cfg);
+    let hub = cfg.web.as_ref().map(|_| Arc::new(Hub::new(&[])));
+    let _http = serve_http(cfg, &lines, hub)?;
+    while !crate::shutdown::requested() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("done: this shard held no streams");
     Ok(())
 }
 

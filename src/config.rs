@@ -22,6 +22,7 @@ pub use crate::settings::named::{
 };
 pub use crate::settings::{ClassValue, FileConfig, OneOrMany, StreamTable, DEFAULT_MODEL};
 use crate::settings::{PerStream, Run};
+use crate::shard::Shard;
 
 /// The class to explain in every frame, as given: resolved against the model's names when
 /// the model is loaded.
@@ -100,7 +101,11 @@ impl std::fmt::Debug for Credentials {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// One stream a `--input` (or `[[stream]]` table); frames of all share the model's batches.
+    /// With `--shard`, this process's share of them only.
     pub streams: Vec<Stream>,
+    /// `--shard`: which share; and how many streams the config names in all.
+    pub shard: Option<Shard>,
+    pub configured: usize,
     pub model: std::path::PathBuf,
     pub device: DeviceChoice,
     pub precision: Precision,
@@ -185,8 +190,14 @@ impl Config {
         let tables = f.stream_tables(&a.input)?;
         let run = Run::layered(&a.settings, &f);
         run.check_ranges().map_err(usage)?;
+        let shard = run.shard.as_deref().map(shard_of).transpose()?;
+        let owned = |name: &str| shard.is_none_or(|s| s.owns(name));
+        let mut mine = 0;
+        for (n, t) in tables.iter().enumerate() {
+            mine += usize::from(owned(&stream_name(n, t)?.0));
+        }
         let common = Common {
-            n_streams: tables.len(),
+            n_streams: mine.max(1),
             batch_size: run.batch_size,
             top_k: run.top_k,
             segment: match &run.segment {
@@ -205,7 +216,9 @@ impl Config {
                 (_, None) => vec![],
             },
         };
-        let streams = resolve_streams(&a, &f, tables, &run, &common)?;
+        let mut streams = resolve_streams(&a, &f, tables, &run, &common)?;
+        let configured = streams.len();
+        streams.retain(|s| owned(&s.name));
         let serves_rtsp = streams.iter().any(Stream::serves_rtsp);
         let rtsp_auth = rtsp_credentials(a.rtsp_auth.as_deref(), serves_rtsp)?;
         let web = web_view(run.web.as_deref(), a.web_auth.as_deref())?;
@@ -216,6 +229,7 @@ impl Config {
         )?;
         let mut cfg = Self::from_run(run, streams, rtsp_auth)?;
         (cfg.web, cfg.tls) = (web, tls);
+        (cfg.shard, cfg.configured) = (shard, configured);
         Ok(cfg)
     }
 
@@ -271,11 +285,29 @@ impl Config {
             rtsp_auth,
             web: None,
             tls: None,
+            shard: None,
+            configured: 0,
             realtime: choice("realtime", &run.realtime)?,
             orientation: choice("orientation", &run.orientation)?,
             deinterlace: choice("deinterlace", &run.deinterlace)?,
         })
     }
+}
+
+/// `--shard`'s value, `auto` read from the host name (`HOSTNAME`, as Kubernetes sets it to the
+/// pod's name, else the system's) and `GRADCAM_SHARDS`.
+fn shard_of(v: &str) -> Result<Shard> {
+    let host = std::env::var("HOSTNAME").ok().or_else(system_host_name);
+    let shards = std::env::var("GRADCAM_SHARDS").ok();
+    Shard::parse(v, host.as_deref(), shards.as_deref()).map_err(usage)
+}
+
+fn system_host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf, which outlives the call.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    let end = buf.iter().position(|&b| b == 0)?;
+    (r == 0).then(|| String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
 /// A named value of `--flag`, or its one-line usage error.

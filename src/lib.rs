@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod redact;
 pub mod render;
 pub mod settings;
+pub mod shard;
 pub mod shutdown;
 pub mod stats;
 pub mod still;

@@ -111,6 +111,12 @@ declare! {
         #[arg(long, value_name = "ADDR")]
         metrics: String;
 
+        /// Explain only this process's share of the streams: INDEX/COUNT (0/3, 1/3, 2/3), chosen
+        /// by rendezvous hashing of the stream names; auto: INDEX from the host name's trailing
+        /// -N (a StatefulSet pod), COUNT from GRADCAM_SHARDS
+        #[arg(long, value_name = "INDEX/COUNT|auto")]
+        shard: String;
+
         /// Serve the web view (live explained video, timelines, recordings; and /metrics and
         /// /healthz unless --metrics is given) at http(s)://ADDR (127.0.0.1:8080; a bare port is
         /// loopback)

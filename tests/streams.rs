@@ -15,44 +15,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use common::*;
 
-/// The samples of a /metrics scrape by (metric, stream label).
-fn scrape(base: &str) -> Result<HashMap<(String, String), f64>> {
-    let (code, body) = http_get(&format!("{base}/metrics"))?;
-    anyhow::ensure!(code == 200, "/metrics answered {code}: {body}");
-    let parsed = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))?;
-    let mut out = HashMap::new();
-    for s in parsed.samples {
-        let v = match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            prometheus_parse::Value::Histogram(h) => h.last().map(|b| b.count).unwrap_or(0.0),
-            _ => continue,
-        };
-        let stream = s.labels.get("stream").unwrap_or("").to_owned();
-        out.insert((s.metric, stream), v);
-    }
-    Ok(out)
-}
-
-fn get(m: &HashMap<(String, String), f64>, metric: &str, stream: &str) -> f64 {
-    m.get(&(metric.to_owned(), stream.to_owned()))
-        .copied()
-        .unwrap_or(f64::NAN)
-}
-
-/// Poll `f` every 100 ms until it holds, at most `limit`.
-fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        if f().unwrap_or(false) {
-            return Ok(());
-        }
-        anyhow::ensure!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }

@@ -190,6 +190,10 @@ pub enum Place {
 /// half a video frame at 25 fps (beyond it the sound is put back on the frames' timeline).
 const ALIGN: u64 = 20_000_000;
 
+/// How far one chained buffer may move toward its own time (1 ms: about 5% of an AAC frame,
+/// more than a live timeline moves back for drift in the same time).
+const NUDGE: i64 = 1_000_000;
+
 /// How long a buffer of `size` bytes of these caps plays, where the codec says (AAC and MPEG
 /// audio frames hold a fixed count of samples; G.711 is a byte a sample).
 fn length(caps: &gst::Caps, size: usize) -> Option<u64> {
@@ -294,9 +298,11 @@ impl Restamp {
         // Sound plays sample after sample: a buffer within ALIGN of where the one before ends
         // is put there (a live feed's jitter buffer stamps the first second or so unevenly,
         // and a muxer would stretch or squeeze the samples to those stamps).
+        // A chained buffer moves toward its own time by at most NUDGE, so the chain follows
+        // the timeline it is placed on (a camera's, brought back for drift) without a gap.
         let next = self.out.next.load(Ordering::Relaxed);
         let at = if next != u64::MAX && at.abs_diff(next) < ALIGN {
-            next
+            (next as i64 + (at as i64 - next as i64).clamp(-NUDGE, NUDGE)) as u64
         } else {
             at
         };

@@ -231,14 +231,22 @@ fn run_hook(hook: &Hook) {
     }
 }
 
+/// How fast a live timeline may be moved back, as a share of the time that passes: 100 ppm,
+/// more than a camera's quartz drifts, and slow enough that a decoder catching up on a
+/// backlog (frames arriving earlier and earlier) moves it by a millisecond in ten seconds.
+const DRIFT_PER: i64 = 10_000;
+
 /// A live feed's timeline, one per source pipeline: frames and sound are stamped from their
-/// running time (the feed's own clock, its streams in step), moved once, by the first frame, to
-/// where that frame arrived since the epoch (which outlives reconnects, so the timestamps keep
-/// rising when a rebuilt feed's clock starts over).
+/// running time (the feed's own clock, its streams in step), moved by the first frame to where
+/// that frame arrived since the epoch (which outlives reconnects, so the timestamps keep
+/// rising when a rebuilt feed's clock starts over), and moved back a little whenever a frame
+/// would be stamped later than it arrived (the feed's clock running fast).
 #[derive(Clone)]
 pub struct LiveClock {
     epoch: Instant,
-    offset: Arc<Mutex<Option<i64>>>,
+    /// Where running time lies on the epoch's timeline, and when (since the epoch) the last
+    /// frame arrived.
+    offset: Arc<Mutex<Option<(i64, i64)>>>,
     on_first: Hook,
 }
 
@@ -259,9 +267,16 @@ impl LiveClock {
         };
         let (offset, first) = match self.offset.lock() {
             Ok(mut o) => match *o {
-                Some(c) => (c, false),
+                Some((c, before)) => {
+                    // A frame stamped after it arrived: the feed's clock runs ahead of ours.
+                    // Bring the timeline back, by DRIFT_PER of the time since the last frame.
+                    let ahead = running as i64 + c - since;
+                    let c = c - ahead.clamp(0, (since - before).max(0) / DRIFT_PER);
+                    *o = Some((c, since));
+                    (c, false)
+                }
                 None => {
-                    *o = Some(since - running as i64);
+                    *o = Some((since - running as i64, since));
                     (since - running as i64, true)
                 }
             },
@@ -276,7 +291,7 @@ impl LiveClock {
     /// Where a sound buffer at this running time goes: on the frames' timeline, once the first
     /// frame has fixed it.
     fn sound_place(&self, running: u64) -> sound::Place {
-        match self.offset.lock().ok().and_then(|o| *o) {
+        match self.offset.lock().ok().and_then(|o| o.map(|(c, _)| c)) {
             None => sound::Place::Wait,
             Some(c) => sound::Place::At((running as i64 + c).max(0) as u64),
         }
@@ -392,6 +407,13 @@ fn add_test(
 fn configure_rtspsrc(src: &gst::Element, s: &RtspSettings) {
     if src.find_property("latency").is_some() {
         src.set_property("latency", s.latency_ms);
+    }
+    if src.find_property("buffer-mode").is_some() {
+        // Timestamps from the camera's RTP clock, the streams lined up by its RTCP reports.
+        // The default (`slave`) restamps by arrival; here that put a camera's sound 20 to
+        // 130 ms after its pictures, a different amount each connection. The camera's clock
+        // drifting from ours is taken up by `LiveClock`.
+        src.set_property_from_str("buffer-mode", "synced");
     }
     if src.find_property("protocols").is_some() {
         let protocols = match s.transport {

@@ -2,8 +2,10 @@
 //! decode outputs back to check what was written.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use gstreamer as gst;
@@ -313,14 +315,20 @@ pub struct Running {
 
 impl Running {
     pub fn start(program: &Path, args: &[&str]) -> Result<Running> {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Running::spawn(cmd)
+    }
+
+    /// `cmd` (with its own environment, say) started, its output collected.
+    pub fn spawn(mut cmd: Command) -> Result<Running> {
         use std::io::BufRead;
-        let mut child = Command::new(program)
-            .args(args)
+        let mut child = cmd
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting {}", program.display()))?;
+            .with_context(|| format!("starting {:?}", cmd.get_program()))?;
         let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
         let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
@@ -535,4 +543,42 @@ pub fn metrics_url(run: &Running) -> Result<String> {
     let l = run.wait_for("metrics: ", std::time::Duration::from_secs(30))?;
     let url = l.split_whitespace().nth(1).context("a URL")?;
     Ok(url.trim_end_matches("/metrics").to_owned())
+}
+
+/// The samples of a /metrics scrape by (metric, stream label).
+pub fn scrape(base: &str) -> Result<HashMap<(String, String), f64>> {
+    let (code, body) = http_get(&format!("{base}/metrics"))?;
+    anyhow::ensure!(code == 200, "/metrics answered {code}: {body}");
+    let parsed = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))?;
+    let mut out = HashMap::new();
+    for s in parsed.samples {
+        let v = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(h) => h.last().map(|b| b.count).unwrap_or(0.0),
+            _ => continue,
+        };
+        let stream = s.labels.get("stream").unwrap_or("").to_owned();
+        out.insert((s.metric, stream), v);
+    }
+    Ok(out)
+}
+
+pub fn get(m: &HashMap<(String, String), f64>, metric: &str, stream: &str) -> f64 {
+    m.get(&(metric.to_owned(), stream.to_owned()))
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// Poll `f` every 100 ms until it holds, at most `limit`.
+pub fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if f().unwrap_or(false) {
+            return Ok(());
+        }
+        anyhow::ensure!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
