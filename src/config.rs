@@ -918,9 +918,17 @@ mod tests {
             .map(|l| format!("{}\n", l.trim_start()))
             .collect();
         let file: FileConfig = toml::from_str(&toml_text)?;
-        let c = Config::merge(Args::default(), file)?;
-        assert_eq!(c.streams.len(), 2);
+        let c = Config::merge(Args::default(), file.clone())?;
+        assert_eq!(c.streams.len(), 6);
         assert_eq!(c.metrics, Some("0.0.0.0:9464".parse()?));
+        // As its three pods run it: every camera in exactly one of them.
+        let mut held = 0;
+        for i in 0..3 {
+            let mut a = Args::default();
+            a.settings.shard = Some(format!("{i}/3"));
+            held += Config::merge(a, file.clone())?.streams.len();
+        }
+        assert_eq!(held, 6);
         Ok(())
     }
 
