@@ -491,6 +491,7 @@ impl Lines {
                         shown: &s.shown,
                         rtsp: s.rtsp,
                         overload: s.overload,
+                        max_latency: s.max_latency,
                         branches: branches(
                             s,
                             o,
@@ -623,6 +624,14 @@ fn spawn_renderer(
         hub.recordings.set_metadata(renderer.metadata_paths());
     }
     let render_stats = lines.all.clone();
+    let tallies: Vec<crate::stats::Tally> = lines
+        .stats
+        .iter()
+        .map(|s| crate::stats::Tally {
+            stream: s.clone(),
+            all: lines.all.clone(),
+        })
+        .collect();
     let mut senders: Vec<Option<Sender<Frame>>> = lines
         .rendered
         .iter()
@@ -651,6 +660,9 @@ fn spawn_renderer(
                 }
                 for s in delivery.ended {
                     senders[s] = None; // its output sees the end and finishes
+                }
+                for s in delivery.expired {
+                    tallies[s].dropped();
                 }
             }
             Ok(renderer)

@@ -79,6 +79,8 @@ pub struct Stream {
     pub class: Option<ClassSpec>,
     pub smooth: f32,
     pub overload: Overload,
+    /// A live stream's bound on a frame's wait for the model (None: a file, never dropped).
+    pub max_latency: Option<Duration>,
     pub queue_capacity: usize,
     pub rtsp: RtspSettings,
     /// Whether its sound goes to its outputs.
@@ -466,6 +468,8 @@ impl Stream {
             metadata,
             class,
             smooth: s.smooth,
+            max_latency: (overload == Overload::Drop)
+                .then(|| Duration::from_millis(s.max_latency_ms)),
             overload,
             queue_capacity,
             rtsp: RtspSettings {

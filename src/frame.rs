@@ -21,6 +21,9 @@ pub struct Frame {
     pub pixels: Vec<u8>,
     /// When the frame left the decoder (the appsink): latency is measured from here.
     pub arrived: Instant,
+    /// A live frame not taken into a batch by then is dropped, never explained
+    /// (`--max-latency-ms`); None: it waits as long as it takes.
+    pub expires: Option<Instant>,
 }
 
 impl Frame {
@@ -43,6 +46,7 @@ impl Frame {
             rate: (0, 1),
             pixels,
             arrived: Instant::now(),
+            expires: None,
         }
     }
 

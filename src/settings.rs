@@ -291,6 +291,12 @@ declare! {
         /// for live sources) or block; a file input always blocks and never drops
         #[arg(long, value_name = "drop|block")]
         on_overload: String;
+
+        /// A live stream's frame that has waited longer than this for the model when a batch is
+        /// formed is dropped (and counted), never explained: latency stays bounded in time,
+        /// whatever the camera count. Files never drop
+        #[arg(long, value_name = "MS")]
+        max_latency_ms: u64 = 1000, range 1..=600_000, "1 to 600000";
     }
 }
 

@@ -3,6 +3,7 @@
 //! time. On a GPU it gathers and queues batch N+1 while batch N computes. It never touches
 //! GStreamer; it stops when its input channel closes and is drained.
 
+use std::mem::take;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,6 +22,9 @@ use crate::stats::{Stage, Stats};
 pub struct Delivery {
     pub explained: Vec<Explained>,
     pub ended: Vec<usize>,
+    /// Live frames dropped since the last delivery for waiting past their bound (their
+    /// streams, one entry a frame): never explained, counted by the receiver.
+    pub expired: Vec<usize>,
 }
 
 /// A stream's queue, as it is handed to a running worker: the stream's id (`Frame::stream` of
@@ -171,6 +175,8 @@ struct Batcher {
     ended: Vec<usize>,
     /// The stream asked first in the next pass.
     cursor: usize,
+    /// Streams of the frames dropped past their bound (`Frame::expires`) since the last look.
+    expired: Vec<usize>,
     stats: Arc<Stats>,
 }
 
@@ -193,6 +199,7 @@ impl Batcher {
             started: Instant::now(),
             ended: Vec::new(),
             cursor: 0,
+            expired: Vec::new(),
             stats,
         }
     }
@@ -258,7 +265,17 @@ impl Batcher {
         let Some(q) = &self.queues[s] else {
             return false;
         };
-        match q.try_recv() {
+        let now = Instant::now();
+        let mut next = q.try_recv();
+        // A live frame that waited past its bound goes: the stream's next one may be fresh.
+        while let Ok(f) = &next {
+            if !f.expires.is_some_and(|e| e < now) {
+                break;
+            }
+            self.expired.push(s);
+            next = q.try_recv();
+        }
+        match next {
             Ok(f) => {
                 self.stats.record_queue_wait(f.arrived.elapsed());
                 if self.fits(&f) {
@@ -396,7 +413,11 @@ fn run(
         stats.add_busy(Stage::Model, busy.elapsed());
         Ok(queued)
     };
-    let deliver = |engine: &mut Engine, p: Option<Pending>, ended: Vec<usize>| -> Result<bool> {
+    let deliver = |engine: &mut Engine,
+                   p: Option<Pending>,
+                   ended: Vec<usize>,
+                   expired: Vec<usize>|
+     -> Result<bool> {
         let explained = match p {
             Some(p) => {
                 let what = format!("explaining a batch of {} frames", p.len());
@@ -416,7 +437,13 @@ fn run(
             engine.forget(s);
         }
         // The output stage is gone: it reports its own error.
-        Ok(results.send(Delivery { explained, ended }).is_ok())
+        Ok(results
+            .send(Delivery {
+                explained,
+                ended,
+                expired,
+            })
+            .is_ok())
     };
     loop {
         if let Some((p, ended)) = pending.take() {
@@ -427,11 +454,11 @@ fn run(
             if (!room || closed) && !batcher.next.is_empty() {
                 let (next, next_ended) = batcher.take_batch();
                 pending = Some((submit(&mut engine, next)?, next_ended));
-                if !deliver(&mut engine, Some(p), ended)? {
+                if !deliver(&mut engine, Some(p), ended, take(&mut batcher.expired))? {
                     return Ok(());
                 }
             } else if p.done() || closed {
-                if !deliver(&mut engine, Some(p), ended)? {
+                if !deliver(&mut engine, Some(p), ended, take(&mut batcher.expired))? {
                     return Ok(());
                 }
             } else {
@@ -444,7 +471,7 @@ fn run(
             return Ok(());
         };
         if batch.is_empty() {
-            if !deliver(&mut engine, None, ended)? {
+            if !deliver(&mut engine, None, ended, take(&mut batcher.expired))? {
                 return Ok(());
             }
             continue;
@@ -452,7 +479,7 @@ fn run(
         let queued = submit(&mut engine, batch)?;
         if engine.pipelined() {
             pending = Some((queued, ended));
-        } else if !deliver(&mut engine, Some(queued), ended)? {
+        } else if !deliver(&mut engine, Some(queued), ended, take(&mut batcher.expired))? {
             return Ok(());
         }
     }
@@ -561,6 +588,44 @@ mod fairness {
         assert_eq!(rest, (2..8).collect::<Vec<_>>());
         ends.sort();
         assert_eq!(ends, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn frames_past_their_bound_are_dropped_and_counted_by_stream() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let now = Instant::now();
+        // Two stale frames, a fresh one, a stale one, and one without a bound (a file's).
+        for (i, expires) in [
+            Some(now - Duration::from_millis(5)),
+            Some(now - Duration::from_millis(1)),
+            Some(now + Duration::from_secs(60)),
+            Some(now - Duration::from_millis(1)),
+            None,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut f = frame(1, i as u64);
+            f.expires = expires;
+            tx.send(f).unwrap();
+        }
+        drop(tx);
+        let (_unused, none) = crossbeam_channel::unbounded();
+        let mut b = Batcher::new(
+            vec![none, rx],
+            8,
+            Duration::from_millis(5),
+            Arc::new(Stats::default()),
+        );
+        let mut got = Vec::new();
+        while let Some((batch, _)) = b.complete() {
+            got.extend(batch.iter().map(|f| f.index));
+            if got.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(got, vec![2, 4], "the fresh frame and the unbounded one");
+        assert_eq!(b.expired, vec![1, 1, 1], "three of stream 1's frames");
     }
 
     #[test]

@@ -186,6 +186,7 @@ pub struct StreamRun<'a> {
     pub shown: &'a str,
     pub rtsp: RtspSettings,
     pub overload: Overload,
+    pub max_latency: Option<std::time::Duration>,
     pub branches: Vec<sink::Branch<'a>>,
     /// Its queue to the worker, and the receiving end of it (to drop the oldest frame).
     pub frames: Sender<Frame>,
@@ -312,6 +313,7 @@ impl<'a> BusLoop<'a> {
                 stream: i,
                 slot: slot.clone(),
                 overload: st.overload,
+                max_latency: st.max_latency,
                 oldest: st.oldest,
                 max_frames: self.limits.max_frames,
                 stop: self.stop.clone(),

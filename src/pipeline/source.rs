@@ -78,6 +78,8 @@ pub struct Handoff {
     pub slot: FrameSlot,
     /// With `Overload::Drop`, the receiving end too, to take the oldest waiting frame out.
     pub overload: Overload,
+    /// A live frame's bound on its wait for the model (`Frame::expires`).
+    pub max_latency: Option<Duration>,
     pub oldest: Receiver<Frame>,
     pub max_frames: Option<u64>,
     pub stop: Arc<AtomicBool>,
@@ -601,6 +603,7 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff, live: Option<LiveClock>) {
                     (None, Some(p)) => Some(p),
                     (None, None) => pts,
                 };
+                frame.expires = h.max_latency.map(|d| frame.arrived + d);
                 let expected = || match &h.window {
                     Some(w) => w.frames(appsink, frame.rate),
                     None => expected_frames(appsink, frame.rate),
@@ -801,6 +804,7 @@ pub fn frame_from_buffer(
         rate: (fps.numer(), fps.denom()),
         pixels,
         arrived: Instant::now(),
+        expires: None,
     })
 }
 
@@ -828,6 +832,7 @@ mod tests {
             stream: 0,
             slot: Arc::new(Mutex::new(Some(tx))),
             overload: Overload::Drop,
+            max_latency: None,
             oldest: rx,
             max_frames: None,
             stop: Arc::new(AtomicBool::new(false)),
