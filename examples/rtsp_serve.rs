@@ -11,8 +11,10 @@
 //! many. Any other file, and a test pattern, is encoded once with x264. With `--cameras N` the
 //! one source feeds N mounts, PATH0 … PATH{N-1}, each a camera of its own to a client; the CPU
 //! this process uses is printed every 10 s (`farm: …`). A file is served once and then ends the
-//! stream; `--loop` starts it over with timestamps that keep rising. Port 0 picks a free port;
-//! each URL is printed on stdout as `serving: URL`.
+//! stream; `--loop` starts it over with timestamps that keep rising. `--offsets` gives each
+//! camera a source of its own, camera k of N started k/N of the way into the file, so the
+//! cameras show different moments (their parsing then costs N times as much). Port 0 picks a
+//! free port; each URL is printed on stdout as `serving: URL`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,55 +112,74 @@ fn cpu_percent(start: Instant) -> f64 {
     100.0 * (secs(r.ru_utime) + secs(r.ru_stime)) / start.elapsed().as_secs_f64().max(1e-3)
 }
 
+/// What `source` is added to `pipeline` as: a test pattern or a file, passed through where it
+/// is H.264. Returns the sound track served beside the video.
+fn add_source(pipeline: &gst::Pipeline, source: &str) -> Result<Option<sound::Track>> {
+    if let Some(spec) = source.strip_prefix("test:") {
+        let [pattern, size, fps] = spec.split(':').collect::<Vec<_>>()[..] else {
+            bail!("test source: test:PATTERN:WxH:FPS");
+        };
+        let (w, h) = size.split_once('x').context("WxH")?;
+        let head = format!(
+            "videotestsrc is-live=true pattern={pattern} ! video/x-raw,width={w},height={h},framerate={fps}/1"
+        );
+        pipeline.add(&gst::parse::bin_from_description(&encode(&head), false)?)?;
+        return Ok(None);
+    }
+    let abs = std::fs::canonicalize(source).with_context(|| format!("cannot open {source}"))?;
+    let location = abs.display().to_string().replace('"', "\\\"");
+    let (h264, track) = discover(&format!("file://{}", abs.display()))?;
+    if h264 {
+        passthrough(
+            pipeline,
+            &location,
+            track.is_some_and(|t| t.codec.is_some()),
+        )?;
+        return Ok(track.filter(|t| t.codec.is_some()));
+    }
+    let head = format!("filesrc location=\"{location}\" ! decodebin");
+    pipeline.add(&gst::parse::bin_from_description(&encode(&head), false)?)?;
+    Ok(None)
+}
+
+/// The flag's value removed from `rest`: `--cameras N`.
+fn count_flag(rest: &mut Vec<&String>, flag: &str) -> Result<Option<usize>> {
+    let Some(i) = rest.iter().position(|a| *a == flag) else {
+        return Ok(None);
+    };
+    let n = rest
+        .get(i + 1)
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .with_context(|| format!("{flag} N: a count of at least 1"))?;
+    rest.drain(i..i + 2);
+    Ok(Some(n))
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let looping = args.iter().any(|a| a == "--loop");
-    let mut rest: Vec<&String> = args.iter().filter(|a| *a != "--loop").collect();
-    let mut cameras = 1usize;
-    if let Some(i) = rest.iter().position(|a| *a == "--cameras") {
-        cameras = rest
-            .get(i + 1)
-            .and_then(|n| n.parse().ok())
-            .filter(|n| *n > 0)
-            .context("--cameras N: a count of at least 1")?;
-        rest.drain(i..i + 2);
-    }
+    let offsets = args.iter().any(|a| a == "--offsets");
+    let mut rest: Vec<&String> = args
+        .iter()
+        .filter(|a| *a != "--loop" && *a != "--offsets")
+        .collect();
+    let cameras = count_flag(&mut rest, "--cameras")?.unwrap_or(1);
     let [port, path, source] = rest.as_slice() else {
-        bail!("usage: rtsp_serve PORT /PATH (FILE | test:PATTERN:WxH:FPS) [--loop] [--cameras N]");
+        bail!("usage: rtsp_serve PORT /PATH (FILE | test:PATTERN:WxH:FPS) [--loop] [--cameras N] [--offsets]");
     };
+    if offsets && source.starts_with("test:") {
+        bail!("--offsets starts each camera at its own point of a file; a test pattern has none");
+    }
     pipeline::init()?;
-    let pipeline = gst::Pipeline::new();
-    let track = match source.strip_prefix("test:") {
-        Some(spec) => {
-            let [pattern, size, fps] = spec.split(':').collect::<Vec<_>>()[..] else {
-                bail!("test source: test:PATTERN:WxH:FPS");
-            };
-            let (w, h) = size.split_once('x').context("WxH")?;
-            let head = format!(
-                "videotestsrc is-live=true pattern={pattern} ! video/x-raw,width={w},height={h},framerate={fps}/1"
-            );
-            pipeline.add(&gst::parse::bin_from_description(&encode(&head), false)?)?;
-            None
-        }
-        None => {
-            let abs =
-                std::fs::canonicalize(source).with_context(|| format!("cannot open {source}"))?;
-            let location = abs.display().to_string().replace('"', "\\\"");
-            let (h264, track) = discover(&format!("file://{}", abs.display()))?;
-            if h264 {
-                passthrough(
-                    &pipeline,
-                    &location,
-                    track.is_some_and(|t| t.codec.is_some()),
-                )?;
-                track.filter(|t| t.codec.is_some())
-            } else {
-                let head = format!("filesrc location=\"{location}\" ! decodebin");
-                pipeline.add(&gst::parse::bin_from_description(&encode(&head), false)?)?;
-                None
-            }
-        }
-    };
+    // One source for every camera; with --offsets one a camera, each started further in.
+    let mut pipes = Vec::new();
+    let mut track = None;
+    for _ in 0..if offsets { cameras } else { 1 } {
+        let p = gst::Pipeline::new();
+        track = add_source(&p, source)?;
+        pipes.push(p);
+    }
 
     let mut server = Server::open("127.0.0.1", port.parse().context("PORT")?, None, None)?;
     let mut taps: Vec<Arc<dyn EncodedTap>> = Vec::new();
@@ -173,34 +194,65 @@ fn main() -> Result<()> {
         taps.push(server.mount(&mount, codec)?);
         urls.push(format!("{}{mount}", server.base));
     }
-    let appsink = |name: &str| {
-        pipeline
-            .by_name(name)
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-    };
-    sink::attach(&appsink("video").context("no video appsink")?, taps.clone());
-    if let Some(s) = appsink("sound") {
-        sink::attach_sound(&s, taps.clone());
+    for (k, p) in pipes.iter().enumerate() {
+        let appsink = |name: &str| {
+            p.by_name(name)
+                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        };
+        let mine: Vec<Arc<dyn EncodedTap>> = match offsets {
+            true => vec![taps[k].clone()],
+            false => taps.clone(),
+        };
+        sink::attach(&appsink("video").context("no video appsink")?, mine.clone());
+        if let Some(s) = appsink("sound") {
+            sink::attach_sound(&s, mine);
+        }
     }
-
-    pipeline.set_state(gst::State::Paused)?;
-    let _ = pipeline.state(gst::ClockTime::from_seconds(10));
-    if looping && !source.starts_with("test:") {
-        // A segment seek: each pass ends with SEGMENT_DONE, not EOS, and the next one's running
-        // time goes on from there.
-        pipeline.seek_simple(
-            gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT,
-            gst::ClockTime::ZERO,
-        )?;
+    let n = pipes.len() as u64;
+    for (k, p) in pipes.iter().enumerate() {
+        p.set_state(gst::State::Paused)?;
+        let _ = p.state(gst::ClockTime::from_seconds(10));
+        let length = p.query_duration::<gst::ClockTime>().unwrap_or_default();
+        let at = length * k as u64 / n;
+        if offsets {
+            eprintln!("camera {k}: from {at:.1} of {length:.1}");
+        }
+        if looping && !source.starts_with("test:") {
+            // A segment seek: each pass ends with SEGMENT_DONE, not EOS, and the next one's
+            // running time goes on from there.
+            p.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT, at)?;
+        } else if k > 0 {
+            p.seek_simple(gst::SeekFlags::FLUSH, at)?;
+        }
     }
-    pipeline.set_state(gst::State::Playing)?;
+    for p in &pipes {
+        p.set_state(gst::State::Playing)?;
+    }
     for url in &urls {
         println!("serving: {url}");
     }
+    serve(&pipes, cameras)?;
+    for t in &taps {
+        t.finish();
+    }
+    for p in &pipes {
+        p.set_state(gst::State::Null)?;
+    }
+    drop(server);
+    Ok(())
+}
+
+/// Run the sources until each has ended (never, looping), each pass of a looping one started
+/// over; print the farm's CPU every 10 s.
+fn serve(pipes: &[gst::Pipeline], cameras: usize) -> Result<()> {
     let start = Instant::now();
     let mut told = Instant::now();
-    let bus = pipeline.bus().context("no bus")?;
-    loop {
+    let buses: Vec<gst::Bus> = pipes
+        .iter()
+        .map(|p| p.bus().context("no bus"))
+        .collect::<Result<_>>()?;
+    let mut ended = vec![false; pipes.len()];
+    while !ended.iter().all(|&e| e) {
         if cameras > 1 && told.elapsed() >= Duration::from_secs(10) {
             let cpu = cpu_percent(start);
             println!(
@@ -209,22 +261,20 @@ fn main() -> Result<()> {
             );
             told = Instant::now();
         }
-        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(500)) else {
-            continue;
-        };
-        match msg.view() {
-            gst::MessageView::SegmentDone(_) => {
-                pipeline.seek_simple(gst::SeekFlags::SEGMENT, gst::ClockTime::ZERO)?;
+        let wait = gst::ClockTime::from_mseconds(if pipes.len() == 1 { 500 } else { 20 });
+        for (k, (p, bus)) in pipes.iter().zip(&buses).enumerate() {
+            let Some(msg) = bus.timed_pop(if k == 0 { wait } else { gst::ClockTime::ZERO }) else {
+                continue;
+            };
+            match msg.view() {
+                gst::MessageView::SegmentDone(_) => {
+                    p.seek_simple(gst::SeekFlags::SEGMENT, gst::ClockTime::ZERO)?;
+                }
+                gst::MessageView::Eos(_) => ended[k] = true,
+                gst::MessageView::Error(e) => bail!("{}", e.error()),
+                _ => {}
             }
-            gst::MessageView::Eos(_) => break,
-            gst::MessageView::Error(e) => bail!("{}", e.error()),
-            _ => {}
         }
     }
-    for t in &taps {
-        t.finish();
-    }
-    pipeline.set_state(gst::State::Null)?;
-    drop(server);
     Ok(())
 }

@@ -8,7 +8,9 @@ interval (RSS, each stream's p95 latency over the interval, drops) and checks th
 - both killed streams recover (frames flow again, `up` is 1);
 - no other stream drops a frame.
 
-Each camera is examples/rtsp_serve serving a live test pattern. The latency quantiles come
+The cameras are a camera farm: examples/rtsp_serve serving one pre-encoded H.264 clip
+(ffmpeg's testsrc2, made once at the size and rate asked), looping, without re-encoding; the
+two killed cameras each have a server of their own. The latency quantiles come
 from gradcam-stream's own /metrics histogram (Prometheus-style interpolation between buckets).
 SOAK_STREAMS (8), SOAK_SECONDS (600), SOAK_SIZE (640x360), SOAK_FPS (10) and SOAK_MODEL
 override the defaults, and SOAK_ARGS adds flags to gradcam-stream's command line; `--ci` is the short run CI makes (exits non-zero only on a crash or a
@@ -38,24 +40,42 @@ def free_port():
 
 
 class Camera:
-    def __init__(self, port, pattern, size, fps):
-        self.port, self.source = port, f"test:{pattern}:{size}:{fps}"
+    """examples/rtsp_serve serving one pre-encoded H.264 clip, looping, as `n` cameras (a
+    camera farm: parsed and payloaded, never re-encoded, so the cameras cost the cores the
+    explainer needs almost nothing)."""
+
+    def __init__(self, port, clip, n=1):
+        self.port, self.clip, self.n = port, clip, n
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen([str(SERVE), str(self.port), "/live", self.source],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        cmd = [str(SERVE), str(self.port), "/cam", str(self.clip), "--loop"]
+        if self.n > 1:
+            cmd += ["--cameras", str(self.n)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("serving:"):
             sys.exit(f"soak: the camera server on port {self.port} did not start")
+        # Keep reading its output (the farm's CPU line every 10 s) so it never blocks.
+        import threading
+        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
 
     def kill(self):
         self.proc.kill()
         self.proc.wait()
 
-    @property
-    def url(self):
-        return f"rtsp://127.0.0.1:{self.port}/live"
+    def url(self, k=0):
+        return f"rtsp://127.0.0.1:{self.port}/cam" + (str(k) if self.n > 1 else "")
+
+
+def make_clip(tmp, size, fps, seconds=20):
+    """The cameras' stream: `seconds` of ffmpeg's testsrc2 at `size` and `fps`, H.264 with a
+    key frame every second, encoded once before the run."""
+    clip = Path(tmp) / f"camera-{size}-{fps}.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}",
+                    "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(fps),
+                    "-pix_fmt", "yuv420p", str(clip)], check=True)
+    return clip
 
 
 SAMPLE = re.compile(r'^(\w+)(?:\{([^}]*)\})?\s+(\S+)$')
@@ -111,18 +131,25 @@ def main():
     ap.add_argument("--ci", action="store_true")
     a = ap.parse_args()
     interval = 60 if a.seconds >= 360 else max(5, a.seconds // 6)
-    patterns = ["ball", "snow", "smpte", "pinwheel", "spokes", "circular", "zone-plate", "gamut"]
-    cams = [Camera(free_port(), patterns[i % len(patterns)], a.size, a.fps) for i in range(a.streams)]
-    for c in cams:
-        c.start()
     victims = [1, a.streams // 2 + 1] if a.streams > 2 else [a.streams - 1]
     kill_at, back_at = a.seconds * 0.4, a.seconds * 0.4 + 5
+    clips = tempfile.TemporaryDirectory()
+    clip = make_clip(clips.name, a.size, a.fps)
+    # The killed cameras each on a server of their own; the others share one farm.
+    others = [i for i in range(a.streams) if i not in victims]
+    farm = Camera(free_port(), clip, len(others)) if others else None
+    alone = {v: Camera(free_port(), clip) for v in victims}
+    servers = ([farm] if farm else []) + list(alone.values())
+    for c in servers:
+        c.start()
+    urls = {i: farm.url(k) for k, i in enumerate(others)}
+    urls.update({v: c.url() for v, c in alone.items()})
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [str(BIN), "--model", a.model, "--output", f"{tmp}/rec-{{stream}}.mp4", "--metrics", "127.0.0.1:0",
                "--reconnect-max", "0", "--rtsp-transport", "tcp", "--duration", str(a.seconds), "--progress", "none",
                *os.environ.get("SOAK_ARGS", "").split()]
-        for i, c in enumerate(cams):
-            cmd += ["--input", f"cam{i}={c.url}"]
+        for i in range(a.streams):
+            cmd += ["--input", f"cam{i}={urls[i]}"]
         run = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
         base = None
         log = []
@@ -150,11 +177,11 @@ def main():
             t = time.time() - start
             if not killed and t >= kill_at:
                 for v in victims:
-                    cams[v].kill()
+                    alone[v].kill()
                 killed = True
             if killed and not restarted and t >= back_at:
                 for v in victims:
-                    cams[v].start()
+                    alone[v].start()
                 restarted = True
             if t >= next_row and run.poll() is None:
                 try:
@@ -173,7 +200,7 @@ def main():
                 last = now
                 next_row += interval
         code = run.wait()
-        for c in cams:
+        for c in servers:
             if c.proc.poll() is None:
                 c.kill()
     final = rows[-1]["now"] if rows else first

@@ -269,7 +269,7 @@ impl Batcher {
         let mut next = q.try_recv();
         // A live frame that waited past its bound goes: the stream's next one may be fresh.
         while let Ok(f) = &next {
-            if !f.expires.is_some_and(|e| e < now) {
+            if f.expires.is_none_or(|e| e >= now) {
                 break;
             }
             self.expired.push(s);
