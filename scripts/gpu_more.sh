@@ -5,12 +5,20 @@
 # Usage, from the project root after `make build`, `cargo bench --no-run --bench engine` and
 # `bash ../shared/gpu/pack.sh`:
 #   bash scripts/gpu_more.sh pack       adds this script, the exporter and torchvision to .gpu/
-#   then, on the GPU machine:           bash .gpu/more.sh [vit|smooth]   (default: both)
+#   then, on the GPU machine:           bash .gpu/more.sh [vit|smooth|density]   (default: all)
+# density: the camera farm (examples/rtsp_serve) on the machine's own cores serving N 1080p30
+# H.264 cameras, one gradcam-stream (--output null --metadata for all, a recording for 4), the
+# largest N with 0 drops and p95 <= 150 ms for 60 s (scripts/density.py; 20 s probes from 16).
 set -u
 if [ "${1:-}" = pack ]; then
   set -e
   SP=$(ls -d .venv/lib/python3*/site-packages)
-  cp scripts/export_model.py .gpu/
+  cp scripts/export_model.py scripts/density.py scripts/soak.py .gpu/
+  cp target/release/examples/rtsp_serve .gpu/bin/
+  # The cameras' stream, made here (the GPU machine has no ffmpeg): 1080p30 H.264 as cameras
+  # send it (no B-frames, a key frame a second).
+  ffmpeg -v error -y -f lavfi -i testsrc2=size=1920x1080:rate=30 -t 20 -c:v libx264 -preset veryfast \
+    -tune zerolatency -g 30 -pix_fmt yuv420p .gpu/samples/camera-1080p30.mp4
   cp "$0" .gpu/more.sh
   # The GPU machine has torch but perhaps not torchvision (the ViT's definition).
   tar cJf .gpu/torchvision.tar.xz -C "$SP" torchvision torchvision.libs
@@ -29,7 +37,7 @@ fi
 ONLY=${1:-}
 B=$G/bin/gradcam-stream; V=/tmp/vit_b_16.pt; M=$G/models/efficientnet_lite0.pt; S=$G/samples
 nvidia-smi -L 2>&1 | head -1
-if [ "$ONLY" != smooth ]; then
+if [ -z "$ONLY" ] || [ "$ONLY" = vit ]; then
 step "export vit_b_16 (random weights)"
 timeout 120 python3 "$G/export_model.py" --arch vit_b_16 --weights random --out $V 2>&1 | tail -1
 step "engine, vit_b_16: forward-only vs Grad-CAM (frames/s)"
@@ -44,12 +52,19 @@ for b in 8 32; do for p in fp32 fp16; do
     --progress none 2>&1 | grep 'done:' | sed "s/^/batch $b $p: /"
 done; done
 fi
-if [ "$ONLY" != vit ]; then
+if [ -z "$ONLY" ] || [ "$ONLY" = smooth ]; then
 step "smoothing on the GPU: EfficientNet-Lite0, --smooth 0 vs 0.5 (frames/s)"
 for cfg in "8 640 272" "32 1280 720"; do set -- $cfg
   for sm in 0 0.5; do
     timeout 90 $G/bin/engine --model $M --device cuda --batch-size $1 --width $2 --height $3 --smooth $sm \
       --seconds 2 --rounds 2 2>&1 | grep '"gradcam"' | sed "s/^/smooth $sm: /"
   done; done
+fi
+if [ -z "$ONLY" ] || [ "$ONLY" = density ]; then
+step "density: farm cameras at 1920x1080 30 fps into one gradcam-stream on the GPU"
+DENSITY_BIN=$B DENSITY_SERVE=$G/bin/rtsp_serve DENSITY_MODEL=$M DENSITY_CLIP=$S/camera-1080p30.mp4 \
+  DENSITY_KINDS=1920x1080@30 DENSITY_P95=150 DENSITY_START=16 DENSITY_PROBE=20 DENSITY_SECONDS=60 \
+  DENSITY_WARMUP=10 DENSITY_RECORD=4 DENSITY_ARGS="--device cuda --batch-size 32 --metadata /tmp/density-{stream}.jsonl" \
+  timeout 420 python3 "$G/density.py"
 fi
 step done

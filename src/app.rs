@@ -506,6 +506,7 @@ impl Lines {
                         prepare: pipeline::source::Prepare {
                             deinterlace: cfg.deinterlace == crate::config::Deinterlace::Auto,
                             upright: cfg.orientation == Orientation::Auto,
+                            key_frames_when_behind: s.key_frames_when_behind,
                         },
                         segments: hub.map(|h| segment_hook(h, s, i)),
                         sound,
@@ -764,6 +765,12 @@ fn losses(stats: &Stats) -> String {
     let dropped = stats.dropped.load(Relaxed);
     if dropped > 0 {
         out.push_str(&format!(", {dropped} dropped (model behind the source)"));
+    }
+    let undecoded = stats.undecoded.load(Relaxed);
+    if undecoded > 0 {
+        out.push_str(&format!(
+            ", {undecoded} left undecoded (key frames only while behind)"
+        ));
     }
     let reconnects = stats.reconnects.load(Relaxed);
     if reconnects > 0 {

@@ -18,7 +18,7 @@ use crate::endpoint::{
 };
 pub use crate::settings::named::{
     Deinterlace, DeviceChoice, Encoder, Layout, Named, Orientation, Precision, Progress, Realtime,
-    RtspTransport,
+    RtspTransport, WhenBehind,
 };
 pub use crate::settings::{ClassValue, FileConfig, OneOrMany, StreamTable, DEFAULT_MODEL};
 use crate::settings::{PerStream, Run};
@@ -81,6 +81,8 @@ pub struct Stream {
     pub overload: Overload,
     /// A live stream's bound on a frame's wait for the model (None: a file, never dropped).
     pub max_latency: Option<Duration>,
+    /// While the stream is behind (dropping most frames): decode its key frames only.
+    pub key_frames_when_behind: bool,
     pub queue_capacity: usize,
     pub rtsp: RtspSettings,
     /// Whether its sound goes to its outputs.
@@ -460,6 +462,7 @@ impl Stream {
         let queue_capacity = queue_capacity(run.queue_capacity, &input, common)?;
         let class = class(s.class, common.top_k)?;
         let overload = overload(s.on_overload.as_deref(), &input)?;
+        let when_behind: WhenBehind = choice("when-behind", &s.when_behind)?;
         Ok(Stream {
             shown: crate::redact::uri(spec),
             name,
@@ -470,6 +473,8 @@ impl Stream {
             smooth: s.smooth,
             max_latency: (overload == Overload::Drop)
                 .then(|| Duration::from_millis(s.max_latency_ms)),
+            key_frames_when_behind: overload == Overload::Drop
+                && when_behind == WhenBehind::KeyFrames,
             overload,
             queue_capacity,
             rtsp: RtspSettings {

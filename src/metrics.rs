@@ -164,6 +164,12 @@ impl Board {
         )?;
         counter(
             e,
+            "gradcam_stream_frames_undecoded",
+            "Encoded live frames left undecoded while the stream was behind (key frames only)",
+            per(|s| s.undecoded.load(Relaxed)),
+        )?;
+        counter(
+            e,
             "gradcam_stream_reconnects",
             "Times the stream's lost feed came back",
             per(|s| s.reconnects.load(Relaxed)),

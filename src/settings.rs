@@ -297,6 +297,12 @@ declare! {
         /// whatever the camera count. Files never drop
         #[arg(long, value_name = "MS")]
         max_latency_ms: u64 = 1000, range 1..=600_000, "1 to 600000";
+
+        /// While a live stream drops most of its frames (over --max-latency-ms or its queue full):
+        /// `key-frames` decodes only its key frames until it keeps up again, sparing the decoder the
+        /// frames that would be dropped; `all` decodes every frame
+        #[arg(long, value_name = "key-frames|all")]
+        when_behind: String = "key-frames".into();
     }
 }
 

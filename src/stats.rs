@@ -21,6 +21,9 @@ pub struct Stats {
     last_frame: AtomicU64,
     /// Frames a live source gave that were dropped because the model was behind.
     pub dropped: AtomicU64,
+    /// Encoded frames of a live feed left undecoded while it was behind (only its key frames
+    /// decoded until it recovered): frames that would have been dropped, not decoded first.
+    pub undecoded: AtomicU64,
     /// Times a dropped live feed was reconnected.
     pub reconnects: AtomicU64,
     /// Latency from the appsink to the appsrc: the whole run and the window since the last
@@ -72,6 +75,12 @@ impl Tally {
     pub fn dropped(&self) {
         self.stream.dropped.fetch_add(1, Relaxed);
         self.all.dropped.fetch_add(1, Relaxed);
+    }
+
+    /// A live stream behind its bound skipped an encoded frame without decoding it.
+    pub fn undecoded(&self) {
+        self.stream.undecoded.fetch_add(1, Relaxed);
+        self.all.undecoded.fetch_add(1, Relaxed);
     }
 
     /// A frame reached its outputs, `latency` after the appsink had it.
@@ -163,6 +172,7 @@ impl Default for Stats {
             received: AtomicU64::new(0),
             last_frame: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            undecoded: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             total: AtomicU64::new(0),
             encoders: AtomicU64::new(0),

@@ -285,6 +285,13 @@ impl Server {
             server.set_auth(Some(&auth));
         }
 
+        // A client's DESCRIBE waits for its media's first key frame (up to a camera's key-frame
+        // interval). On the server's one default thread the clients were answered one after
+        // another: a farm of 12 cameras took 12 s to start the last, longer than a client
+        // waits for frames. A thread a client (up to 64, then shared) answers them together.
+        if let Some(pool) = server.thread_pool() {
+            pool.set_max_threads(64);
+        }
         let context = glib::MainContext::new();
         let source = server.attach(Some(&context)).map_err(|_| {
             let why = match std::net::TcpListener::bind((host, port)) {

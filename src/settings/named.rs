@@ -82,3 +82,7 @@ named!(
     /// pass untouched) before the model and in the output.
     Deinterlace, "auto or off" { Auto = "auto", Off = "off", }
 );
+named!(
+    /// What a live stream's decoder does while the stream drops most of its frames.
+    WhenBehind, "key-frames or all" { KeyFrames = "key-frames", All = "all", }
+);
