@@ -179,11 +179,7 @@ fn more_cameras_than_the_model_explains_keep_latency_within_the_bound() -> Resul
         .context("no p95")?;
     assert!(p95 <= 500.0, "p95 {p95} ms: {total}");
     // Every stream explains frames: the drops are shared, not one stream starved.
-    let explained: Vec<u64> = log
-        .lines()
-        .filter(|l| l.starts_with("done: stream c"))
-        .filter_map(|l| l.split_whitespace().nth(3)?.parse().ok())
-        .collect();
+    let explained = explained_per_stream(&log);
     println!("frames explained per stream: {explained:?}");
     assert_eq!(explained.len(), 16, "{log}");
     assert!(explained.iter().all(|&n| n > 0), "{explained:?}");

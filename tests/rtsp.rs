@@ -210,23 +210,7 @@ fn cameras_far_behind_decode_their_key_frames_only() -> Result<()> {
     // frames undecoded until it keeps up again; with `--when-behind all` every frame is decoded.
     let dir = tempfile::tempdir()?;
     let clip = dir.path().join("camera.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=25",
-        "-t",
-        "4",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "25",
-        "-pix_fmt",
-        "yuv420p",
-        clip.to_str().unwrap(),
-    ])?;
+    camera_clip(&clip, "testsrc2=size=640x360:rate=25", 25)?;
     let farm = Running::rtsp_cameras(
         0,
         "/cam",
@@ -270,11 +254,7 @@ fn cameras_far_behind_decode_their_key_frames_only() -> Result<()> {
             .to_owned()
     };
     // Every stream explains frames, the ones behind too (their key frames).
-    let per_stream: Vec<u64> = shed
-        .lines()
-        .filter(|l| l.starts_with("done: stream c"))
-        .filter_map(|l| l.split_whitespace().nth(3)?.parse().ok())
-        .collect();
+    let per_stream = explained_per_stream(&shed);
     println!("frames explained per stream: {per_stream:?}");
     assert_eq!(per_stream.len(), 16, "{shed}");
     assert!(per_stream.iter().all(|&n| n > 0), "{per_stream:?}");

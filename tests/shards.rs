@@ -97,21 +97,7 @@ fn three_shards_split_twelve_cameras_and_a_restarted_one_takes_its_own_again() -
     let dir = tempfile::tempdir()?;
     let clip = dir.path().join("camera.mp4");
     // A camera's stream: H.264 with a key frame every second.
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=160x120:rate=10",
-        "-t",
-        "4",
-        "-c:v",
-        "libx264",
-        "-g",
-        "10",
-        "-pix_fmt",
-        "yuv420p",
-        clip.to_str().unwrap(),
-    ])?;
+    camera_clip(&clip, "testsrc=size=160x120:rate=10", 10)?;
     let port = free_port()?;
     let farm = Running::rtsp_cameras(
         port,

@@ -131,6 +131,37 @@ pub fn ffmpeg(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// A camera's stream for the farm (examples/rtsp_serve): 4 s of ffmpeg's `pattern` (`testsrc=
+/// size=160x120:rate=10`), H.264 with a key frame every `gop` frames, as cameras send it.
+pub fn camera_clip(path: &Path, pattern: &str, gop: u32) -> Result<()> {
+    let gop = gop.to_string();
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        pattern,
+        "-t",
+        "4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        &gop,
+        "-pix_fmt",
+        "yuv420p",
+        path.to_str().context("a UTF-8 path")?,
+    ])
+}
+
+/// Frames explained per stream, from a run's `done: stream NAME: N frames …` lines.
+pub fn explained_per_stream(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.starts_with("done: stream "))
+        .filter_map(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .collect()
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
