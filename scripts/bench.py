@@ -46,6 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from soak import cpu_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target/release/gradcam-stream"
 PY = ROOT / ".venv/bin/python"
@@ -371,11 +373,6 @@ def web_run(n, size="640x360", fps=25):
 def web_view(*args):
     out = subprocess.run([sys.executable, str(ROOT / "tests/web_view.py"), *args], capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def frames_out(url):

@@ -35,18 +35,13 @@ import time
 from pathlib import Path
 
 import soak
-from soak import ROOT, Camera, free_port, make_clip, p95, scrape
+from soak import ROOT, Camera, cpu_seconds, free_port, make_clip, p95, scrape
 
 MODEL = os.environ.get("DENSITY_MODEL", str(ROOT / "models/efficientnet_lite0.pt"))
 BIN = os.environ.get("DENSITY_BIN", str(soak.BIN))
 soak.SERVE = os.environ.get("DENSITY_SERVE", str(soak.SERVE))
 TARGET_MS = float(os.environ.get("DENSITY_P95", "250"))
 RECORD = int(os.environ.get("DENSITY_RECORD", "0"))
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def merged(m, names):

@@ -114,6 +114,12 @@ def p95(before, after, stream):
     return None
 
 
+def cpu_seconds(pid):
+    """The CPU time (user and system) process `pid` has used, in seconds."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
