@@ -791,14 +791,10 @@ impl Engine {
         let started = Instant::now();
         let b = frames.len() as i64;
         let runs = runs_of(&frames);
+        // The only ops on uint8 after the upload: the conversion to float (for the model and
+        // the blend) and the copy of the padding byte into the blended frames.
         let dev = self.upload(&frames)?; // [b, H, W, 4] uint8
-                                         // The only ops on uint8 after the upload: conversions to float, for the model and
-                                         // (when it runs here) the blend.
         let rgb = to_float(&dev, self.layout)?; // [b, 3, H, W], 0..255
-        let whole = match self.blend {
-            Some(_) => Some(dev.f_to_kind(Kind::Float)?), // [b, H, W, 4]
-            None => None,
-        };
         let acts = self.activations(&rgb)?; // map [n, C, h, w]
         let fresh = self.fresh(&rgb, &runs)?;
         let targets = self.targets(&acts, &runs, &fresh)?;
@@ -829,9 +825,14 @@ impl Engine {
             columns.push(r.maps.f_narrow(0, 0, b)?.f_reshape([b, h * w])?);
         }
         let table = Tensor::f_cat(&columns, 1)?; // [b, N]
-        let pixels = match (&self.blend, &whole) {
-            (Some(blend), Some(whole)) => Some(blend.apply(whole, &maps)?), // [b, H, W, 4] u8
-            _ => None,
+        let pixels = match &self.blend {
+            // The model's input in float (a view, [b, H, W, 3]) and the padding byte as it came.
+            Some(blend) => Some(blend.apply(
+                &rgb.f_permute([0, 2, 3, 1])?,
+                &dev.f_narrow(3, 3, 1)?,
+                &maps,
+            )?), // [b, H, W, 4] u8
+            None => None,
         };
         let table = self.copy_back(&table)?;
         let pixels = pixels.map(|p| self.copy_back(&p)).transpose()?;

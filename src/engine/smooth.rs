@@ -136,13 +136,18 @@ impl Smoothing {
         })
     }
 
-    /// Grey thumbnails of frames [B, 3, H, W] (float, 0..255).
+    /// Grey thumbnails of frames [B, 3, H, W] (float, 0..255). Averaging and the grey mix are
+    /// both linear, so the frames are pooled first and made grey small: the whole frames are
+    /// only read, once a thumbnail, never written out as grey.
     pub fn thumbnails(&self, rgb: &Tensor) -> Result<Thumbs> {
-        let grey = (rgb * &self.grey).f_sum_dim_intlist([1i64].as_slice(), true, Kind::Float)?;
         let [h, w] = self.grid.map(|n| n * PER_CELL);
+        let grey = |size: [i64; 2]| -> Result<Tensor> {
+            let small = rgb.f_adaptive_avg_pool2d(size)?; // [B, 3, rows, cols]
+            Ok((small * &self.grey).f_sum_dim_intlist([1i64].as_slice(), false, Kind::Float)?)
+        };
         Ok(Thumbs {
-            cut: grey.f_adaptive_avg_pool2d(THUMB)?.f_squeeze_dim(1)?,
-            motion: grey.f_adaptive_avg_pool2d([h, w])?.f_squeeze_dim(1)?,
+            cut: grey(THUMB)?,
+            motion: grey([h, w])?,
         })
     }
 
