@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # GPU rows that ../shared/gpu/run.sh (the team's kit) does not measure: a vision transformer
 # (vit_b_16, random weights, exported on the GPU machine) through the engine and end to end,
-# and motion-following smoothing's cost on the GPU.
+# motion-following smoothing's cost on the GPU, and the whole frames copied per frame with and
+# without a shown output.
 # Usage, from the project root after `make build`, `cargo bench --no-run --bench engine` and
 # `bash ../shared/gpu/pack.sh`:
 #   bash scripts/gpu_more.sh pack       adds this script, the exporter and torchvision to .gpu/
-#   then, on the GPU machine:           bash .gpu/more.sh [vit|smooth|density]   (default: all)
+#   then, on the GPU machine:           bash .gpu/more.sh [vit|smooth|copies|density]   (default: all)
 # density: the camera farm (examples/rtsp_serve) on the machine's own cores serving N 1080p30
 # H.264 cameras, one gradcam-stream (--output null --metadata for all, a recording for 4), the
 # largest N with 0 drops and p95 <= 150 ms for 60 s (scripts/density.py; 20 s probes from 16).
@@ -59,6 +60,14 @@ for cfg in "8 640 272" "32 1280 720"; do set -- $cfg
     timeout 90 $G/bin/engine --model $M --device cuda --batch-size $1 --width $2 --height $3 --smooth $sm \
       --seconds 2 --rounds 2 2>&1 | grep '"gradcam"' | sed "s/^/smooth $sm: /"
   done; done
+fi
+if [ -z "$ONLY" ] || [ "$ONLY" = copies ]; then
+step "host copies per frame: 1080p to mp4 (shown) vs --output null --metadata (results only)"
+for out in /tmp/c.mp4 null; do
+  timeout 120 $B --model $M --device cuda --batch-size 32 --input "test://ball?size=1920x1080&fps=1000" \
+    --on-overload block --max-frames 600 --output $out --metadata /tmp/c.jsonl --stats 60 --progress none 2>&1 \
+    | grep -E 'done:|stats: total' | sed "s|^|$out: |"
+done
 fi
 if [ -z "$ONLY" ] || [ "$ONLY" = density ]; then
 step "density: farm cameras at 1920x1080 30 fps into one gradcam-stream on the GPU"

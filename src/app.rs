@@ -47,6 +47,7 @@ pub fn run(cfg: Config) -> Result<()> {
             .map(|s| engine::StreamSettings {
                 class: s.class.clone(),
                 smooth: s.smooth,
+                draw: draws(&cfg, s),
             })
             .collect(),
     };
@@ -93,6 +94,13 @@ fn look(cfg: &Config) -> Look {
         draw_box: cfg.draw_box,
         label: cfg.label,
     }
+}
+
+/// Whether anything shows stream `s`'s frames: false where its outputs are all `null` and
+/// there is no web view, so only its results are kept (metadata, metrics) and the heatmap,
+/// box and label are never drawn on its frames.
+fn draws(cfg: &Config, s: &Stream) -> bool {
+    cfg.web.is_some() || !s.outputs.iter().all(|o| matches!(o, Output::Null))
 }
 
 fn label(classes: &[String], id: i64) -> &str {
@@ -620,7 +628,8 @@ fn spawn_renderer(
         .iter()
         .map(|s| (s.name.as_str(), s.metadata.as_deref()))
         .collect();
-    let mut renderer = Renderer::new(look(cfg), info, &metadata)?;
+    let draws = cfg.streams.iter().map(|s| draws(cfg, s)).collect();
+    let mut renderer = Renderer::new(look(cfg), info, &metadata)?.drawing(draws);
     if let Some(hub) = &hub {
         hub.recordings.set_metadata(renderer.metadata_paths());
     }

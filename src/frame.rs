@@ -80,6 +80,8 @@ pub struct ClassScore {
 #[derive(Debug, Clone)]
 pub struct Explained {
     /// The frame; with `blended`, the heatmap is already on it (blended on the model's device).
+    /// Without it, the render stage blends it, unless its stream draws nothing (`--output
+    /// null`): then it stays as it was decoded.
     pub frame: Frame,
     pub blended: bool,
     pub cam: CamMap,

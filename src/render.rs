@@ -41,6 +41,9 @@ struct Drawer {
     /// Each stream's name (metadata), and whether it wants metadata lines.
     names: Vec<String>,
     lines: Vec<bool>,
+    /// Each stream's frames are drawn on unless this says false (results only: `--output
+    /// null`); a stream past its end is drawn on.
+    draws: Vec<bool>,
 }
 
 impl Drawer {
@@ -53,14 +56,15 @@ impl Drawer {
             let name = self.names.get(s).map(String::as_str).unwrap_or("");
             metadata::line(&e, name, &self.classes, look.method, &loc)
         });
-        let lines = if look.label {
+        let draws = self.draws.get(s).copied().unwrap_or(true);
+        let lines = if look.label && draws {
             self.label_lines(&e)
         } else {
             vec![]
         };
         let mut frame = e.frame;
         let (w, h) = (frame.width as usize, frame.height as usize);
-        if !e.blended {
+        if !e.blended && draws {
             overlay::blend(
                 &mut frame.pixels,
                 w,
@@ -71,7 +75,7 @@ impl Drawer {
                 &look.lut,
             );
         }
-        if let (true, Some(b)) = (look.draw_box, loc.bbox) {
+        if let (true, Some(b)) = (look.draw_box && draws, loc.bbox) {
             let b = (b.x0 as usize, b.y0 as usize, b.x1 as usize, b.y1 as usize);
             overlay::rectangle(
                 &mut frame.pixels,
@@ -149,10 +153,18 @@ impl Renderer {
                 classes: info.classes.clone(),
                 names: streams.iter().map(|(n, _)| n.to_string()).collect(),
                 lines: metadata.iter().map(Option::is_some).collect(),
+                draws: Vec::new(),
             },
             metadata,
             threads: parallel::cores(),
         })
+    }
+
+    /// Which streams' frames are drawn on (by stream id; false: results only, the frames left
+    /// as decoded). Every stream is, unless told.
+    pub fn drawing(mut self, draws: Vec<bool>) -> Renderer {
+        self.drawer.draws = draws;
+        self
     }
 
     /// The finished frames, in the batch's order.
@@ -194,5 +206,58 @@ impl Renderer {
     /// Each stream's metadata file (taken: the caller commits or drops each).
     pub fn into_metadata(self) -> Vec<Option<LineFile>> {
         self.metadata
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_that_keeps_results_only_is_not_drawn_on() -> Result<()> {
+        let info = ModelInfo {
+            name: "m".into(),
+            device: "cpu".into(),
+            classes: vec!["cat".into()],
+            input_size: [4, 4],
+            feature_shape: [1, 2, 2],
+        };
+        let look = Look {
+            alpha: 0.5,
+            threshold: 0.0,
+            lut: crate::colormap::Colormap::Jet.lut(),
+            method: "gradcam",
+            draw_box: true,
+            label: true,
+        };
+        let mut r = Renderer::new(look, &info, &[])?.drawing(vec![false, true]);
+        let explained = |stream: usize| {
+            let mut frame = Frame::from_rgb(0, 64, 48, &[90u8; 64 * 48 * 3]);
+            frame.stream = stream;
+            let cam = CamMap {
+                h: 2,
+                w: 2,
+                data: vec![1.0, 0.0, 0.0, 0.0],
+            };
+            let target = ClassScore {
+                class: 0,
+                prob: 0.9,
+            };
+            Explained {
+                frame,
+                blended: false,
+                cam,
+                target,
+                top: vec![target],
+                ranked: vec![],
+            }
+        };
+        let before = explained(0).frame.pixels;
+        // Stream 0 keeps its results only; stream 1 is shown, as is a stream past the list.
+        let out = r.render(vec![explained(0), explained(1), explained(2)])?;
+        assert_eq!(out[0].pixels, before);
+        assert_ne!(out[1].pixels, before);
+        assert_eq!(out[1].pixels, out[2].pixels);
+        Ok(())
     }
 }

@@ -42,6 +42,8 @@ pub struct Stats {
     queue_taken: AtomicU64,
     /// Device memory in use, in bytes (0: not on a GPU).
     device_memory: AtomicU64,
+    /// Whole frames the model's side copied: host to host, host to device, device to host.
+    frame_copies: [AtomicU64; 3],
     /// How many batches of each size the model ran (index: the size).
     batches: Mutex<Vec<u64>>,
     /// Where the stream stands (per-stream stats; the whole run's stays `Starting`).
@@ -182,6 +184,7 @@ impl Default for Stats {
             queue_taken: AtomicU64::new(0),
             device_memory: AtomicU64::new(0),
             batches: Mutex::new(Vec::new()),
+            frame_copies: Default::default(),
             health: Mutex::new(Health::Starting),
         }
     }
@@ -246,6 +249,26 @@ impl Stats {
 
     pub fn device_memory(&self) -> u64 {
         self.device_memory.load(Relaxed)
+    }
+
+    /// Count whole frames copied by the model's side: host to host, to the device and back.
+    pub fn add_copies(&self, host: u64, to_device: u64, from_device: u64) {
+        for (c, n) in self.frame_copies.iter().zip([host, to_device, from_device]) {
+            c.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Whole-frame copies per frame explained (host, to the device, back), over the run.
+    pub fn copies_per_frame(&self) -> Option<[f64; 3]> {
+        let explained: u64 = self
+            .batch_sizes()
+            .iter()
+            .enumerate()
+            .map(|(n, &count)| n as u64 * count)
+            .sum();
+        (explained > 0).then(|| {
+            std::array::from_fn(|i| self.frame_copies[i].load(Relaxed) as f64 / explained as f64)
+        })
     }
 
     /// The model ran a batch of `n` frames.
@@ -515,8 +538,16 @@ impl Reporter {
         }
         if self.stats_every.is_some() {
             let secs = stats.elapsed().as_secs_f64();
+            let copies = match stats.copies_per_frame() {
+                Some([host, to, from]) => {
+                    format!(
+                        " copies_per_frame: host={host:.2} to_device={to:.2} from_device={from:.2}"
+                    )
+                }
+                None => String::new(),
+            };
             eprintln!(
-                "stats: total t={secs:.1}s {}",
+                "stats: total t={secs:.1}s {}{copies}",
                 stats_fields(
                     stats,
                     stats.written.load(Relaxed),

@@ -396,6 +396,10 @@ impl Batcher {
 /// next one.
 const POLL: Duration = Duration::from_millis(1);
 
+fn count_copies(stats: &Stats, c: crate::engine::Copies) {
+    stats.add_copies(c.host, c.to_device, c.from_device);
+}
+
 fn run(
     mut engine: Engine,
     mut batcher: Batcher,
@@ -408,9 +412,10 @@ fn run(
     let submit = |engine: &mut Engine, batch: Vec<Frame>| -> Result<Pending> {
         let what = format!("explaining a batch of {} frames", batch.len());
         stats.record_batch(batch.len());
-        let busy = Instant::now();
+        let (busy, copies) = (Instant::now(), engine.copies());
         let queued = guarded(&what, || engine.submit(batch))?;
         stats.add_busy(Stage::Model, busy.elapsed());
+        count_copies(stats, engine.copies().since(copies));
         Ok(queued)
     };
     let deliver = |engine: &mut Engine,
@@ -421,9 +426,10 @@ fn run(
         let explained = match p {
             Some(p) => {
                 let what = format!("explaining a batch of {} frames", p.len());
-                let busy = Instant::now();
+                let (busy, copies) = (Instant::now(), engine.copies());
                 let done = guarded(&what, || engine.finish(p))?;
                 stats.add_busy(Stage::Model, busy.elapsed());
+                count_copies(stats, engine.copies().since(copies));
                 if engine.device().is_cuda() {
                     if let Some(m) = crate::engine::device_memory_in_use() {
                         stats.set_device_memory(m);

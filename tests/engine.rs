@@ -142,6 +142,84 @@ fn the_device_blend_gives_the_host_blends_pixels() -> Result<()> {
     Ok(())
 }
 
+/// A stream that keeps its results only (`--output null`) shares batches with one that is
+/// shown: only the shown stream's frames are blended and copied back, with the pixels they get
+/// when every frame is shown; the other's come back as they went in, with the same results.
+#[test]
+fn frames_of_a_stream_nobody_sees_are_not_blended_or_copied_back() -> Result<()> {
+    use gradcam_stream::engine::{Copies, StreamSettings};
+    let f = frames()?;
+    let batch: Vec<Frame> = f[..4]
+        .iter()
+        .enumerate()
+        .map(|(i, x)| Frame {
+            stream: i % 2,
+            ..x.clone()
+        })
+        .collect();
+    let run = |draw: [bool; 2]| -> Result<(Vec<gradcam_stream::frame::Explained>, Copies)> {
+        let mut e = Engine::new(&Settings {
+            device: DeviceChoice::Cpu,
+            blend: BlendAt::Device,
+            streams: draw
+                .iter()
+                .map(|&draw| StreamSettings {
+                    draw,
+                    ..StreamSettings::default()
+                })
+                .collect(),
+            ..Settings::new(model())
+        })?;
+        let out = e.explain(batch.clone())?;
+        Ok((out, e.copies()))
+    };
+    let (all, all_copies) = run([true, true])?;
+    let (some, some_copies) = run([true, false])?;
+    let (none, none_copies) = run([false, false])?;
+    // Each frame copied once into the batch's upload buffer; back only those blended.
+    let on_cpu = |host| Copies {
+        host,
+        to_device: 0,
+        from_device: 0,
+    };
+    assert_eq!(all_copies, on_cpu(4 + 4));
+    assert_eq!(some_copies, on_cpu(4 + 2));
+    assert_eq!(none_copies, on_cpu(4));
+    for (i, ((a, s), n)) in all.iter().zip(&some).zip(&none).enumerate() {
+        assert_eq!(
+            (a.frame.stream, a.frame.index),
+            (s.frame.stream, s.frame.index)
+        );
+        // Three engines: libtorch's thread count (the governor's choice) may differ between
+        // them, and with it the order of a sum.
+        for other in [s, n] {
+            assert_eq!(a.target.class, other.target.class, "frame {i}");
+            let diff = max_diff(&a.cam.data, &other.cam.data);
+            assert!(diff < 1e-4, "frame {i}: maps differ by {diff}");
+        }
+        assert!(a.blended && !n.blended, "frame {i}");
+        assert_eq!(n.frame.pixels, batch[i].pixels, "frame {i} was drawn on");
+        assert_ne!(
+            a.frame.pixels, batch[i].pixels,
+            "frame {i}: the blend changed nothing"
+        );
+        if i % 2 == 0 {
+            assert!(s.blended, "frame {i} of the shown stream");
+            let differ = (a.frame.pixels.iter().zip(&s.frame.pixels))
+                .filter(|(x, y)| x.abs_diff(**y) > 4)
+                .count();
+            assert!(
+                differ * 1000 <= a.frame.pixels.len(),
+                "frame {i} blended otherwise"
+            );
+        } else {
+            assert!(!s.blended, "frame {i} of the unseen stream");
+            assert_eq!(s.frame.pixels, batch[i].pixels, "frame {i} was drawn on");
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn smoothing_carries_over_batches_as_frame_by_frame() -> Result<()> {
     // A smoothed stream explained in one batch and frame by frame gives the same maps: the
@@ -263,12 +341,12 @@ fn streams_sharing_batches_keep_their_own_smoothing_and_class() -> Result<()> {
     };
     let per_stream = vec![
         StreamSettings {
-            class: None,
             smooth: 0.6,
+            ..StreamSettings::default()
         },
         StreamSettings {
             class: Some(gradcam_stream::config::ClassSpec::Id(281)),
-            smooth: 0.0,
+            ..StreamSettings::default()
         },
     ];
     let mut shared = Engine::new(&settings(per_stream.clone()))?;

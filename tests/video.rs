@@ -263,6 +263,14 @@ fn stats_say_where_the_time_goes() -> Result<()> {
     // On a CPU the model is the bottleneck of this run: the stage busiest by far.
     assert!(field("model") >= 50.0, "{total}");
     assert!(field("queue_wait") > 0.0, "{total}");
+    // Whole frames copied per frame explained: once into the batch the model takes; on a GPU
+    // also to the device, and the blended frame back (this run's output shows every frame).
+    let gpu = if tch::Cuda::is_available() { 1.0 } else { 0.0 };
+    assert_eq!(
+        [field("host"), field("to_device"), field("from_device")],
+        [1.0 + gpu, gpu, gpu],
+        "{total}"
+    );
     if !tch::Cuda::is_available() {
         assert!(!total.contains("gpu_mem="), "{total}");
     }

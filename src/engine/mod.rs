@@ -80,6 +80,43 @@ pub struct Settings {
 pub struct StreamSettings {
     pub class: Option<ClassSpec>,
     pub smooth: f32,
+    /// Whether its frames are shown (a file, a window, RTSP, the web view). False where its
+    /// outputs keep its results only (`--output null`, with `--metadata`): no heatmap is
+    /// blended onto its frames, and on a GPU none of them is brought back from the device.
+    pub draw: bool,
+}
+
+impl Default for StreamSettings {
+    fn default() -> StreamSettings {
+        StreamSettings {
+            class: None,
+            smooth: 0.0,
+            draw: true,
+        }
+    }
+}
+
+/// Whole frames copied so far, by where the bytes went: each count is one frame's pixels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Copies {
+    /// By the CPU, from one host buffer to another (into the batch's upload buffer, out of
+    /// the blended batch into the frame).
+    pub host: u64,
+    /// Host to device (a GPU's upload).
+    pub to_device: u64,
+    /// Device to host (a GPU's blended frames).
+    pub from_device: u64,
+}
+
+impl Copies {
+    /// The copies made since `earlier`.
+    pub fn since(self, earlier: Copies) -> Copies {
+        Copies {
+            host: self.host - earlier.host,
+            to_device: self.to_device - earlier.to_device,
+            from_device: self.from_device - earlier.from_device,
+        }
+    }
 }
 
 /// A stream's settings, resolved against the model.
@@ -87,6 +124,7 @@ pub struct StreamSettings {
 struct PerStream {
     class: Option<i64>,
     smooth: f32,
+    draw: bool,
 }
 
 /// How a run of one stream's frames picks the class each map explains.
@@ -202,8 +240,10 @@ pub struct Pending {
     /// [B, N] float on the host: each frame's map, target, scores (see `Layout`).
     table: Tensor,
     layout: Layout,
-    /// [B, H, W, 4] uint8 on the host, when the blend ran on the device.
+    /// [n, H, W, 4] uint8 on the host, when the blend ran on the device: the blended frames
+    /// of the batch's rows `blended` (the frames drawn on), in order.
     pixels: Option<Tensor>,
+    blended: Vec<usize>,
     /// Done once the copies to the host are (GPU only).
     marker: Option<cuda::Marker>,
 }
@@ -265,6 +305,7 @@ pub struct Engine {
     /// libtorch's CPU threads sized to the cores other processes leave free (a CPU run at
     /// the default `--threads 0`).
     governor: Option<threads::Governor>,
+    copies: Copies,
 }
 
 /// The id of the class called `name` (case-insensitive); an unknown name lists close ones.
@@ -437,6 +478,7 @@ fn per_stream(s: &Settings, info: &model::Sidecar) -> Result<(PerStream, Vec<Per
     let defaults = PerStream {
         class: class(&s.class)?,
         smooth: s.smooth,
+        draw: true,
     };
     let streams = s
         .streams
@@ -445,6 +487,7 @@ fn per_stream(s: &Settings, info: &model::Sidecar) -> Result<(PerStream, Vec<Per
             Ok(PerStream {
                 class: class(&st.class)?,
                 smooth: st.smooth,
+                draw: st.draw,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -501,6 +544,7 @@ impl Engine {
             governor: (s.threads == 0 && !device.is_cuda())
                 .then(threads::Governor::new)
                 .flatten(),
+            copies: Copies::default(),
         };
         engine.warm_up()?;
         Ok(engine)
@@ -534,6 +578,11 @@ impl Engine {
     /// Whether the results come back blended (else the render stage blends on the host).
     pub fn blends(&self) -> bool {
         self.blend.is_some()
+    }
+
+    /// The whole frames copied since the engine was made.
+    pub fn copies(&self) -> Copies {
+        self.copies
     }
 
     /// The same engine explaining with another method (benchmarks, tests).
@@ -644,6 +693,10 @@ impl Engine {
             dst.chunks_exact_mut(n)
                 .zip(frames.iter().map(|f| f.pixels.as_slice())),
         );
+        self.copies.host += b as u64;
+        if device.is_cuda() {
+            self.copies.to_device += b as u64;
+        }
         Ok(host.f_to_device_(device, Kind::Uint8, true, false)?)
     }
 
@@ -825,17 +878,35 @@ impl Engine {
             columns.push(r.maps.f_narrow(0, 0, b)?.f_reshape([b, h * w])?);
         }
         let table = Tensor::f_cat(&columns, 1)?; // [b, N]
+                                                 // The frames drawn on: a stream that keeps its results only has none blended and
+                                                 // none brought back.
+        let blended: Vec<usize> = match &self.blend {
+            Some(_) => (0..frames.len())
+                .filter(|&i| self.per_stream(frames[i].stream).draw)
+                .collect(),
+            None => Vec::new(),
+        };
         let pixels = match &self.blend {
-            // The model's input in float (a view, [b, H, W, 3]) and the padding byte as it came.
-            Some(blend) => Some(blend.apply(
-                &rgb.f_permute([0, 2, 3, 1])?,
-                &dev.f_narrow(3, 3, 1)?,
-                &maps,
-            )?), // [b, H, W, 4] u8
-            None => None,
+            Some(blend) if !blended.is_empty() => {
+                // The model's input in float (a view, [b, H, W, 3]), the padding byte as it
+                // came and the maps, of the rows drawn on.
+                let (rgb, pad) = (rgb.f_permute([0, 2, 3, 1])?, dev.f_narrow(3, 3, 1)?);
+                let rows = |t: &Tensor| -> Result<Tensor> {
+                    if blended.len() == frames.len() {
+                        return Ok(t.shallow_clone());
+                    }
+                    let at: Vec<i64> = blended.iter().map(|&i| i as i64).collect();
+                    Ok(t.f_index_select(0, &Tensor::f_from_slice(&at)?.f_to(t.device())?)?)
+                };
+                Some(blend.apply(&rows(&rgb)?, &rows(&pad)?, &rows(&maps)?)?) // [n, H, W, 4] u8
+            }
+            _ => None,
         };
         let table = self.copy_back(&table)?;
         let pixels = pixels.map(|p| self.copy_back(&p)).transpose()?;
+        if self.device().is_cuda() {
+            self.copies.from_device += blended.len() as u64;
+        }
         let marker = if self.pipelined && self.device().is_cuda() {
             Some(cuda::Marker::record().ok_or_else(|| {
                 anyhow!("the GPU refused to mark a batch's end (CUDA runtime error)")
@@ -857,6 +928,7 @@ impl Engine {
                 ranked: ranked_n,
             },
             pixels,
+            blended,
             marker,
         })
     }
@@ -871,27 +943,35 @@ impl Engine {
             table,
             layout: l,
             pixels,
+            blended,
             marker: _,
         } = p;
         let b = frames.len();
         let data = Vec::<f32>::try_from(table.f_flatten(0, -1)?)?;
         let stride = l.width();
         anyhow::ensure!(data.len() == b * stride, "result table of the wrong size");
+        let mut drawn = vec![false; b];
         if let Some(px) = &pixels {
-            let n = frames[0].pixels.len();
+            let (n, rows) = (frames[0].pixels.len(), blended.len());
             anyhow::ensure!(
-                px.kind() == Kind::Uint8 && px.is_contiguous() && px.numel() == b * n,
+                px.kind() == Kind::Uint8 && px.is_contiguous() && px.numel() == rows * n,
                 "blended frames of the wrong shape"
             );
-            // SAFETY: `px` is a contiguous uint8 host tensor of b·n bytes, alive for this
+            // SAFETY: `px` is a contiguous uint8 host tensor of rows·n bytes, alive for this
             // scope, whose copy from the device is done (the marker was waited for).
-            let src = unsafe { std::slice::from_raw_parts(px.data_ptr() as *const u8, b * n) };
+            let src = unsafe { std::slice::from_raw_parts(px.data_ptr() as *const u8, rows * n) };
+            for &i in &blended {
+                drawn[i] = true;
+            }
             copy_frames(
                 frames
                     .iter_mut()
-                    .map(|f| f.pixels.as_mut_slice())
+                    .zip(&drawn)
+                    .filter(|(_, &d)| d)
+                    .map(|(f, _)| f.pixels.as_mut_slice())
                     .zip(src.chunks_exact(n)),
             );
+            self.copies.host += rows as u64;
         }
         let hw = l.h * l.w;
         let map = |at: &[f32]| CamMap {
@@ -926,7 +1006,7 @@ impl Engine {
                     })
                     .collect();
                 Explained {
-                    blended: pixels.is_some(),
+                    blended: drawn[i],
                     cam: map(row),
                     target: ClassScore {
                         class: row[hw] as i64,
