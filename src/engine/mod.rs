@@ -878,8 +878,9 @@ impl Engine {
             columns.push(r.maps.f_narrow(0, 0, b)?.f_reshape([b, h * w])?);
         }
         let table = Tensor::f_cat(&columns, 1)?; // [b, N]
-                                                 // The frames drawn on: a stream that keeps its results only has none blended and
-                                                 // none brought back.
+
+        // The frames drawn on: a stream that keeps its results only has none blended and
+        // none brought back.
         let blended: Vec<usize> = match &self.blend {
             Some(_) => (0..frames.len())
                 .filter(|&i| self.per_stream(frames[i].stream).draw)
@@ -891,12 +892,17 @@ impl Engine {
                 // The model's input in float (a view, [b, H, W, 3]), the padding byte as it
                 // came and the maps, of the rows drawn on.
                 let (rgb, pad) = (rgb.f_permute([0, 2, 3, 1])?, dev.f_narrow(3, 3, 1)?);
-                let rows = |t: &Tensor| -> Result<Tensor> {
-                    if blended.len() == frames.len() {
-                        return Ok(t.shallow_clone());
-                    }
+                let at = if blended.len() < frames.len() {
                     let at: Vec<i64> = blended.iter().map(|&i| i as i64).collect();
-                    Ok(t.f_index_select(0, &Tensor::f_from_slice(&at)?.f_to(t.device())?)?)
+                    Some(Tensor::f_from_slice(&at)?.f_to(self.device())?)
+                } else {
+                    None
+                };
+                let rows = |t: &Tensor| -> Result<Tensor> {
+                    Ok(match &at {
+                        Some(at) => t.f_index_select(0, at)?,
+                        None => t.shallow_clone(),
+                    })
                 };
                 Some(blend.apply(&rows(&rgb)?, &rows(&pad)?, &rows(&maps)?)?) // [n, H, W, 4] u8
             }
