@@ -418,11 +418,15 @@ fn run(
         count_copies(stats, engine.copies().since(copies));
         Ok(queued)
     };
+    // Hand on a batch's results (if any), the streams that end after it and the streams of
+    // the frames dropped past their bound since the last delivery; false once the output
+    // stage is gone.
     let deliver = |engine: &mut Engine,
+                   batcher: &mut Batcher,
                    p: Option<Pending>,
-                   ended: Vec<usize>,
-                   expired: Vec<usize>|
+                   ended: Vec<usize>|
      -> Result<bool> {
+        let expired = take(&mut batcher.expired);
         let explained = match p {
             Some(p) => {
                 let what = format!("explaining a batch of {} frames", p.len());
@@ -460,11 +464,11 @@ fn run(
             if (!room || closed) && !batcher.next.is_empty() {
                 let (next, next_ended) = batcher.take_batch();
                 pending = Some((submit(&mut engine, next)?, next_ended));
-                if !deliver(&mut engine, Some(p), ended, take(&mut batcher.expired))? {
+                if !deliver(&mut engine, &mut batcher, Some(p), ended)? {
                     return Ok(());
                 }
             } else if p.done() || closed {
-                if !deliver(&mut engine, Some(p), ended, take(&mut batcher.expired))? {
+                if !deliver(&mut engine, &mut batcher, Some(p), ended)? {
                     return Ok(());
                 }
             } else {
@@ -477,7 +481,7 @@ fn run(
             return Ok(());
         };
         if batch.is_empty() {
-            if !deliver(&mut engine, None, ended, take(&mut batcher.expired))? {
+            if !deliver(&mut engine, &mut batcher, None, ended)? {
                 return Ok(());
             }
             continue;
@@ -485,7 +489,7 @@ fn run(
         let queued = submit(&mut engine, batch)?;
         if engine.pipelined() {
             pending = Some((queued, ended));
-        } else if !deliver(&mut engine, Some(queued), ended, take(&mut batcher.expired))? {
+        } else if !deliver(&mut engine, &mut batcher, Some(queued), ended)? {
             return Ok(());
         }
     }

@@ -56,17 +56,6 @@ fn flash_clip(path: &Path) -> Result<()> {
     )
 }
 
-fn ffprobe(args: &[&str], path: &Path) -> Result<String> {
-    let o = Command::new("ffprobe")
-        .args(["-v", "error"])
-        .args(args)
-        .arg(path)
-        .output()
-        .context("running ffprobe")?;
-    anyhow::ensure!(o.status.success(), "ffprobe {args:?}: {}", stderr(&o));
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-}
-
 /// A stream of a file as its packets say: codec, first time, end, and the widest gap between
 /// one packet's end and the next one's start.
 #[derive(Debug)]

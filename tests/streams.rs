@@ -320,15 +320,7 @@ fn a_live_recording_killed_outright_stays_playable() -> Result<()> {
 
 /// Seconds of video ffprobe decodes in `path`.
 fn ffprobe_seconds(path: &Path) -> Result<f64> {
-    let o = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
-        .args(["packet=pts_time", "-of", "csv=p=0"])
-        .arg(path)
-        .output()?;
-    let times: Vec<f64> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect();
+    let times = packet_times(&[], path)?;
     let (lo, hi) = times
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), &t| (a.min(t), b.max(t)));

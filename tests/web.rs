@@ -204,7 +204,7 @@ fn ten_viewers_share_one_encoder_and_a_stalled_viewer_holds_nobody() -> Result<(
         "--out",
         mp4.to_str().unwrap(),
     ])?;
-    let played = packet_times(mp4.to_str().unwrap())?.len();
+    let played = packet_times(&[], &mp4)?.len();
     println!("the other viewer played {played} frames in 11 s: {r}");
     assert!(played >= 80, "the other viewer got {played} frames");
     let rss_after = rss_kib(run.child.id())?;
@@ -279,9 +279,9 @@ fn live_outputs_keep_the_cameras_spacing_and_a_late_viewer_starts_at_once() -> R
     let first = r["figures"]["first_frame_s"].as_f64().unwrap_or(99.0);
     println!("a viewer joining mid-stream got its first frame in {first:.2} s");
     assert!(first < 1.0, "{r}");
-    let web = intervals(&packet_times(mp4.to_str().unwrap())?);
+    let web = intervals(&packet_times(&[], &mp4)?);
     // RTSP: ffprobe's own client.
-    let rtsp_times = packet_times_live(&rtsp, 6)?;
+    let rtsp_times = packet_times(&["-rtsp_transport", "tcp", "-read_intervals", "%+6"], &rtsp)?;
     let rtsp_gaps = intervals(&rtsp_times);
     for (what, gaps) in [("web", &web), ("rtsp", &rtsp_gaps)] {
         let (p50, p90) = (quantile(gaps, 0.5), quantile(gaps, 0.9));
@@ -501,34 +501,6 @@ fn recordings_play_in_the_page_and_nothing_else_is_reachable() -> Result<()> {
     assert!(files.len() >= 2, "{files:?}");
     assert!(files[0] > files[1], "newest first: {files:?}");
     Ok(())
-}
-
-/// Each video packet's pts (s) in `input`, as ffprobe reads them.
-fn packet_times(input: &str) -> Result<Vec<f64>> {
-    let o = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
-        .args(["packet=pts_time", "-of", "csv=p=0", input])
-        .output()?;
-    anyhow::ensure!(o.status.success(), "ffprobe {input}: {}", stderr(&o));
-    Ok(String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect())
-}
-
-/// The same from a live RTSP URL for `seconds`.
-fn packet_times_live(url: &str, seconds: u32) -> Result<Vec<f64>> {
-    let o = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-rtsp_transport", "tcp", "-read_intervals"])
-        .arg(format!("%+{seconds}"))
-        .args(["-select_streams", "v:0", "-show_entries", "packet=pts_time"])
-        .args(["-of", "csv=p=0", url])
-        .output()?;
-    anyhow::ensure!(o.status.success(), "ffprobe {url}: {}", stderr(&o));
-    Ok(String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect())
 }
 
 /// Successive differences in milliseconds.

@@ -295,30 +295,41 @@ pub fn probe(path: &Path, keep: usize) -> Result<Probe> {
     Ok(out)
 }
 
-/// Frame timestamps (ns) as ffprobe, an independent reader that honours MP4 edit lists, sees them.
-pub fn ffprobe_pts(path: &Path) -> Result<Vec<u64>> {
+/// What ffprobe prints for `args` on `target` (a file or a URL), its chatter quiet; an error
+/// naming ffprobe's complaint unless it succeeds.
+pub fn ffprobe(args: &[&str], target: impl AsRef<std::ffi::OsStr>) -> Result<String> {
+    let target = target.as_ref();
     let o = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "frame=pts_time",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
+        .args(["-v", "error"])
+        .args(args)
+        .arg(target)
         .output()
         .context("running ffprobe")?;
-    if !o.status.success() {
-        bail!(
-            "ffprobe {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    String::from_utf8_lossy(&o.stdout)
+    anyhow::ensure!(
+        o.status.success(),
+        "ffprobe {args:?} {}: {}",
+        target.to_string_lossy(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Each video packet's pts in seconds as ffprobe reads `target`, after `args` (how to read a
+/// live URL, say).
+pub fn packet_times(args: &[&str], target: impl AsRef<std::ffi::OsStr>) -> Result<Vec<f64>> {
+    let mut all = args.to_vec();
+    all.extend(["-select_streams", "v:0", "-show_entries", "packet=pts_time"]);
+    all.extend(["-of", "csv=p=0"]);
+    Ok(ffprobe(&all, target)?
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect())
+}
+
+/// Frame timestamps (ns) as ffprobe, an independent reader that honours MP4 edit lists, sees them.
+pub fn ffprobe_pts(path: &Path) -> Result<Vec<u64>> {
+    let args = ["-select_streams", "v:0", "-show_entries", "frame=pts_time"];
+    ffprobe(&[&args[..], &["-of", "csv=p=0"]].concat(), path)?
         .lines()
         .filter_map(|l| l.split(',').next().map(str::trim).filter(|t| !t.is_empty()))
         .map(|l| {
