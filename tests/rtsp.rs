@@ -227,8 +227,10 @@ fn cameras_far_behind_decode_their_key_frames_only() -> Result<()> {
             [
                 "--output",
                 "null",
+                // Long enough for a camera starved at the start (the overloaded `all` run
+                // once had one get no frame for 10 s) to reconnect and explain frames.
                 "--duration",
-                "15",
+                "25",
                 "--max-latency-ms",
                 "300",
                 "--rtsp-transport",
