@@ -63,12 +63,13 @@ fn streams_of(run: &Running, index: usize) -> Result<Vec<String>> {
 /// Every stream of `mine` explains frames, and the shard's /metrics has no other camera.
 fn explains_only(run: &Running, mine: &[String]) -> Result<()> {
     let base = metrics_url(run)?;
-    // Ten frames each, so that every recording has something to play.
+    // Twelve frames each, so that every recording has more than the ten it is checked for
+    // (a wait for ten let a restarted shard's recording end with exactly ten, in CI).
     let waiting = |m: &std::collections::HashMap<(String, String), f64>| -> Vec<String> {
         mine.iter()
             .filter(|n| {
                 let out = get(m, "gradcam_stream_frames_out_total", n);
-                out.is_nan() || out < 10.0
+                out.is_nan() || out < 12.0
             })
             .cloned()
             .collect()
