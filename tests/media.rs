@@ -218,18 +218,15 @@ fn an_interlaced_clip_is_deinterlaced_and_flagged_progressive() -> Result<()> {
     let (oc, ot) = combed(&out)?;
     println!("combed frames: input {ic} of {it}, output {oc} of {ot}");
     assert!(oc * 20 <= ot, "output combed: {oc} of {ot}");
-    let field = ffprobe(
-        &[
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=field_order",
-            "-of",
-            "csv=p=0",
-        ],
-        &out,
-    );
-    let order = field?.trim().to_owned();
+    let args = [
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "stream=field_order",
+    ];
+    let order = ffprobe(&[&args[..], &["-of", "csv=p=0"]].concat(), &out)?
+        .trim()
+        .to_owned();
     assert!(
         order == "progressive" || order.is_empty(),
         "flagged {order}"

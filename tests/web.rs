@@ -503,7 +503,6 @@ fn recordings_play_in_the_page_and_nothing_else_is_reachable() -> Result<()> {
     Ok(())
 }
 
-/// Successive differences in milliseconds.
 /// Successive differences in milliseconds; a frame split over two packets (a key frame and
 /// its parameter sets) counts once.
 fn intervals(times: &[f64]) -> Vec<f64> {
