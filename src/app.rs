@@ -32,6 +32,10 @@ pub fn run(cfg: Config) -> Result<()> {
         max_wait: cfg.max_wait,
         class: None,
         method: cfg.method,
+        boxes: cfg.boxes,
+        score_threshold: cfg.score_threshold,
+        nms_iou: cfg.nms_iou,
+        detector_size: cfg.detector_size,
         top_k: cfg.top_k,
         show_rank: cfg.show_rank,
         smooth: 0.0,
@@ -75,7 +79,6 @@ pub fn run(cfg: Config) -> Result<()> {
             metadata: s.metadata.as_deref(),
             upright: cfg.orientation == Orientation::Auto,
             look: look(&cfg),
-            method: cfg.method.name(),
         };
         crate::folder::run(job, settings, cfg.batch_size)
     } else if cfg.is_image() {
@@ -90,7 +93,7 @@ fn look(cfg: &Config) -> Look {
         alpha: cfg.alpha,
         threshold: cfg.threshold,
         lut: cfg.colormap.lut(),
-        method: cfg.method.name(),
+        box_maps: cfg.box_maps,
         draw_box: cfg.draw_box,
         label: cfg.label,
     }

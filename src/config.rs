@@ -17,8 +17,8 @@ use crate::endpoint::{
     rtsp_credentials, segment_pattern, split_name, tls, web_view, with_name,
 };
 pub use crate::settings::named::{
-    Deinterlace, DeviceChoice, Encoder, Layout, Named, Orientation, Precision, Progress, Realtime,
-    RtspTransport, WhenBehind,
+    BoxMaps, Deinterlace, DeviceChoice, Encoder, Layout, Named, Orientation, Precision, Progress,
+    Realtime, RtspTransport, WhenBehind,
 };
 pub use crate::settings::{ClassValue, FileConfig, OneOrMany, StreamTable, DEFAULT_MODEL};
 use crate::settings::{PerStream, Run};
@@ -117,7 +117,14 @@ pub struct Config {
     pub encoder: Encoder,
     pub batch_size: usize,
     pub max_wait: Duration,
-    pub method: Method,
+    /// None: the model's kind decides (`--method auto`).
+    pub method: Option<Method>,
+    /// A detector's settings (see `settings.rs`).
+    pub boxes: usize,
+    pub score_threshold: Option<f32>,
+    pub nms_iou: Option<f32>,
+    pub detector_size: Option<[i64; 2]>,
+    pub box_maps: BoxMaps,
     pub top_k: usize,
     pub show_rank: usize,
     pub colormap: Colormap,
@@ -251,14 +258,27 @@ impl Config {
                 run.colormap
             ))
         })?;
-        let method = Method::parse(&run.method).ok_or_else(|| {
-            let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
-            usage(format!(
-                "unknown --method `{}`; use {}",
-                run.method,
-                names.join(", ")
-            ))
-        })?;
+        let method = method_choice(&run.method).map_err(usage)?;
+        for (flag, v) in [
+            ("score-threshold", run.score_threshold),
+            ("nms-iou", run.nms_iou),
+        ] {
+            if let Some(v) = v.filter(|v| !(0.0..=1.0).contains(v)) {
+                bail!(usage(format!("--{flag} {v} is out of range; use 0 to 1")));
+            }
+        }
+        let detector_size = match &run.detector_size {
+            Some(v) => Some(
+                parse_size(v)
+                    .map(|(w, h)| [h as i64, w as i64])
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "--detector-size {v}: use WIDTHxHEIGHT in multiples of the detector's stride, e.g. 640x384"
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
         if run.max_frames == Some(0) {
             bail!(usage("--max-frames must be at least 1"));
         }
@@ -270,6 +290,11 @@ impl Config {
             encoder: choice("encoder", &run.encoder)?,
             progress: choice("progress", &run.progress)?,
             method,
+            boxes: run.boxes,
+            score_threshold: run.score_threshold,
+            nms_iou: run.nms_iou,
+            detector_size,
+            box_maps: choice("box-maps", &run.box_maps)?,
             colormap,
             top_k: run.top_k,
             show_rank: run.show_rank,
@@ -312,6 +337,17 @@ fn system_host_name() -> Option<String> {
     let r = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
     let end = buf.iter().position(|&b| b == 0)?;
     (r == 0).then(|| String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+/// `--method`'s value: None for `auto` (the model's kind decides), else the method named.
+pub fn method_choice(v: &str) -> Result<Option<Method>, String> {
+    if v == "auto" {
+        return Ok(None);
+    }
+    Method::parse(v).map(Some).ok_or_else(|| {
+        let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
+        format!("unknown --method `{v}`; use auto, {}", names.join(", "))
+    })
 }
 
 /// A named value of `--flag`, or its one-line usage error.

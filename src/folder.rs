@@ -47,7 +47,6 @@ pub struct Job<'a> {
     pub metadata: Option<&'a Path>,
     pub upright: bool,
     pub look: Look,
-    pub method: &'static str,
 }
 
 pub fn run(job: Job, settings: engine::Settings, batch: usize) -> Result<()> {
@@ -98,7 +97,7 @@ pub fn run(job: Job, settings: engine::Settings, batch: usize) -> Result<()> {
                 .ok_or_else(|| anyhow!("image {} came back out of order", e.frame.index))?;
             let path = &files[e.frame.index as usize];
             if let Some(m) = &mut lines {
-                m.line(&line_for(&e, path, &info, job.method)?)?;
+                m.line(&line_for(&e, path, &info)?)?;
             }
             write(
                 &mut renderer,
@@ -196,9 +195,9 @@ impl Reader {
 }
 
 /// The image's metadata line, naming its file.
-fn line_for(e: &Explained, path: &Path, info: &ModelInfo, method: &str) -> Result<String> {
+fn line_for(e: &Explained, path: &Path, info: &ModelInfo) -> Result<String> {
     let loc = localize::locate(&e.cam, e.frame.width, e.frame.height);
-    let line = metadata::line(e, "folder", &info.classes, method, &loc);
+    let line = metadata::line(e, "folder", &info.classes, info.method.name(), &loc);
     let mut v: serde_json::Value = serde_json::from_str(&line)?;
     v["file"] = serde_json::Value::String(path.display().to_string());
     Ok(v.to_string())

@@ -91,6 +91,25 @@ pub struct Explained {
     pub top: Vec<ClassScore>,
     /// With --top-k K > 1: each of the K most likely classes with its own map, best first.
     pub ranked: Vec<(ClassScore, CamMap)>,
+    /// A detector's boxes, best first, each with its own map (None: a classifier's frame).
+    /// `cam` is then the most any box's map reaches at each cell, and `target` the best box.
+    pub boxes: Option<Vec<Detection>>,
+}
+
+/// One box a detector found, explained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    /// Its track: the same id on the same object from frame to frame (0 before tracking).
+    pub track: u64,
+    pub class: i64,
+    /// Its probability (the score after the model's activation).
+    pub score: f32,
+    /// x1, y1, x2, y2 in frame pixels, inside the frame.
+    pub bbox: [f32; 4],
+    /// The pyramid level it came from (0 for a one-level detector).
+    pub level: usize,
+    /// Its own map over the whole frame, at the explained level's resolution, in [0, 1].
+    pub cam: CamMap,
 }
 
 /// One encoded H.264 access unit (Annex-B, parameter sets on key frames), as a live encoder

@@ -29,6 +29,18 @@ pub struct Located {
     pub bbox: Option<Box>,
 }
 
+/// The centre of the map's highest cell, in frame pixels.
+pub fn locate_peak(cam: &CamMap, width: u32, height: u32) -> (u32, u32) {
+    let at = (0..cam.data.len()).fold(0, |a, i| if cam.data[i] > cam.data[a] { i } else { a });
+    let centre = |cell: usize, cells: usize, limit: u32| {
+        (((2 * cell + 1) as u64 * limit as u64 / (2 * cells) as u64) as u32).min(limit - 1)
+    };
+    (
+        centre(at % cam.w, cam.w, width),
+        centre(at / cam.w, cam.h, height),
+    )
+}
+
 pub fn locate(cam: &CamMap, width: u32, height: u32) -> Located {
     let scale = (width.max(height) as usize).div_ceil(GRID).max(1);
     let (gw, gh) = (
@@ -39,14 +51,7 @@ pub fn locate(cam: &CamMap, width: u32, height: u32) -> Located {
     let (best, min) = grid
         .iter()
         .fold((f32::MIN, f32::MAX), |(hi, lo), &v| (hi.max(v), lo.min(v)));
-    let at = (0..cam.data.len()).fold(0, |a, i| if cam.data[i] > cam.data[a] { i } else { a });
-    let centre = |cell: usize, cells: usize, limit: u32| {
-        (((2 * cell + 1) as u64 * limit as u64 / (2 * cells) as u64) as u32).min(limit - 1)
-    };
-    let peak = (
-        centre(at % cam.w, cam.w, width),
-        centre(at / cam.w, cam.h, height),
-    );
+    let peak = locate_peak(cam, width, height);
     let to_frame = |g: usize, limit: u32| ((g * scale) as u32).min(limit);
     if best - min <= 1e-6 {
         return Located { peak, bbox: None };

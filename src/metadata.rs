@@ -46,6 +46,21 @@ struct BoxJson {
     y1: u32,
 }
 
+/// A detector's box: its track, class, probability, box and where its own map points.
+#[derive(Serialize)]
+struct DetectionJson<'a> {
+    id: u64,
+    class: i64,
+    label: &'a str,
+    score: f32,
+    #[serde(rename = "box")]
+    bbox: [f32; 4],
+    peak: PeakJson,
+    inside: f32,
+    level: usize,
+    cam: CamJson<'a>,
+}
+
 #[derive(Serialize)]
 struct Line<'a> {
     /// The stream's name (`0` for a single input unless it is named).
@@ -61,6 +76,9 @@ struct Line<'a> {
     peak: PeakJson,
     #[serde(rename = "box")]
     bbox: Option<BoxJson>,
+    /// A detector's boxes, best first (absent for a classifier).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    boxes: Option<Vec<DetectionJson<'a>>>,
 }
 
 /// One JSON object (no newline) for an explained frame.
@@ -115,6 +133,29 @@ pub fn line(
             x1: b.x1,
             y1: b.y1,
         }),
+        boxes: e.boxes.as_ref().map(|boxes| {
+            let (w, h) = (e.frame.width, e.frame.height);
+            boxes
+                .iter()
+                .map(|d| {
+                    let peak = crate::localize::locate_peak(&d.cam, w, h);
+                    DetectionJson {
+                        id: d.track,
+                        class: d.class,
+                        label: name(d.class),
+                        score: d.score,
+                        bbox: d.bbox.map(|v| (v * 10.0).round() / 10.0),
+                        peak: PeakJson {
+                            x: peak.0,
+                            y: peak.1,
+                        },
+                        inside: crate::detections::inside_share(d, w as usize, h as usize),
+                        level: d.level,
+                        cam: CamJson::of(&d.cam),
+                    }
+                })
+                .collect()
+        }),
     };
     serde_json::to_string(&l).expect("metadata serializes")
 }
@@ -145,6 +186,7 @@ mod tests {
                 prob: 0.5,
             }],
             ranked: vec![],
+            boxes: None,
         };
         let loc = crate::localize::Located {
             peak: (0, 0),

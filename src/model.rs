@@ -34,6 +34,70 @@ pub struct Sidecar {
     /// channels-last, permuted …`); absent in sidecars older than the transformers.
     #[serde(default)]
     pub layer_output: Option<String>,
+    /// A classifier (the default) or a detector (see `scripts/detectors.py` for its contract).
+    #[serde(default)]
+    pub kind: ModelKind,
+    /// A detector's: how many of `features`' tensors are levels to explain (the rest are
+    /// carried to the head), and their names.
+    #[serde(default = "one")]
+    pub levels: usize,
+    #[serde(default)]
+    pub level_names: Vec<String>,
+    /// A detector's: what turns a candidate's score into its probability.
+    #[serde(default)]
+    pub score_activation: Activation,
+    /// A detector's: the input size must be a multiple of this (0: `input_size` is the only one).
+    #[serde(default)]
+    pub stride: i64,
+    /// A detector's defaults for `--score-threshold` and `--nms-iou` (its own decoding's).
+    #[serde(default)]
+    pub score_threshold: Option<f32>,
+    #[serde(default)]
+    pub nms_iou: Option<f32>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// What a model's outputs are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    #[default]
+    Classifier,
+    Detector,
+}
+
+/// A detector candidate's score → probability.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    #[default]
+    Sigmoid,
+    /// The score is a log-probability (a softmax's, taken in the graph).
+    Exp,
+}
+
+impl Activation {
+    pub fn apply(self, t: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Activation::Sigmoid => t.f_sigmoid()?,
+            Activation::Exp => t.f_exp()?,
+        })
+    }
+}
+
+/// A detector's candidates for a batch: what `head` gives.
+pub struct Candidates {
+    /// [B, K, 4] x1, y1, x2, y2 in input pixels.
+    pub boxes: Tensor,
+    /// [B, K] before the activation: what each box's gradient is taken of.
+    pub scores: Tensor,
+    /// [B, K] class ids (any numeric kind).
+    pub classes: Tensor,
+    /// [B, K] the level each came from; None for a one-level detector.
+    pub levels: Option<Tensor>,
 }
 
 /// A model's input channel order: PyTorch models take RGB; Keras's caffe-style models (VGG,
@@ -53,6 +117,12 @@ pub struct Acts {
     /// Tensors computed before the target layer and used after it (a transformer's residual
     /// stream and class token, a skip connection's input), given back to `head` as they are.
     /// Gradients never flow into them: Grad-CAM's gradient is the one through the layer's output.
+    pub carry: Vec<Tensor>,
+}
+
+/// A detector's levels to explain and what its head takes besides.
+pub struct Levels {
+    pub levels: Vec<Tensor>,
     pub carry: Vec<Tensor>,
 }
 
@@ -149,6 +219,12 @@ impl Sidecar {
                 side.display()
             )
         })?;
+        if info.kind == ModelKind::Detector && info.levels == 0 {
+            bail!(
+                "model sidecar {} says the detector explains 0 levels; re-export the model",
+                side.display()
+            );
+        }
         if info.classes.len() as i64 != info.num_classes {
             bail!(
                 "model sidecar {} lists {} class names for {} classes; re-export the model",
@@ -167,6 +243,37 @@ impl Sidecar {
         self.layer_output
             .as_deref()
             .is_none_or(|l| l.ends_with("as it is"))
+    }
+
+    pub fn is_detector(&self) -> bool {
+        self.kind == ModelKind::Detector
+    }
+
+    /// A detector's input size [h, w] for `--detector-size` (None: the sidecar's): a multiple
+    /// of the model's stride, or the one size a fixed-size model takes.
+    pub fn detector_size(&self, asked: Option<[i64; 2]>) -> Result<[i64; 2]> {
+        let Some([h, w]) = asked else {
+            return Ok(self.input_size);
+        };
+        let [dh, dw] = self.input_size;
+        let usage = |m: String| -> Result<[i64; 2]> { Err(crate::config::UsageError(m).into()) };
+        if self.stride == 0 && [h, w] != self.input_size {
+            return usage(format!(
+                "--detector-size {w}x{h}: model {} takes {dw}x{dh} only (its anchors are made for that size); leave --detector-size out",
+                self.name
+            ));
+        }
+        let s = self.stride.max(1);
+        if h % s != 0 || w % s != 0 || h < s || w < s {
+            let round = |v: i64| ((v + s / 2) / s).max(1) * s;
+            return usage(format!(
+                "--detector-size {w}x{h}: model {} needs multiples of {s}; use {}x{}",
+                self.name,
+                round(w),
+                round(h)
+            ));
+        }
+        Ok([h, w])
     }
 }
 
@@ -213,6 +320,9 @@ impl Model {
 
     /// Run both methods once on a blank input: proves the interface and warms libtorch up.
     fn check(&self) -> Result<()> {
+        if self.info.is_detector() {
+            return self.check_detector();
+        }
         let [h, w] = self.info.input_size;
         let x = Tensor::zeros([1, 3, h, w], (Kind::Float, self.device));
         let acts = tch::no_grad(|| self.features(&x))?;
@@ -258,6 +368,45 @@ impl Model {
         Ok(())
     }
 
+    /// A detector's interface, on a blank input at its input size: the levels it says, and a
+    /// head that gives candidates (checked in `candidates`) whose scores take a gradient.
+    fn check_detector(&self) -> Result<()> {
+        let [h, w] = self.info.input_size;
+        let x = Tensor::zeros([1, 3, h, w], (Kind::Float, self.device));
+        let parts = tch::no_grad(|| self.levels(&x))?;
+        if parts.carry.len() != self.info.carry {
+            bail!(
+                "model {}: `features` gives {} levels and {} more tensors, the sidecar says {} more; re-export the model",
+                self.path.display(),
+                parts.levels.len(),
+                parts.carry.len(),
+                self.info.carry
+            );
+        }
+        for (i, l) in parts.levels.iter().enumerate() {
+            if l.dim() != 4 {
+                bail!(
+                    "model {}: level {i} of `features` is {:?}, not [B, C, h, w]; re-export the model",
+                    self.path.display(),
+                    l.size()
+                );
+            }
+        }
+        let leaves: Vec<Tensor> = parts
+            .levels
+            .iter()
+            .map(|l| l.detach().set_requires_grad(true))
+            .collect();
+        let c = self.candidates(&leaves, &parts.carry)?;
+        if !c.scores.requires_grad() {
+            bail!(
+                "model {}: the detector's scores do not depend on its levels (no gradient reaches them); re-export the model",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
     /// `method`(x, *carry), as TorchScript answers.
     fn invoke(&self, method: &str, x: &Tensor, carry: &[Tensor]) -> Result<IValue, tch::TchError> {
         let mut inputs = vec![IValue::Tensor(x.shallow_clone())];
@@ -266,26 +415,28 @@ impl Model {
     }
 
     fn call(&self, method: &str, x: &Tensor, carry: &[Tensor]) -> Result<IValue> {
-        self.invoke(method, x, carry).map_err(|e| {
-            let msg = first_line(&e);
-            if msg.contains(&format!("'{method}'")) || msg.contains("not defined") {
-                anyhow!(
-                    "model {} has no `{method}` method; gradcam-stream needs a split model with `features` and `head`: export it with scripts/export_model.py",
-                    self.path.display()
-                )
-            } else {
-                anyhow!(
-                    "model {}: `{method}` failed: {}",
-                    self.path.display(),
-                    one_line(e)
-                )
-            }
-        })
+        self.invoke(method, x, carry)
+            .map_err(|e| self.method_error(method, e))
     }
 
-    /// Target-layer activations: [B, 3, H, W] → the map [B, C, h, w] and the tensors carried
-    /// past the layer.
-    pub fn features(&self, x: &Tensor) -> Result<Acts> {
+    fn method_error(&self, method: &str, e: tch::TchError) -> anyhow::Error {
+        let msg = first_line(&e);
+        if msg.contains(&format!("'{method}'")) || msg.contains("not defined") {
+            anyhow!(
+                "model {} has no `{method}` method; gradcam-stream needs a split model with `features` and `head`: export it with scripts/export_model.py",
+                self.path.display()
+            )
+        } else {
+            anyhow!(
+                "model {}: `{method}` failed: {}",
+                self.path.display(),
+                one_line(e)
+            )
+        }
+    }
+
+    /// What `features` gives, each tensor in its order.
+    fn parts(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         let bad = |what: String| {
             anyhow!(
                 "model {}: `features` gives {what}, not a tensor or a tuple of tensors; re-export the model with scripts/export_model.py",
@@ -293,20 +444,110 @@ impl Model {
             )
         };
         match self.call("features", x, &[])? {
-            IValue::Tensor(map) => Ok(Acts { map, carry: vec![] }),
-            IValue::Tuple(parts) if !parts.is_empty() => {
-                let mut tensors = parts.into_iter().map(|p| match p {
+            IValue::Tensor(map) => Ok(vec![map]),
+            IValue::Tuple(parts) if !parts.is_empty() => parts
+                .into_iter()
+                .map(|p| match p {
                     IValue::Tensor(t) => Ok(t),
                     other => Err(bad(format!("a tuple holding {}", ivalue_kind(&other)))),
-                });
-                let map = tensors.next().expect("a non-empty tuple")?;
-                Ok(Acts {
-                    map,
-                    carry: tensors.collect::<Result<_>>()?,
                 })
-            }
+                .collect(),
             other => Err(bad(ivalue_kind(&other))),
         }
+    }
+
+    /// Target-layer activations: [B, 3, H, W] → the map [B, C, h, w] and the tensors carried
+    /// past the layer.
+    pub fn features(&self, x: &Tensor) -> Result<Acts> {
+        let mut parts = self.parts(x)?.into_iter();
+        let map = parts.next().expect("parts gives at least one tensor");
+        Ok(Acts {
+            map,
+            carry: parts.collect(),
+        })
+    }
+
+    /// A detector's levels to explain ([B, C_l, h_l, w_l] each) and the tensors carried to its
+    /// head: [B, 3, H, W] → `Levels`.
+    pub fn levels(&self, x: &Tensor) -> Result<Levels> {
+        let mut parts = self.parts(x)?;
+        let n = self.info.levels;
+        if parts.len() < n {
+            bail!(
+                "model {}: `features` gives {} tensors, the sidecar says {n} levels; re-export the model",
+                self.path.display(),
+                parts.len()
+            );
+        }
+        let carry = parts.split_off(n);
+        Ok(Levels {
+            levels: parts,
+            carry,
+        })
+    }
+
+    /// A detector's candidates from its levels (and carried tensors).
+    pub fn candidates(&self, levels: &[Tensor], carry: &[Tensor]) -> Result<Candidates> {
+        let inputs: Vec<IValue> = levels
+            .iter()
+            .chain(carry)
+            .map(|t| IValue::Tensor(t.shallow_clone()))
+            .collect();
+        let out = self
+            .module
+            .method_is("head", &inputs)
+            .map_err(|e| self.method_error("head", e))?;
+        let broken = |what: String| {
+            anyhow!(
+                "model {}: the detector's `head` gives {what}; it must give (boxes [B,K,4], scores [B,K], classes [B,K]{}); re-export the model with scripts/export_model.py --detector",
+                self.path.display(),
+                if self.info.levels > 1 { ", levels [B,K]" } else { "" }
+            )
+        };
+        let IValue::Tuple(parts) = out else {
+            return Err(broken(ivalue_kind(&out)));
+        };
+        let want = if self.info.levels > 1 { 4 } else { 3 };
+        if parts.len() != want && parts.len() != 4 {
+            return Err(broken(format!("a tuple of {}", parts.len())));
+        }
+        let mut t = Vec::with_capacity(4);
+        for p in parts {
+            match p {
+                IValue::Tensor(x) => t.push(x),
+                other => return Err(broken(format!("a tuple holding {}", ivalue_kind(&other)))),
+            }
+        }
+        let (b, k) = match t[1].size().as_slice() {
+            &[b, k] => (b, k),
+            other => return Err(broken(format!("scores {other:?}"))),
+        };
+        if t[0].size() != [b, k, 4] {
+            return Err(broken(format!(
+                "boxes {:?} beside scores [{b}, {k}]",
+                t[0].size()
+            )));
+        }
+        for (i, name) in [(2, "classes"), (3, "levels")] {
+            if let Some(x) = t.get(i) {
+                if x.size() != [b, k] {
+                    return Err(broken(format!(
+                        "{name} {:?} beside scores [{b}, {k}]",
+                        x.size()
+                    )));
+                }
+            }
+        }
+        let levels = (t.len() == 4 && self.info.levels > 1).then(|| t.remove(3));
+        let classes = t.remove(2);
+        let scores = t.remove(1);
+        let boxes = t.remove(0);
+        Ok(Candidates {
+            boxes,
+            scores,
+            classes,
+            levels,
+        })
     }
 
     /// Logits from activations: [B, C, h, w] (and the carried tensors) → [B, K].

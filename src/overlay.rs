@@ -110,6 +110,62 @@ pub fn blend(
     }
 }
 
+/// `cam` upsampled (as `upsample` does, onto a `width` x `height` frame) over the frame's
+/// rectangle x0..x1, y0..y1 only: row-major, (x1 - x0) · (y1 - y0) values.
+pub fn upsample_region(
+    cam: &CamMap,
+    width: usize,
+    height: usize,
+    (x0, y0, x1, y1): (usize, usize, usize, usize),
+) -> Vec<f32> {
+    let xs = &axis_taps(cam.w, width)[x0..x1];
+    let ys = &axis_taps(cam.h, height)[y0..y1];
+    let mut out = Vec::with_capacity(xs.len() * ys.len());
+    for &(r0, fy) in ys {
+        let r1 = (r0 + 1).min(cam.h - 1);
+        let (a, b) = (
+            &cam.data[r0 * cam.w..][..cam.w],
+            &cam.data[r1 * cam.w..][..cam.w],
+        );
+        // Vertical first, then across, as `upsample` does: the same values to the bit.
+        let at = |c: usize| a[c] + (b[c] - a[c]) * fy;
+        for &(c0, fx) in xs {
+            let c1 = (c0 + 1).min(cam.w - 1);
+            let (l, r) = (at(c0), at(c1));
+            out.push(l + (r - l) * fx);
+        }
+    }
+    out
+}
+
+/// Blend the colormap of per-pixel map values (`values`, one per pixel, row-major; a negative
+/// value leaves its pixel as it is) over an RGBx frame in place, as `blend` does.
+pub fn blend_values(
+    pixels: &mut [u8],
+    values: &[f32],
+    alpha: f32,
+    threshold: f32,
+    lut: &[[u8; 3]; 256],
+) {
+    assert_eq!(pixels.len(), values.len() * 4, "one value a pixel");
+    let a = (alpha.clamp(0.0, 1.0) * 256.0).round() as u32;
+    let below = (threshold.clamp(0.0, 1.0) * 255.0).round() as u8;
+    let keep = 256 - a;
+    for (px, &v) in pixels.chunks_exact_mut(4).zip(values) {
+        if v < 0.0 {
+            continue;
+        }
+        let i = (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
+        if i < below {
+            continue;
+        }
+        let c = &lut[i as usize];
+        for k in 0..3 {
+            px[k] = ((px[k] as u32 * keep + c[k] as u32 * a + 128) >> 8) as u8;
+        }
+    }
+}
+
 /// Draw the outline of a box (x1, y1 exclusive) on an RGBx frame, `thickness` pixels wide.
 pub fn rectangle(
     pixels: &mut [u8],
@@ -198,6 +254,42 @@ mod tests {
         assert_eq!(px, vec![7, 8, 9, 0]);
         blend(&mut px, 1, 1, &one, 1.0, 0.0, &lut);
         assert_eq!(px, vec![128, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_region_is_the_same_part_of_the_whole_upsampled_map() {
+        let cam = CamMap {
+            h: 2,
+            w: 3,
+            data: vec![0.0, 0.5, 1.0, 1.0, 0.25, 0.0],
+        };
+        let (w, h) = (9, 6);
+        let whole = upsample(&cam, w, h);
+        let part = upsample_region(&cam, w, h, (2, 1, 7, 5));
+        let want: Vec<f32> = (1..5)
+            .flat_map(|y| (2..7).map(move |x| (x, y)))
+            .map(|(x, y)| whole[y * w + x])
+            .collect();
+        assert_eq!(part, want);
+    }
+
+    #[test]
+    fn value_blend_skips_negative_values_and_matches_the_map_blend() {
+        let lut = crate::colormap::Colormap::Jet.lut();
+        let cam = CamMap {
+            h: 1,
+            w: 2,
+            data: vec![0.2, 0.9],
+        };
+        let (w, h) = (4, 2);
+        let mut by_map = vec![90u8; w * h * 4];
+        blend(&mut by_map, w, h, &cam, 0.5, 0.0, &lut);
+        let mut by_values = vec![90u8; w * h * 4];
+        blend_values(&mut by_values, &upsample(&cam, w, h), 0.5, 0.0, &lut);
+        assert_eq!(by_map, by_values);
+        let mut skipped = vec![90u8; 4];
+        blend_values(&mut skipped, &[-1.0], 0.5, 0.0, &lut);
+        assert_eq!(skipped, vec![90u8; 4]);
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub struct Look {
     pub alpha: f32,
     pub threshold: f32,
     pub lut: [[u8; 3]; 256],
-    pub method: &'static str,
+    /// A detector's: where each box's map is drawn.
+    pub box_maps: crate::settings::named::BoxMaps,
     pub draw_box: bool,
     pub label: bool,
 }
@@ -33,10 +34,14 @@ pub struct Drawn {
     /// The most likely classes, best first.
     pub top: Vec<ClassScore>,
     pub located: Located,
+    /// A detector's boxes (empty for a classifier).
+    pub boxes: Vec<crate::frame::Detection>,
 }
 
 struct Drawer {
     look: Look,
+    /// The method the maps were made with, for the metadata.
+    method: &'static str,
     classes: Vec<String>,
     /// Each stream's name (metadata), and whether it wants metadata lines.
     names: Vec<String>,
@@ -54,9 +59,12 @@ impl Drawer {
         let s = e.frame.stream;
         let line = self.lines.get(s).copied().unwrap_or(false).then(|| {
             let name = self.names.get(s).map(String::as_str).unwrap_or("");
-            metadata::line(&e, name, &self.classes, look.method, &loc)
+            metadata::line(&e, name, &self.classes, self.method, &loc)
         });
         let draws = self.draws.get(s).copied().unwrap_or(true);
+        if e.boxes.is_some() {
+            return (self.draw_boxes(e, loc, draws), line);
+        }
         let lines = if look.label && draws {
             self.label_lines(&e)
         } else {
@@ -100,8 +108,38 @@ impl Drawer {
             target: e.target,
             top,
             located: loc,
+            boxes: Vec::new(),
         };
         (drawn, line)
+    }
+
+    /// A detector's frame: each box with its own map, outline and label.
+    fn draw_boxes(&self, e: Explained, located: Located, draws: bool) -> Drawn {
+        let mut frame = e.frame;
+        let boxes = e.boxes.unwrap_or_default();
+        if draws {
+            let look = &self.look;
+            let style = crate::detections::Style {
+                maps: look.box_maps,
+                alpha: look.alpha,
+                threshold: look.threshold,
+                lut: &look.lut,
+                label: look.label,
+                heatmaps: !e.blended,
+            };
+            let (w, h) = (frame.width as usize, frame.height as usize);
+            crate::detections::draw(&mut frame.pixels, w, h, &boxes, &style, |c| {
+                self.class_name(c)
+            });
+        }
+        Drawn {
+            frame,
+            cam: e.cam,
+            target: e.target,
+            top: e.top,
+            located,
+            boxes,
+        }
     }
 
     /// The name of class `id` in the model's list ("class N" past its end).
@@ -150,6 +188,7 @@ impl Renderer {
         Ok(Renderer {
             drawer: Drawer {
                 look,
+                method: info.method.name(),
                 classes: info.classes.clone(),
                 names: streams.iter().map(|(n, _)| n.to_string()).collect(),
                 lines: metadata.iter().map(Option::is_some).collect(),
@@ -219,6 +258,8 @@ mod tests {
             name: "m".into(),
             device: "cpu".into(),
             classes: vec!["cat".into()],
+            method: crate::cam::Method::GradCam,
+            detector: false,
             input_size: [4, 4],
             feature_shape: [1, 2, 2],
         };
@@ -226,7 +267,7 @@ mod tests {
             alpha: 0.5,
             threshold: 0.0,
             lut: crate::colormap::Colormap::Jet.lut(),
-            method: "gradcam",
+            box_maps: crate::settings::named::BoxMaps::Inside,
             draw_box: true,
             label: true,
         };
@@ -250,6 +291,7 @@ mod tests {
                 target,
                 top: vec![target],
                 ranked: vec![],
+                boxes: None,
             }
         };
         let before = explained(0).frame.pixels;

@@ -214,9 +214,36 @@ declare! {
         #[arg(long = "no-label", num_args = 0, default_missing_value = "false")]
         label: bool = true;
 
-        /// CAM method: gradcam, gradcam++, xgradcam, layercam, hirescam, eigencam (gradient-free)
+        /// CAM method: auto (gradcam for a classifier, odam for a detector), gradcam, gradcam++,
+        /// xgradcam, layercam, hirescam, odam (gradient x activation, per box), eigencam
+        /// (gradient-free)
         #[arg(long, value_name = "NAME")]
-        method: String = "gradcam".into();
+        method: String = "auto".into();
+
+        /// A detector: the most boxes explained per frame (the best by score)
+        #[arg(long, value_name = "N")]
+        boxes: usize = 10, range 1..=100, "1 to 100";
+
+        /// A detector: the least probability of a box, 0 to 1 [default: the model's own
+        /// (its sidecar's; CenterFace 0.2)]
+        #[arg(long, value_name = "P")]
+        score_threshold: f32;
+
+        /// A detector: boxes of one class overlapping a better one by more than this IoU are
+        /// dropped (non-maximum suppression), 0 to 1 [default: the model's own; CenterFace 0.3]
+        #[arg(long, value_name = "IOU")]
+        nms_iou: f32;
+
+        /// A detector: the size frames are resized to for the model, WxH, multiples of its
+        /// stride [default: the sidecar's; CenterFace 320x192: a larger size finds smaller
+        /// faces and costs more]
+        #[arg(long, value_name = "WxH")]
+        detector_size: String;
+
+        /// A detector: where each box's map is drawn: inside (within its box) or full (the whole
+        /// frame, to see where outside the box it looked)
+        #[arg(long, value_name = "inside|full")]
+        box_maps: String = "inside".into();
 
         /// Opacity of the heatmap over the frame, 0 to 1
         #[arg(long, value_name = "A")]

@@ -10,6 +10,7 @@
 //! | xgradcam  | Σ_k (Σ_ij G_k A_k / (Σ_ij A_k + 1e-7)) A_k                                |
 //! | layercam  | Σ_k relu(G_k) ⊙ A_k                                                       |
 //! | hirescam  | Σ_k G_k ⊙ A_k                                                             |
+//! | odam      | Σ_k G_k ⊙ A_k: ODAM's (Zhao & Chan, ICLR 2023) for a detector's box, as hirescam |
 //! | eigencam  | the projection of the centred activations on their first principal component |
 //!
 //! A principal component's sign is arbitrary, and LAPACK builds pick it differently (numpy's and
@@ -40,16 +41,20 @@ pub enum Method {
     XGradCam,
     LayerCam,
     HiResCam,
+    /// Gradient × activation, not pooled: the detectors' default (one map per box); on a
+    /// classifier the same map as HiResCAM.
+    Odam,
     EigenCam,
 }
 
 impl Method {
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 7] = [
         Method::GradCam,
         Method::GradCamPlusPlus,
         Method::XGradCam,
         Method::LayerCam,
         Method::HiResCam,
+        Method::Odam,
         Method::EigenCam,
     ];
 
@@ -61,6 +66,7 @@ impl Method {
             Method::XGradCam => "xgradcam",
             Method::LayerCam => "layercam",
             Method::HiResCam => "hirescam",
+            Method::Odam => "odam",
             Method::EigenCam => "eigencam",
         }
     }
@@ -99,31 +105,36 @@ pub fn compute(
     target: Target,
 ) -> Result<CamBatch> {
     let (logits, targets, grads) = targets_and_grads(acts, head, target, method.uses_gradients())?;
-    let a = acts.detach();
-    let cam = match (method, grads) {
-        (Method::EigenCam, _) => first_component(&a),
-        (Method::GradCam, Some(g)) => {
-            channel_sum(&(g.mean_dim(SPATIAL.as_slice(), true, Kind::Float) * &a))
-        }
-        (Method::GradCamPlusPlus, Some(g)) => {
-            let g2 = g.square();
-            let g3 = &g2 * &g;
-            let alpha = &g2 / (&g2 * 2.0 + spatial_sum(&a) * g3 + 1e-6);
-            let alpha = alpha.where_self(&g.ne(0.0), &alpha.zeros_like());
-            channel_sum(&(spatial_sum(&(g.relu() * alpha)) * &a))
-        }
-        (Method::XGradCam, Some(g)) => {
-            let w = spatial_sum(&(&g * &a / (spatial_sum(&a) + 1e-7)));
-            channel_sum(&(w * &a))
-        }
-        (Method::LayerCam, Some(g)) => channel_sum(&(g.relu() * &a)),
-        (Method::HiResCam, Some(g)) => channel_sum(&(g * &a)),
-        (m, None) => anyhow::bail!("{} needs gradients", m.name()),
-    };
+    let cam = combine(method, &acts.detach(), grads.as_ref())?;
     Ok(CamBatch {
         maps: normalize(&cam.relu()),
         logits,
         targets,
+    })
+}
+
+/// `method`'s map before its ReLU and normalization, from activations `a` [B, C, h, w] and
+/// (all but EigenCAM) the gradient `g` of the explained scores with respect to them: [B, h, w].
+pub fn combine(method: Method, a: &Tensor, g: Option<&Tensor>) -> Result<Tensor> {
+    Ok(match (method, g) {
+        (Method::EigenCam, _) => first_component(a),
+        (Method::GradCam, Some(g)) => {
+            channel_sum(&(g.mean_dim(SPATIAL.as_slice(), true, Kind::Float) * a))
+        }
+        (Method::GradCamPlusPlus, Some(g)) => {
+            let g2 = g.square();
+            let g3 = &g2 * g;
+            let alpha = &g2 / (&g2 * 2.0 + spatial_sum(a) * g3 + 1e-6);
+            let alpha = alpha.where_self(&g.ne(0.0), &alpha.zeros_like());
+            channel_sum(&(spatial_sum(&(g.relu() * alpha)) * a))
+        }
+        (Method::XGradCam, Some(g)) => {
+            let w = spatial_sum(&(g * a / (spatial_sum(a) + 1e-7)));
+            channel_sum(&(w * a))
+        }
+        (Method::LayerCam, Some(g)) => channel_sum(&(g.relu() * a)),
+        (Method::HiResCam | Method::Odam, Some(g)) => channel_sum(&(g * a)),
+        (m, None) => anyhow::bail!("{} needs gradients", m.name()),
     })
 }
 

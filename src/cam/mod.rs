@@ -6,4 +6,4 @@ pub mod gradcam;
 pub mod methods;
 
 pub use gradcam::{gradcam, normalize, CamBatch};
-pub use methods::{compute, Method, Target};
+pub use methods::{combine, compute, Method, Target};

@@ -10,6 +10,7 @@
 //! frames are converted back. CPU and CUDA kernels take different dtypes (antialiased uint8
 //! resizing exists on the CPU only), and a test on the CPU cannot see such a gap.
 
+mod boxes;
 pub mod cpu_autocast;
 mod cuda;
 pub mod overlay;
@@ -29,6 +30,7 @@ use crate::config::{ClassSpec, DeviceChoice, Layout as Memory, Named, Precision,
 use crate::frame::{CamMap, ClassScore, Explained, Frame};
 use crate::model::{self, Acts, Model};
 
+pub use boxes::{BoxSettings, PRE_NMS};
 pub use cuda::memory_in_use as device_memory_in_use;
 
 /// How many of the most likely classes each result carries.
@@ -53,7 +55,15 @@ pub struct Settings {
     pub batch_size: usize,
     pub max_wait: Duration,
     pub class: Option<ClassSpec>,
-    pub method: cam::Method,
+    /// None: the model's kind decides (Grad-CAM for a classifier, ODAM for a detector).
+    pub method: Option<cam::Method>,
+    /// A detector's: the most boxes explained per frame, and the score threshold and NMS IoU
+    /// (None: the model's own defaults from its sidecar).
+    pub boxes: usize,
+    pub score_threshold: Option<f32>,
+    pub nms_iou: Option<f32>,
+    /// A detector's input size [h, w] (None: the sidecar's).
+    pub detector_size: Option<[i64; 2]>,
     /// Explain the K most likely classes of each frame (1: the top-1 only).
     pub top_k: usize,
     /// Which of them the video shows (1-based).
@@ -180,7 +190,12 @@ impl Settings {
             batch_size: run.batch_size,
             max_wait: Duration::from_millis(run.max_wait_ms),
             class: None,
-            method: cam::Method::parse(&run.method).expect("the declared default method"),
+            method: crate::config::method_choice(&run.method)
+                .unwrap_or_else(|_| declared("method", &run.method)),
+            boxes: run.boxes,
+            score_threshold: run.score_threshold,
+            nms_iou: run.nms_iou,
+            detector_size: None,
             top_k: run.top_k,
             show_rank: run.show_rank,
             smooth: stream.smooth,
@@ -199,6 +214,9 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
     pub name: String,
+    /// The method the maps are made with (`auto` resolved against the model's kind).
+    pub method: cam::Method,
+    pub detector: bool,
     pub device: String,
     pub classes: Vec<String>,
     pub input_size: [i64; 2],
@@ -236,6 +254,8 @@ impl Staging {
 
 /// A batch whose work is queued on the device: `Engine::finish` turns it into results.
 pub struct Pending {
+    /// A detector's batch, explained whole at submission (its selection needs the host).
+    boxed: Option<Vec<Explained>>,
     frames: Vec<Frame>,
     /// [B, N] float on the host: each frame's map, target, scores (see `Layout`).
     table: Tensor,
@@ -255,11 +275,11 @@ impl Pending {
     }
 
     pub fn len(&self) -> usize {
-        self.frames.len()
+        self.boxed.as_ref().map_or(self.frames.len(), Vec::len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.len() == 0
     }
 }
 
@@ -306,6 +326,10 @@ pub struct Engine {
     /// the default `--threads 0`).
     governor: Option<threads::Governor>,
     copies: Copies,
+    /// A detector's selection rules (None: a classifier).
+    boxes: Option<BoxSettings>,
+    /// Each stream's tracks (a detector's), made at its first frame.
+    trackers: HashMap<usize, crate::track::Tracker>,
 }
 
 /// The id of the class called `name` (case-insensitive); an unknown name lists close ones.
@@ -499,7 +523,28 @@ impl Engine {
     pub fn new(s: &Settings) -> Result<Engine> {
         let device = model::resolve_device(s.device)?;
         let mut precision = resolve_precision(s.precision, device)?;
-        let info = Model::sidecar(&s.model)?;
+        let mut info = Model::sidecar(&s.model)?;
+        if info.is_detector() {
+            info.input_size = info.detector_size(s.detector_size)?;
+            if s.top_k > 1 {
+                return Err(UsageError(format!(
+                    "--top-k is for classifiers; model {} is a detector: every box is explained (up to --boxes, now {})",
+                    info.name, s.boxes
+                ))
+                .into());
+            }
+        } else if s.detector_size.is_some() {
+            return Err(UsageError(format!(
+                "--detector-size is for detectors; model {} is a classifier (its input is {}x{})",
+                info.name, info.input_size[1], info.input_size[0]
+            ))
+            .into());
+        }
+        let method = s.method.unwrap_or(if info.is_detector() {
+            cam::Method::Odam
+        } else {
+            cam::Method::GradCam
+        });
         if s.precision == Precision::Auto && !info.plain_map() {
             // bf16's parity is established for convolutional maps only.
             precision = Precision::Fp32;
@@ -520,14 +565,26 @@ impl Engine {
             BlendAt::Device => true,
             BlendAt::Host => false,
         };
+        // A detector's maps are drawn box by box on the host (render).
+        let on_device = on_device && !model.info.is_detector();
         let blend = on_device
             .then(|| overlay::Blend::new(s.colormap, s.alpha, s.threshold, device))
             .transpose()?;
+        let boxes = model.info.is_detector().then(|| BoxSettings {
+            rules: crate::select::Rules {
+                threshold: s
+                    .score_threshold
+                    .or(model.info.score_threshold)
+                    .unwrap_or(0.5),
+                iou: s.nms_iou.or(model.info.nms_iou).unwrap_or(0.5),
+                cap: s.boxes,
+            },
+        });
         let engine = Engine {
             model,
             defaults,
             streams,
-            method: s.method,
+            method,
             top_k: s.top_k,
             show_rank: s.show_rank,
             precision,
@@ -545,6 +602,8 @@ impl Engine {
                 .then(threads::Governor::new)
                 .flatten(),
             copies: Copies::default(),
+            boxes,
+            trackers: HashMap::new(),
         };
         engine.warm_up()?;
         Ok(engine)
@@ -554,6 +613,8 @@ impl Engine {
         let i = &self.model.info;
         ModelInfo {
             name: i.name.clone(),
+            method: self.method,
+            detector: i.is_detector(),
             device: model::device_name(self.model.device),
             classes: i.classes.clone(),
             input_size: i.input_size,
@@ -600,6 +661,10 @@ impl Engine {
             let x = in_layout([n, 3, h, w], self.layout, |s| {
                 Tensor::f_zeros(s, (Kind::Float, dev))
             })?;
+            if self.boxes.is_some() {
+                self.warm_boxes(&x)?;
+                continue;
+            }
             let acts = self.features(&x)?;
             let head = |a: &Tensor| self.head(a, &acts.carry);
             cam::compute(self.method, &acts.map, head, cam::Target::Rank(0))?;
@@ -739,6 +804,7 @@ impl Engine {
     /// later has another id.
     pub fn forget(&mut self, stream: usize) {
         self.smoothing.remove(&stream);
+        self.trackers.remove(&stream);
     }
 
     /// For each run of a smoothed stream, which of its frames start afresh (a cut or the
@@ -841,6 +907,28 @@ impl Engine {
         if frames.is_empty() {
             bail!("an empty batch");
         }
+        if self.boxes.is_some() {
+            let started = Instant::now();
+            let n = frames.len();
+            let done = self.explain_boxes(frames)?;
+            if let Some(g) = &mut self.governor {
+                g.record(n, started.elapsed());
+            }
+            return Ok(Pending {
+                boxed: Some(done),
+                frames: Vec::new(),
+                table: Tensor::new(),
+                layout: Layout {
+                    h: 0,
+                    w: 0,
+                    k: 0,
+                    ranked: 0,
+                },
+                pixels: None,
+                blended: Vec::new(),
+                marker: None,
+            });
+        }
         let started = Instant::now();
         let b = frames.len() as i64;
         let runs = runs_of(&frames);
@@ -925,6 +1013,7 @@ impl Engine {
             g.record(frames.len(), started.elapsed());
         }
         Ok(Pending {
+            boxed: None,
             frames,
             table,
             layout: Layout {
@@ -941,10 +1030,17 @@ impl Engine {
 
     /// Wait for a submitted batch and unpack it into plain results, in frame order.
     pub fn finish(&mut self, p: Pending) -> Result<Vec<Explained>> {
+        if let Some(mut done) = p.boxed {
+            for e in &mut done {
+                self.track(e);
+            }
+            return Ok(done);
+        }
         if let Some(m) = &p.marker {
             m.wait().map_err(|e| anyhow!(e))?;
         }
         let Pending {
+            boxed: _,
             mut frames,
             table,
             layout: l,
@@ -1020,6 +1116,7 @@ impl Engine {
                     },
                     top,
                     ranked,
+                    boxes: None,
                     frame,
                 }
             })
@@ -1038,6 +1135,9 @@ impl Engine {
         let b = frames.len() as i64;
         let dev = self.upload(frames)?;
         let rgb = to_float(&dev, self.layout)?;
+        if self.boxes.is_some() {
+            return self.forward_boxes(&rgb, b);
+        }
         let acts = self.activations(&rgb)?;
         let logits = tch::no_grad(|| self.head(&acts.map, &acts.carry))?.f_narrow(0, 0, b)?;
         self.staging.turn += 1;

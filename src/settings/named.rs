@@ -86,3 +86,7 @@ named!(
     /// What a live stream's decoder does while the stream drops most of its frames.
     WhenBehind, "key-frames or all" { KeyFrames = "key-frames", All = "all", }
 );
+named!(
+    /// Where a detector's box maps are drawn: inside each box, or over the whole frame.
+    BoxMaps, "inside or full" { Inside = "inside", Full = "full", }
+);

@@ -24,7 +24,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
-use gradcam_stream::cam::Method;
 use gradcam_stream::colormap::Colormap;
 use gradcam_stream::config::{ClassSpec, DeviceChoice, Named, Precision, DEFAULT_MODEL};
 use gradcam_stream::engine;
@@ -59,6 +58,8 @@ const FORMATS: [gst_video::VideoFormat; 4] = [
 /// The ROI meta's type and its parameter structures' names.
 pub const ROI_TYPE: &str = "gradcam";
 pub const PARAMS: &str = "gradcam";
+/// The parameters of a detector's box region: class-id, label, score, track-id, level.
+pub const DETECTION: &str = "detection";
 pub const MAP: &str = "gradcam-map";
 
 /// The properties, as set; read at NULL→READY. Names, defaults and meanings are the CLI's.
@@ -157,13 +158,8 @@ impl Settings {
             DeviceChoice::parse_named("device", &self.device).map_err(|m| bad("device", m))?;
         let precision = Precision::parse_named("precision", &self.precision)
             .map_err(|m| bad("precision", m))?;
-        let method = Method::parse(&self.method).ok_or_else(|| {
-            let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
-            bad(
-                "method",
-                format!("unknown method `{}`; use {}", self.method, names.join(", ")),
-            )
-        })?;
+        let method = gradcam_stream::config::method_choice(&self.method)
+            .map_err(|m| bad("method", m.replace("--method", "method")))?;
         let colormap = Colormap::parse(&self.colormap).ok_or_else(|| {
             bad(
                 "colormap",
@@ -224,7 +220,7 @@ impl Settings {
             alpha: self.alpha as f32,
             threshold: self.threshold as f32,
             lut: colormap.lut(),
-            method: method.name(),
+            box_maps: gradcam_stream::config::BoxMaps::Inside,
             draw_box: self.draw_box,
             label: self.label,
         };
@@ -677,8 +673,17 @@ impl GradCam {
             cam,
             target,
             located,
+            boxes,
             ..
         } = d;
+        let names: Vec<String> = {
+            let running = Self::lock(&self.running);
+            let r = running.as_ref().ok_or("stopped")?;
+            boxes
+                .iter()
+                .map(|b| r.renderer.class_name(b.class))
+                .collect()
+        };
         if blue_first(format) {
             swap_red_blue(&mut frame.pixels);
         }
@@ -714,6 +719,24 @@ impl GradCam {
             let mut roi = gst_video::VideoRegionOfInterestMeta::add(b, ROI_TYPE, rect);
             roi.add_param(params.clone());
             roi.add_param(map.clone());
+            // A detector's boxes: one region each, typed by its class's name, with its class,
+            // score and track (what trackers and analytics consumers downstream read).
+            for (d, name) in boxes.iter().zip(&names) {
+                let (x0, y0, x1, y1) =
+                    gradcam_stream::detections::pixels_of(&d.bbox, w as usize, h as usize);
+                let rect = (x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32);
+                let mut roi = gst_video::VideoRegionOfInterestMeta::add(b, name, rect);
+                roi.set_id(d.track as i32);
+                roi.add_param(
+                    gst::Structure::builder(DETECTION)
+                        .field("class-id", d.class as i32)
+                        .field("label", name.as_str())
+                        .field("score", f64::from(d.score))
+                        .field("track-id", d.track)
+                        .field("level", d.level as u32)
+                        .build(),
+                );
+            }
         }
         if post {
             let mut s = params;
@@ -767,7 +790,7 @@ impl GradCam {
         let (info, worker) =
             worker::spawn_open(settings, streams, delivered_tx, Arc::new(Stats::default()))
                 .map_err(|e| as_error(engine_error(&e)))?;
-        let method = look.method;
+        let method = info.method.name();
         let renderer = Renderer::new(look, &info, &[])
             .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{:#}", e)))?;
         gst::info!(CAT, imp = self, "model {} on {}", info.name, info.device);
@@ -924,7 +947,7 @@ impl ObjectImpl for GradCam {
                     .build(),
                 glib::ParamSpecString::builder("method")
                     .nick("Method")
-                    .blurb("gradcam, gradcam++, xgradcam, layercam, hirescam or eigencam")
+                    .blurb("auto (gradcam for a classifier, odam for a detector), gradcam, gradcam++, xgradcam, layercam, hirescam, odam or eigencam")
                     .default_value(Some(d.method.as_str()))
                     .mutable_ready()
                     .build(),

