@@ -264,7 +264,11 @@ class AnchorHead(nn.Module):
             # sqrt(σ(s)·σ(c)) = σ(z) ⇔ z = logit(sqrt(σ(s)·σ(c))).
             p = torch.sqrt(torch.sigmoid(score) * torch.sigmoid(ctr)).clamp(1e-7, 1 - 1e-7)
             score = torch.log(p) - torch.log1p(-p)
-        boxes = self.box_coder.decode_single(reg.reshape(-1, 4), self.anchors.repeat(b, 1))
+        anchors = self.anchors.repeat(b, 1)
+        if self.kind == "fcos":  # BoxLinearCoder: distances to the sides, scaled by the anchor's size
+            boxes = self.box_coder.decode(reg.reshape(-1, 4), anchors)
+        else:
+            boxes = self.box_coder.decode_single(reg.reshape(-1, 4), anchors)
         boxes = boxes.reshape(b, -1, 4)
         return boxes, score, cls_id.to(score.dtype), self.level.to(score.dtype).expand(b, -1)
 
@@ -296,7 +300,7 @@ class SsdHead(nn.Module):
         return boxes.reshape(b, -1, 4), score, (cls_id + 1).to(score.dtype), self.level.to(score.dtype).expand(b, -1)
 
 
-def torchvision_detector(name, weights):
+def torchvision_detector(name, weights, size=None):
     import torchvision
     from torchvision.models import detection
 
@@ -317,7 +321,7 @@ def torchvision_detector(name, weights):
             raise DetectorError(f"cannot read --weights {weights} for {name}: {one_line(e)}") from e
     net.eval()
     t = net.transform
-    size = [320, 320] if name.startswith("ssdlite") else [512, 512]
+    size = size or ([320, 320] if name.startswith("ssdlite") else [512, 512])
     features = TorchvisionFeatures(net).eval()
     with torch.no_grad():
         levels = features(torch.zeros(1, 3, *size))
@@ -404,7 +408,7 @@ class YoloHead(nn.Module):
         return torch.cat([xy1, xy2], -1), score, cls_id.to(score.dtype), self.level.expand(b, -1)
 
 
-def ultralytics_detector(path):
+def ultralytics_detector(path, size=None):
     try:
         from ultralytics import YOLO
     except ImportError as e:
@@ -428,7 +432,9 @@ def ultralytics_detector(path):
     for m in model.modules():
         if hasattr(m, "inplace"):
             m.inplace = False
-    size = [384, 640]
+    size = size or [384, 640]
+    if any(v % 32 for v in size):
+        raise DetectorError(f"--size {size[1]}x{size[0]}: a YOLO takes multiples of 32")
     features = YoloFeatures(model).eval()
     with torch.no_grad():
         levels = features(torch.zeros(1, 3, *size))
@@ -458,18 +464,22 @@ def one_line(e):
     return lines[0] if lines else type(e).__name__
 
 
-def detector(spec, weights, cache, layer=None):
-    """The split model and sidecar of `--detector SPEC` (`layer`: CenterFace's level)."""
+def detector(spec, weights, cache, layer=None, size=None):
+    """The split model and sidecar of `--detector SPEC` (`layer`: CenterFace's level; `size`
+    [h, w]: the one input size of a detector whose anchors or locations are made for it)."""
     kind, _, arg = spec.partition(":")
+    if size is not None and kind == "centerface":
+        raise DetectorError("--size is for torchvision and ultralytics detectors; CenterFace takes any "
+                            "multiple of 32 (the program's --detector-size)")
     if layer is not None and kind != "centerface":
         raise DetectorError("--layer with --detector is for centerface; the others are explained on "
                             "their pyramid levels (the head's inputs)")
     if kind == "centerface" and not arg:
         return centerface(cache, layer)
     if kind == "torchvision" and arg:
-        return torchvision_detector(arg, weights)
+        return torchvision_detector(arg, weights, size)
     if kind == "ultralytics" and arg:
-        return ultralytics_detector(arg)
+        return ultralytics_detector(arg, size)
     raise DetectorError(f"--detector {spec!r}: use centerface, torchvision:NAME ({', '.join(TORCHVISION)}) "
                         "or ultralytics:FILE.pt|FILE.yaml")
 

@@ -346,7 +346,10 @@ pub fn method_choice(v: &str) -> Result<Option<Method>, String> {
     }
     Method::parse(v).map(Some).ok_or_else(|| {
         let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
-        format!("unknown --method `{v}`; use auto, {}", names.join(", "))
+        format!(
+            "unknown --method `{v}`; use {} or auto (the model's kind decides)",
+            names.join(", ")
+        )
     })
 }
 

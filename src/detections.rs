@@ -134,6 +134,7 @@ mod tests {
             score: 0.9,
             bbox,
             level: 0,
+            candidate: 0,
             cam: CamMap { h: 2, w: 2, data },
         }
     }

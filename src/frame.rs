@@ -108,6 +108,8 @@ pub struct Detection {
     pub bbox: [f32; 4],
     /// The pyramid level it came from (0 for a one-level detector).
     pub level: usize,
+    /// Its place among the head's candidates (the score its map explains).
+    pub candidate: usize,
     /// Its own map over the whole frame, at the explained level's resolution, in [0, 1].
     pub cam: CamMap,
 }

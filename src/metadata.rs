@@ -58,6 +58,7 @@ struct DetectionJson<'a> {
     peak: PeakJson,
     inside: f32,
     level: usize,
+    candidate: usize,
     cam: CamJson<'a>,
 }
 
@@ -151,6 +152,7 @@ pub fn line(
                         },
                         inside: crate::detections::inside_share(d, w as usize, h as usize),
                         level: d.level,
+                        candidate: d.candidate,
                         cam: CamJson::of(&d.cam),
                     }
                 })

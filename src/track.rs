@@ -123,6 +123,7 @@ mod tests {
             score: 0.9,
             bbox: [x, 0.0, x + 10.0, 10.0],
             level: 0,
+            candidate: 0,
             cam: CamMap {
                 h: 1,
                 w: 2,

@@ -78,6 +78,7 @@ impl Engine {
                         (c.bbox[3] * sy).clamp(0.0, fh),
                     ],
                     level: c.level,
+                    candidate: c.index,
                     cam: CamMap {
                         h: h0,
                         w: w0,
@@ -246,7 +247,12 @@ impl Engine {
     /// Each frame's box maps, [n, h0·w0] row-major on the host, n its boxes: one backward pass
     /// per box rank (none without boxes), each box's map on its own level, upsampled to level
     /// 0's grid where it came from another, normalized to [0, 1] per box.
-    fn box_maps(&self, levels: &[Tensor], scores: &Tensor, kept: &[Kept]) -> Result<Vec<Vec<f32>>> {
+    fn box_maps(
+        &mut self,
+        levels: &[Tensor],
+        scores: &Tensor,
+        kept: &[Kept],
+    ) -> Result<Vec<Vec<f32>>> {
         let ranks = kept.iter().map(|k| k.boxes.len()).max().unwrap_or(0);
         let s0 = levels[0].size();
         let (h0, w0) = (s0[2], s0[3]);
@@ -275,6 +281,7 @@ impl Engine {
                         .f_sum(Kind::Float)?;
                     let refs: Vec<&Tensor> = levels.iter().collect();
                     let grads = Tensor::f_run_backward(&[&score], &refs, r + 1 < ranks, false)?;
+                    self.backward_passes += 1;
                     let by_level = levels
                         .iter()
                         .zip(&grads)

@@ -330,6 +330,8 @@ pub struct Engine {
     boxes: Option<BoxSettings>,
     /// Each stream's tracks (a detector's), made at its first frame.
     trackers: HashMap<usize, crate::track::Tracker>,
+    /// A detector's backward passes so far (one per box rank of each batch with boxes).
+    backward_passes: u64,
 }
 
 /// The id of the class called `name` (case-insensitive); an unknown name lists close ones.
@@ -604,6 +606,7 @@ impl Engine {
             copies: Copies::default(),
             boxes,
             trackers: HashMap::new(),
+            backward_passes: 0,
         };
         engine.warm_up()?;
         Ok(engine)
@@ -644,6 +647,12 @@ impl Engine {
     /// The whole frames copied since the engine was made.
     pub fn copies(&self) -> Copies {
         self.copies
+    }
+
+    /// A detector's backward passes since the engine was made (a frame without a box needs
+    /// none; a batch needs one per box rank).
+    pub fn backward_passes(&self) -> u64 {
+        self.backward_passes
     }
 
     /// The same engine explaining with another method (benchmarks, tests).
