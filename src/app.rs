@@ -658,6 +658,11 @@ fn spawn_renderer(
                 let drawn = renderer.render_drawn(delivery.explained)?;
                 render_stats.add_busy(Stage::Overlay, busy.elapsed());
                 for d in drawn {
+                    for b in &d.boxes {
+                        tallies[d.frame.stream]
+                            .stream
+                            .detected(&renderer.class_name(b.class));
+                    }
                     if let Some(hub) = &hub {
                         hub.channels[d.frame.stream].verdict(verdict(&renderer, &d));
                     }
@@ -701,6 +706,17 @@ fn verdict(renderer: &Renderer, d: &crate::render::Drawn) -> web::hub::Verdict {
         peak: d.located.peak,
         width: f.width,
         height: f.height,
+        boxes: renderer.is_detector().then(|| {
+            d.boxes
+                .iter()
+                .map(|b| web::hub::BoxVerdict {
+                    id: b.track,
+                    label: renderer.class_name(b.class),
+                    score: b.score,
+                    bbox: b.bbox,
+                })
+                .collect()
+        }),
     }
 }
 

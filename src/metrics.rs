@@ -2,8 +2,8 @@
 //! counters the stages already keep (`Stats`): nothing here touches a stage. The server that
 //! serves them is `web`'s.
 //!
-//! Per stream (label `stream`): frames in, out and dropped, reconnects, up (0/1) and the
-//! latency histogram. For the worker: batch sizes, queue depth, model time, device memory.
+//! Per stream (label `stream`): frames in, out and dropped, reconnects, up (0/1), the
+//! latency histogram, and a detector's boxes by class (label `class`). For the worker: batch sizes, queue depth, model time, device memory.
 
 use std::sync::Arc;
 
@@ -174,6 +174,20 @@ impl Board {
             "Times the stream's lost feed came back",
             per(|s| s.reconnects.load(Relaxed)),
         )?;
+        {
+            let mut m = e.encode_descriptor(
+                "gradcam_stream_detections",
+                "Boxes a detector found (each explained), by class",
+                None,
+                MetricType::Counter,
+            )?;
+            for (name, s, _) in &self.streams {
+                for (class, n) in s.detections() {
+                    let labels = [("stream", name.clone()), ("class", class)];
+                    ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
         gauge(
             e,
             "gradcam_stream_up",

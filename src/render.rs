@@ -42,6 +42,7 @@ struct Drawer {
     look: Look,
     /// The method the maps were made with, for the metadata.
     method: &'static str,
+    detector: bool,
     classes: Vec<String>,
     /// Each stream's name (metadata), and whether it wants metadata lines.
     names: Vec<String>,
@@ -189,6 +190,7 @@ impl Renderer {
             drawer: Drawer {
                 look,
                 method: info.method.name(),
+                detector: info.detector,
                 classes: info.classes.clone(),
                 names: streams.iter().map(|(n, _)| n.to_string()).collect(),
                 lines: metadata.iter().map(Option::is_some).collect(),
@@ -232,6 +234,11 @@ impl Renderer {
     /// The name of class `id` in the model's list ("class N" past its end).
     pub fn class_name(&self, id: i64) -> String {
         self.drawer.class_name(id)
+    }
+
+    /// Whether the model is a detector (its frames carry boxes).
+    pub fn is_detector(&self) -> bool {
+        self.drawer.detector
     }
 
     /// Where each stream's metadata lines are being written, while the run goes on.

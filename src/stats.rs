@@ -48,6 +48,8 @@ pub struct Stats {
     batches: Mutex<Vec<u64>>,
     /// Where the stream stands (per-stream stats; the whole run's stays `Starting`).
     health: Mutex<Health>,
+    /// A detector's boxes found so far, by class name.
+    detections: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// A stream's counters and the whole run's, counted together: the one place where a frame
@@ -186,6 +188,7 @@ impl Default for Stats {
             batches: Mutex::new(Vec::new()),
             frame_copies: Default::default(),
             health: Mutex::new(Health::Starting),
+            detections: Mutex::default(),
         }
     }
 }
@@ -299,6 +302,21 @@ impl Stats {
 
     pub fn health(&self) -> Health {
         self.health.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    /// A detector found a box of `class` (its name).
+    pub fn detected(&self, class: &str) {
+        if let Ok(mut d) = self.detections.lock() {
+            *d.entry(class.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// The boxes found so far, by class name (in name order).
+    pub fn detections(&self) -> Vec<(String, u64)> {
+        self.detections
+            .lock()
+            .map(|d| d.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
     }
 
     /// The latency histogram over the whole run: (upper bound in seconds, frames above the

@@ -211,6 +211,16 @@ export async function streamPage(name) {
   const player = new LivePlayer(name, video, {
     onVerdict: (v) => timeline.add(v),
     onFrame: (v) => {
+      if (v.boxes) {
+        // A detector's frame: its boxes, each with its track, class and score.
+        verdictLine.textContent = `${v.boxes.length} box${v.boxes.length === 1 ? '' : 'es'}`;
+        topk.dataset.boxes = String(v.boxes.length);
+        topk.replaceChildren(...v.boxes.map((b) => el('div', { class: 'row', 'data-track': String(b.id) },
+          el('span', {}, `#${b.id} ${b.label}`), el('div', { class: 'track' }, el('div', { class: 'bar', style: `width:${(100 * b.score).toFixed(1)}%` })),
+          el('span', {}, pct(b.score)))));
+        peak.hidden = true;
+        return;
+      }
       verdictLine.textContent = `${v.label || 'class ' + v.class} ${pct(v.prob)}`;
       // Bars against the most likely class: an ImageNet model's top-1 is often a few percent.
       const most = Math.max(...v.top.map(([, p]) => p), 1e-9);
@@ -239,7 +249,8 @@ export async function streamPage(name) {
   refresh();
 }
 
-/// The shown class's probability over time, a series (colour) per class.
+/// The shown class's probability over time, a series (colour) per class; for a detector, each
+/// track's score, a series per track (`#3 face`).
 class Timeline {
   constructor(node, seconds) {
     this.node = node;
@@ -250,6 +261,10 @@ class Timeline {
   }
 
   add(v) {
+    if (v.boxes) {
+      for (const b of v.boxes) this.points.push([v.cap / 1000, `#${b.id} ${b.label}`, b.score]);
+      return;
+    }
     this.points.push([v.cap / 1000, v.label || `class ${v.class}`, v.prob]);
   }
 

@@ -48,6 +48,21 @@ pub struct Verdict {
     pub peak: (u32, u32),
     pub width: u32,
     pub height: u32,
+    /// A detector's boxes, best first (absent for a classifier).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boxes: Option<Vec<BoxVerdict>>,
+}
+
+/// One box of a detector's frame, as the page lists it and plots its track's score.
+#[derive(Debug, Clone, Serialize)]
+pub struct BoxVerdict {
+    /// Its track id.
+    pub id: u64,
+    pub label: String,
+    pub score: f32,
+    /// x1, y1, x2, y2 in frame pixels.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
 }
 
 /// Milliseconds since the Unix epoch of an `Instant` in the recent past.
