@@ -595,3 +595,79 @@ fn post_messages_gives_one_element_message_a_frame() -> Result<()> {
     assert_eq!(got, vec![0, 1, 2, 3, 4]);
     Ok(())
 }
+
+/// A detector in the element: one ROI meta per box, typed by its class's name, with its class,
+/// score and track id, equal to the program's metadata boxes for the same file.
+#[test]
+fn a_detectors_boxes_are_roi_metas_equal_to_the_programs_metadata() -> Result<()> {
+    init();
+    let dir = tempfile::tempdir()?;
+    let video = sample("carphone_pristine.mp4");
+    let centerface = root().join("models/centerface.pt");
+    let meta = dir.path().join("m.jsonl");
+    let o = explain(
+        video.to_str().unwrap(),
+        dir.path().join("o.mp4").to_str().unwrap(),
+        centerface.to_str().unwrap(),
+        &["--metadata", meta.to_str().unwrap(), "--device", "cpu"],
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines = metadata(&meta)?;
+    let p = gst::parse::launch(&format!(
+        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=RGBx ! gradcam device=cpu model={} ! appsink name=sink sync=false",
+        video.display(),
+        centerface.display()
+    ))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| anyhow!("not a pipeline"))?;
+    let sink = p
+        .by_name("sink")
+        .context("sink")?
+        .downcast::<gstreamer_app::AppSink>()
+        .map_err(|_| anyhow!("appsink"))?;
+    p.set_state(gst::State::Playing)?;
+    let mut frames = 0;
+    let mut boxes = 0;
+    while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(60)) {
+        let b = s.buffer().context("buffer")?;
+        let want = lines[frames]["boxes"].as_array().context("boxes")?;
+        let got: Vec<_> = b
+            .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .filter(|m| m.param("detection").is_some())
+            .collect();
+        assert_eq!(got.len(), want.len(), "frame {frames}");
+        for (m, w) in got.iter().zip(want) {
+            let d = m.param("detection").context("params")?;
+            assert_eq!(m.roi_type(), w["label"].as_str().unwrap());
+            assert_eq!(m.id() as i64, w["id"].as_i64().unwrap());
+            assert_eq!(d.get::<u64>("track-id")?, w["id"].as_u64().unwrap());
+            assert_eq!(
+                i64::from(d.get::<i32>("class-id")?),
+                w["class"].as_i64().unwrap()
+            );
+            assert_eq!(
+                d.get::<f64>("score")? as f32,
+                w["score"].as_f64().unwrap() as f32
+            );
+            let v: Vec<f64> = w["box"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            let (x, y, rw, rh) = m.rect();
+            let near = |a: u32, b: f64| (f64::from(a) - b.round()).abs() <= 1.0;
+            assert!(
+                near(x, v[0]) && near(y, v[1]) && near(x + rw, v[2]) && near(y + rh, v[3]),
+                "frame {frames}: {:?} against {v:?}",
+                m.rect()
+            );
+            boxes += 1;
+        }
+        frames += 1;
+    }
+    p.set_state(gst::State::Null)?;
+    assert_eq!(frames, lines.len());
+    assert!(boxes >= 100, "{boxes} boxes on {frames} frames of a face");
+    Ok(())
+}
