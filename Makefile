@@ -10,7 +10,7 @@ export LIBTORCH_CXX11_ABI := 1
 BIN := target/release/gradcam-stream
 CARGO_FLAGS := --release --locked
 
-.PHONY: all setup build demo test lint unit bench soak soak-density soak-behind models docs clean
+.PHONY: all setup build demo test lint unit bench bench-detector soak soak-density soak-behind soak-detector models docs clean
 
 all: build
 
@@ -36,6 +36,11 @@ test: setup lint
 bench: build
 	cargo build $(CARGO_FLAGS) --examples
 	$(VENV)/bin/python scripts/bench.py
+	$(VENV)/bin/python scripts/bench_detector.py
+
+# CenterFace on real faces: the engine against forward-only, the eager peers, end to end.
+bench-detector: build
+	$(VENV)/bin/python scripts/bench_detector.py
 
 # Many live RTSP cameras into one process for 10 minutes (SOAK_STREAMS, SOAK_SECONDS, …: see
 # scripts/soak.py); prints RSS, p95 latency and drops a minute, and checks the targets.
@@ -59,6 +64,18 @@ models: setup
 docs: build
 	cargo build $(CARGO_FLAGS) --examples
 	$(VENV)/bin/python scripts/docs_pictures.py
+
+# Live 640x360 25 fps face cameras (the face clip looped) explained by CenterFace at its default
+# input size: the most one process holds with 0 drops and p95 <= 300 ms (scripts/density.py).
+# FACE_FPS (25) sets the cameras' rate; DENSITY_ARGS passes flags (--detector-size 224x128).
+FACE_FPS ?= 25
+FACE_CAMERA := target/faces-640x360-$(FACE_FPS).mp4
+soak-detector: build
+	cargo build $(CARGO_FLAGS) --examples
+	ffmpeg -v error -y -stream_loop 4 -i samples/carphone_pristine.mp4 -vf scale=640:360 -r $(FACE_FPS) \
+	  -c:v libx264 -preset ultrafast -tune zerolatency -g $(FACE_FPS) -pix_fmt yuv420p $(FACE_CAMERA)
+	DENSITY_MODEL=models/centerface.pt DENSITY_CLIP=$(FACE_CAMERA) DENSITY_KINDS=640x360@$(FACE_FPS) \
+	  DENSITY_P95=300 $(VENV)/bin/python scripts/density.py
 
 clean:
 	cargo clean

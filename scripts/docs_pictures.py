@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Regenerates the pictures in docs/ from the built binary (`make docs`): each CAM method,
 colormap, the threshold, the box and top-k on scikit-image photos, and a strip showing what
-temporal smoothing does to the maps of samples/bikes.mp4, a vision transformer's map, and the
-web view's stream page in headless Chromium."""
+temporal smoothing does to the maps of samples/bikes.mp4, a vision transformer's map, CenterFace's
+boxes with their own maps (and at each level it can be explained at), and the web view's stream
+page in headless Chromium."""
 import json
 import subprocess
 import sys
@@ -57,6 +58,41 @@ def transformer(tmp, cat):
     cv2.imwrite(str(DOCS / "vit.png"), np.hstack(tiles))
 
 
+def detector_pictures(tmp, astronaut):
+    """CenterFace on the face clip (one frame, each box with its own map, inside the box and over the
+    whole frame), and the same frame explained at the three levels `--layer` offers."""
+    clip = ROOT / "samples/carphone_pristine.mp4"
+    frames = []
+    for maps in ["inside", "full"]:
+        out = tmp / f"faces-{maps}.mp4"
+        run("--input", clip, "--output", out, "--model", ROOT / "models/centerface.pt", "--box-maps", maps,
+            "--max-frames", "40")
+        frames.append(frame_at(out, 1.0))
+    cv2.imwrite(str(DOCS / "detector.png"), cv2.resize(np.hstack(frames), None, fx=2, fy=2,
+                                                        interpolation=cv2.INTER_NEAREST))
+    run("-i", astronaut, "-o", DOCS / "detector-astronaut.png", "--model", ROOT / "models/centerface.pt")
+    tiles = []
+    for layer in ["add", "add_2", "add_7"]:
+        model = tmp / f"centerface-{layer}.pt"
+        subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "scripts/export_model.py"), "--detector",
+                        "centerface", "--layer", layer, "--out", str(model)], check=True, capture_output=True)
+        out = tmp / f"level-{layer}.mp4"
+        run("--input", clip, "--output", out, "--model", model, "--max-frames", "40")
+        tile = frame_at(out, 1.0)
+        cv2.putText(tile, layer, (4, tile.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+        tiles.append(tile)
+    cv2.imwrite(str(DOCS / "detector-levels.png"), cv2.resize(np.hstack(tiles), None, fx=2, fy=2,
+                                                               interpolation=cv2.INTER_NEAREST))
+
+
+def frame_at(video, t):
+    """The frame of `video` shown at `t` seconds, as BGR."""
+    png = Path(str(video) + ".png")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", str(t), "-i", str(video), "-frames:v", "1", str(png)],
+                   check=True)
+    return cv2.imread(str(png))
+
+
 def web_screenshot():
     """The web view's stream page, headless Chromium, on bikes.mp4 served as a live camera."""
     import re
@@ -93,7 +129,7 @@ def main():
         cat, astronaut = tmp / "chelsea.png", tmp / "astronaut.png"
         io.imsave(cat, data.chelsea())
         io.imsave(astronaut, data.astronaut())
-        for m in ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"]:
+        for m in ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"]:  # odam = hirescam
             run("-i", cat, "-o", DOCS / f"method-{m.replace('++', 'pp')}.png", "--method", m)
         for c in ["turbo", "inferno", "viridis"]:
             run("-i", cat, "-o", DOCS / f"colormap-{c}.png", "--colormap", c)
@@ -102,6 +138,7 @@ def main():
         run("-i", astronaut, "-o", DOCS / "top-k.png", "--top-k", "3", "--box")
         smoothing_strip(tmp)
         transformer(tmp, cat)
+        detector_pictures(tmp, astronaut)
     web_screenshot()
     print(f"pictures written to {DOCS}")
 
