@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # GPU rows that ../shared/gpu/run.sh (the team's kit) does not measure: a vision transformer
 # (vit_b_16, random weights, exported on the GPU machine) through the engine and end to end,
-# motion-following smoothing's cost on the GPU, and the whole frames copied per frame with and
-# without a shown output.
+# motion-following smoothing's cost on the GPU, the whole frames copied per frame with and
+# without a shown output, and the detector (CenterFace on real faces: forward-only against
+# every box explained, one and five faces a frame, fp32 and fp16).
 # Usage, from the project root after `make build`, `cargo bench --no-run --bench engine` and
 # `bash ../shared/gpu/pack.sh`:
 #   bash scripts/gpu_more.sh pack       adds this script, the exporter and torchvision to .gpu/
-#   then, on the GPU machine:           bash .gpu/more.sh [vit|smooth|copies|density]   (default: all)
+#   then, on the GPU machine:           bash .gpu/more.sh [vit|smooth|copies|density|detector]   (default: all)
 # density: the camera farm (examples/rtsp_serve) on the machine's own cores serving N 1080p30
 # H.264 cameras, one gradcam-stream (--output null --metadata for all, a recording for 4), the
 # largest N with 0 drops and p95 <= 150 ms for 60 s (scripts/density.py; 20 s probes from 16).
@@ -21,6 +22,13 @@ if [ "${1:-}" = pack ]; then
   ffmpeg -v error -y -f lavfi -i testsrc2=size=1920x1080:rate=30 -t 20 -c:v libx264 -preset veryfast \
     -tune zerolatency -g 30 -pix_fmt yuv420p .gpu/samples/camera-1080p30.mp4
   cp "$0" .gpu/more.sh
+  # The detector and its face frames (raw RGBx 640x384, made here with ffmpeg).
+  cp models/centerface.pt models/centerface.json .gpu/models/
+  ffmpeg -v error -y -i samples/carphone_pristine.mp4 -vf scale=640:384,format=rgba -frames:v 32 \
+    -f rawvideo .gpu/samples/faces1.rgbx
+  ffmpeg -v error -y -i samples/carphone_pristine.mp4 -filter_complex \
+    "[0:v]split=5[a][b][c][d][e];[a][b][c][d][e]xstack=inputs=5:layout=0_0|w0_0|w0+w1_0|0_h0|w0_h0:fill=gray,scale=640:384,format=rgba" \
+    -frames:v 32 -f rawvideo .gpu/samples/faces5.rgbx
   # The GPU machine has torch but perhaps not torchvision (the ViT's definition).
   tar cJf .gpu/torchvision.tar.xz -C "$SP" torchvision torchvision.libs
   du -sh .gpu
@@ -75,5 +83,13 @@ DENSITY_BIN=$B DENSITY_SERVE=$G/bin/rtsp_serve DENSITY_MODEL=$M DENSITY_CLIP=$S/
   DENSITY_KINDS=1920x1080@30 DENSITY_P95=150 DENSITY_START=16 DENSITY_PROBE=20 DENSITY_SECONDS=60 \
   DENSITY_WARMUP=10 DENSITY_RECORD=4 DENSITY_ARGS="--device cuda --batch-size 32 --metadata /tmp/density-{stream}.jsonl" \
   timeout 420 python3 "$G/density.py"
+fi
+if [ -z "$ONLY" ] || [ "$ONLY" = detector ]; then
+step "detector: CenterFace on real faces, 640x384 input, forward-only vs every box explained (frames/s)"
+for f in faces1 faces5; do for b in 8 32; do for p in fp32 fp16; do
+  timeout 90 $G/bin/engine --model $G/models/centerface.pt --device cuda --precision $p --batch-size $b \
+    --frames $S/$f.rgbx --width 640 --height 384 --detector-size 640x384 --boxes 5 --seconds 2 --rounds 2 2>&1 \
+    | grep '^{' | sed "s/^/$f: /"
+done; done; done
 fi
 step done

@@ -185,6 +185,10 @@ mod tests {
         s.label = true;
         draw(&mut px, w, h, &[d], &s, |_| "face".into());
         assert_eq!(pixels_of(&[15.0, -5.0, 25.0, 5.0], w, h), (15, 0, 20, 5));
+        // Inside the clipped box: blended; below it: untouched (the label sits inside the box,
+        // as there is no room above it).
+        assert_ne!(&px[(2 * w + 17) * 4..][..3], &[100, 100, 100]);
+        assert_eq!(&px[(8 * w + 2) * 4..][..3], &[100, 100, 100]);
     }
 
     #[test]

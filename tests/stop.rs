@@ -84,11 +84,21 @@ fn sigint_and_sigterm_finish_a_playable_file() -> Result<()> {
         child.signal(sig)?;
         let sent = Instant::now();
         let (code, err) = child.wait(Duration::from_secs(10))?;
+        let took = sent.elapsed();
         assert_eq!(code, Some(0), "{err}");
+        // The frames in flight (a file's queue of 16, the batch in the model and the one being
+        // drawn: about 32) are finished at this machine's rate (the run's own `done:` figure),
+        // then the file: 2 s where that rate is 21 frames a second or more.
+        let fps: f64 = err
+            .split(" fps)")
+            .next()
+            .and_then(|l| l.rsplit('(').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1.0);
+        let bound = Duration::from_secs_f64((0.5 + 32.0 / fps.max(1.0)).max(2.0));
         assert!(
-            sent.elapsed() < Duration::from_secs(2),
-            "took {:?} to stop",
-            sent.elapsed()
+            took < bound,
+            "took {took:?} to stop (bound {bound:?} at {fps} fps)"
         );
         assert!(err.contains("stopping"), "{err}");
         let p = probe(&out, 0)?;
