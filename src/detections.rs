@@ -178,17 +178,28 @@ mod tests {
     #[test]
     fn a_box_clipped_at_the_frame_edge_is_drawn_inside_it() {
         let lut = crate::colormap::Colormap::Jet.lut();
-        let (w, h) = (20, 10);
-        let d = det([15.0, -5.0, 25.0, 5.0], vec![1.0; 4], 1);
+        let (w, h) = (200, 60);
+        let b = [170.0, -5.0, 230.0, 40.0];
+        let d = det(b, vec![1.0; 4], 1);
         let mut px = vec![100u8; w * h * 4];
         let mut s = style(&lut, BoxMaps::Inside);
         s.label = true;
         draw(&mut px, w, h, &[d], &s, |_| "face".into());
-        assert_eq!(pixels_of(&[15.0, -5.0, 25.0, 5.0], w, h), (15, 0, 20, 5));
-        // Inside the clipped box: blended; below it: untouched (the label sits inside the box,
-        // as there is no room above it).
-        assert_ne!(&px[(2 * w + 17) * 4..][..3], &[100, 100, 100]);
-        assert_eq!(&px[(8 * w + 2) * 4..][..3], &[100, 100, 100]);
+        assert_eq!(pixels_of(&b, w, h), (170, 0, 200, 40));
+        let at = |x: usize, y: usize| px[(y * w + x) * 4..][..3].to_vec();
+        // Inside the clipped box, below its label: blended; below the box and left of the
+        // label: untouched.
+        assert_ne!(at(185, 30), vec![100, 100, 100]);
+        assert_eq!(at(185, 50), vec![100, 100, 100]);
+        assert_eq!(at(20, 5), vec![100, 100, 100]);
+        // The label has no room above the box: it sits inside the box's top rows, moved left
+        // so that it ends at the frame's edge (its band darkens what it covers).
+        let band = crate::label::band_size(w, h, &["face 0.90 #1".to_string()]);
+        assert!(band.1 < 40 && band.0 > 30, "{band:?}");
+        let left_of_box = 200 - band.0 + 1;
+        assert!(left_of_box < 170);
+        assert_ne!(at(left_of_box, 1), vec![100, 100, 100]);
+        assert_eq!(at(left_of_box, band.1 + 2), vec![100, 100, 100]);
     }
 
     #[test]
