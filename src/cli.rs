@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(short, long, value_name = "PATH|URL")]
     pub output: Vec<String>,
 
-    /// Make the RTSP server demand these credentials (Basic or Digest); the environment
+    /// Make the RTSP server demand these credentials (it offers Digest and Basic); the environment
     /// variable GRADCAM_RTSP_AUTH does the same without showing them in the process list
     #[arg(long, value_name = "USER:PASSWORD")]
     pub rtsp_auth: Option<String>,

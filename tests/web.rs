@@ -378,6 +378,34 @@ fn credentials_guard_everything_and_tls_carries_them() -> Result<()> {
             );
         }
     }
+    // Every answer carries the protective headers, a refusal too; behind credentials nothing
+    // is cached.
+    let headers = |path: &str, user: Option<&str>| -> Result<String> {
+        let mut c = std::process::Command::new("curl");
+        c.args(["-sk", "-o", "/dev/null", "-D", "-", "--max-time", "5"]);
+        if let Some(u) = user {
+            c.args(["-u", u]);
+        }
+        let o = c.arg(format!("{url}{path}")).output()?;
+        Ok(String::from_utf8_lossy(&o.stdout).to_ascii_lowercase())
+    };
+    for (path, user) in [
+        ("/", Some("viewer:s3cret")),
+        ("/stream/cam", Some("viewer:s3cret")),
+        ("/assets/gradcam.js", Some("viewer:s3cret")),
+        ("/", None),
+    ] {
+        let h = headers(path, user)?;
+        for want in [
+            "content-security-policy: default-src 'self'; script-src 'self'; style-src 'self';",
+            "frame-ancestors 'none'",
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+            "cache-control: no-store",
+        ] {
+            assert!(h.contains(want), "{path} ({user:?}) lacks {want}: {h}");
+        }
+    }
     // The live endpoint takes a WebSocket upgrade: with the credentials it gives frames.
     let r = browser(&[
         "record-ws",

@@ -35,13 +35,33 @@ def fail(why, **figures):
     sys.exit(1)
 
 
+# What the pages' Content-Security-Policy refused, in any tab: a browser command fails on any.
+REFUSED = []
+
+
 def browser(p, args):
     profile = tempfile.mkdtemp(prefix="gradcam-chromium-")
     ctx = p.chromium.launch_persistent_context(
         profile, executable_path=CHROMIUM, headless=True, args=FLAGS,
         viewport={"width": 1280, "height": 900},
         http_credentials=credentials(args), ignore_https_errors=args.insecure)
+    ctx.add_init_script("document.addEventListener('securitypolicyviolation', e => "
+                        "console.error(`csp refused: ${e.violatedDirective} ${e.blockedURI}`));")
+
+    def watch(page):
+        page.on("console", lambda m: REFUSED.append(m.text) if "csp refused" in m.text
+                or "Content Security Policy" in m.text else None)
+    ctx.on("page", watch)
+    for page in ctx.pages:
+        watch(page)
     return ctx
+
+
+def passed(figures):
+    """The browser commands' end: fails where the page's policy refused anything it loads."""
+    if REFUSED:
+        fail(f"the Content-Security-Policy refused: {REFUSED[:3]}", figures=figures)
+    print(json.dumps({"ok": True, "figures": figures}))
 
 
 def credentials(args):
@@ -123,7 +143,7 @@ def overview(args):
             if state != "up":
                 fail(f"stream {name} shows state {state}", figures=figures)
         ctx.close()
-    print(json.dumps({"ok": True, "figures": figures}))
+    passed(figures)
 
 
 def stream(args):
@@ -162,7 +182,7 @@ def stream(args):
         if args.screenshot:
             page.screenshot(path=args.screenshot, full_page=True)
         ctx.close()
-    print(json.dumps({"ok": True, "figures": figures}))
+    passed(figures)
 
 
 def viewers(args):
@@ -184,7 +204,7 @@ def viewers(args):
         if min(advanced) < args.seconds * 0.3:
             fail(f"a viewer stalled: advanced {advanced}")
         ctx.close()
-    print(json.dumps({"ok": True, "figures": {"viewers": args.count, "advanced_s": advanced}}))
+    passed({"viewers": args.count, "advanced_s": advanced})
 
 
 def recordings(args):
@@ -201,7 +221,7 @@ def recordings(args):
         wait_until(page, "() => document.querySelector('#meta-timeline .uplot') !== null", 10,
                    "the metadata timeline beside the recording")
         ctx.close()
-    print(json.dumps({"ok": True, "figures": {"files": files}}))
+    passed({"files": files})
 
 
 def ws_connect(url, name, args, read_buffer=None):

@@ -131,7 +131,13 @@ export class LivePlayer {
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
-    if (k === 'class') e.className = v; else e.setAttribute(k, v);
+    if (k === 'class') e.className = v;
+    // Through the CSSOM: the page's Content-Security-Policy refuses style attributes.
+    else if (k === 'style') for (const d of v.split(';')) {
+      const [prop, value] = d.split(':');
+      if (value !== undefined) e.style.setProperty(prop.trim(), value.trim());
+    }
+    else e.setAttribute(k, v);
   }
   e.append(...children);
   return e;

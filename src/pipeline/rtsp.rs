@@ -237,6 +237,21 @@ fn media(sound: Option<Codec>) -> String {
 /// The role a client with the credentials has.
 const ROLE: &str = "viewer";
 
+/// Both schemes in the server's 401. The C API takes the methods as flags (BASIC | DIGEST);
+/// the Rust binding's `RTSPAuthMethod` is a plain enum that cannot hold both, so the C call is
+/// made directly.
+fn offer_digest_and_basic(auth: &rtsp::RTSPAuth) {
+    use glib::translate::ToGlibPtr;
+    use rtsp::gst_rtsp::ffi::{GST_RTSP_AUTH_BASIC, GST_RTSP_AUTH_DIGEST};
+    // SAFETY: a valid RTSPAuth for the call's length; the methods are the C enum's own values.
+    unsafe {
+        rtsp::ffi::gst_rtsp_auth_set_supported_methods(
+            auth.to_glib_none().0,
+            GST_RTSP_AUTH_BASIC | GST_RTSP_AUTH_DIGEST,
+        );
+    }
+}
+
 impl Server {
     /// Serve on `host:port` (port 0: any free port) at mount `path`, on a main loop of its own.
     pub fn start(host: &str, port: u16, path: &str) -> Result<Server> {
@@ -248,7 +263,7 @@ impl Server {
     }
 
     /// Serve on `host:port` (port 0: any free port) with no mount yet; with `credentials`,
-    /// only clients that give them (HTTP Basic) are let in (401 otherwise); with `tls`, over
+    /// only clients that give them (Digest or Basic) are let in (401 otherwise); with `tls`, over
     /// RTSPS (TLS from the first byte: `rtsps://`).
     pub fn open(
         host: &str,
@@ -265,10 +280,16 @@ impl Server {
                 .field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, ROLE)
                 .build();
             match credentials {
-                Some(c) => auth.add_basic(
-                    rtsp::RTSPAuth::make_basic(&c.user, &c.password).as_str(),
-                    &token,
-                ),
+                // Both schemes are offered: Digest keeps the password off the network where
+                // there is no TLS; Basic serves the clients that know nothing else.
+                Some(c) => {
+                    offer_digest_and_basic(&auth);
+                    auth.add_basic(
+                        rtsp::RTSPAuth::make_basic(&c.user, &c.password).as_str(),
+                        &token,
+                    );
+                    auth.add_digest(&c.user, &c.password, &token);
+                }
                 // TLS alone: everyone is a viewer.
                 None => auth.set_default_token(Some(&mut token)),
             }

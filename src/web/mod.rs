@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path as UrlPath, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -129,7 +129,37 @@ fn routes(site: Site) -> Router {
     }
     r.fallback(|| async { not_found("no such page; the streams are listed at /") })
         .layer(middleware::from_fn_with_state(site.clone(), check_auth))
+        .layer(middleware::from_fn_with_state(site.clone(), protect))
         .with_state(site)
+}
+
+/// What the pages may load: only what this server serves (their scripts and styles are
+/// compiled in, none inline), the live video as a `blob:` of the page's own MediaSource, and
+/// the WebSocket back to the same origin. No other site may frame them.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+     media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// The protective headers on every answer (401s and 404s too): the policy above, no MIME
+/// sniffing, no referrer leaving with a camera's page address, and, where the run has
+/// credentials, nothing kept in a cache.
+async fn protect(State(site): State<Site>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if site.auth.is_some() {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
 }
 
 /// HTTP Basic on everything, when the run has credentials.
@@ -222,6 +252,21 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "gradcam.js",
         "text/javascript",
         include_bytes!("../../web/gradcam.js"),
+    ),
+    (
+        "overview.js",
+        "text/javascript",
+        include_bytes!("../../web/overview.js"),
+    ),
+    (
+        "stream-page.js",
+        "text/javascript",
+        include_bytes!("../../web/stream-page.js"),
+    ),
+    (
+        "recordings-page.js",
+        "text/javascript",
+        include_bytes!("../../web/recordings-page.js"),
     ),
     (
         "style.css",

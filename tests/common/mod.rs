@@ -562,22 +562,44 @@ pub fn http_get(url: &str) -> Result<(u16, String)> {
 
 /// The status code an RTSP server answers a DESCRIBE of `url` with, given no credentials.
 pub fn rtsp_describe_status(url: &str) -> Result<u16> {
+    Ok(rtsp_describe(url, None)?.0)
+}
+
+/// A DESCRIBE of `url` with an optional `Authorization` value: the status code and the
+/// `WWW-Authenticate` values of the answer.
+pub fn rtsp_describe(url: &str, authorization: Option<&str>) -> Result<(u16, Vec<String>)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("rtsp://").context("an rtsp:// URL")?;
     let host = rest.split('/').next().unwrap_or(rest);
     let mut s = std::net::TcpStream::connect(host)?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"
+        "DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n{auth}\r\n"
     )?;
-    let mut buf = [0u8; 512];
-    let n = s.read(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf[..n]);
-    text.split_whitespace()
+    // The head of the answer (an SDP body may follow; it is not needed).
+    let mut text = String::new();
+    let mut buf = [0u8; 2048];
+    while !text.contains("\r\n\r\n") {
+        let n = s.read(&mut buf)?;
+        anyhow::ensure!(n > 0, "the RTSP server closed before answering: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let code = text
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .with_context(|| format!("not an RTSP answer: {text}"))
+        .with_context(|| format!("not an RTSP answer: {text}"))?;
+    let challenges = text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.eq_ignore_ascii_case("WWW-Authenticate"))
+        .map(|(_, v)| v.trim().to_owned())
+        .collect();
+    Ok((code, challenges))
 }
 
 /// The metrics URL a run prints (`metrics: http://…/metrics …`).
