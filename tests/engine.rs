@@ -93,8 +93,10 @@ fn layouts_give_the_same_maps_and_bf16_stays_close() -> Result<()> {
         assert!(diff <= 1e-5, "channels-last moved a map by {diff}");
     }
     if !gradcam_stream::engine::cpu_autocast::supported() {
-        eprintln!("skipped: no bf16 instructions on this CPU (bf16 is checked where there are)");
-        return Ok(());
+        return skip(
+            "bf16",
+            "no bf16 instructions on this CPU (bf16 is checked where there are)",
+        );
     }
     let bf16 = run(Layout::ChannelsLast, Precision::Bf16)?;
     for (a, b) in nchw.iter().zip(&bf16) {

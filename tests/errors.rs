@@ -298,8 +298,10 @@ fn an_output_that_cannot_be_written() -> Result<()> {
 #[test]
 fn cuda_without_a_gpu() -> Result<()> {
     if tch::Cuda::is_available() {
-        eprintln!("a CUDA GPU is present: the error cannot occur here");
-        return Ok(());
+        return skip(
+            "cpu-only",
+            "a CUDA GPU is present: the error cannot occur here",
+        );
     }
     let dir = tempfile::tempdir()?;
     let o = run(&[
@@ -341,8 +343,7 @@ fn an_image_that_is_not_an_image() -> Result<()> {
 #[test]
 fn bf16_needs_a_cpu_that_has_it() -> Result<()> {
     if tch::Cuda::is_available() || gradcam_stream::engine::cpu_autocast::supported() {
-        eprintln!("skipped: this machine runs bf16 (its CPU has bf16 instructions, or a GPU is present), so the error cannot occur here");
-        return Ok(());
+        return skip("no-bf16", "this machine runs bf16 (its CPU has bf16 instructions, or a GPU is present), so the error cannot occur here");
     }
     let dir = tempfile::tempdir()?;
     let o = run(&[

@@ -136,20 +136,23 @@ fn fp32_maps_in_either_layout_match_pytorch_grad_cam() -> Result<()> {
     }
     if gradcam_stream::engine::cpu_autocast::supported() {
         eprintln!("bf16: this CPU has bf16 instructions, so the default checks above ran in bf16");
+        Ok(())
     } else {
-        eprintln!(
-            "skipped: bf16 (this CPU has no bf16 instructions; the checks above ran in fp32)"
-        );
+        skip(
+            "bf16",
+            "bf16 (this CPU has no bf16 instructions; the checks above ran in fp32)",
+        )
     }
-    Ok(())
 }
 
 #[test]
 fn fp16_maps_match_pytorch_grad_cam_on_a_gpu() -> Result<()> {
     // fp16 runs under CUDA autocast, on a GPU only; the reference stays fp32 on the CPU.
     if !tch::Cuda::is_available() {
-        eprintln!("no CUDA GPU here: fp16 is checked on a machine that has one");
-        return Ok(());
+        return skip(
+            "cuda",
+            "no CUDA: fp16 and fp32 on a GPU are checked on a machine that has one",
+        );
     }
     let dir = tempfile::tempdir()?;
     let raw = dir.path().join("frames.rgbx");

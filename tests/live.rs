@@ -306,10 +306,10 @@ fn a_watched_file_plays_at_its_own_pace() -> Result<()> {
     let forced = timed("display", &["--realtime", "off"])?;
     if forced >= length * 0.8 {
         // Pacing shows only where the file is explained faster than it plays.
-        println!(
-            "skipped: this machine explains bikes.mp4 ({length:.1} s) in {forced:.1} s unpaced, not faster than 0.8x its length: a paced run cannot be told from an unpaced one"
+        return skip(
+            "speed",
+            &format!("this machine explains bikes.mp4 ({length:.1} s) in {forced:.1} s unpaced, not faster than 0.8x its length: a paced run cannot be told from an unpaced one"),
         );
-        return Ok(());
     }
     let shown = timed("display", &[])?;
     println!(

@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use md5::Digest as _;
 use common::*;
+use md5::Digest as _;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -211,7 +211,10 @@ fn the_rtsp_server_keeps_strangers_out_and_credentials_stay_out_of_the_logs() ->
     assert_eq!(code, 401);
     // Digest and Basic are both offered; a Digest answer (RFC 2617, no qop, as the server
     // asks) is let in, and one made with a wrong password is not.
-    assert!(challenges.iter().any(|c| c.starts_with("Basic ")), "{challenges:?}");
+    assert!(
+        challenges.iter().any(|c| c.starts_with("Basic ")),
+        "{challenges:?}"
+    );
     let digest = challenges
         .iter()
         .find(|c| c.starts_with("Digest "))

@@ -419,7 +419,15 @@ pub fn is_channels_last(t: &Tensor) -> bool {
 fn resolve_precision(precision: Precision, device: Device) -> Result<Precision> {
     let usage = |m: &str| -> Result<Precision> { Err(UsageError(m.to_owned()).into()) };
     match precision {
-        Precision::Auto if !device.is_cuda() && cpu_autocast::supported() => Ok(Precision::Bf16),
+        Precision::Auto if !device.is_cuda() && cpu_autocast::supported() => {
+            if cpu_autocast::available() {
+                Ok(Precision::Bf16)
+            } else {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| eprintln!("bf16 is not available in this libtorch: using fp32"));
+                Ok(Precision::Fp32)
+            }
+        }
         Precision::Auto => Ok(Precision::Fp32),
         Precision::Fp16 if !device.is_cuda() => usage(
             "--precision fp16 runs on a CUDA GPU only, and the model runs on the CPU here; use --precision fp32 (or a machine with a GPU and --device cuda)",
@@ -429,6 +437,9 @@ fn resolve_precision(precision: Precision, device: Device) -> Result<Precision> 
         ),
         Precision::Bf16 if !cpu_autocast::supported() => usage(
             "--precision bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX-BF16); use --precision fp32 or auto",
+        ),
+        Precision::Bf16 if !cpu_autocast::available() => usage(
+            "--precision bf16: this libtorch has no CPU autocast (its calls were not found); use --precision fp32 or auto",
         ),
         p => Ok(p),
     }

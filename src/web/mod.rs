@@ -136,7 +136,8 @@ fn routes(site: Site) -> Router {
 /// What the pages may load: only what this server serves (their scripts and styles are
 /// compiled in, none inline), the live video as a `blob:` of the page's own MediaSource, and
 /// the WebSocket back to the same origin. No other site may frame them.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+const CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
      media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
@@ -146,7 +147,10 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 async fn protect(State(site): State<Site>, req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

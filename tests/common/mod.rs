@@ -14,6 +14,19 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
+/// A check this machine cannot make. Says `skipped: WHY` on the test run's own output (written
+/// past libtest's capture, so `make test` shows it beside the test's `ok`), or fails where the
+/// environment variable GRADCAM_REQUIRE (a comma list: `cuda`, `bf16`, …) promises `need`.
+pub fn skip(need: &str, why: &str) -> Result<()> {
+    use std::io::Write;
+    let required = std::env::var("GRADCAM_REQUIRE").unwrap_or_default();
+    if required.split(',').any(|r| r.trim() == need) {
+        bail!("GRADCAM_REQUIRE={required} promises {need}, yet: {why}");
+    }
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
+    Ok(())
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

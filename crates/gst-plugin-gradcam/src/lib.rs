@@ -22,11 +22,12 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), gst::glib::BoolError> {
 /// cannot change the allocator of the process that loads it). So glibc is told to serve every
 /// block from one heap (no mmap, one arena) and to keep up to 512 MiB of freed heap for reuse:
 /// on bigbuckbunny.mp4 that took 0.6-0.9 million page faults down to 0.18 million (the
-/// program's count) and the element to the program's pace. It is process-wide, and changes
-/// only when memory goes back to the kernel and that threads share one arena;
-/// `GRADCAM_GLIBC_MALLOC=default` leaves glibc as it is.
+/// program's count) and the element to the program's pace. It is process-wide (when memory
+/// goes back to the kernel, and that threads share one arena): a library inside someone else's
+/// process does that only when asked, so it is done where the host sets
+/// `GRADCAM_GLIBC_MALLOC=keep`, and glibc is left as it is otherwise.
 fn keep_freed_memory() {
-    if std::env::var("GRADCAM_GLIBC_MALLOC").is_ok_and(|v| v == "default") {
+    if !std::env::var("GRADCAM_GLIBC_MALLOC").is_ok_and(|v| v == "keep") {
         return;
     }
     // Blocks of up to 32 MiB (glibc's largest threshold) from the heap; larger ones too, as
