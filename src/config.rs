@@ -11,7 +11,9 @@ use anyhow::{bail, Result};
 use crate::cam::Method;
 use crate::cli::Args;
 use crate::colormap::Colormap;
-pub use crate::endpoint::{is_image_path, parse_duration, Container, Input, Output, Tls, WebView};
+pub use crate::endpoint::{
+    is_image_path, parse_duration, Container, Credentials, Input, Output, Tls, WebView,
+};
 use crate::endpoint::{
     is_name, metadata_path, parse_input, parse_metrics_addr, parse_outputs, parse_size,
     rtsp_credentials, segment_pattern, split_name, tls, web_view, with_name,
@@ -23,6 +25,8 @@ pub use crate::settings::named::{
 pub use crate::settings::{ClassValue, FileConfig, OneOrMany, StreamTable, DEFAULT_MODEL};
 use crate::settings::{PerStream, Run};
 use crate::shard::Shard;
+pub(crate) use crate::usage::usage;
+pub use crate::usage::UsageError;
 
 /// The class to explain in every frame, as given: resolved against the model's names when
 /// the model is loaded.
@@ -89,19 +93,6 @@ pub struct Stream {
     pub audio: bool,
 }
 
-/// The RTSP server's credentials (`--rtsp-auth USER:PASSWORD`).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:***", self.user)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// One stream a `--input` (or `[[stream]]` table); frames of all share the model's batches.
@@ -158,22 +149,6 @@ impl Config {
     pub fn is_image(&self) -> bool {
         matches!(self.streams.as_slice(), [s] if matches!(s.input, Input::Image(_) | Input::Folder(_)))
     }
-}
-
-/// An error in what the user asked for (exit status 2), as opposed to a failure while running.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
-pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
-    UsageError(msg.into()).into()
 }
 
 /// What every stream's settings depend on: resolved once, before the streams.

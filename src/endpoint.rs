@@ -7,7 +7,20 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::{usage, Credentials};
+use crate::usage::usage;
+
+/// What a server demands of its clients (`--rtsp-auth`, `--web-auth`: `USER:PASSWORD`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:***", self.user)
+    }
+}
 
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "webp", "tif", "tiff"];
 

@@ -29,6 +29,7 @@ pub mod shutdown;
 pub mod stats;
 pub mod still;
 pub mod track;
+pub mod usage;
 pub mod web;
 pub mod worker;
 

@@ -589,10 +589,16 @@ impl Model {
         let x = (x / 255.0 - &self.mean) / &self.std;
         // A channels-last batch stays so (the elementwise ops keep their input's layout);
         // anything else is made contiguous.
-        if crate::engine::is_channels_last(&x) {
+        if is_channels_last(&x) {
             Ok(x)
         } else {
             Ok(x.f_contiguous()?)
         }
     }
+}
+
+/// Whether `t` [N, C, H, W] lies channels-last in memory (its channels innermost).
+pub fn is_channels_last(t: &Tensor) -> bool {
+    let (size, stride) = (t.size(), t.stride());
+    size.len() == 4 && stride[1] == 1 && stride[3] == size[1] && stride[2] == size[1] * size[3]
 }

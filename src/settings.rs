@@ -80,7 +80,7 @@ impl FileConfig {
         }
         match self.input.take() {
             Some(i) => Ok(vec![one(i)]),
-            None => Err(crate::config::usage(
+            None => Err(crate::usage::usage(
                 "no input given; pass --input FILE|URI (or set `input` or [[stream]] tables in the config file)",
             )),
         }
@@ -94,7 +94,7 @@ impl FileConfig {
             let msg = e.to_string();
             let first = msg.lines().next().unwrap_or("invalid TOML").to_owned();
             let detail = e.message().trim().to_owned();
-            crate::config::usage(format!("config {}: {first}: {detail}", path.display()))
+            crate::usage::usage(format!("config {}: {first}: {detail}", path.display()))
         })
     }
 }

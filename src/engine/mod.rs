@@ -10,10 +10,10 @@
 //! frames are converted back. CPU and CUDA kernels take different dtypes (antialiased uint8
 //! resizing exists on the CPU only), and a test on the CPU cannot see such a gap.
 
+pub mod blend;
 mod boxes;
 pub mod cpu_autocast;
 mod cuda;
-pub mod overlay;
 pub mod smooth;
 pub mod threads;
 
@@ -298,6 +298,49 @@ impl Layout {
         let hw = self.h * self.w;
         hw + 2 + 2 * self.k + self.ranked * (1 + hw)
     }
+
+    /// A frame's results from its row of the table (see `Engine::results_table`).
+    fn explained(&self, row: &[f32], frame: Frame, blended: bool) -> Explained {
+        let hw = self.h * self.w;
+        let map = |at: &[f32]| CamMap {
+            h: self.h,
+            w: self.w,
+            data: at[..hw].to_vec(),
+        };
+        let top_p = &row[hw + 2..hw + 2 + self.k];
+        let top_i = &row[hw + 2 + self.k..hw + 2 + 2 * self.k];
+        let top: Vec<ClassScore> = top_i
+            .iter()
+            .zip(top_p)
+            .map(|(&c, &p)| ClassScore {
+                class: c as i64,
+                prob: p,
+            })
+            .collect();
+        let ranked = (0..self.ranked)
+            .map(|r| {
+                let at = &row[hw + 2 + 2 * self.k + r * (1 + hw)..];
+                let class = at[0] as i64;
+                let prob = top
+                    .iter()
+                    .find(|t| t.class == class)
+                    .map_or(0.0, |t| t.prob);
+                (ClassScore { class, prob }, map(&at[1..]))
+            })
+            .collect();
+        Explained {
+            blended,
+            cam: map(row),
+            target: ClassScore {
+                class: row[hw] as i64,
+                prob: row[hw + 1],
+            },
+            top,
+            ranked,
+            boxes: None,
+            frame,
+        }
+    }
 }
 
 /// The model plus what explaining needs; lives on the worker thread only.
@@ -314,7 +357,7 @@ pub struct Engine {
     layout: Memory,
     /// Each smoothed stream's state, made at its first frame.
     smoothing: HashMap<usize, smooth::Smoothing>,
-    blend: Option<overlay::Blend>,
+    blend: Option<blend::Blend>,
     /// Batch sizes the model is run at, smallest first: a batch is padded to the next one, so
     /// the device sees a few fixed shapes, each planned once at load. Empty: exact sizes (on a
     /// CPU, where padding would cost real work and nothing is planned per shape).
@@ -407,12 +450,6 @@ fn in_layout(
     })
 }
 
-/// Whether `t` [N, C, H, W] lies channels-last in memory (its channels innermost).
-pub fn is_channels_last(t: &Tensor) -> bool {
-    let (size, stride) = (t.size(), t.stride());
-    size.len() == 4 && stride[1] == 1 && stride[3] == size[1] && stride[2] == size[1] * size[3]
-}
-
 /// What `precision` means on `device`: auto is bf16 on a CPU that has bf16 instructions (for a
 /// convolutional map: see `Engine::new`) and fp32 elsewhere (fp16 on a GPU stays a choice: its
 /// maps differ more); fp16 needs a GPU, bf16 such a CPU.
@@ -465,7 +502,7 @@ fn pad_rows(t: &Tensor, n: i64) -> Result<Tensor> {
     let zeros = |s: [i64; 4]| Tensor::f_zeros(s, (t.kind(), t.device()));
     let zeros = match <[i64; 4]>::try_from(size.clone()) {
         // Zeros in the batch's layout, so a channels-last batch stays so once padded.
-        Ok(s) if is_channels_last(t) => in_layout(s, Memory::ChannelsLast, zeros)?,
+        Ok(s) if crate::model::is_channels_last(t) => in_layout(s, Memory::ChannelsLast, zeros)?,
         _ => Tensor::f_zeros(size.as_slice(), (t.kind(), t.device()))?,
     };
     Ok(Tensor::f_cat(&[t.shallow_clone(), zeros], 0)?)
@@ -581,7 +618,7 @@ impl Engine {
         // A detector's maps are drawn box by box on the host (render).
         let on_device = on_device && !model.info.is_detector();
         let blend = on_device
-            .then(|| overlay::Blend::new(s.colormap, s.alpha, s.threshold, device))
+            .then(|| blend::Blend::new(s.colormap, s.alpha, s.threshold, device))
             .transpose()?;
         let boxes = model.info.is_detector().then(|| BoxSettings {
             rules: crate::select::Rules {
@@ -928,26 +965,7 @@ impl Engine {
             bail!("an empty batch");
         }
         if self.boxes.is_some() {
-            let started = Instant::now();
-            let n = frames.len();
-            let done = self.explain_boxes(frames)?;
-            if let Some(g) = &mut self.governor {
-                g.record(n, started.elapsed());
-            }
-            return Ok(Pending {
-                boxed: Some(done),
-                frames: Vec::new(),
-                table: Tensor::new(),
-                layout: Layout {
-                    h: 0,
-                    w: 0,
-                    k: 0,
-                    ranked: 0,
-                },
-                pixels: None,
-                blended: Vec::new(),
-                marker: None,
-            });
+            return self.submit_boxes(frames);
         }
         let started = Instant::now();
         let b = frames.len() as i64;
@@ -967,7 +985,65 @@ impl Engine {
         let classes = shown.targets.f_narrow(0, 0, b)?; // [b]
         let maps = shown.maps.f_narrow(0, 0, b)?; // [b, h, w]
         let maps = self.smooth_maps(maps, &classes, &runs, &fresh)?;
+        let (table, layout) = self.results_table(&ranked, &classes, &maps, b)?;
+        let (blended, pixels) = self.blend_drawn(&frames, &rgb, &dev, &maps)?;
+        let table = self.copy_back(&table)?;
+        let pixels = pixels.map(|p| self.copy_back(&p)).transpose()?;
+        if self.device().is_cuda() {
+            self.copies.from_device += blended.len() as u64;
+        }
+        let marker = self.end_marker()?;
+        self.staging.turn += 1;
+        if let Some(g) = &mut self.governor {
+            g.record(frames.len(), started.elapsed());
+        }
+        Ok(Pending {
+            boxed: None,
+            frames,
+            table,
+            layout,
+            pixels,
+            blended,
+            marker,
+        })
+    }
+
+    /// A detector's batch: explained at once (its boxes are selected on the host).
+    fn submit_boxes(&mut self, frames: Vec<Frame>) -> Result<Pending> {
+        let started = Instant::now();
+        let n = frames.len();
+        let done = self.explain_boxes(frames)?;
+        if let Some(g) = &mut self.governor {
+            g.record(n, started.elapsed());
+        }
+        Ok(Pending {
+            boxed: Some(done),
+            frames: Vec::new(),
+            table: Tensor::new(),
+            layout: Layout {
+                h: 0,
+                w: 0,
+                k: 0,
+                ranked: 0,
+            },
+            pixels: None,
+            blended: Vec::new(),
+            marker: None,
+        })
+    }
+
+    /// A classifier batch's results as one table on the device, a row a frame: the shown map,
+    /// its class and probability, the top classes and their probabilities, then each ranked
+    /// target's class and map (with `--top-k` above 1).
+    fn results_table(
+        &self,
+        ranked: &[cam::CamBatch],
+        classes: &Tensor,
+        maps: &Tensor,
+        b: i64,
+    ) -> Result<(Tensor, Layout)> {
         let (h, w) = (maps.size()[1], maps.size()[2]);
+        let shown = &ranked[self.shown()];
         let probs = shown.logits.f_narrow(0, 0, b)?.f_softmax(1, Kind::Float)?; // [b, K]
         let k = TOP.max(self.top_k as i64).min(probs.size()[1]);
         let (top_p, top_i) = probs.f_topk(k, 1, true, true)?; // [b, k] each
@@ -985,67 +1061,60 @@ impl Engine {
             columns.push(float(&r.targets.f_narrow(0, 0, b)?.f_unsqueeze(1)?)?);
             columns.push(r.maps.f_narrow(0, 0, b)?.f_reshape([b, h * w])?);
         }
-        let table = Tensor::f_cat(&columns, 1)?; // [b, N]
+        let layout = Layout {
+            h: h as usize,
+            w: w as usize,
+            k: k as usize,
+            ranked: ranked_n,
+        };
+        Ok((Tensor::f_cat(&columns, 1)?, layout)) // [b, N]
+    }
 
-        // The frames drawn on: a stream that keeps its results only has none blended and
-        // none brought back.
-        let blended: Vec<usize> = match &self.blend {
-            Some(_) => (0..frames.len())
-                .filter(|&i| self.per_stream(frames[i].stream).draw)
-                .collect(),
-            None => Vec::new(),
+    /// The frames drawn on (a stream that keeps its results only has none blended and none
+    /// brought back) and their blended pixels on the device, [n, H, W, 4] uint8.
+    fn blend_drawn(
+        &self,
+        frames: &[Frame],
+        rgb: &Tensor,
+        dev: &Tensor,
+        maps: &Tensor,
+    ) -> Result<(Vec<usize>, Option<Tensor>)> {
+        let Some(blend) = &self.blend else {
+            return Ok((Vec::new(), None));
         };
-        let pixels = match &self.blend {
-            Some(blend) if !blended.is_empty() => {
-                // The model's input in float (a view, [b, H, W, 3]), the padding byte as it
-                // came and the maps, of the rows drawn on.
-                let (rgb, pad) = (rgb.f_permute([0, 2, 3, 1])?, dev.f_narrow(3, 3, 1)?);
-                let at = if blended.len() < frames.len() {
-                    let at: Vec<i64> = blended.iter().map(|&i| i as i64).collect();
-                    Some(Tensor::f_from_slice(&at)?.f_to(self.device())?)
-                } else {
-                    None
-                };
-                let rows = |t: &Tensor| -> Result<Tensor> {
-                    Ok(match &at {
-                        Some(at) => t.f_index_select(0, at)?,
-                        None => t.shallow_clone(),
-                    })
-                };
-                Some(blend.apply(&rows(&rgb)?, &rows(&pad)?, &rows(&maps)?)?) // [n, H, W, 4] u8
-            }
-            _ => None,
-        };
-        let table = self.copy_back(&table)?;
-        let pixels = pixels.map(|p| self.copy_back(&p)).transpose()?;
-        if self.device().is_cuda() {
-            self.copies.from_device += blended.len() as u64;
+        let blended: Vec<usize> = (0..frames.len())
+            .filter(|&i| self.per_stream(frames[i].stream).draw)
+            .collect();
+        if blended.is_empty() {
+            return Ok((blended, None));
         }
-        let marker = if self.pipelined && self.device().is_cuda() {
-            Some(cuda::Marker::record().ok_or_else(|| {
-                anyhow!("the GPU refused to mark a batch's end (CUDA runtime error)")
-            })?)
+        // The model's input in float (a view, [b, H, W, 3]), the padding byte as it came and
+        // the maps, of the rows drawn on.
+        let (rgb, pad) = (rgb.f_permute([0, 2, 3, 1])?, dev.f_narrow(3, 3, 1)?);
+        let at = if blended.len() < frames.len() {
+            let at: Vec<i64> = blended.iter().map(|&i| i as i64).collect();
+            Some(Tensor::f_from_slice(&at)?.f_to(self.device())?)
         } else {
             None
         };
-        self.staging.turn += 1;
-        if let Some(g) = &mut self.governor {
-            g.record(frames.len(), started.elapsed());
+        let rows = |t: &Tensor| -> Result<Tensor> {
+            Ok(match &at {
+                Some(at) => t.f_index_select(0, at)?,
+                None => t.shallow_clone(),
+            })
+        };
+        let pixels = blend.apply(&rows(&rgb)?, &rows(&pad)?, &rows(maps)?)?;
+        Ok((blended, Some(pixels)))
+    }
+
+    /// A mark of the batch's end on the GPU's stream, where batches are pipelined.
+    fn end_marker(&self) -> Result<Option<cuda::Marker>> {
+        if !(self.pipelined && self.device().is_cuda()) {
+            return Ok(None);
         }
-        Ok(Pending {
-            boxed: None,
-            frames,
-            table,
-            layout: Layout {
-                h: h as usize,
-                w: w as usize,
-                k: k as usize,
-                ranked: ranked_n,
-            },
-            pixels,
-            blended,
-            marker,
-        })
+        cuda::Marker::record()
+            .map(Some)
+            .ok_or_else(|| anyhow!("the GPU refused to mark a batch's end (CUDA runtime error)"))
     }
 
     /// Wait for a submitted batch and unpack it into plain results, in frame order.
@@ -1072,75 +1141,48 @@ impl Engine {
         let data = Vec::<f32>::try_from(table.f_flatten(0, -1)?)?;
         let stride = l.width();
         anyhow::ensure!(data.len() == b * stride, "result table of the wrong size");
-        let mut drawn = vec![false; b];
-        if let Some(px) = &pixels {
-            let (n, rows) = (frames[0].pixels.len(), blended.len());
-            anyhow::ensure!(
-                px.kind() == Kind::Uint8 && px.is_contiguous() && px.numel() == rows * n,
-                "blended frames of the wrong shape"
-            );
-            // SAFETY: `px` is a contiguous uint8 host tensor of rows·n bytes, alive for this
-            // scope, whose copy from the device is done (the marker was waited for).
-            let src = unsafe { std::slice::from_raw_parts(px.data_ptr() as *const u8, rows * n) };
-            for &i in &blended {
-                drawn[i] = true;
-            }
-            copy_frames(
-                frames
-                    .iter_mut()
-                    .zip(&drawn)
-                    .filter(|(_, &d)| d)
-                    .map(|(f, _)| f.pixels.as_mut_slice())
-                    .zip(src.chunks_exact(n)),
-            );
-            self.copies.host += rows as u64;
-        }
-        let hw = l.h * l.w;
-        let map = |at: &[f32]| CamMap {
-            h: l.h,
-            w: l.w,
-            data: at[..hw].to_vec(),
+        let drawn = match &pixels {
+            Some(px) => self.take_blended(&mut frames, px, &blended)?,
+            None => vec![false; b],
         };
         Ok(frames
             .into_iter()
-            .enumerate()
-            .map(|(i, frame)| {
-                let row = &data[i * stride..(i + 1) * stride];
-                let top_p = &row[hw + 2..hw + 2 + l.k];
-                let top_i = &row[hw + 2 + l.k..hw + 2 + 2 * l.k];
-                let top: Vec<ClassScore> = top_i
-                    .iter()
-                    .zip(top_p)
-                    .map(|(&c, &p)| ClassScore {
-                        class: c as i64,
-                        prob: p,
-                    })
-                    .collect();
-                let ranked = (0..l.ranked)
-                    .map(|r| {
-                        let at = &row[hw + 2 + 2 * l.k + r * (1 + hw)..];
-                        let class = at[0] as i64;
-                        let prob = top
-                            .iter()
-                            .find(|t| t.class == class)
-                            .map_or(0.0, |t| t.prob);
-                        (ClassScore { class, prob }, map(&at[1..]))
-                    })
-                    .collect();
-                Explained {
-                    blended: drawn[i],
-                    cam: map(row),
-                    target: ClassScore {
-                        class: row[hw] as i64,
-                        prob: row[hw + 1],
-                    },
-                    top,
-                    ranked,
-                    boxes: None,
-                    frame,
-                }
-            })
+            .zip(data.chunks_exact(stride))
+            .zip(drawn)
+            .map(|((frame, row), drawn)| l.explained(row, frame, drawn))
             .collect())
+    }
+
+    /// Copy the blended pixels (rows of the frames at `blended`, on the host) into those
+    /// frames; which frames were drawn on.
+    fn take_blended(
+        &mut self,
+        frames: &mut [Frame],
+        px: &Tensor,
+        blended: &[usize],
+    ) -> Result<Vec<bool>> {
+        let (n, rows) = (frames[0].pixels.len(), blended.len());
+        anyhow::ensure!(
+            px.kind() == Kind::Uint8 && px.is_contiguous() && px.numel() == rows * n,
+            "blended frames of the wrong shape"
+        );
+        // SAFETY: `px` is a contiguous uint8 host tensor of rows·n bytes, alive for this
+        // scope, whose copy from the device is done (the marker was waited for).
+        let src = unsafe { std::slice::from_raw_parts(px.data_ptr() as *const u8, rows * n) };
+        let mut drawn = vec![false; frames.len()];
+        for &i in blended {
+            drawn[i] = true;
+        }
+        copy_frames(
+            frames
+                .iter_mut()
+                .zip(&drawn)
+                .filter(|(_, &d)| d)
+                .map(|(f, _)| f.pixels.as_mut_slice())
+                .zip(src.chunks_exact(n)),
+        );
+        self.copies.host += rows as u64;
+        Ok(drawn)
     }
 
     /// A batch explained from start to end (tests, still images, benchmarks).

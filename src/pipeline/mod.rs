@@ -20,6 +20,7 @@ pub mod rtsp;
 pub mod sink;
 pub mod sound;
 pub mod source;
+pub mod times;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -175,7 +175,7 @@ impl EncodedTap for Feeds {
             }
         }
         // The running time, as the frames' (a looping source's timestamps start over).
-        let Some(pts) = buffer.pts().map(|t| super::source::running_time(sample, t)) else {
+        let Some(pts) = buffer.pts().map(|t| super::times::running_time(sample, t)) else {
             return;
         };
         let Ok(mut medias) = self.medias.lock() else {

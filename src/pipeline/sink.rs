@@ -369,7 +369,7 @@ pub fn attach(appsink: &gst_app::AppSink, taps: Vec<Arc<dyn EncodedTap>>) {
                 // negative) and its segment with them: the running time is the frame's own.
                 let pts = buffer
                     .pts()
-                    .map_or(0, |t| super::source::running_time(&sample, t));
+                    .map_or(0, |t| super::times::running_time(&sample, t));
                 let frame = Encoded {
                     data: map.as_slice(),
                     pts,

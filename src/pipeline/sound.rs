@@ -253,8 +253,8 @@ pub fn attach(
                     }
                 }
                 let time = |t| match live {
-                    true => super::source::running_time(&sample, t),
-                    false => super::source::stream_time(&sample, t),
+                    true => super::times::running_time(&sample, t),
+                    false => super::times::stream_time(&sample, t),
                 };
                 let Some(pts) = buffer.pts().map(time) else {
                     return Ok(gst::FlowSuccess::Ok);

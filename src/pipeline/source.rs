@@ -27,6 +27,7 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
 use super::sound;
+use super::times::{running_time, stream_time};
 use crate::config::{Input, Overload, RtspSettings, RtspTransport};
 use crate::frame::Frame;
 use crate::stats::{Stage, Tally};
@@ -373,21 +374,6 @@ impl LiveClock {
     }
 }
 
-/// A sample's time segment (None for a sample without one, or in another format).
-fn segment(sample: &gst::Sample) -> Option<gst::FormattedSegment<gst::ClockTime>> {
-    sample
-        .segment()
-        .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned())
-}
-
-/// A buffer's running time (the pipeline clock's time it is for: a live feed's streams share it).
-pub fn running_time(sample: &gst::Sample, pts: gst::ClockTime) -> u64 {
-    segment(sample)
-        .and_then(|s| s.to_running_time(pts))
-        .unwrap_or(pts)
-        .nseconds()
-}
-
 /// `{uridecodebin (rtspsrc, configured as it is made)} - …`
 fn add_rtsp(
     pipeline: &gst::Pipeline,
@@ -695,15 +681,6 @@ fn set_callback(sink: &gst_app::AppSink, h: Handoff, live: Option<LiveClock>) {
             })
             .build(),
     );
-}
-
-/// A buffer's time in its stream (where a player shows it: an MP4's edit list applied, as
-/// the same for its video and its sound), from its sample's segment.
-pub fn stream_time(sample: &gst::Sample, pts: gst::ClockTime) -> u64 {
-    segment(sample)
-        .and_then(|s| s.to_stream_time(pts))
-        .unwrap_or(pts)
-        .nseconds()
 }
 
 /// How long the media at `uri` lasts, as its demuxer says (None when it cannot tell).
