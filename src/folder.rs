@@ -49,11 +49,12 @@ pub struct Job<'a> {
     pub look: Look,
 }
 
-pub fn run(job: Job, settings: engine::Settings, batch: usize) -> Result<()> {
-    let start = Instant::now();
+/// The job's images, sorted, with the output folder made; a folder without one is a usage
+/// error.
+fn images_to_explain(job: &Job) -> Result<Vec<PathBuf>> {
     let files = images_in(job.dir)?;
     if files.is_empty() {
-        return Err(crate::config::usage(format!(
+        return Err(crate::usage::usage(format!(
             "the folder {} holds no images (.png .jpg .jpeg .bmp .webp .tif .tiff)",
             job.dir.display()
         )));
@@ -62,6 +63,12 @@ pub fn run(job: Job, settings: engine::Settings, batch: usize) -> Result<()> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating the output folder {}", parent.display()))?;
     }
+    Ok(files)
+}
+
+pub fn run(job: Job, settings: engine::Settings, batch: usize) -> Result<()> {
+    let start = Instant::now();
+    let files = images_to_explain(&job)?;
     let (frames_tx, frames_rx) = crossbeam_channel::bounded(batch * 2);
     let (results_tx, results_rx) = crossbeam_channel::bounded(2);
     // The heatmap is drawn on the host, over the original picture.
@@ -118,30 +125,59 @@ pub fn run(job: Job, settings: engine::Settings, batch: usize) -> Result<()> {
     if let Some(m) = lines {
         m.commit()?;
     }
-    let secs = start.elapsed().as_secs_f64();
-    eprintln!(
-        "done: {explained} images in {batches} batch{}, {secs:.1} s ({:.1} images/s) on {} with {} → {}{}",
-        if batches == 1 { "" } else { "es" },
-        explained as f64 / secs.max(1e-9),
-        info.device,
-        info.name,
-        job.pattern.display(),
+    let done = Done {
+        explained,
+        batches,
+        secs: start.elapsed().as_secs_f64(),
+    };
+    done.report(&info, job.pattern, files.len(), &unreadable)
+}
+
+/// What a folder run did, for its last line.
+struct Done {
+    explained: usize,
+    batches: usize,
+    secs: f64,
+}
+
+impl Done {
+    /// The `done:` line; an error naming the images that could not be read, if any.
+    fn report(
+        &self,
+        info: &engine::ModelInfo,
+        pattern: &Path,
+        total: usize,
+        unreadable: &[PathBuf],
+    ) -> Result<()> {
+        let Done {
+            explained,
+            batches,
+            secs,
+        } = *self;
+        eprintln!(
+            "done: {explained} images in {batches} batch{}, {secs:.1} s ({:.1} images/s) on {} with {} → {}{}",
+            if batches == 1 { "" } else { "es" },
+            explained as f64 / secs.max(1e-9),
+            info.device,
+            info.name,
+            pattern.display(),
+            if unreadable.is_empty() {
+                String::new()
+            } else {
+                format!(", {} skipped", unreadable.len())
+            }
+        );
         if unreadable.is_empty() {
-            String::new()
-        } else {
-            format!(", {} skipped", unreadable.len())
+            return Ok(());
         }
-    );
-    if !unreadable.is_empty() {
         let names: Vec<String> = unreadable.iter().map(|p| p.display().to_string()).collect();
         anyhow::bail!(
             "{} of {} images could not be read: {}",
             unreadable.len(),
-            files.len(),
+            total,
             names.join(", ")
-        );
+        )
     }
-    Ok(())
 }
 
 /// What the reading thread is given: the files, whether to turn them upright, and the size

@@ -141,6 +141,12 @@ impl Collector for Board {
 impl Board {
     /// The families with one series per stream.
     fn encode_streams(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        self.encode_stream_counts(e)?;
+        self.encode_stream_states(e)
+    }
+
+    /// Each stream's counters: frames in, out, dropped, undecoded, reconnects, detections.
+    fn encode_stream_counts(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         use std::sync::atomic::Ordering::Relaxed;
         let per =
             |f: fn(&Stats) -> u64| self.streams.iter().map(move |(n, s, _)| (n.clone(), f(s)));
@@ -188,6 +194,12 @@ impl Board {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Each stream's state: up, its latency, its encoders, its queue.
+    fn encode_stream_states(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        use std::sync::atomic::Ordering::Relaxed;
         gauge(
             e,
             "gradcam_stream_up",

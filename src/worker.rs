@@ -400,43 +400,49 @@ fn count_copies(stats: &Stats, c: crate::engine::Copies) {
     stats.add_copies(c.host, c.to_device, c.from_device);
 }
 
-fn run(
-    mut engine: Engine,
-    mut batcher: Batcher,
-    results: &Sender<Delivery>,
-    stats: &Stats,
-) -> Result<()> {
-    // A batch queued on the device, with the streams that end after it.
-    let mut pending: Option<(Pending, Vec<usize>)> = None;
-    // Both halves of a batch count as the model's busy time; their failures are one line.
-    let submit = |engine: &mut Engine, batch: Vec<Frame>| -> Result<Pending> {
+/// The worker's loop state: the engine, the batcher, where results go.
+struct Loop<'a> {
+    engine: Engine,
+    batcher: Batcher,
+    results: &'a Sender<Delivery>,
+    stats: &'a Stats,
+}
+
+/// Whether the loop goes on: false once the output stage is gone (it reports its own error).
+type GoOn = bool;
+
+/// A batch queued on the device, with the streams that end after it.
+type OnDevice = (Pending, Vec<usize>);
+
+impl Loop<'_> {
+    /// Queue a batch on the device; both halves of a batch count as the model's busy time,
+    /// and their failures are one line.
+    fn submit(&mut self, batch: Vec<Frame>) -> Result<Pending> {
         let what = format!("explaining a batch of {} frames", batch.len());
-        stats.record_batch(batch.len());
-        let (busy, copies) = (Instant::now(), engine.copies());
+        self.stats.record_batch(batch.len());
+        let (busy, copies) = (Instant::now(), self.engine.copies());
+        let engine = &mut self.engine;
         let queued = guarded(&what, || engine.submit(batch))?;
-        stats.add_busy(Stage::Model, busy.elapsed());
-        count_copies(stats, engine.copies().since(copies));
+        self.stats.add_busy(Stage::Model, busy.elapsed());
+        count_copies(self.stats, self.engine.copies().since(copies));
         Ok(queued)
-    };
-    // Hand on a batch's results (if any), the streams that end after it and the streams of
-    // the frames dropped past their bound since the last delivery; false once the output
-    // stage is gone.
-    let deliver = |engine: &mut Engine,
-                   batcher: &mut Batcher,
-                   p: Option<Pending>,
-                   ended: Vec<usize>|
-     -> Result<bool> {
-        let expired = take(&mut batcher.expired);
+    }
+
+    /// Hand on a batch's results (if any), the streams that end after it and the streams of
+    /// the frames dropped past their bound since the last delivery.
+    fn deliver(&mut self, p: Option<Pending>, ended: Vec<usize>) -> Result<GoOn> {
+        let expired = take(&mut self.batcher.expired);
         let explained = match p {
             Some(p) => {
                 let what = format!("explaining a batch of {} frames", p.len());
-                let (busy, copies) = (Instant::now(), engine.copies());
+                let (busy, copies) = (Instant::now(), self.engine.copies());
+                let engine = &mut self.engine;
                 let done = guarded(&what, || engine.finish(p))?;
-                stats.add_busy(Stage::Model, busy.elapsed());
-                count_copies(stats, engine.copies().since(copies));
-                if engine.device().is_cuda() {
+                self.stats.add_busy(Stage::Model, busy.elapsed());
+                count_copies(self.stats, self.engine.copies().since(copies));
+                if self.engine.device().is_cuda() {
                     if let Some(m) = crate::engine::device_memory_in_use() {
-                        stats.set_device_memory(m);
+                        self.stats.set_device_memory(m);
                     }
                 }
                 done
@@ -444,52 +450,68 @@ fn run(
             None => Vec::new(),
         };
         for &s in &ended {
-            engine.forget(s);
+            self.engine.forget(s);
         }
-        // The output stage is gone: it reports its own error.
-        Ok(results
+        Ok(self
+            .results
             .send(Delivery {
                 explained,
                 ended,
                 expired,
             })
             .is_ok())
+    }
+
+    /// The device works on `p`: gather the next batch meanwhile, and queue it as soon as it
+    /// is full or the device is free. What is still on the device afterwards.
+    fn overlap(&mut self, p: Pending, ended: Vec<usize>) -> Result<(GoOn, Option<OnDevice>)> {
+        let room = self.batcher.take_queued();
+        let closed = self.batcher.inputs_closed();
+        if (!room || closed) && !self.batcher.next.is_empty() {
+            let (next, next_ended) = self.batcher.take_batch();
+            let next = self.submit(next)?;
+            Ok((self.deliver(Some(p), ended)?, Some((next, next_ended))))
+        } else if p.done() || closed {
+            Ok((self.deliver(Some(p), ended)?, None))
+        } else {
+            self.batcher.wait_any(Some(POLL));
+            Ok((true, Some((p, ended))))
+        }
+    }
+}
+
+fn run(engine: Engine, batcher: Batcher, results: &Sender<Delivery>, stats: &Stats) -> Result<()> {
+    let mut w = Loop {
+        engine,
+        batcher,
+        results,
+        stats,
     };
+    let mut pending: Option<OnDevice> = None;
     loop {
         if let Some((p, ended)) = pending.take() {
-            // The device works on `p`: gather the next batch meanwhile, and queue it as soon
-            // as it is full or the device is free.
-            let room = batcher.take_queued();
-            let closed = batcher.inputs_closed();
-            if (!room || closed) && !batcher.next.is_empty() {
-                let (next, next_ended) = batcher.take_batch();
-                pending = Some((submit(&mut engine, next)?, next_ended));
-                if !deliver(&mut engine, &mut batcher, Some(p), ended)? {
-                    return Ok(());
-                }
-            } else if p.done() || closed {
-                if !deliver(&mut engine, &mut batcher, Some(p), ended)? {
-                    return Ok(());
-                }
-            } else {
-                batcher.wait_any(Some(POLL));
-                pending = Some((p, ended));
-            }
-            continue;
-        }
-        let Some((batch, ended)) = batcher.complete() else {
-            return Ok(());
-        };
-        if batch.is_empty() {
-            if !deliver(&mut engine, &mut batcher, None, ended)? {
+            let (go_on, still) = w.overlap(p, ended)?;
+            if !go_on {
                 return Ok(());
             }
+            pending = still;
             continue;
         }
-        let queued = submit(&mut engine, batch)?;
-        if engine.pipelined() {
-            pending = Some((queued, ended));
-        } else if !deliver(&mut engine, &mut batcher, Some(queued), ended)? {
+        let Some((batch, ended)) = w.batcher.complete() else {
+            return Ok(());
+        };
+        let go_on = if batch.is_empty() {
+            w.deliver(None, ended)?
+        } else {
+            let queued = w.submit(batch)?;
+            if w.engine.pipelined() {
+                pending = Some((queued, ended));
+                true
+            } else {
+                w.deliver(Some(queued), ended)?
+            }
+        };
+        if !go_on {
             return Ok(());
         }
     }

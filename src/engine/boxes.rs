@@ -294,47 +294,16 @@ impl Engine {
                             on_grid(&m, h0, w0)
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    if by_level.len() == 1 {
-                        by_level.into_iter().next().expect("one level")
-                    } else {
-                        let level: Vec<i64> = frames
-                            .iter()
-                            .map(|&i| kept[i].boxes[r].level as i64)
-                            .collect();
-                        let level = Tensor::f_from_slice(&level)?.f_to(dev)?; // [n]
-                        let stacked = Tensor::f_stack(&by_level, 1)?; // [n, L, h0, w0]
-                        let at = level
-                            .f_view([-1, 1, 1, 1])?
-                            .f_expand([frames.len() as i64, 1, h0, w0], false)?;
-                        stacked.f_gather(1, &at, false)?.f_squeeze_dim(1)?
-                    }
+                    let level: Vec<i64> = frames
+                        .iter()
+                        .map(|&i| kept[i].boxes[r].level as i64)
+                        .collect();
+                    on_own_level(by_level, &level)?
                 }
             };
             per_rank.push((frames, cam::normalize(&maps.f_relu()?)));
         }
-        // One copy to the host of every box's map, then each frame's in rank order.
-        let all: Vec<Tensor> = per_rank.iter().map(|(_, m)| m.shallow_clone()).collect();
-        let mut out: Vec<Vec<f32>> = kept
-            .iter()
-            .map(|k| Vec::with_capacity(k.boxes.len() * (h0 * w0) as usize))
-            .collect();
-        if all.is_empty() {
-            return Ok(out);
-        }
-        let data = Vec::<f32>::try_from(
-            Tensor::f_cat(&all, 0)?
-                .f_to_device(tch::Device::Cpu)?
-                .f_flatten(0, -1)?,
-        )?;
-        let hw = (h0 * w0) as usize;
-        let mut at = 0;
-        for (frames, _) in &per_rank {
-            for &f in frames {
-                out[f].extend_from_slice(&data[at..at + hw]);
-                at += hw;
-            }
-        }
-        Ok(out)
+        to_frames(&per_rank, kept.len(), (h0 * w0) as usize)
     }
 
     /// Give `stream`'s boxes their track ids (and, smoothing, their tracks' maps).
@@ -415,4 +384,41 @@ fn frame_result(frame: Frame, boxes: Vec<Detection>, h: usize, w: usize) -> Expl
         ranked: Vec::new(),
         boxes: Some(boxes),
     }
+}
+
+/// Each box's map from the level it came from: `by_level` [n, h0, w0] a level, `level` [n].
+fn on_own_level(by_level: Vec<Tensor>, level: &[i64]) -> Result<Tensor> {
+    if by_level.len() == 1 {
+        return Ok(by_level.into_iter().next().expect("one level"));
+    }
+    let s = by_level[0].size();
+    let level = Tensor::f_from_slice(level)?.f_to(by_level[0].device())?; // [n]
+    let stacked = Tensor::f_stack(&by_level, 1)?; // [n, L, h0, w0]
+    let at = level
+        .f_view([-1, 1, 1, 1])?
+        .f_expand([s[0], 1, s[1], s[2]], false)?;
+    Ok(stacked.f_gather(1, &at, false)?.f_squeeze_dim(1)?)
+}
+
+/// One copy to the host of every box's map (`per_rank`: the frames of a rank and their maps),
+/// then each of `frames` frames' maps in rank order, `hw` values a map.
+fn to_frames(per_rank: &[(Vec<usize>, Tensor)], frames: usize, hw: usize) -> Result<Vec<Vec<f32>>> {
+    let mut out: Vec<Vec<f32>> = vec![Vec::new(); frames];
+    if per_rank.is_empty() {
+        return Ok(out);
+    }
+    let all: Vec<Tensor> = per_rank.iter().map(|(_, m)| m.shallow_clone()).collect();
+    let data = Vec::<f32>::try_from(
+        Tensor::f_cat(&all, 0)?
+            .f_to_device(tch::Device::Cpu)?
+            .f_flatten(0, -1)?,
+    )?;
+    let mut at = 0;
+    for (frames, _) in per_rank {
+        for &f in frames {
+            out[f].extend_from_slice(&data[at..at + hw]);
+            at += hw;
+        }
+    }
+    Ok(out)
 }

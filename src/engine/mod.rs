@@ -14,97 +14,31 @@ pub mod blend;
 mod boxes;
 pub mod cpu_autocast;
 mod cuda;
+mod settings;
 pub mod smooth;
 pub mod threads;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::cam;
-use crate::colormap::Colormap;
-use crate::config::{ClassSpec, DeviceChoice, Layout as Memory, Named, Precision, UsageError};
+use crate::config::{Layout as Memory, Precision, UsageError};
 use crate::frame::{CamMap, ClassScore, Explained, Frame};
 use crate::model::{self, Acts, Model};
 
 pub use boxes::{BoxSettings, PRE_NMS};
 pub use cuda::memory_in_use as device_memory_in_use;
+use settings::{
+    box_settings, configure_libtorch, device_blend, fit_to_kind, per_stream, resolve_precision,
+    PerStream,
+};
+pub use settings::{class_by_name, BlendAt, Settings, StreamSettings};
 
 /// How many of the most likely classes each result carries.
 pub const TOP: i64 = 5;
-
-/// Where the heatmap is blended over the frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BlendAt {
-    /// On the model's device when it is a GPU; on the host (the render stage, in parallel per
-    /// frame) on a CPU, where the fixed-point host blend is the faster.
-    Auto,
-    Device,
-    Host,
-}
-
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub model: PathBuf,
-    pub device: DeviceChoice,
-    pub precision: Precision,
-    pub layout: Memory,
-    pub batch_size: usize,
-    pub max_wait: Duration,
-    pub class: Option<ClassSpec>,
-    /// None: the model's kind decides (Grad-CAM for a classifier, ODAM for a detector).
-    pub method: Option<cam::Method>,
-    /// A detector's: the most boxes explained per frame, and the score threshold and NMS IoU
-    /// (None: the model's own defaults from its sidecar).
-    pub boxes: usize,
-    pub score_threshold: Option<f32>,
-    pub nms_iou: Option<f32>,
-    /// A detector's input size [h, w] (None: the sidecar's).
-    pub detector_size: Option<[i64; 2]>,
-    /// Explain the K most likely classes of each frame (1: the top-1 only).
-    pub top_k: usize,
-    /// Which of them the video shows (1-based).
-    pub show_rank: usize,
-    /// Temporal smoothing S, 0 is off (see `smooth`).
-    pub smooth: f32,
-    /// libtorch intra-op threads; 0: libtorch's choice on a CPU, one on a GPU (the device does
-    /// the work there; more would only spin cores the codecs need).
-    pub threads: usize,
-    pub colormap: Colormap,
-    pub alpha: f32,
-    pub threshold: f32,
-    pub blend: BlendAt,
-    /// Whether the worker queues batch N+1 before it takes batch N's results. None: where
-    /// the device runs asynchronously (a GPU, with the CUDA runtime's events); tests force it.
-    pub pipelined: Option<bool>,
-    /// Per stream (by `Frame::stream`): its class and smoothing, where they differ from
-    /// `class` and `smooth` (a stream past the end takes those).
-    pub streams: Vec<StreamSettings>,
-}
-
-/// What may differ between the streams that share the engine.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamSettings {
-    pub class: Option<ClassSpec>,
-    pub smooth: f32,
-    /// Whether its frames are shown (a file, a window, RTSP, the web view). False where its
-    /// outputs keep its results only (`--output null`, with `--metadata`): no heatmap is
-    /// blended onto its frames, and on a GPU none of them is brought back from the device.
-    pub draw: bool,
-}
-
-impl Default for StreamSettings {
-    fn default() -> StreamSettings {
-        StreamSettings {
-            class: None,
-            smooth: 0.0,
-            draw: true,
-        }
-    }
-}
 
 /// Whole frames copied so far, by where the bytes went: each count is one frame's pixels.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -127,14 +61,6 @@ impl Copies {
             from_device: self.from_device - earlier.from_device,
         }
     }
-}
-
-/// A stream's settings, resolved against the model.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct PerStream {
-    class: Option<i64>,
-    smooth: f32,
-    draw: bool,
 }
 
 /// How a run of one stream's frames picks the class each map explains.
@@ -168,46 +94,6 @@ fn runs_of(frames: &[Frame]) -> Vec<Run> {
         }
     }
     runs
-}
-
-impl Settings {
-    /// The command line's declared defaults (`settings.rs`), for `model`: tests, benchmarks
-    /// and the element start here.
-    pub fn new(model: PathBuf) -> Settings {
-        let (run, stream) = (
-            crate::settings::Run::default(),
-            crate::settings::PerStream::default(),
-        );
-        let declared = |what: &str, v: &str| -> ! { panic!("the declared default {what} `{v}`") };
-        Settings {
-            model,
-            device: DeviceChoice::parse_named("device", &run.device)
-                .unwrap_or_else(|_| declared("device", &run.device)),
-            precision: Precision::parse_named("precision", &run.precision)
-                .unwrap_or_else(|_| declared("precision", &run.precision)),
-            layout: Memory::parse_named("layout", &run.layout)
-                .unwrap_or_else(|_| declared("layout", &run.layout)),
-            batch_size: run.batch_size,
-            max_wait: Duration::from_millis(run.max_wait_ms),
-            class: None,
-            method: crate::config::method_choice(&run.method)
-                .unwrap_or_else(|_| declared("method", &run.method)),
-            boxes: run.boxes,
-            score_threshold: run.score_threshold,
-            nms_iou: run.nms_iou,
-            detector_size: None,
-            top_k: run.top_k,
-            show_rank: run.show_rank,
-            smooth: stream.smooth,
-            threads: run.threads,
-            colormap: Colormap::parse(&run.colormap).expect("the declared default colormap"),
-            alpha: run.alpha,
-            threshold: run.threshold,
-            blend: BlendAt::Auto,
-            pipelined: None,
-            streams: Vec::new(),
-        }
-    }
 }
 
 /// What the rest of the program may know about the loaded model.
@@ -377,43 +263,6 @@ pub struct Engine {
     backward_passes: u64,
 }
 
-/// The id of the class called `name` (case-insensitive); an unknown name lists close ones.
-pub fn class_by_name(name: &str, classes: &[String]) -> Result<i64> {
-    let want = name.trim().to_lowercase();
-    if let Some(i) = classes.iter().position(|c| c.to_lowercase() == want) {
-        return Ok(i as i64);
-    }
-    let mut near: Vec<(usize, usize)> = classes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let c = c.to_lowercase();
-            let d = if c.contains(&want) || want.contains(&c) {
-                0
-            } else {
-                strsim::levenshtein(&want, &c)
-            };
-            (d, i)
-        })
-        .collect();
-    near.sort();
-    let close: Vec<String> = near
-        .iter()
-        .take_while(|(d, _)| *d <= want.len().max(3) / 2)
-        .take(5)
-        .map(|&(_, i)| format!("{} ({i})", classes[i]))
-        .collect();
-    let hint = if close.is_empty() {
-        "give a class id, or a name from the model's sidecar .json".to_owned()
-    } else {
-        format!("close matches: {}", close.join(", "))
-    };
-    Err(UsageError(format!(
-        "--class `{name}` is not a class of this model; {hint}"
-    ))
-    .into())
-}
-
 /// Batch sizes to run a GPU at for batches of up to `max`: powers of two, and `max` itself.
 fn buckets_for(max: usize) -> Vec<i64> {
     let max = max.max(1) as i64;
@@ -450,38 +299,6 @@ fn in_layout(
     })
 }
 
-/// What `precision` means on `device`: auto is bf16 on a CPU that has bf16 instructions (for a
-/// convolutional map: see `Engine::new`) and fp32 elsewhere (fp16 on a GPU stays a choice: its
-/// maps differ more); fp16 needs a GPU, bf16 such a CPU.
-fn resolve_precision(precision: Precision, device: Device) -> Result<Precision> {
-    let usage = |m: &str| -> Result<Precision> { Err(UsageError(m.to_owned()).into()) };
-    match precision {
-        Precision::Auto if !device.is_cuda() && cpu_autocast::supported() => {
-            if cpu_autocast::available() {
-                Ok(Precision::Bf16)
-            } else {
-                static SAID: std::sync::Once = std::sync::Once::new();
-                SAID.call_once(|| eprintln!("bf16 is not available in this libtorch: using fp32"));
-                Ok(Precision::Fp32)
-            }
-        }
-        Precision::Auto => Ok(Precision::Fp32),
-        Precision::Fp16 if !device.is_cuda() => usage(
-            "--precision fp16 runs on a CUDA GPU only, and the model runs on the CPU here; use --precision fp32 (or a machine with a GPU and --device cuda)",
-        ),
-        Precision::Bf16 if device.is_cuda() => usage(
-            "--precision bf16 is for CPUs with bf16 instructions; on a GPU use --precision fp16 (or fp32)",
-        ),
-        Precision::Bf16 if !cpu_autocast::supported() => usage(
-            "--precision bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX-BF16); use --precision fp32 or auto",
-        ),
-        Precision::Bf16 if !cpu_autocast::available() => usage(
-            "--precision bf16: this libtorch has no CPU autocast (its calls were not found); use --precision fp32 or auto",
-        ),
-        p => Ok(p),
-    }
-}
-
 /// Copy each source frame's bytes into its destination; a batch of large frames is spread
 /// over the cores (a 720p batch of 32 is over 100 MB).
 fn copy_frames<'a>(pairs: impl Iterator<Item = (&'a mut [u8], &'a [u8])>) {
@@ -508,88 +325,13 @@ fn pad_rows(t: &Tensor, n: i64) -> Result<Tensor> {
     Ok(Tensor::f_cat(&[t.shallow_clone(), zeros], 0)?)
 }
 
-/// libtorch's process-wide settings for a run on `device`.
-fn configure_libtorch(threads: usize, device: Device, precision: Precision) -> Result<()> {
-    match (threads, device.is_cuda()) {
-        (0, false) => {}
-        (0, true) => tch::set_num_threads(1),
-        (n, _) => tch::set_num_threads(n as i32),
-    }
-    if device.is_cuda() {
-        // The model sees a few fixed batch shapes (the buckets), each warmed up below: let
-        // cuDNN time its algorithms for each once.
-        tch::Cuda::cudnn_set_benchmark(true);
-    }
-    // TorchScript's profiling executor specializes the graph on the shapes it sees and
-    // re-specializes (on a GPU: compiles fused kernels) when a batch of another size comes;
-    // the frozen model runs as well unspecialized in float32 (the same on the CPU, in the
-    // bench). But autocast reaches a TorchScript graph only through the executor: without it
-    // the graph ran in float32 under autocast (the fp16 engine was 4% faster than fp32 on an
-    // H200, bf16 on a CPU no faster at all), so the reduced precisions keep it.
-    let reduced = matches!(precision, Precision::Fp16 | Precision::Bf16);
-    tch::jit::f_set_graph_executor_optimize(reduced)?;
-    Ok(())
-}
-
-/// The run's class and smoothing, and each stream's, the classes checked against the model.
-fn per_stream(s: &Settings, info: &model::Sidecar) -> Result<(PerStream, Vec<PerStream>)> {
-    let n = info.num_classes;
-    let class = |spec: &Option<ClassSpec>| -> Result<Option<i64>> {
-        Ok(match spec {
-            None => None,
-            Some(ClassSpec::Id(c)) if *c >= n => {
-                return Err(UsageError(format!(
-                    "--class {c} is out of range: model {} has {n} classes (0 to {})",
-                    info.name,
-                    n - 1
-                ))
-                .into())
-            }
-            Some(ClassSpec::Id(c)) => Some(*c),
-            Some(ClassSpec::Name(name)) => Some(class_by_name(name, &info.classes)?),
-        })
-    };
-    let defaults = PerStream {
-        class: class(&s.class)?,
-        smooth: s.smooth,
-        draw: true,
-    };
-    let streams = s
-        .streams
-        .iter()
-        .map(|st| {
-            Ok(PerStream {
-                class: class(&st.class)?,
-                smooth: st.smooth,
-                draw: st.draw,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((defaults, streams))
-}
-
 impl Engine {
     /// Load the model on the device asked for and check the explanation settings against it.
     pub fn new(s: &Settings) -> Result<Engine> {
         let device = model::resolve_device(s.device)?;
         let mut precision = resolve_precision(s.precision, device)?;
         let mut info = Model::sidecar(&s.model)?;
-        if info.is_detector() {
-            info.input_size = info.detector_size(s.detector_size)?;
-            if s.top_k > 1 {
-                return Err(UsageError(format!(
-                    "--top-k is for classifiers; model {} is a detector: every box is explained (up to --boxes, now {})",
-                    info.name, s.boxes
-                ))
-                .into());
-            }
-        } else if s.detector_size.is_some() {
-            return Err(UsageError(format!(
-                "--detector-size is for detectors; model {} is a classifier (its input is {}x{})",
-                info.name, info.input_size[1], info.input_size[0]
-            ))
-            .into());
-        }
+        fit_to_kind(s, &mut info)?;
         let method = s.method.unwrap_or(if info.is_detector() {
             cam::Method::Odam
         } else {
@@ -610,26 +352,8 @@ impl Engine {
             ))
             .into());
         }
-        let on_device = match s.blend {
-            BlendAt::Auto => device.is_cuda(),
-            BlendAt::Device => true,
-            BlendAt::Host => false,
-        };
-        // A detector's maps are drawn box by box on the host (render).
-        let on_device = on_device && !model.info.is_detector();
-        let blend = on_device
-            .then(|| blend::Blend::new(s.colormap, s.alpha, s.threshold, device))
-            .transpose()?;
-        let boxes = model.info.is_detector().then(|| BoxSettings {
-            rules: crate::select::Rules {
-                threshold: s
-                    .score_threshold
-                    .or(model.info.score_threshold)
-                    .unwrap_or(0.5),
-                iou: s.nms_iou.or(model.info.nms_iou).unwrap_or(0.5),
-                cap: s.boxes,
-            },
-        });
+        let blend = device_blend(s, device, &model.info)?;
+        let boxes = box_settings(s, &model.info);
         let engine = Engine {
             model,
             defaults,

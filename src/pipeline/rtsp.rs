@@ -237,6 +237,43 @@ fn media(sound: Option<Codec>) -> String {
 /// The role a client with the credentials has.
 const ROLE: &str = "viewer";
 
+/// Who may watch: with `credentials`, only clients that give them (Digest or Basic); with
+/// `tls`, over RTSPS (with TLS alone, everyone is a viewer). None: no checks at all.
+fn access(credentials: Option<&Credentials>, tls: Option<&Tls>) -> Result<Option<rtsp::RTSPAuth>> {
+    if credentials.is_none() && tls.is_none() {
+        return Ok(None);
+    }
+    let auth = rtsp::RTSPAuth::new();
+    let mut token = rtsp::RTSPToken::builder()
+        .field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, ROLE)
+        .build();
+    match credentials {
+        // Both schemes are offered: Digest keeps the password off the network where there is
+        // no TLS; Basic serves the clients that know nothing else.
+        Some(c) => {
+            offer_digest_and_basic(&auth);
+            auth.add_basic(
+                rtsp::RTSPAuth::make_basic(&c.user, &c.password).as_str(),
+                &token,
+            );
+            auth.add_digest(&c.user, &c.password, &token);
+        }
+        // TLS alone: everyone is a viewer.
+        None => auth.set_default_token(Some(&mut token)),
+    }
+    if let Some(tls) = tls {
+        let cert = gio::TlsCertificate::from_files(&tls.cert, &tls.key).map_err(|e| {
+            anyhow!(
+                "--tls-cert {} / --tls-key {}: {e}; give a PEM certificate and its PEM private key",
+                tls.cert.display(),
+                tls.key.display()
+            )
+        })?;
+        auth.set_tls_certificate(Some(&cert));
+    }
+    Ok(Some(auth))
+}
+
 /// Both schemes in the server's 401. The C API takes the methods as flags (BASIC | DIGEST);
 /// the Rust binding's `RTSPAuthMethod` is a plain enum that cannot hold both, so the C call is
 /// made directly.
@@ -274,35 +311,7 @@ impl Server {
         let server = rtsp::RTSPServer::new();
         server.set_address(host);
         server.set_service(&port.to_string());
-        if credentials.is_some() || tls.is_some() {
-            let auth = rtsp::RTSPAuth::new();
-            let mut token = rtsp::RTSPToken::builder()
-                .field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, ROLE)
-                .build();
-            match credentials {
-                // Both schemes are offered: Digest keeps the password off the network where
-                // there is no TLS; Basic serves the clients that know nothing else.
-                Some(c) => {
-                    offer_digest_and_basic(&auth);
-                    auth.add_basic(
-                        rtsp::RTSPAuth::make_basic(&c.user, &c.password).as_str(),
-                        &token,
-                    );
-                    auth.add_digest(&c.user, &c.password, &token);
-                }
-                // TLS alone: everyone is a viewer.
-                None => auth.set_default_token(Some(&mut token)),
-            }
-            if let Some(tls) = tls {
-                let cert = gio::TlsCertificate::from_files(&tls.cert, &tls.key).map_err(|e| {
-                    anyhow!(
-                        "--tls-cert {} / --tls-key {}: {e}; give a PEM certificate and its PEM private key",
-                        tls.cert.display(),
-                        tls.key.display()
-                    )
-                })?;
-                auth.set_tls_certificate(Some(&cert));
-            }
+        if let Some(auth) = access(credentials, tls)? {
             server.set_auth(Some(&auth));
         }
 

@@ -701,12 +701,7 @@ impl GradCam {
             .field("peak-x", located.peak.0)
             .field("peak-y", located.peak.1)
             .build();
-        let values: Vec<f64> = cam.data.iter().map(|&v| f64::from(v)).collect();
-        let map = gst::Structure::builder(MAP)
-            .field("width", cam.w as u32)
-            .field("height", cam.h as u32)
-            .field("values", gst::Array::new(values))
-            .build();
+        let map = map_structure(&cam);
         let mut buffer = shell;
         {
             let b = buffer.make_mut();
@@ -719,24 +714,7 @@ impl GradCam {
             let mut roi = gst_video::VideoRegionOfInterestMeta::add(b, ROI_TYPE, rect);
             roi.add_param(params.clone());
             roi.add_param(map.clone());
-            // A detector's boxes: one region each, typed by its class's name, with its class,
-            // score and track (what trackers and analytics consumers downstream read).
-            for (d, name) in boxes.iter().zip(&names) {
-                let (x0, y0, x1, y1) =
-                    gradcam_stream::detections::pixels_of(&d.bbox, w as usize, h as usize);
-                let rect = (x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32);
-                let mut roi = gst_video::VideoRegionOfInterestMeta::add(b, name, rect);
-                roi.set_id(d.track as i32);
-                roi.add_param(
-                    gst::Structure::builder(DETECTION)
-                        .field("class-id", d.class as i32)
-                        .field("label", name.as_str())
-                        .field("score", f64::from(d.score))
-                        .field("track-id", d.track)
-                        .field("level", d.level as u32)
-                        .build(),
-                );
-            }
+            add_box_metas(b, &boxes, &names, (w, h));
         }
         if post {
             let mut s = params;
@@ -904,124 +882,137 @@ impl ObjectSubclass for GradCam {
     }
 }
 
+/// The properties of the model and what it explains.
+fn model_properties(d: &Settings) -> Vec<glib::ParamSpec> {
+    vec![
+        glib::ParamSpecString::builder("model")
+            .nick("Model")
+            .blurb("TorchScript model exported by scripts/export_model.py, its .json sidecar beside it")
+            .default_value(Some(DEFAULT_MODEL))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("device")
+            .nick("Device")
+            .blurb("auto (CUDA when there is a GPU), cpu or cuda")
+            .default_value(Some(d.device.as_str()))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("precision")
+            .nick("Precision")
+            .blurb("auto (bf16 on a CPU with bf16 instructions, else fp32), fp32, fp16 (CUDA autocast, a GPU only) or bf16 (CPU autocast); the CAM maths stays fp32")
+            .default_value(Some(d.precision.as_str()))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("batch-size")
+            .nick("Batch size")
+            .blurb("Frames explained together; a batch goes once full or after max-wait-ms")
+            .minimum(uint_range("batch_size").0)
+            .maximum(uint_range("batch_size").1)
+            .default_value(d.batch_size)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("max-wait-ms")
+            .nick("Maximum wait")
+            .blurb("Longest a batch waits to fill, in ms (the latency the element adds, with its processing)")
+            .minimum(uint_range("max_wait_ms").0)
+            .maximum(uint_range("max_wait_ms").1)
+            .default_value(d.max_wait_ms)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("method")
+            .nick("Method")
+            .blurb("auto (gradcam for a classifier, odam for a detector), gradcam, gradcam++, xgradcam, layercam, hirescam, odam or eigencam")
+            .default_value(Some(d.method.as_str()))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("class")
+            .nick("Class")
+            .blurb("Explain this class (an id, or a name from the sidecar) instead of each frame's top-1; empty: the top-1")
+            .default_value(Some(""))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("top-k")
+            .nick("Top K")
+            .blurb("Explain the K most likely classes of each frame; the label lists them")
+            .minimum(uint_range("top_k").0)
+            .maximum(uint_range("top_k").1)
+            .default_value(d.top_k)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("show-rank")
+            .nick("Shown rank")
+            .blurb("With top-k: which of them the video shows (1 to top-k)")
+            .minimum(uint_range("show_rank").0)
+            .maximum(uint_range("show_rank").1)
+            .default_value(d.show_rank)
+            .mutable_ready()
+            .build(),
+    ]
+}
+
+/// The properties of the drawing, and of the messages.
+fn drawing_properties(d: &Settings) -> Vec<glib::ParamSpec> {
+    vec![
+        glib::ParamSpecString::builder("colormap")
+            .nick("Colormap")
+            .blurb("jet, turbo, inferno or viridis")
+            .default_value(Some(d.colormap.as_str()))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecDouble::builder("alpha")
+            .nick("Alpha")
+            .blurb("Heatmap opacity, 0 to 1")
+            .minimum(range("alpha").0)
+            .maximum(range("alpha").1)
+            .default_value(d.alpha)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecDouble::builder("threshold")
+            .nick("Threshold")
+            .blurb("Map values below this (0 to below 1) leave the frame alone")
+            .minimum(range("threshold").0)
+            .maximum(range("threshold").1)
+            .default_value(d.threshold)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("box")
+            .nick("Box")
+            .blurb("Draw the localization box (the map above 15% of its peak, largest region)")
+            .default_value(d.draw_box)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("label")
+            .nick("Label")
+            .blurb("Draw the class and its probability")
+            .default_value(d.label)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecDouble::builder("smooth")
+            .nick("Smoothing")
+            .blurb("Temporal smoothing S (0 off, up to 0.99): maps and class averaged over frames, reset at cuts and seeks")
+            .minimum(range("smooth").0)
+            .maximum(range("smooth").1)
+            .default_value(d.smooth)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("post-messages")
+            .nick("Post messages")
+            .blurb("Post an element message `gradcam` for each frame (class, label, probability, box, map)")
+            .default_value(d.post_messages)
+            .mutable_playing()
+            .build(),
+    ]
+}
+
 impl ObjectImpl for GradCam {
     /// One entry per property, a table rather than a story: its length is the number of
     /// properties (the defaults and ranges come from the program's declarations).
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let d = Settings::default();
-            vec![
-                glib::ParamSpecString::builder("model")
-                    .nick("Model")
-                    .blurb("TorchScript model exported by scripts/export_model.py, its .json sidecar beside it")
-                    .default_value(Some(DEFAULT_MODEL))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("device")
-                    .nick("Device")
-                    .blurb("auto (CUDA when there is a GPU), cpu or cuda")
-                    .default_value(Some(d.device.as_str()))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("precision")
-                    .nick("Precision")
-                    .blurb("auto (bf16 on a CPU with bf16 instructions, else fp32), fp32, fp16 (CUDA autocast, a GPU only) or bf16 (CPU autocast); the CAM maths stays fp32")
-                    .default_value(Some(d.precision.as_str()))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("batch-size")
-                    .nick("Batch size")
-                    .blurb("Frames explained together; a batch goes once full or after max-wait-ms")
-                    .minimum(uint_range("batch_size").0)
-                    .maximum(uint_range("batch_size").1)
-                    .default_value(d.batch_size)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("max-wait-ms")
-                    .nick("Maximum wait")
-                    .blurb("Longest a batch waits to fill, in ms (the latency the element adds, with its processing)")
-                    .minimum(uint_range("max_wait_ms").0)
-                    .maximum(uint_range("max_wait_ms").1)
-                    .default_value(d.max_wait_ms)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("method")
-                    .nick("Method")
-                    .blurb("auto (gradcam for a classifier, odam for a detector), gradcam, gradcam++, xgradcam, layercam, hirescam, odam or eigencam")
-                    .default_value(Some(d.method.as_str()))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("class")
-                    .nick("Class")
-                    .blurb("Explain this class (an id, or a name from the sidecar) instead of each frame's top-1; empty: the top-1")
-                    .default_value(Some(""))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("top-k")
-                    .nick("Top K")
-                    .blurb("Explain the K most likely classes of each frame; the label lists them")
-                    .minimum(uint_range("top_k").0)
-                    .maximum(uint_range("top_k").1)
-                    .default_value(d.top_k)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("show-rank")
-                    .nick("Shown rank")
-                    .blurb("With top-k: which of them the video shows (1 to top-k)")
-                    .minimum(uint_range("show_rank").0)
-                    .maximum(uint_range("show_rank").1)
-                    .default_value(d.show_rank)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("colormap")
-                    .nick("Colormap")
-                    .blurb("jet, turbo, inferno or viridis")
-                    .default_value(Some(d.colormap.as_str()))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecDouble::builder("alpha")
-                    .nick("Alpha")
-                    .blurb("Heatmap opacity, 0 to 1")
-                    .minimum(range("alpha").0)
-                    .maximum(range("alpha").1)
-                    .default_value(d.alpha)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecDouble::builder("threshold")
-                    .nick("Threshold")
-                    .blurb("Map values below this (0 to below 1) leave the frame alone")
-                    .minimum(range("threshold").0)
-                    .maximum(range("threshold").1)
-                    .default_value(d.threshold)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoolean::builder("box")
-                    .nick("Box")
-                    .blurb("Draw the localization box (the map above 15% of its peak, largest region)")
-                    .default_value(d.draw_box)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoolean::builder("label")
-                    .nick("Label")
-                    .blurb("Draw the class and its probability")
-                    .default_value(d.label)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecDouble::builder("smooth")
-                    .nick("Smoothing")
-                    .blurb("Temporal smoothing S (0 off, up to 0.99): maps and class averaged over frames, reset at cuts and seeks")
-                    .minimum(range("smooth").0)
-                    .maximum(range("smooth").1)
-                    .default_value(d.smooth)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoolean::builder("post-messages")
-                    .nick("Post messages")
-                    .blurb("Post an element message `gradcam` for each frame (class, label, probability, box, map)")
-                    .default_value(d.post_messages)
-                    .mutable_playing()
-                    .build(),
-            ]
+            let mut all = model_properties(&d);
+            all.extend(drawing_properties(&d));
+            all
         });
         PROPERTIES.as_ref()
     }
@@ -1171,5 +1162,41 @@ impl ElementImpl for GradCam {
             _ => {}
         }
         Ok(success)
+    }
+}
+
+/// The frame's map as a structure: its width, height and values row by row in [0, 1].
+fn map_structure(cam: &gradcam_stream::frame::CamMap) -> gst::Structure {
+    let values: Vec<f64> = cam.data.iter().map(|&v| f64::from(v)).collect();
+    gst::Structure::builder(MAP)
+        .field("width", cam.w as u32)
+        .field("height", cam.h as u32)
+        .field("values", gst::Array::new(values))
+        .build()
+}
+
+/// A detector's boxes: one region each, typed by its class's name, with its class, score and
+/// track (what trackers and analytics consumers downstream read).
+fn add_box_metas(
+    b: &mut gst::BufferRef,
+    boxes: &[gradcam_stream::frame::Detection],
+    names: &[String],
+    (w, h): (u32, u32),
+) {
+    for (d, name) in boxes.iter().zip(names) {
+        let (x0, y0, x1, y1) =
+            gradcam_stream::detections::pixels_of(&d.bbox, w as usize, h as usize);
+        let rect = (x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32);
+        let mut roi = gst_video::VideoRegionOfInterestMeta::add(b, name, rect);
+        roi.set_id(d.track as i32);
+        roi.add_param(
+            gst::Structure::builder(DETECTION)
+                .field("class-id", d.class as i32)
+                .field("label", name.as_str())
+                .field("score", f64::from(d.score))
+                .field("track-id", d.track)
+                .field("level", d.level as u32)
+                .build(),
+        );
     }
 }
