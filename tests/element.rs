@@ -645,9 +645,12 @@ fn a_detectors_boxes_are_roi_metas_equal_to_the_programs_metadata() -> Result<()
                 i64::from(d.get::<i32>("class-id")?),
                 w["class"].as_i64().unwrap()
             );
-            assert_eq!(
-                d.get::<f64>("score")? as f32,
-                w["score"].as_f64().unwrap() as f32
+            // The element's batches are not the program's (libtorch may take other kernels
+            // for another batch size): the same to float rounding, not to the last bit.
+            let (got, want) = (d.get::<f64>("score")?, w["score"].as_f64().unwrap());
+            assert!(
+                (got - want).abs() <= 1e-4,
+                "frame {frames}: score {got} against {want}"
             );
             let v: Vec<f64> = w["box"]
                 .as_array()
