@@ -186,7 +186,7 @@ declare! {
         /// when full [default: two batches (at least 16 for files); several live streams share
         /// the two batches, at least 8 frames each]
         #[arg(long, value_name = "N")]
-        queue_capacity: usize;
+        queue_capacity: usize, range 1..=100_000, "1 to 100000 (at least --batch-size)";
 
         /// Explain the K most likely classes of each frame; the video shows one (--show-rank), the
         /// metadata holds all K
@@ -266,7 +266,7 @@ declare! {
         /// CPU threads for the model; 0: on a CPU every core while the machine is this run's own,
         /// fewer beside busy processes; one on a GPU
         #[arg(long, value_name = "N")]
-        threads: usize = 0;
+        threads: usize = 0, range 0..=1024, "0 (auto) to 1024";
 
         /// Progress display: auto (a bar on a terminal, lines otherwise), bar, lines, none
         #[arg(long, value_name = "MODE")]

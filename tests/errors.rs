@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 
 use anyhow::Result;
 use common::*;
@@ -356,5 +357,74 @@ fn bf16_needs_a_cpu_that_has_it() -> Result<()> {
     ])?;
     assert_fails(&o, 2, "--precision bf16: this CPU has no bf16 instructions");
     assert!(files_in(dir.path()).is_empty());
+    Ok(())
+}
+
+/// Every flag that takes a value, given empty, negative, huge, NaN, infinite, non-ASCII and
+/// path-like values: each run ends with status 0 (the value is a valid one) or 2 with one
+/// `error:` line (clap's own refusals add its usage hint below it), never a panic, an abort or
+/// a backtrace (`--queue-capacity 999999999999` once aborted trying to allocate 128 TB).
+#[test]
+fn every_flag_refuses_bad_values_in_one_line() -> Result<()> {
+    let help = run(&["--help"])?;
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let flags: Vec<&str> = help
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let l = l
+                .strip_prefix("-i, ")
+                .or(l.strip_prefix("-o, "))
+                .unwrap_or(l);
+            let l = l.strip_prefix("-c, ").unwrap_or(l);
+            let (flag, rest) = l.split_once(' ')?;
+            (flag.starts_with("--") && rest.starts_with('<')).then_some(flag)
+        })
+        // The run's own input and output, and a config file (its own test), stay fixed; a
+        // missing model is a failure to run (status 1, one line: tests/models.rs).
+        .filter(|f| !["--input", "--output", "--config", "--model", "--progress"].contains(f))
+        .collect();
+    assert!(flags.len() > 30, "{flags:?} from {help}");
+    let dir = tempfile::tempdir()?;
+    let values = ["", "-1", "999999999999", "NaN", "inf", "ünï", "../../x/y"];
+    let mut bad = Vec::new();
+    for flag in &flags {
+        for v in values {
+            let o = Command::new(env!("CARGO_BIN_EXE_gradcam-stream"))
+                .current_dir(dir.path())
+                .args([
+                    "--input",
+                    "test://ball?size=64x48&fps=15",
+                    "--output",
+                    "null",
+                ])
+                .args([
+                    "--model",
+                    s(&fixture()),
+                    "--max-frames",
+                    "2",
+                    "--progress",
+                    "none",
+                ])
+                .arg(format!("{flag}={v}"))
+                .output()?;
+            let err = String::from_utf8_lossy(&o.stderr);
+            let said: Vec<&str> = err
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .filter(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.starts_with("  tip:"))
+                .collect();
+            let fine = match o.status.code() {
+                Some(0) => !err.contains("panicked"),
+                Some(2) => said.len() == 1 && said[0].starts_with("error: "),
+                _ => false,
+            };
+            if !fine {
+                bad.push(format!("{flag}={v}: {:?} {err}", o.status.code()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{} bad:\n{}", bad.len(), bad.join("\n"));
     Ok(())
 }

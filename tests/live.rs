@@ -304,11 +304,12 @@ fn a_watched_file_plays_at_its_own_pace() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let to_file = timed(dir.path().join("o.mp4").to_str().unwrap(), &[])?;
     let forced = timed("display", &["--realtime", "off"])?;
-    if forced >= length * 0.8 {
-        // Pacing shows only where the file is explained faster than it plays.
+    if forced >= length * 0.6 {
+        // Pacing shows only where the file is explained well within its length: at 0.78x
+        // (7.8 s unpaced) a paced run took 11.1 s, the start and the stalls past its slack.
         return skip(
             "speed",
-            &format!("this machine explains bikes.mp4 ({length:.1} s) in {forced:.1} s unpaced, not faster than 0.8x its length: a paced run cannot be told from an unpaced one"),
+            &format!("this machine explains bikes.mp4 ({length:.1} s) in {forced:.1} s unpaced, not within 0.6x its length: a paced run has no slack to keep its pace"),
         );
     }
     let shown = timed("display", &[])?;

@@ -125,41 +125,54 @@ impl Governor {
     }
 
     /// A batch of `frames` took `took` on the model at the current thread count: keep it, and
-    /// choose the thread count for the next batch.
+    /// set the thread count for the next batch.
     pub fn record(&mut self, frames: usize, took: Duration) {
+        let others = self.others();
+        let next = self.decide(frames, took, others, Instant::now());
+        self.set(next);
+    }
+
+    /// The decision alone, from the batch's time, the other processes' load (None: no new
+    /// reading) and the time now: the thread count for the next batch. `/proc` and libtorch
+    /// stay outside, so a test gives it the readings.
+    fn decide(
+        &mut self,
+        frames: usize,
+        took: Duration,
+        others: Option<f64>,
+        now: Instant,
+    ) -> usize {
         let slot = self.slot(self.current);
         self.per_frame[slot] = Some(took.as_secs_f64() / frames.max(1) as f64);
-        if let Some(others) = self.others() {
+        if let Some(others) = others {
             self.crowded = others >= BUSY_OTHERS;
         }
         if !self.crowded {
             self.probing = 0;
-            self.set(self.max);
-            return;
+            return self.max;
         }
         if self.probing > 0 {
             self.probing -= 1;
-            if self.probing == 0 {
-                self.compared = Instant::now();
-                let best = match self.per_frame {
-                    [Some(one), Some(all)] if one < all => 1,
-                    [Some(_), Some(_)] => self.max,
-                    _ => self.current,
-                };
-                self.set(best);
+            if self.probing > 0 {
+                return self.current;
             }
-            return;
+            self.compared = now;
+            return match self.per_frame {
+                [Some(one), Some(all)] if one < all => 1,
+                [Some(_), Some(_)] => self.max,
+                _ => self.current,
+            };
         }
-        if self.compared.elapsed() >= PROBE_EVERY || self.per_frame.contains(&None) {
+        if now.duration_since(self.compared) >= PROBE_EVERY || self.per_frame.contains(&None) {
             // Try the other candidate for a few batches (the current one's time is fresh).
             self.probing = PROBE_BATCHES;
-            let other = if self.current == self.max {
+            return if self.current == self.max {
                 1
             } else {
                 self.max
             };
-            self.set(other);
         }
+        self.current
     }
 }
 
@@ -174,5 +187,57 @@ mod tests {
         let own = "1234 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 77 33 0 0";
         assert_eq!(own_ticks(own), Some(110));
         assert!(read_sample().is_some(), "this Linux's /proc");
+    }
+
+    fn governor(max: usize, start: Instant) -> Governor {
+        Governor {
+            max,
+            current: max,
+            last: None,
+            ticks_per_s: 100.0,
+            crowded: false,
+            per_frame: [None, None],
+            compared: start,
+            probing: 0,
+        }
+    }
+
+    /// Feed `g` a batch of 8 frames at `per_frame` seconds each at its current count, and
+    /// take its decision as the count.
+    fn step(g: &mut Governor, per_frame: f64, others: Option<f64>, now: Instant) -> usize {
+        let took = Duration::from_secs_f64(per_frame * 8.0);
+        g.current = g.decide(8, took, others, now);
+        g.current
+    }
+
+    #[test]
+    fn alone_every_thread_crowded_the_faster_count_and_again_every_15_s() {
+        let t0 = Instant::now();
+        let mut g = governor(4, t0);
+        // Alone: every thread, whatever the batches' times.
+        assert_eq!(step(&mut g, 0.01, Some(0.1), t0), 4);
+        assert_eq!(step(&mut g, 0.01, None, t0), 4);
+        // Crowded: one thread is tried for 3 batches, and here it is faster, so it stays.
+        assert_eq!(step(&mut g, 0.03, Some(1.5), t0), 1);
+        assert_eq!(step(&mut g, 0.02, None, t0), 1);
+        assert_eq!(step(&mut g, 0.02, None, t0), 1);
+        assert_eq!(step(&mut g, 0.02, None, t0), 1, "one thread was faster");
+        assert_eq!(step(&mut g, 0.02, None, t0 + Duration::from_secs(5)), 1);
+        // 15 s later every thread is tried again; now it is the faster, so it stays.
+        let later = t0 + Duration::from_secs(16);
+        assert_eq!(step(&mut g, 0.02, None, later), 4);
+        assert_eq!(step(&mut g, 0.01, None, later), 4);
+        assert_eq!(step(&mut g, 0.01, None, later), 4);
+        assert_eq!(
+            step(&mut g, 0.01, None, later),
+            4,
+            "every thread was faster"
+        );
+        // The crowd leaves: every thread at once.
+        let mut g = governor(4, t0);
+        step(&mut g, 0.03, Some(1.5), t0);
+        assert_eq!(g.current, 1, "probing one thread");
+        assert_eq!(step(&mut g, 0.05, Some(0.0), t0), 4);
+        assert_eq!(g.probing, 0);
     }
 }

@@ -17,6 +17,27 @@ pub trait Shown {
     fn shown(&self) -> Option<String>;
 }
 
+/// A ranged setting's value, where there is one: a defaulted setting always has one, an
+/// optional one where it was given.
+pub trait Given {
+    type Value;
+    fn given(&self) -> Option<Self::Value>;
+}
+
+macro_rules! given {
+    ($($t:ty),*) => { $(
+        impl Given for $t {
+            type Value = $t;
+            fn given(&self) -> Option<$t> { Some(*self) }
+        }
+        impl Given for Option<$t> {
+            type Value = $t;
+            fn given(&self) -> Option<$t> { *self }
+        }
+    )* };
+}
+given!(usize, u64, u32, f32, f64);
+
 macro_rules! shown_by_display {
     ($($t:ty),*) => { $(impl Shown for $t { fn shown(&self) -> Option<String> { Some(self.to_string()) } })* };
 }
@@ -62,13 +83,15 @@ macro_rules! declare {
     (@shown $v:expr ; $d:expr => $s:literal) => { Some(String::from($s)) };
     (@shown $v:expr ; $d:expr) => { $crate::settings::declare::Shown::shown(&$v) };
     (@check $v:expr, $name:ident, $range:expr, $text:literal) => {
-        if !($range).contains(&$v) {
-            return Err(format!(
-                "--{} {} is out of range; use {}",
-                stringify!($name).replace('_', "-"),
-                $v,
-                $text
-            ));
+        if let Some(v) = $crate::settings::declare::Given::given(&$v) {
+            if !($range).contains(&v) {
+                return Err(format!(
+                    "--{} {} is out of range; use {}",
+                    stringify!($name).replace('_', "-"),
+                    v,
+                    $text
+                ));
+            }
         }
     };
     (
