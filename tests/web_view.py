@@ -355,8 +355,12 @@ def tile_state(args):
                        20, f"stream {name} playing")
             t0 = video_state(page, name)["t"]
             time.sleep(args.seconds)
-            if video_state(page, name)["t"] - t0 < args.seconds * 0.5:
-                fail(f"stream {name} stopped while {args.name} was {state}")
+            advanced = video_state(page, name)["t"] - t0
+            # Half the pace the same stream kept in this run before (--baseline-rate: media
+            # seconds a wall second), not half of real time: a slow machine plays slower.
+            if advanced < args.seconds * 0.5 * args.baseline_rate:
+                fail(f"stream {name} advanced {advanced:.1f} s in {args.seconds} s while {args.name} was {state} "
+                     f"(its own pace before: {args.baseline_rate:.2f})")
         ctx.close()
     print(json.dumps({"ok": True, "figures": {"state": state, "reason": reason}}))
 
@@ -382,6 +386,7 @@ def main():
     ap.add_argument("name", nargs="?")
     ap.add_argument("--streams")
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--baseline-rate", type=float, default=1.0)
     ap.add_argument("--max-p95", type=float, default=1000)
     ap.add_argument("--top-k", type=int, default=1)
     ap.add_argument("--count", type=int, default=10)
