@@ -58,21 +58,23 @@ fn dropped(url: &str, name: &str) -> Result<u64> {
 fn latency_p95_ms(url: &str, stream: &str) -> Result<f64> {
     let (code, body) = http_get(&format!("{url}/metrics"))?;
     anyhow::ensure!(code == 200, "/metrics answered {code}");
-    let prefix = format!("gradcam_stream_latency_seconds_bucket{{stream=\"{stream}\",le=\"");
-    let buckets: Vec<(f64, f64)> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .filter_map(|l| {
-            let (le, n) = l.split_once("\"} ")?;
-            Some((le.parse().ok()?, n.trim().parse().ok()?))
+    let parsed = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))?;
+    let buckets = parsed
+        .samples
+        .into_iter()
+        .filter(|s| s.metric == "gradcam_stream_latency_seconds")
+        .filter(|s| s.labels.get("stream") == Some(stream))
+        .find_map(|s| match s.value {
+            prometheus_parse::Value::Histogram(h) => Some(h),
+            _ => None,
         })
-        .collect();
-    let total = buckets.iter().map(|b| b.1).fold(0.0, f64::max);
+        .with_context(|| format!("no latency for {stream} in /metrics"))?;
+    let total = buckets.last().map_or(0.0, |b| b.count);
     anyhow::ensure!(total > 0.0, "no latency for {stream} in /metrics");
     let le = buckets
         .iter()
-        .find(|(_, n)| *n >= 0.95 * total)
-        .map(|b| b.0)
+        .find(|b| b.count >= 0.95 * total)
+        .map(|b| b.less_than)
         .context("a bucket")?;
     Ok(le * 1000.0)
 }
