@@ -23,38 +23,7 @@ use crate::web::{self, hub::Hub};
 use crate::{metrics, worker};
 
 pub fn run(cfg: Config) -> Result<()> {
-    let settings = engine::Settings {
-        model: cfg.model.clone(),
-        device: cfg.device,
-        precision: cfg.precision,
-        layout: cfg.layout,
-        batch_size: cfg.batch_size,
-        max_wait: cfg.max_wait,
-        class: None,
-        method: cfg.method,
-        boxes: cfg.boxes,
-        score_threshold: cfg.score_threshold,
-        nms_iou: cfg.nms_iou,
-        detector_size: cfg.detector_size,
-        top_k: cfg.top_k,
-        show_rank: cfg.show_rank,
-        smooth: 0.0,
-        threads: cfg.threads,
-        colormap: cfg.colormap,
-        alpha: cfg.alpha,
-        threshold: cfg.threshold,
-        blend: engine::BlendAt::Auto,
-        pipelined: None,
-        streams: cfg
-            .streams
-            .iter()
-            .map(|s| engine::StreamSettings {
-                class: s.class.clone(),
-                smooth: s.smooth,
-                draw: draws(&cfg, s),
-            })
-            .collect(),
-    };
+    let settings = cfg.engine.clone();
     if let Some(shard) = cfg.shard {
         let names: Vec<&str> = cfg.streams.iter().map(|s| s.name.as_str()).collect();
         eprintln!(
@@ -77,10 +46,10 @@ pub fn run(cfg: Config) -> Result<()> {
             dir,
             pattern,
             metadata: s.metadata.as_deref(),
-            upright: cfg.orientation == Orientation::Auto,
+            upright: cfg.run.orientation == Orientation::Auto,
             look: look(&cfg),
         };
-        crate::folder::run(job, settings, cfg.batch_size)
+        crate::folder::run(job, settings, cfg.run.batch_size)
     } else if cfg.is_image() {
         run_image(&cfg, settings)
     } else {
@@ -90,22 +59,18 @@ pub fn run(cfg: Config) -> Result<()> {
 
 fn look(cfg: &Config) -> Look {
     Look {
-        alpha: cfg.alpha,
-        threshold: cfg.threshold,
-        lut: cfg.colormap.lut(),
-        box_maps: cfg.box_maps,
-        draw_box: cfg.draw_box,
-        label: cfg.label,
+        alpha: cfg.run.alpha,
+        threshold: cfg.run.threshold,
+        lut: cfg.run.colormap.lut(),
+        box_maps: cfg.run.box_maps,
+        draw_box: cfg.run.draw_box,
+        label: cfg.run.label,
     }
 }
 
 /// Whether anything shows stream `s`'s frames: false where its outputs are all `null` and
 /// there is no web view, so only its results are kept (metadata, metrics) and the heatmap,
 /// box and label are never drawn on its frames.
-fn draws(cfg: &Config, s: &Stream) -> bool {
-    cfg.web.is_some() || !s.outputs.iter().all(|o| matches!(o, Output::Null))
-}
-
 fn label(classes: &[String], id: i64) -> &str {
     classes.get(id as usize).map(String::as_str).unwrap_or("?")
 }
@@ -364,7 +329,7 @@ fn paced(cfg: &Config, s: &Stream) -> bool {
     if s.input.is_live() {
         return false; // a live source paces itself
     }
-    match cfg.realtime {
+    match cfg.run.realtime {
         Realtime::On => true,
         Realtime::Off => false,
         Realtime::Auto => {
@@ -381,7 +346,7 @@ fn paced(cfg: &Config, s: &Stream) -> bool {
 fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
     pipeline::init()?;
     check_start(cfg)?;
-    let codec = pipeline::sink::resolve_encoder(cfg.encoder)?;
+    let codec = pipeline::sink::resolve_encoder(cfg.run.encoder)?;
     // Servers start first, so a port in use fails before the model loads; files are reserved
     // next, so an unwritable path does too.
     let tracks = sound_tracks(cfg);
@@ -411,7 +376,7 @@ fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
         record_live_files(cfg, &outlets, hub);
     }
 
-    let mut reporter = Reporter::new(cfg.progress, cfg.stats_every);
+    let mut reporter = Reporter::new(cfg.run.progress, cfg.stats_every);
     let all = lines.all.clone();
     let stats = lines.stats.clone();
     let piped = pipeline::run_video(
@@ -470,7 +435,7 @@ impl Lines {
                 .collect(),
             rendered: streams
                 .iter()
-                .map(|_| crossbeam_channel::bounded::<Frame>(cfg.batch_size * 2))
+                .map(|_| crossbeam_channel::bounded::<Frame>(cfg.run.batch_size * 2))
                 .collect(),
         }
     }
@@ -515,8 +480,8 @@ impl Lines {
                         paced: paced(cfg, s),
                         window: window(cfg, s),
                         prepare: pipeline::source::Prepare {
-                            deinterlace: cfg.deinterlace == crate::config::Deinterlace::Auto,
-                            upright: cfg.orientation == Orientation::Auto,
+                            deinterlace: cfg.run.deinterlace == crate::config::Deinterlace::Auto,
+                            upright: cfg.run.orientation == Orientation::Auto,
                             key_frames_when_behind: s.key_frames_when_behind,
                         },
                         segments: hub.map(|h| segment_hook(h, s, i)),
@@ -529,7 +494,7 @@ impl Lines {
             streams,
             codec,
             limits: pipeline::Limits {
-                max_frames: cfg.max_frames,
+                max_frames: cfg.run.max_frames,
                 // A file's --duration is a part of it (its window); a live one's, the run's.
                 duration: cfg
                     .duration
@@ -631,7 +596,7 @@ fn spawn_renderer(
         .iter()
         .map(|s| (s.name.as_str(), s.metadata.as_deref()))
         .collect();
-    let draws = cfg.streams.iter().map(|s| draws(cfg, s)).collect();
+    let draws = cfg.streams.iter().map(|s| s.explain.draw).collect();
     let mut renderer = Renderer::new(look(cfg), info, &metadata)?.drawing(draws);
     if let Some(hub) = &hub {
         hub.recordings.set_metadata(renderer.metadata_paths());
@@ -816,7 +781,7 @@ fn summary(cfg: &Config, info: &ModelInfo, all: &Stats, dests: &[String]) {
         written as f64 / secs.max(1e-9),
         info.device,
         info.name,
-        cfg.batch_size,
+        cfg.run.batch_size,
         losses(all),
         dests.join(", ")
     );
@@ -829,7 +794,7 @@ fn run_image(cfg: &Config, settings: engine::Settings) -> Result<()> {
         unreachable!("config pairs an image with one image output")
     };
     let start = Instant::now();
-    let (img, notes) = crate::still::read(input, cfg.orientation == Orientation::Auto)?;
+    let (img, notes) = crate::still::read(input, cfg.run.orientation == Orientation::Auto)?;
     for note in notes {
         eprintln!("{}: {note}", input.display());
     }

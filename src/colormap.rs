@@ -6,13 +6,9 @@
 
 use crate::overlay::jet;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Colormap {
-    Jet,
-    Turbo,
-    Inferno,
-    Viridis,
-}
+pub use crate::settings::named::Colormap;
+#[cfg(test)]
+use crate::settings::named::Named;
 
 const TURBO: &[u32] = &[
     0x30123b, 0x4145ab, 0x4675ed, 0x39a2fc, 0x1bcfd4, 0x24eca6, 0x61fc6c, 0xa4fc3b, 0xd1e834,
@@ -28,28 +24,6 @@ const VIRIDIS: &[u32] = &[
 ];
 
 impl Colormap {
-    pub const ALL: [Colormap; 4] = [
-        Colormap::Jet,
-        Colormap::Turbo,
-        Colormap::Inferno,
-        Colormap::Viridis,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Colormap::Jet => "jet",
-            Colormap::Turbo => "turbo",
-            Colormap::Inferno => "inferno",
-            Colormap::Viridis => "viridis",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Colormap> {
-        Colormap::ALL
-            .into_iter()
-            .find(|c| c.name().eq_ignore_ascii_case(s))
-    }
-
     /// The 256-entry table.
     pub fn lut(self) -> [[u8; 3]; 256] {
         let mut lut = [[0u8; 3]; 256];
@@ -94,8 +68,8 @@ mod tests {
         assert_eq!(Colormap::Inferno.lut()[255], [0xfc, 0xff, 0xa4]);
         assert_eq!(Colormap::Turbo.lut()[255], [0x7a, 0x04, 0x03]);
         assert_eq!(Colormap::Jet.lut()[255], jet(1.0));
-        assert_eq!(Colormap::parse("Turbo"), Some(Colormap::Turbo));
-        assert_eq!(Colormap::parse("hot"), None);
+        assert_eq!("Turbo".parse(), Ok(Colormap::Turbo));
+        assert!("hot".parse::<Colormap>().is_err());
     }
 
     #[test]

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::cam::Method;
 use crate::cli::Args;
-use crate::colormap::Colormap;
 pub use crate::endpoint::{
     is_image_path, parse_duration, Container, Credentials, Input, Output, Tls, WebView,
 };
@@ -19,35 +17,16 @@ use crate::endpoint::{
     rtsp_credentials, segment_pattern, split_name, tls, web_view, with_name,
 };
 pub use crate::settings::named::{
-    BoxMaps, Deinterlace, DeviceChoice, Encoder, Layout, Named, Orientation, Precision, Progress,
-    Realtime, RtspTransport, WhenBehind,
+    BoxMaps, Colormap, Deinterlace, DeviceChoice, Encoder, Layout, MethodChoice, Named,
+    Orientation, Overload, Precision, Progress, Realtime, RtspTransport, WhenBehind,
 };
-pub use crate::settings::{ClassValue, FileConfig, OneOrMany, StreamTable, DEFAULT_MODEL};
-use crate::settings::{PerStream, Run};
+use crate::settings::PerStream;
+pub use crate::settings::{
+    ClassSpec, ClassValue, FileConfig, OneOrMany, Run, StreamTable, DEFAULT_MODEL,
+};
 use crate::shard::Shard;
 pub(crate) use crate::usage::usage;
 pub use crate::usage::UsageError;
-
-/// The class to explain in every frame, as given: resolved against the model's names when
-/// the model is loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClassSpec {
-    Id(i64),
-    Name(String),
-}
-
-impl ClassSpec {
-    /// `285` (or `"285"`) is an id, anything else a name.
-    fn from_value(c: ClassValue) -> Self {
-        match c {
-            ClassValue::Id(id) => ClassSpec::Id(id),
-            ClassValue::Name(s) => match s.trim().parse::<i64>() {
-                Ok(id) => ClassSpec::Id(id),
-                Err(_) => ClassSpec::Name(s),
-            },
-        }
-    }
-}
 
 /// RTSP input settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,15 +37,6 @@ pub struct RtspSettings {
     /// Reconnect tries in a row (1 s, 2 s, 4 s … apart, at most 30 s) before giving up;
     /// 0: forever.
     pub reconnect_max: u32,
-}
-
-/// What the appsink does when the model falls behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overload {
-    /// Drop the oldest waiting frame so the newest always gets through (live default).
-    Drop,
-    /// Wait for room: decoding slows to the model's pace (files, always).
-    Block,
 }
 
 /// One stream: an input, where its explained frames go, and its own settings.
@@ -80,8 +50,8 @@ pub struct Stream {
     /// One or more outputs; an image input has exactly one image output.
     pub outputs: Vec<Output>,
     pub metadata: Option<std::path::PathBuf>,
-    pub class: Option<ClassSpec>,
-    pub smooth: f32,
+    /// Its class, smoothing and whether it is drawn, as the engine takes them.
+    pub explain: crate::engine::StreamSettings,
     pub overload: Overload,
     /// A live stream's bound on a frame's wait for the model (None: a file, never dropped).
     pub max_latency: Option<Duration>,
@@ -101,32 +71,11 @@ pub struct Config {
     /// `--shard`: which share; and how many streams the config names in all.
     pub shard: Option<Shard>,
     pub configured: usize,
-    pub model: std::path::PathBuf,
-    pub device: DeviceChoice,
-    pub precision: Precision,
-    pub layout: Layout,
-    pub encoder: Encoder,
-    pub batch_size: usize,
-    pub max_wait: Duration,
-    /// None: the model's kind decides (`--method auto`).
-    pub method: Option<Method>,
-    /// A detector's settings (see `settings.rs`).
-    pub boxes: usize,
-    pub score_threshold: Option<f32>,
-    pub nms_iou: Option<f32>,
-    pub detector_size: Option<[i64; 2]>,
-    pub box_maps: BoxMaps,
-    pub top_k: usize,
-    pub show_rank: usize,
-    pub colormap: Colormap,
-    pub threshold: f32,
-    pub draw_box: bool,
-    pub label: bool,
-    pub alpha: f32,
-    pub threads: usize,
-    pub progress: Progress,
-    /// End each stream cleanly after this many frames.
-    pub max_frames: Option<u64>,
+    /// The run-wide settings as declared (`settings.rs`): merged, range-checked and typed.
+    pub run: Run,
+    /// What the engine is asked, from `run` by the checks every front end shares, with each
+    /// stream's class, smoothing and whether it is drawn.
+    pub engine: crate::engine::Settings,
     /// File inputs: where to start, and how much to explain; live inputs: end the run
     /// cleanly this long after the first frame.
     pub start: Option<Duration>,
@@ -138,10 +87,6 @@ pub struct Config {
     pub rtsp_auth: Option<Credentials>,
     pub web: Option<WebView>,
     pub tls: Option<Tls>,
-    /// Pace file inputs at their frame rate; Auto: when one is watched.
-    pub realtime: Realtime,
-    pub orientation: Orientation,
-    pub deinterlace: Deinterlace,
 }
 
 impl Config {
@@ -154,8 +99,12 @@ impl Config {
 /// What every stream's settings depend on: resolved once, before the streams.
 struct Common {
     n_streams: usize,
-    batch_size: usize,
-    top_k: usize,
+    /// The engine's run-wide settings; each stream's are checked against them.
+    engine: crate::engine::Settings,
+    /// Whether the web view shows every stream.
+    watched: bool,
+    /// `--queue-capacity`, as given.
+    queue_capacity: Option<usize>,
     segment: Option<Duration>,
     /// The flags' outputs, else the file's top-level ones.
     outputs: Vec<String>,
@@ -175,17 +124,19 @@ impl Config {
     pub fn merge(a: Args, mut f: FileConfig) -> Result<Self> {
         let tables = f.stream_tables(&a.input)?;
         let run = Run::layered(&a.settings, &f);
-        run.check_ranges().map_err(usage)?;
+        let engine = crate::engine::Settings::try_from(&run)?;
         let shard = run.shard.as_deref().map(shard_of).transpose()?;
         let owned = |name: &str| shard.is_none_or(|s| s.owns(name));
         let mut mine = 0;
         for (n, t) in tables.iter().enumerate() {
             mine += usize::from(owned(&stream_name(n, t)?.0));
         }
+        let web = web_view(run.web.as_deref(), a.web_auth.as_deref())?;
         let common = Common {
             n_streams: mine.max(1),
-            batch_size: run.batch_size,
-            top_k: run.top_k,
+            engine,
+            watched: web.is_some(),
+            queue_capacity: run.queue_capacity,
             segment: match &run.segment {
                 Some(s) => Some(parse_duration(s).ok_or_else(|| {
                     usage(format!(
@@ -202,86 +153,37 @@ impl Config {
                 (_, None) => vec![],
             },
         };
-        let mut streams = resolve_streams(&a, &f, tables, &run, &common)?;
+        let mut streams = resolve_streams(&a, &f, tables, &common)?;
         let configured = streams.len();
         streams.retain(|s| owned(&s.name));
         let serves_rtsp = streams.iter().any(Stream::serves_rtsp);
         let rtsp_auth = rtsp_credentials(a.rtsp_auth.as_deref(), serves_rtsp)?;
-        let web = web_view(run.web.as_deref(), a.web_auth.as_deref())?;
         let tls = tls(
             run.tls_cert.clone(),
             run.tls_key.clone(),
             web.is_some() || serves_rtsp,
         )?;
-        let mut cfg = Self::from_run(run, streams, rtsp_auth)?;
+        let mut engine = common.engine;
+        engine.streams = streams.iter().map(|s| s.explain.clone()).collect();
+        let mut cfg = Self::from_run(run, engine, streams, rtsp_auth)?;
         (cfg.web, cfg.tls) = (web, tls);
         (cfg.shard, cfg.configured) = (shard, configured);
         Ok(cfg)
     }
 
-    /// The run-wide values, each checked (the declared ranges already were).
-    fn from_run(run: Run, streams: Vec<Stream>, rtsp_auth: Option<Credentials>) -> Result<Self> {
-        if run.show_rank > run.top_k {
-            bail!(usage(format!(
-                "--show-rank {} is out of range; use 1 to --top-k ({})",
-                run.show_rank, run.top_k
-            )));
-        }
-        let colormap = Colormap::parse(&run.colormap).ok_or_else(|| {
-            usage(format!(
-                "unknown --colormap `{}`; use jet, turbo, inferno or viridis",
-                run.colormap
-            ))
-        })?;
-        let method = method_choice(&run.method).map_err(usage)?;
-        for (flag, v) in [
-            ("score-threshold", run.score_threshold),
-            ("nms-iou", run.nms_iou),
-        ] {
-            if let Some(v) = v.filter(|v| !(0.0..=1.0).contains(v)) {
-                bail!(usage(format!("--{flag} {v} is out of range; use 0 to 1")));
-            }
-        }
-        let detector_size = match &run.detector_size {
-            Some(v) => Some(
-                parse_size(v)
-                    .map(|(w, h)| [h as i64, w as i64])
-                    .ok_or_else(|| {
-                        usage(format!(
-                            "--detector-size {v}: use WIDTHxHEIGHT in multiples of the detector's stride, e.g. 640x384"
-                        ))
-                    })?,
-            ),
-            None => None,
-        };
+    /// The run-wide values the engine does not take, each checked (the engine's were, by
+    /// `engine::Settings::try_from`).
+    fn from_run(
+        run: Run,
+        engine: crate::engine::Settings,
+        streams: Vec<Stream>,
+        rtsp_auth: Option<Credentials>,
+    ) -> Result<Self> {
         if run.max_frames == Some(0) {
             bail!(usage("--max-frames must be at least 1"));
         }
         Ok(Config {
             streams,
-            device: choice("device", &run.device)?,
-            precision: choice("precision", &run.precision)?,
-            layout: choice("layout", &run.layout)?,
-            encoder: choice("encoder", &run.encoder)?,
-            progress: choice("progress", &run.progress)?,
-            method,
-            boxes: run.boxes,
-            score_threshold: run.score_threshold,
-            nms_iou: run.nms_iou,
-            detector_size,
-            box_maps: choice("box-maps", &run.box_maps)?,
-            colormap,
-            top_k: run.top_k,
-            show_rank: run.show_rank,
-            threshold: run.threshold,
-            draw_box: run.draw_box,
-            label: run.label,
-            model: run.model,
-            batch_size: run.batch_size,
-            max_wait: Duration::from_millis(run.max_wait_ms),
-            alpha: run.alpha,
-            threads: run.threads,
-            max_frames: run.max_frames,
             start: time("start", run.start.as_deref(), false)?,
             duration: time("duration", run.duration.as_deref(), true)?,
             stats_every: seconds("stats", run.stats)?,
@@ -291,9 +193,8 @@ impl Config {
             tls: None,
             shard: None,
             configured: 0,
-            realtime: choice("realtime", &run.realtime)?,
-            orientation: choice("orientation", &run.orientation)?,
-            deinterlace: choice("deinterlace", &run.deinterlace)?,
+            run,
+            engine,
         })
     }
 }
@@ -312,25 +213,6 @@ fn system_host_name() -> Option<String> {
     let r = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
     let end = buf.iter().position(|&b| b == 0)?;
     (r == 0).then(|| String::from_utf8_lossy(&buf[..end]).into_owned())
-}
-
-/// `--method`'s value: None for `auto` (the model's kind decides), else the method named.
-pub fn method_choice(v: &str) -> Result<Option<Method>, String> {
-    if v == "auto" {
-        return Ok(None);
-    }
-    Method::parse(v).map(Some).ok_or_else(|| {
-        let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
-        format!(
-            "unknown --method `{v}`; use {} or auto (the model's kind decides)",
-            names.join(", ")
-        )
-    })
-}
-
-/// A named value of `--flag`, or its one-line usage error.
-fn choice<T: Named>(flag: &str, v: &str) -> Result<T> {
-    T::parse_named(&format!("--{flag}"), v).map_err(usage)
 }
 
 /// A time given to `--flag` (`90`, `1:30`, `00:01:30.5`); `positive`: more than 0.
@@ -361,7 +243,6 @@ fn resolve_streams(
     a: &Args,
     f: &FileConfig,
     tables: Vec<StreamTable>,
-    run: &Run,
     common: &Common,
 ) -> Result<Vec<Stream>> {
     let several = tables.len() > 1;
@@ -383,7 +264,7 @@ fn resolve_streams(
         settings.check_ranges().map_err(usage)?;
         let shared = (several && !own_outputs, several && !own_metadata);
         streams.push(Stream::resolve(
-            name, &spec, &outputs, shared, settings, run, common,
+            name, &spec, &outputs, shared, settings, common,
         )?);
     }
     if several
@@ -435,7 +316,6 @@ impl Stream {
         outputs: &[String],
         (shared_outputs, shared_metadata): (bool, bool),
         s: PerStream,
-        run: &Run,
         common: &Common,
     ) -> Result<Stream> {
         let input_size = match &s.input_size {
@@ -473,27 +353,26 @@ impl Stream {
             Some(m) => Some(metadata_path(&name, m, shared_metadata)?),
             None => None,
         };
-        let queue_capacity = queue_capacity(run.queue_capacity, &input, common)?;
-        let class = class(s.class, common.top_k)?;
-        let overload = overload(s.on_overload.as_deref(), &input)?;
-        let when_behind: WhenBehind = choice("when-behind", &s.when_behind)?;
+        let queue_capacity = queue_capacity(common.queue_capacity, &input, common)?;
+        let draw = common.watched || !outputs.iter().all(|o| matches!(o, Output::Null));
+        let explain = common.engine.stream(s.class, s.smooth, draw)?;
+        let overload = overload(s.on_overload, &input)?;
         Ok(Stream {
             shown: crate::redact::uri(spec),
             name,
             input,
             outputs,
             metadata,
-            class,
-            smooth: s.smooth,
+            explain,
             max_latency: (overload == Overload::Drop)
                 .then(|| Duration::from_millis(s.max_latency_ms)),
             key_frames_when_behind: overload == Overload::Drop
-                && when_behind == WhenBehind::KeyFrames,
+                && s.when_behind == WhenBehind::KeyFrames,
             overload,
             queue_capacity,
             rtsp: RtspSettings {
                 latency_ms: s.rtsp_latency_ms,
-                transport: choice("rtsp-transport", &s.rtsp_transport)?,
+                transport: s.rtsp_transport,
                 reconnect_max: s.reconnect_max,
             },
             audio: s.audio,
@@ -507,7 +386,7 @@ impl Stream {
 /// or two whenever a lost camera came back (the soak). A file's queue is at least 16 frames of
 /// slack.
 fn queue_capacity(given: Option<usize>, input: &Input, c: &Common) -> Result<usize> {
-    let two = 2 * c.batch_size;
+    let two = 2 * c.engine.batch_size;
     let q = given.unwrap_or(if input.is_live() && c.n_streams > 1 {
         two.div_ceil(c.n_streams).max(8)
     } else if input.is_live() {
@@ -515,44 +394,24 @@ fn queue_capacity(given: Option<usize>, input: &Input, c: &Common) -> Result<usi
     } else {
         two.max(16)
     });
-    if q * c.n_streams < c.batch_size || q == 0 {
+    if q * c.n_streams < c.engine.batch_size || q == 0 {
         bail!(usage(format!(
             "--queue-capacity {q} is smaller than --batch-size {}: a batch could never fill; use a queue of at least the batch size (two batches is the default)",
-            c.batch_size
+            c.engine.batch_size
         )));
     }
     Ok(q)
 }
 
-fn class(value: Option<ClassValue>, top_k: usize) -> Result<Option<ClassSpec>> {
-    let class = value.map(ClassSpec::from_value);
-    if let Some(ClassSpec::Id(c)) = class {
-        if c < 0 {
-            bail!(usage(format!(
-                "--class {c} is negative; use a class id from 0 to (number of classes - 1) or a class name"
-            )));
-        }
-    }
-    if top_k > 1 && class.is_some() {
-        bail!(usage(
-            "--top-k explains each frame's most likely classes; drop --class, or --top-k"
-        ));
-    }
-    Ok(class)
-}
-
 /// Live sources drop by default; a file never drops.
-fn overload(given: Option<&str>, input: &Input) -> Result<Overload> {
+fn overload(given: Option<Overload>, input: &Input) -> Result<Overload> {
     Ok(match given {
         None if input.is_live() => Overload::Drop,
-        None | Some("block") => Overload::Block,
-        Some("drop") if input.is_live() => Overload::Drop,
-        Some("drop") => bail!(usage(
+        None | Some(Overload::Block) => Overload::Block,
+        Some(Overload::Drop) if input.is_live() => Overload::Drop,
+        Some(Overload::Drop) => bail!(usage(
             "--on-overload drop applies to live sources; a file input never drops frames"
         )),
-        Some(other) => bail!(usage(format!(
-            "unknown --on-overload `{other}`; use drop or block"
-        ))),
     })
 }
 
@@ -586,7 +445,7 @@ mod tests {
             "a bare port is loopback"
         );
         assert_eq!(web.auth.expect("credentials").user, "viewer");
-        assert_eq!(c.realtime, Realtime::Auto);
+        assert_eq!(c.run.realtime, Realtime::Auto);
 
         // Watched in the browser alone: no --output needed.
         let mut a = Args {
@@ -632,9 +491,8 @@ mod tests {
             "{e}"
         );
 
-        let mut a = args("test://ball", "null");
-        a.settings.realtime = Some("sometimes".into());
-        let e = Config::merge(a, FileConfig::default())
+        // A name is read where it is given: the flag's parser refuses it.
+        let e = <Args as clap::Parser>::try_parse_from(["x", "--realtime", "sometimes"])
             .unwrap_err()
             .to_string();
         assert!(
@@ -647,10 +505,10 @@ mod tests {
     #[test]
     fn defaults_fill_what_is_missing() -> Result<()> {
         let c = Config::merge(args(&this_file(), "x.mp4"), FileConfig::default())?;
-        assert_eq!(c.batch_size, 8);
-        assert_eq!(c.max_wait, Duration::from_millis(50));
-        assert_eq!(c.alpha, 0.5);
-        assert_eq!(c.device, DeviceChoice::Auto);
+        assert_eq!(c.run.batch_size, 8);
+        assert_eq!(c.engine.max_wait, Duration::from_millis(50));
+        assert_eq!(c.run.alpha, 0.5);
+        assert_eq!(c.run.device, DeviceChoice::Auto);
         assert!(
             matches!(c.streams[0].input, Input::Video { ref uri, .. } if uri.starts_with("file:///"))
         );
@@ -670,9 +528,9 @@ mod tests {
         let mut a = args(&this_file(), "x.mkv");
         a.settings.batch_size = Some(2);
         let c = Config::merge(a, file)?;
-        assert_eq!(c.batch_size, 2);
-        assert_eq!(c.alpha, 0.3);
-        assert_eq!(c.device, DeviceChoice::Cpu);
+        assert_eq!(c.run.batch_size, 2);
+        assert_eq!(c.run.alpha, 0.3);
+        assert_eq!(c.run.device, DeviceChoice::Cpu);
         assert!(matches!(
             c.streams[0].outputs[0],
             Output::Video {
@@ -700,9 +558,9 @@ mod tests {
         );
         assert_eq!(c.streams[0].outputs, vec![Output::Null]);
         assert_eq!(c.streams[0].overload, Overload::Drop);
-        assert_eq!(c.streams[0].queue_capacity, 2 * c.batch_size);
+        assert_eq!(c.streams[0].queue_capacity, 2 * c.run.batch_size);
         let mut a = args("test://", "x.mp4");
-        a.settings.on_overload = Some("block".into());
+        a.settings.on_overload = Some(Overload::Block);
         assert_eq!(
             Config::merge(a, FileConfig::default())?.streams[0].overload,
             Overload::Block
@@ -715,7 +573,7 @@ mod tests {
         let c = Config::merge(a, FileConfig::default())?;
         assert_eq!(c.streams[0].queue_capacity, 64, "two batches");
         let mut a = args(&this_file(), "x.mp4");
-        a.settings.on_overload = Some("drop".into());
+        a.settings.on_overload = Some(Overload::Drop);
         let e = Config::merge(a, FileConfig::default()).unwrap_err();
         assert!(e.to_string().contains("never drops"), "{e}");
         let e =
@@ -855,9 +713,9 @@ mod tests {
         )?;
         let c = Config::merge(Args::default(), file)?;
         let (door, yard) = (&c.streams[0], &c.streams[1]);
-        assert_eq!(door.class, Some(ClassSpec::Name("tabby".into())));
+        assert_eq!(door.explain.class, Some(ClassSpec::Name("tabby".into())));
         assert_eq!(door.rtsp.reconnect_max, 0);
-        assert_eq!(door.smooth, 0.5);
+        assert_eq!(door.explain.smooth, 0.5);
         assert_eq!(
             door.outputs,
             [Output::Video {
@@ -865,7 +723,7 @@ mod tests {
                 container: Container::Matroska
             }]
         );
-        assert_eq!(yard.smooth, 0.0);
+        assert_eq!(yard.explain.smooth, 0.0);
         assert_eq!(yard.rtsp.reconnect_max, 3);
         assert_eq!(yard.outputs.len(), 2);
         Ok(())
@@ -961,7 +819,6 @@ mod tests {
         let cases: &[(&str, Edit)] = &[
             ("batch-size", |a| a.settings.batch_size = Some(0)),
             ("alpha", |a| a.settings.alpha = Some(1.5)),
-            ("device", |a| a.settings.device = Some("tpu".into())),
             ("negative", |a| {
                 a.settings.class = Some(ClassValue::Name("-1".into()))
             }),
@@ -969,12 +826,6 @@ mod tests {
             ("--max-frames", |a| a.settings.max_frames = Some(0)),
             ("--duration", |a| a.settings.duration = Some("-1".into())),
             ("--start", |a| a.settings.start = Some("1:75".into())),
-            ("--precision", |a| a.settings.precision = Some("fp8".into())),
-            ("--encoder", |a| a.settings.encoder = Some("vp9".into())),
-            (
-                "unknown --layout `planar`; use channels-last or contiguous",
-                |a| a.settings.layout = Some("planar".into()),
-            ),
             ("smaller than --batch-size", |a| {
                 a.settings.batch_size = Some(16);
                 a.settings.queue_capacity = Some(8);
@@ -986,6 +837,39 @@ mod tests {
             let e = Config::merge(a, FileConfig::default()).unwrap_err();
             assert!(e.is::<UsageError>(), "{e}");
             assert!(e.to_string().contains(needle), "{e} lacks {needle}");
+        }
+        for (flag, v, needle) in [
+            (
+                "--device",
+                "tpu",
+                "unknown --device `tpu`; use auto, cpu or cuda",
+            ),
+            ("--precision", "fp8", "unknown --precision `fp8`"),
+            ("--encoder", "vp9", "unknown --encoder `vp9`"),
+            (
+                "--layout",
+                "planar",
+                "unknown --layout `planar`; use channels-last or contiguous",
+            ),
+            (
+                "--colormap",
+                "hot",
+                "unknown --colormap `hot`; use jet, turbo, inferno or viridis",
+            ),
+            (
+                "--method",
+                "scorecam",
+                "unknown --method `scorecam`; use gradcam, gradcam++",
+            ),
+            (
+                "--on-overload",
+                "later",
+                "unknown --on-overload `later`; use drop or block",
+            ),
+        ] {
+            let e = <Args as clap::Parser>::try_parse_from(["x", flag, v]).unwrap_err();
+            assert!(e.to_string().contains(needle), "{e} lacks {needle}");
+            assert_eq!(e.exit_code(), 2);
         }
     }
 

@@ -18,6 +18,11 @@ use serde::{Deserialize, Serialize};
 mod declare;
 pub mod named;
 
+use named::{
+    BoxMaps, Colormap, Deinterlace, DeviceChoice, Encoder, Layout, MethodChoice, Orientation,
+    Overload, Precision, Progress, Realtime, RtspTransport, WhenBehind,
+};
+
 /// `class = 285` or `class = "tabby"` in the file; `--class` always gives text (`285` or `tabby`),
 /// resolved against the model's names when it is loaded.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -25,6 +30,27 @@ pub mod named;
 pub enum ClassValue {
     Id(i64),
     Name(String),
+}
+
+/// The class to explain in every frame, as given: resolved against the model's names when
+/// the model is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClassSpec {
+    Id(i64),
+    Name(String),
+}
+
+impl ClassSpec {
+    /// `285` (or `"285"`) is an id, anything else a name.
+    pub fn from_value(c: ClassValue) -> Self {
+        match c {
+            ClassValue::Id(id) => ClassSpec::Id(id),
+            ClassValue::Name(s) => match s.trim().parse::<i64>() {
+                Ok(id) => ClassSpec::Id(id),
+                Err(_) => ClassSpec::Name(s),
+            },
+        }
+    }
 }
 
 fn class_value(s: &str) -> Result<ClassValue, String> {
@@ -134,17 +160,17 @@ declare! {
         /// Turn frames upright as their file says they are shown before the model: auto (a
         /// video's rotation tag, a photo's EXIF orientation) or none (as stored)
         #[arg(long, value_name = "auto|none")]
-        orientation: String = "auto".into();
+        orientation: Orientation = Orientation::Auto;
 
         /// Deinterlace interlaced input before the model and in the output: auto (progressive
         /// frames pass untouched) or off
         #[arg(long, value_name = "auto|off")]
-        deinterlace: String = "auto".into();
+        deinterlace: Deinterlace = Deinterlace::Auto;
 
         /// Pace a file input at its own frame rate, as a player does: auto (when it is watched:
         /// display, rtsp:// or --web), on, off (as fast as it is explained)
         #[arg(long, value_name = "auto|on|off")]
-        realtime: String = "auto".into();
+        realtime: Realtime = Realtime::Auto;
 
         /// Print a stats line (frames in/out, dropped, reconnects, fps, latency p50/p95) every
         /// SECONDS [default when given without a value: 5]
@@ -157,22 +183,22 @@ declare! {
 
         /// Where the model runs: auto picks CUDA when a GPU is present
         #[arg(long, value_name = "auto|cpu|cuda")]
-        device: String = "auto".into();
+        device: DeviceChoice = DeviceChoice::Auto;
 
         /// The model's arithmetic: auto (bf16 on a CPU with bf16 instructions, else fp32), fp32,
         /// fp16 (a CUDA GPU) or bf16 (such a CPU); the head, the gradient and the CAM stay fp32
         #[arg(long, value_name = "auto|fp32|fp16|bf16")]
-        precision: String = "auto".into();
+        precision: Precision = Precision::Auto;
 
         /// Memory layout of a batch on its way into the model: channels-last (NHWC, as the frames
         /// arrive) or contiguous (NCHW); the maps are the same
         #[arg(long, value_name = "channels-last|contiguous")]
-        layout: String = "channels-last".into();
+        layout: Layout = Layout::ChannelsLast;
 
         /// H.264 encoder for file and RTSP outputs: auto (NVENC where the GPU has it, else x264),
         /// x264, nvenc
         #[arg(long, value_name = "auto|x264|nvenc")]
-        encoder: String = "auto".into();
+        encoder: Encoder = Encoder::Auto;
 
         /// Most frames explained together in one batch
         #[arg(short, long, value_name = "N")]
@@ -199,7 +225,7 @@ declare! {
 
         /// Heatmap colours: jet, turbo, inferno, viridis
         #[arg(long, value_name = "NAME")]
-        colormap: String = "jet".into();
+        colormap: Colormap = Colormap::Jet;
 
         /// Leave the frame as it is where the map is below T (0 to 1)
         #[arg(long, value_name = "T")]
@@ -218,7 +244,7 @@ declare! {
         /// xgradcam, layercam, hirescam, odam (gradient x activation, per box), eigencam
         /// (gradient-free)
         #[arg(long, value_name = "NAME")]
-        method: String = "auto".into();
+        method: MethodChoice = MethodChoice::Auto;
 
         /// A detector: the most boxes explained per frame (the best by score)
         #[arg(long, value_name = "N")]
@@ -243,7 +269,7 @@ declare! {
         /// A detector: where each box's map is drawn: inside (within its box) or full (the whole
         /// frame, to see where outside the box it looked)
         #[arg(long, value_name = "inside|full")]
-        box_maps: String = "inside".into();
+        box_maps: BoxMaps = BoxMaps::Inside;
 
         /// Opacity of the heatmap over the frame, 0 to 1
         #[arg(long, value_name = "A")]
@@ -270,7 +296,7 @@ declare! {
 
         /// Progress display: auto (a bar on a terminal, lines otherwise), bar, lines, none
         #[arg(long, value_name = "MODE")]
-        progress: String = "auto".into();
+        progress: Progress = Progress::Auto;
     }
     stream {
         /// Capture size to ask a webcam (or test:// source) for
@@ -287,7 +313,7 @@ declare! {
 
         /// RTSP input transport: auto (UDP, falling back to TCP), tcp or udp
         #[arg(long, value_name = "auto|tcp|udp")]
-        rtsp_transport: String = "auto".into();
+        rtsp_transport: RtspTransport = RtspTransport::Auto;
 
         /// RTSP input: reconnect tries in a row (1 s, 2 s, 4 s … apart, at most 30 s) before giving up;
         /// 0 reconnects forever
@@ -317,7 +343,7 @@ declare! {
         /// When the model falls behind a live source: drop (oldest waiting frames go, the default
         /// for live sources) or block; a file input always blocks and never drops
         #[arg(long, value_name = "drop|block")]
-        on_overload: String;
+        on_overload: Overload;
 
         /// A live stream's frame that has waited longer than this for the model when a batch is
         /// formed is dropped (and counted), never explained: latency stays bounded in time,
@@ -329,7 +355,7 @@ declare! {
         /// `key-frames` decodes only its key frames until it keeps up again, sparing the decoder the
         /// frames that would be dropped; `all` decodes every frame
         #[arg(long, value_name = "key-frames|all")]
-        when_behind: String = "key-frames".into();
+        when_behind: WhenBehind = WhenBehind::KeyFrames;
     }
 }
 
@@ -345,7 +371,7 @@ mod tests {
         assert_eq!(r.queue_capacity, None);
         let s = PerStream::default();
         assert_eq!((s.rtsp_latency_ms, s.reconnect_max), (200, 5));
-        assert_eq!(s.rtsp_transport, "auto");
+        assert_eq!(s.rtsp_transport, RtspTransport::Auto);
     }
 
     #[test]

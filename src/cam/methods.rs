@@ -22,6 +22,7 @@ use anyhow::Result;
 use tch::{Kind, Tensor};
 
 use super::gradcam::{normalize, targets_and_grads, CamBatch};
+use crate::settings::named::MethodChoice;
 
 /// Which class each frame's map explains.
 #[derive(Debug)]
@@ -71,13 +72,18 @@ impl Method {
         }
     }
 
-    pub fn parse(name: &str) -> Option<Method> {
-        let name = name.to_ascii_lowercase().replace(['-', '_'], "");
-        let name = match name.as_str() {
-            "gradcampp" | "gradcamplusplus" => "gradcam++",
-            other => other,
-        };
-        Method::ALL.into_iter().find(|m| m.name() == name)
+    /// The method `--method` names; None for `auto` (the model's kind decides).
+    pub fn chosen(choice: MethodChoice) -> Option<Method> {
+        Some(match choice {
+            MethodChoice::Auto => return None,
+            MethodChoice::GradCam => Method::GradCam,
+            MethodChoice::GradCamPlusPlus => Method::GradCamPlusPlus,
+            MethodChoice::XGradCam => Method::XGradCam,
+            MethodChoice::LayerCam => Method::LayerCam,
+            MethodChoice::HiResCam => Method::HiResCam,
+            MethodChoice::Odam => Method::Odam,
+            MethodChoice::EigenCam => Method::EigenCam,
+        })
     }
 
     /// EigenCAM needs no backward pass.
@@ -170,15 +176,14 @@ mod tests {
     }
 
     #[test]
-    fn names_round_trip() {
+    fn every_method_is_a_choice_by_its_own_name() {
+        use crate::settings::named::Named;
         for m in Method::ALL {
-            assert_eq!(Method::parse(m.name()), Some(m));
+            let choice: MethodChoice = m.name().parse().expect("a choice");
+            assert_eq!(Method::chosen(choice), Some(m));
         }
-        assert_eq!(
-            Method::parse("GradCAM-PlusPlus"),
-            Some(Method::GradCamPlusPlus)
-        );
-        assert_eq!(Method::parse("scorecam"), None);
+        assert_eq!(MethodChoice::VALUES.len(), Method::ALL.len() + 1);
+        assert_eq!(Method::chosen(MethodChoice::Auto), None);
     }
 
     /// One frame, 1 channel, 2x2, A = [[1, 2], [3, 4]]; the head is s = Σ_ij W_ij A_ij with

@@ -12,8 +12,10 @@ use tch::Device;
 use super::{blend, cpu_autocast, BoxSettings};
 use crate::cam;
 use crate::colormap::Colormap;
-use crate::config::{ClassSpec, DeviceChoice, Layout as Memory, Named, Precision, UsageError};
 use crate::model;
+use crate::settings::named::{DeviceChoice, Layout as Memory, Precision};
+use crate::settings::{ClassSpec, ClassValue, Run};
+use crate::usage::UsageError;
 
 /// Where the heatmap is blended over the frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +27,7 @@ pub enum BlendAt {
     Host,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub model: PathBuf,
     pub device: DeviceChoice,
@@ -94,42 +96,107 @@ pub(super) struct PerStream {
 }
 
 impl Settings {
-    /// The command line's declared defaults (`settings.rs`), for `model`: tests, benchmarks
-    /// and the element start here.
+    /// The declared defaults (`settings.rs`) for `model`: tests, benchmarks and the element
+    /// start here.
     pub fn new(model: PathBuf) -> Settings {
-        let (run, stream) = (
-            crate::settings::Run::default(),
-            crate::settings::PerStream::default(),
-        );
-        let declared = |what: &str, v: &str| -> ! { panic!("the declared default {what} `{v}`") };
-        Settings {
+        let run = Run {
             model,
-            device: DeviceChoice::parse_named("device", &run.device)
-                .unwrap_or_else(|_| declared("device", &run.device)),
-            precision: Precision::parse_named("precision", &run.precision)
-                .unwrap_or_else(|_| declared("precision", &run.precision)),
-            layout: Memory::parse_named("layout", &run.layout)
-                .unwrap_or_else(|_| declared("layout", &run.layout)),
+            ..Run::default()
+        };
+        Settings::try_from(&run).expect("the declared defaults are valid")
+    }
+
+    /// A stream's settings, checked against the run's: the one place the rules between a
+    /// class and the run's other settings live, for every front end (the program's streams and
+    /// the element's one).
+    pub fn stream(
+        &self,
+        class: Option<ClassValue>,
+        smooth: f32,
+        draw: bool,
+    ) -> Result<StreamSettings, UsageError> {
+        let class = class.map(ClassSpec::from_value);
+        if let Some(ClassSpec::Id(c)) = class {
+            if c < 0 {
+                return Err(UsageError(format!(
+                    "--class {c} is negative; use a class id from 0 to (number of classes - 1) or a class name"
+                )));
+            }
+        }
+        if self.top_k > 1 && class.is_some() {
+            return Err(UsageError(
+                "--top-k explains each frame's most likely classes; drop --class, or --top-k"
+                    .into(),
+            ));
+        }
+        Ok(StreamSettings {
+            class,
+            smooth,
+            draw,
+        })
+    }
+}
+
+impl TryFrom<&Run> for Settings {
+    type Error = UsageError;
+
+    /// The run-wide settings as the engine takes them, every rule between them checked here,
+    /// once, for every front end (the program, the element, Python): the declared ranges, then
+    /// what only two settings together can say.
+    fn try_from(run: &Run) -> Result<Settings, UsageError> {
+        run.check_ranges().map_err(UsageError)?;
+        if run.show_rank > run.top_k {
+            return Err(UsageError(format!(
+                "--show-rank {} is out of range; use 1 to --top-k ({})",
+                run.show_rank, run.top_k
+            )));
+        }
+        for (flag, v) in [
+            ("score-threshold", run.score_threshold),
+            ("nms-iou", run.nms_iou),
+        ] {
+            if let Some(v) = v.filter(|v| !(0.0..=1.0).contains(v)) {
+                return Err(UsageError(format!(
+                    "--{flag} {v} is out of range; use 0 to 1"
+                )));
+            }
+        }
+        let detector_size = match &run.detector_size {
+            Some(v) => Some(
+                crate::endpoint::parse_size(v)
+                    .map(|(w, h)| [h as i64, w as i64])
+                    .ok_or_else(|| {
+                        UsageError(format!(
+                            "--detector-size {v}: use WIDTHxHEIGHT in multiples of the detector's stride, e.g. 640x384"
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(Settings {
+            model: run.model.clone(),
+            device: run.device,
+            precision: run.precision,
+            layout: run.layout,
             batch_size: run.batch_size,
             max_wait: Duration::from_millis(run.max_wait_ms),
             class: None,
-            method: crate::config::method_choice(&run.method)
-                .unwrap_or_else(|_| declared("method", &run.method)),
+            method: cam::Method::chosen(run.method),
             boxes: run.boxes,
             score_threshold: run.score_threshold,
             nms_iou: run.nms_iou,
-            detector_size: None,
+            detector_size,
             top_k: run.top_k,
             show_rank: run.show_rank,
-            smooth: stream.smooth,
+            smooth: crate::settings::PerStream::default().smooth,
             threads: run.threads,
-            colormap: Colormap::parse(&run.colormap).expect("the declared default colormap"),
+            colormap: run.colormap,
             alpha: run.alpha,
             threshold: run.threshold,
             blend: BlendAt::Auto,
             pipelined: None,
             streams: Vec::new(),
-        }
+        })
     }
 }
 

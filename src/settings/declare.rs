@@ -8,7 +8,8 @@
 //! - `Run` and `PerStream`: the merged values, `Type` where there is a default (in `Default`,
 //!   the one place it is written), `Option<Type>` where there is none, with `layered` (the
 //!   merge, in layer order) and `check_ranges`;
-//! - `bounds(name)` and `shown_defaults()`, for the element's properties and `--help`.
+//! - `field(name)`/`field_mut(name)` on `Run` and `PerStream`, `doc(name)`, `bounds(name)` and
+//!   `shown_defaults()`: a setting by its name, for the element's properties and `--help`.
 //!
 //! It never interprets a value beyond its range: that is `config.rs`'s job, on the merged result.
 
@@ -190,6 +191,37 @@ macro_rules! declare {
             pub fn check_ranges(&self) -> Result<(), String> {
                 $( $( declare!(@check self.$sf, $sf, $srange, $stext); )? )*
                 Ok(())
+            }
+        }
+
+        impl Run {
+            /// A setting by its name (`batch_size`), for a front end that sets settings by
+            /// name: the element's properties.
+            pub fn field(&self, name: &str) -> Option<&dyn std::any::Any> {
+                match name { $( stringify!($rf) => Some(&self.$rf), )* _ => None }
+            }
+
+            pub fn field_mut(&mut self, name: &str) -> Option<&mut dyn std::any::Any> {
+                match name { $( stringify!($rf) => Some(&mut self.$rf), )* _ => None }
+            }
+        }
+
+        impl PerStream {
+            pub fn field(&self, name: &str) -> Option<&dyn std::any::Any> {
+                match name { $( stringify!($sf) => Some(&self.$sf), )* _ => None }
+            }
+
+            pub fn field_mut(&mut self, name: &str) -> Option<&mut dyn std::any::Any> {
+                match name { $( stringify!($sf) => Some(&mut self.$sf), )* _ => None }
+            }
+        }
+
+        /// A setting's help, as `--help` shows it before its default (one line).
+        pub fn doc(name: &str) -> Option<&'static str> {
+            match name {
+                $( stringify!($rf) => Some(concat!($($rdoc),*)), )*
+                $( stringify!($sf) => Some(concat!($($sdoc),*)), )*
+                _ => None,
             }
         }
 

@@ -17,20 +17,15 @@
 //!   a bad one fails that state change with an error naming the property.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
-use gradcam_stream::colormap::Colormap;
-use gradcam_stream::config::{ClassSpec, DeviceChoice, Named, Precision, DEFAULT_MODEL};
-use gradcam_stream::engine;
 use gradcam_stream::frame::Frame;
 use gradcam_stream::pipeline::source::frame_from_buffer;
-use gradcam_stream::render::{Drawn, Look, Renderer};
-use gradcam_stream::settings::{self as declared, PerStream, Run};
+use gradcam_stream::render::{Drawn, Renderer};
 use gradcam_stream::stats::Stats;
 use gradcam_stream::worker::{self, Delivery, Queue};
 use gstreamer as gst;
@@ -38,6 +33,8 @@ use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer::subclass::prelude::*;
 use gstreamer_video as gst_video;
+
+use super::properties::{self, BadProperty, Settings};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -61,188 +58,6 @@ pub const PARAMS: &str = "gradcam";
 /// The parameters of a detector's box region: class-id, label, score, track-id, level.
 pub const DETECTION: &str = "detection";
 pub const MAP: &str = "gradcam-map";
-
-/// The properties, as set; read at NULL→READY. Names, defaults and meanings are the CLI's.
-#[derive(Debug, Clone)]
-struct Settings {
-    model: String,
-    device: String,
-    precision: String,
-    batch_size: u32,
-    max_wait_ms: u32,
-    method: String,
-    class: String,
-    top_k: u32,
-    show_rank: u32,
-    colormap: String,
-    alpha: f64,
-    threshold: f64,
-    draw_box: bool,
-    label: bool,
-    smooth: f64,
-    post_messages: bool,
-}
-
-impl Default for Settings {
-    /// The program's declared defaults (`settings.rs`), so the two front ends cannot drift; the
-    /// model is the plain relative path, since an element has no binary to look beside.
-    fn default() -> Self {
-        let (run, stream) = (Run::default(), PerStream::default());
-        Settings {
-            model: DEFAULT_MODEL.to_owned(),
-            device: run.device,
-            precision: run.precision,
-            batch_size: run.batch_size as u32,
-            max_wait_ms: run.max_wait_ms as u32,
-            method: run.method,
-            class: String::new(),
-            top_k: run.top_k as u32,
-            show_rank: run.show_rank as u32,
-            colormap: run.colormap,
-            alpha: run.alpha.into(),
-            threshold: run.threshold.into(),
-            draw_box: run.draw_box,
-            label: run.label,
-            smooth: stream.smooth.into(),
-            post_messages: false,
-        }
-    }
-}
-
-/// A setting's declared range as a GObject property's (whose ranges include both ends: an
-/// open end is taken one hundredth inside).
-fn range(name: &str) -> (f64, f64) {
-    let (lo, hi, inclusive) = declared::bounds(name).expect("a declared range");
-    (lo, if inclusive { hi } else { hi - 0.01 })
-}
-
-fn uint_range(name: &str) -> (u32, u32) {
-    let (lo, hi) = range(name);
-    (lo as u32, hi as u32)
-}
-
-/// A property's bad value: its name and the one line that says what to do.
-#[derive(Debug)]
-struct BadProperty {
-    property: &'static str,
-    message: String,
-}
-
-impl std::fmt::Display for BadProperty {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "property `{}`: {}", self.property, self.message)
-    }
-}
-
-fn bad(property: &'static str, message: impl Into<String>) -> BadProperty {
-    BadProperty {
-        property,
-        message: message.into(),
-    }
-}
-
-/// The properties whose CLI flag (`--name`) an engine error may quote.
-const FLAGS: [&str; 6] = [
-    "class",
-    "top-k",
-    "show-rank",
-    "precision",
-    "device",
-    "method",
-];
-
-impl Settings {
-    /// The engine's settings and the renderer's look, each value checked.
-    fn resolve(&self) -> Result<(engine::Settings, Look), BadProperty> {
-        let device =
-            DeviceChoice::parse_named("device", &self.device).map_err(|m| bad("device", m))?;
-        let precision = Precision::parse_named("precision", &self.precision)
-            .map_err(|m| bad("precision", m))?;
-        let method = gradcam_stream::config::method_choice(&self.method)
-            .map_err(|m| bad("method", m.replace("--method", "method")))?;
-        let colormap = Colormap::parse(&self.colormap).ok_or_else(|| {
-            bad(
-                "colormap",
-                format!(
-                    "unknown colormap `{}`; use jet, turbo, inferno or viridis",
-                    self.colormap
-                ),
-            )
-        })?;
-        let class = match self.class.trim() {
-            "" => None,
-            c => Some(match c.parse::<i64>() {
-                Ok(id) if id < 0 => {
-                    return Err(bad(
-                        "class",
-                        format!("class {id} is negative; give a class id from 0, or a class name"),
-                    ))
-                }
-                Ok(id) => ClassSpec::Id(id),
-                Err(_) => ClassSpec::Name(c.to_owned()),
-            }),
-        };
-        if self.show_rank > self.top_k {
-            return Err(bad(
-                "show-rank",
-                format!(
-                    "show-rank {} is out of range; use 1 to top-k ({})",
-                    self.show_rank, self.top_k
-                ),
-            ));
-        }
-        let model = PathBuf::from(&self.model);
-        if !model.is_file() {
-            return Err(bad(
-                "model",
-                format!(
-                    "model {} does not exist; give model=PATH to a TorchScript file exported by scripts/export_model.py (with its .json sidecar beside it)",
-                    model.display()
-                ),
-            ));
-        }
-        let settings = engine::Settings {
-            device,
-            precision,
-            batch_size: self.batch_size as usize,
-            max_wait: Duration::from_millis(self.max_wait_ms.into()),
-            class,
-            method,
-            top_k: self.top_k as usize,
-            show_rank: self.show_rank as usize,
-            smooth: self.smooth as f32,
-            colormap,
-            alpha: self.alpha as f32,
-            threshold: self.threshold as f32,
-            ..engine::Settings::new(model)
-        };
-        let look = Look {
-            alpha: self.alpha as f32,
-            threshold: self.threshold as f32,
-            lut: colormap.lut(),
-            box_maps: gradcam_stream::config::BoxMaps::Inside,
-            draw_box: self.draw_box,
-            label: self.label,
-        };
-        Ok((settings, look))
-    }
-}
-
-/// An engine error (loading the model, checking the class against it…) as a property's: the
-/// property is the one whose flag it quotes, else `model`; `--name value` reads `name=value`.
-fn engine_error(e: &anyhow::Error) -> BadProperty {
-    let text = format!("{e:#}");
-    let property = FLAGS
-        .iter()
-        .filter_map(|p| text.find(&format!("--{p}")).map(|at| (at, *p)))
-        .min()
-        .map_or("model", |(_, p)| p);
-    let mut message = text;
-    for p in FLAGS {
-        message = message.replace(&format!("--{p} "), &format!("{p}="));
-    }
-    bad(property, message)
-}
 
 /// What goes out, in order: a frame (once its result is back) or a serialized event.
 enum Item {
@@ -767,7 +582,7 @@ impl GradCam {
         let batch = settings.batch_size;
         let (info, worker) =
             worker::spawn_open(settings, streams, delivered_tx, Arc::new(Stats::default()))
-                .map_err(|e| as_error(engine_error(&e)))?;
+                .map_err(|e| as_error(properties::flag_error(&format!("{e:#}"))))?;
         let method = info.method.name();
         let renderer = Renderer::new(look, &info, &[])
             .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{:#}", e)))?;
@@ -781,7 +596,7 @@ impl GradCam {
             post_messages: s.post_messages,
             // Two batches wait at most: the worker gathers one while it explains the other.
             capacity: 2 * batch,
-            max_wait: gst::ClockTime::from_mseconds(s.max_wait_ms.into()),
+            max_wait: gst::ClockTime::from_mseconds(s.run.max_wait_ms),
         });
         self.held.store(0, Ordering::Relaxed);
         Ok(())
@@ -882,196 +697,29 @@ impl ObjectSubclass for GradCam {
     }
 }
 
-/// The properties of the model and what it explains.
-fn model_properties(d: &Settings) -> Vec<glib::ParamSpec> {
-    vec![
-        glib::ParamSpecString::builder("model")
-            .nick("Model")
-            .blurb("TorchScript model exported by scripts/export_model.py, its .json sidecar beside it")
-            .default_value(Some(DEFAULT_MODEL))
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecString::builder("device")
-            .nick("Device")
-            .blurb("auto (CUDA when there is a GPU), cpu or cuda")
-            .default_value(Some(d.device.as_str()))
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecString::builder("precision")
-            .nick("Precision")
-            .blurb("auto (bf16 on a CPU with bf16 instructions, else fp32), fp32, fp16 (CUDA autocast, a GPU only) or bf16 (CPU autocast); the CAM maths stays fp32")
-            .default_value(Some(d.precision.as_str()))
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecUInt::builder("batch-size")
-            .nick("Batch size")
-            .blurb("Frames explained together; a batch goes once full or after max-wait-ms")
-            .minimum(uint_range("batch_size").0)
-            .maximum(uint_range("batch_size").1)
-            .default_value(d.batch_size)
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecUInt::builder("max-wait-ms")
-            .nick("Maximum wait")
-            .blurb("Longest a batch waits to fill, in ms (the latency the element adds, with its processing)")
-            .minimum(uint_range("max_wait_ms").0)
-            .maximum(uint_range("max_wait_ms").1)
-            .default_value(d.max_wait_ms)
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecString::builder("method")
-            .nick("Method")
-            .blurb("auto (gradcam for a classifier, odam for a detector), gradcam, gradcam++, xgradcam, layercam, hirescam, odam or eigencam")
-            .default_value(Some(d.method.as_str()))
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecString::builder("class")
-            .nick("Class")
-            .blurb("Explain this class (an id, or a name from the sidecar) instead of each frame's top-1; empty: the top-1")
-            .default_value(Some(""))
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecUInt::builder("top-k")
-            .nick("Top K")
-            .blurb("Explain the K most likely classes of each frame; the label lists them")
-            .minimum(uint_range("top_k").0)
-            .maximum(uint_range("top_k").1)
-            .default_value(d.top_k)
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecUInt::builder("show-rank")
-            .nick("Shown rank")
-            .blurb("With top-k: which of them the video shows (1 to top-k)")
-            .minimum(uint_range("show_rank").0)
-            .maximum(uint_range("show_rank").1)
-            .default_value(d.show_rank)
-            .mutable_ready()
-            .build(),
-    ]
-}
-
-/// The properties of the drawing, and of the messages.
-fn drawing_properties(d: &Settings) -> Vec<glib::ParamSpec> {
-    vec![
-        glib::ParamSpecString::builder("colormap")
-            .nick("Colormap")
-            .blurb("jet, turbo, inferno or viridis")
-            .default_value(Some(d.colormap.as_str()))
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecDouble::builder("alpha")
-            .nick("Alpha")
-            .blurb("Heatmap opacity, 0 to 1")
-            .minimum(range("alpha").0)
-            .maximum(range("alpha").1)
-            .default_value(d.alpha)
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecDouble::builder("threshold")
-            .nick("Threshold")
-            .blurb("Map values below this (0 to below 1) leave the frame alone")
-            .minimum(range("threshold").0)
-            .maximum(range("threshold").1)
-            .default_value(d.threshold)
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecBoolean::builder("box")
-            .nick("Box")
-            .blurb("Draw the localization box (the map above 15% of its peak, largest region)")
-            .default_value(d.draw_box)
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecBoolean::builder("label")
-            .nick("Label")
-            .blurb("Draw the class and its probability")
-            .default_value(d.label)
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecDouble::builder("smooth")
-            .nick("Smoothing")
-            .blurb("Temporal smoothing S (0 off, up to 0.99): maps and class averaged over frames, reset at cuts and seeks")
-            .minimum(range("smooth").0)
-            .maximum(range("smooth").1)
-            .default_value(d.smooth)
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecBoolean::builder("post-messages")
-            .nick("Post messages")
-            .blurb("Post an element message `gradcam` for each frame (class, label, probability, box, map)")
-            .default_value(d.post_messages)
-            .mutable_playing()
-            .build(),
-    ]
-}
-
 impl ObjectImpl for GradCam {
     /// One entry per property, a table rather than a story: its length is the number of
     /// properties (the defaults and ranges come from the program's declarations).
+    /// Generated from the program's declared settings (`properties.rs`).
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            let d = Settings::default();
-            let mut all = model_properties(&d);
-            all.extend(drawing_properties(&d));
-            all
-        });
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(properties::specs);
         PROPERTIES.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut s = Self::lock(&self.settings);
-        let text = || {
-            value
-                .get::<Option<String>>()
-                .expect("type checked upstream")
-                .unwrap_or_default()
-        };
-        match pspec.name() {
-            "model" => s.model = text(),
-            "device" => s.device = text(),
-            "precision" => s.precision = text(),
-            "batch-size" => s.batch_size = value.get().expect("type checked upstream"),
-            "max-wait-ms" => s.max_wait_ms = value.get().expect("type checked upstream"),
-            "method" => s.method = text(),
-            "class" => s.class = text(),
-            "top-k" => s.top_k = value.get().expect("type checked upstream"),
-            "show-rank" => s.show_rank = value.get().expect("type checked upstream"),
-            "colormap" => s.colormap = text(),
-            "alpha" => s.alpha = value.get().expect("type checked upstream"),
-            "threshold" => s.threshold = value.get().expect("type checked upstream"),
-            "box" => s.draw_box = value.get().expect("type checked upstream"),
-            "label" => s.label = value.get().expect("type checked upstream"),
-            "smooth" => s.smooth = value.get().expect("type checked upstream"),
-            "post-messages" => {
-                s.post_messages = value.get().expect("type checked upstream");
-                if let Some(r) = Self::lock(&self.running).as_mut() {
-                    r.post_messages = s.post_messages;
-                }
+        s.set(pspec.name(), value);
+        if pspec.name() == "post-messages" {
+            if let Some(r) = Self::lock(&self.running).as_mut() {
+                r.post_messages = s.post_messages;
             }
-            other => unimplemented!("no property {other}"),
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let s = Self::lock(&self.settings);
-        match pspec.name() {
-            "model" => s.model.to_value(),
-            "device" => s.device.to_value(),
-            "precision" => s.precision.to_value(),
-            "batch-size" => s.batch_size.to_value(),
-            "max-wait-ms" => s.max_wait_ms.to_value(),
-            "method" => s.method.to_value(),
-            "class" => s.class.to_value(),
-            "top-k" => s.top_k.to_value(),
-            "show-rank" => s.show_rank.to_value(),
-            "colormap" => s.colormap.to_value(),
-            "alpha" => s.alpha.to_value(),
-            "threshold" => s.threshold.to_value(),
-            "box" => s.draw_box.to_value(),
-            "label" => s.label.to_value(),
-            "smooth" => s.smooth.to_value(),
-            "post-messages" => s.post_messages.to_value(),
-            other => unimplemented!("no property {other}"),
-        }
+        Self::lock(&self.settings)
+            .get(pspec.name())
+            .unwrap_or_else(|| pspec.default_value().clone())
     }
 
     fn constructed(&self) {

@@ -5,6 +5,7 @@ use gstreamer::glib;
 use gstreamer::prelude::*;
 
 mod imp;
+mod properties;
 
 glib::wrapper! {
     pub struct GradCam(ObjectSubclass<imp::GradCam>) @extends gst::Element, gst::Object;
