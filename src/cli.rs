@@ -62,9 +62,49 @@ impl Args {
             })
     }
 
-    /// Parse the process's arguments (exits with clap's message and status 2 on a bad one).
+    /// Parse the process's arguments; a bad one exits with status 2 and one line.
     pub fn parse_with_defaults() -> Self {
-        let matches = Self::command_with_defaults().get_matches();
-        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+        Self::command_with_defaults()
+            .try_get_matches()
+            .and_then(|m| Self::from_arg_matches(&m))
+            .unwrap_or_else(|e| exit_with(e))
+    }
+}
+
+/// `--help` and `--version` as clap prints them; any other error as one line: clap's message
+/// and its tip, without the usage lines around them.
+fn exit_with(e: clap::Error) -> ! {
+    use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
+    if matches!(e.kind(), DisplayHelp | DisplayVersion) || !e.use_stderr() {
+        e.exit()
+    }
+    eprintln!("{}", one_line(&e.render().to_string()));
+    std::process::exit(2)
+}
+
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_flag_is_one_line_with_its_tip() {
+        let e = Args::try_parse_from(["x", "--colour", "jet"]).unwrap_err();
+        let line = one_line(&e.render().to_string());
+        assert!(
+            line.starts_with("error: unexpected argument '--colour' found; tip: "),
+            "{line}"
+        );
+        assert!(line.contains("'--colormap'"), "{line}");
+        assert!(!line.contains('\n'));
     }
 }

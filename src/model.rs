@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
-use crate::config::DeviceChoice;
+use crate::settings::named::DeviceChoice;
 
 /// What `scripts/export_model.py` writes beside the model.
 #[derive(Debug, Clone, Deserialize)]
@@ -256,7 +256,7 @@ impl Sidecar {
             return Ok(self.input_size);
         };
         let [dh, dw] = self.input_size;
-        let usage = |m: String| -> Result<[i64; 2]> { Err(crate::config::UsageError(m).into()) };
+        let usage = |m: String| -> Result<[i64; 2]> { Err(crate::usage::UsageError(m).into()) };
         if self.stride == 0 && [h, w] != self.input_size {
             return usage(format!(
                 "--detector-size {w}x{h}: model {} takes {dw}x{dh} only (its anchors are made for that size); leave --detector-size out",

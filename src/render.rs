@@ -24,6 +24,20 @@ pub struct Look {
     pub label: bool,
 }
 
+impl From<&crate::settings::Run> for Look {
+    /// The run's drawing settings, for every front end.
+    fn from(r: &crate::settings::Run) -> Look {
+        Look {
+            alpha: r.alpha,
+            threshold: r.threshold,
+            lut: r.colormap.lut(),
+            box_maps: r.box_maps,
+            draw_box: r.draw_box,
+            label: r.label,
+        }
+    }
+}
+
 /// A finished frame with what was drawn on it: for a front end that passes results on beside
 /// the pixels (the GStreamer element's metadata).
 pub struct Drawn {

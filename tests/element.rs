@@ -46,10 +46,14 @@ fn gst_launch(args: &[&str]) -> Result<std::process::Output> {
         .context("running gst-launch-1.0")
 }
 
-const PROPERTIES: [&str; 16] = [
+const PROPERTIES: [&str; 20] = [
     "model",
     "device",
     "precision",
+    "layout",
+    "threads",
+    "boxes",
+    "box-maps",
     "batch-size",
     "max-wait-ms",
     "method",
@@ -84,6 +88,16 @@ fn gst_inspect_loads_the_plugin_and_documents_every_property() -> Result<()> {
     for format in ["RGBx", "BGRx", "RGBA", "BGRA"] {
         assert!(text.contains(format), "caps lack {format}:\n{text}");
     }
+    // Enumerated properties list their values.
+    for value in [
+        "(3): bf16",
+        "(1): contiguous",
+        "(2): gradcam++",
+        "(3): viridis",
+        "(2): cuda",
+    ] {
+        assert!(text.contains(value), "{value} not listed:\n{text}");
+    }
     Ok(())
 }
 
@@ -115,6 +129,8 @@ fn element_properties_match_the_declared_settings() -> Result<()> {
             v.to_string()
         } else if let Ok(v) = default.get::<bool>() {
             v.to_string()
+        } else if let Some((_, v)) = gst::glib::EnumValue::from_value(default) {
+            v.nick().to_owned()
         } else {
             panic!("property {p}: an unexpected type {}", default.type_());
         };

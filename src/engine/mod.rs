@@ -16,7 +16,9 @@ pub mod cpu_autocast;
 mod cuda;
 mod settings;
 pub mod smooth;
+mod table;
 pub mod threads;
+mod upload;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -25,9 +27,10 @@ use anyhow::{anyhow, bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::cam;
-use crate::config::{Layout as Memory, Precision, UsageError};
-use crate::frame::{CamMap, ClassScore, Explained, Frame};
+use crate::frame::{Explained, Frame};
 use crate::model::{self, Acts, Model};
+use crate::settings::named::{Layout as Memory, Precision};
+use crate::usage::UsageError;
 
 pub use boxes::{BoxSettings, PRE_NMS};
 pub use cuda::memory_in_use as device_memory_in_use;
@@ -36,6 +39,8 @@ use settings::{
     PerStream,
 };
 pub use settings::{class_by_name, BlendAt, Settings, StreamSettings};
+use table::Layout;
+use upload::{buckets_for, copy_frames, in_layout, pad_rows, to_float, Staging};
 
 /// How many of the most likely classes each result carries.
 pub const TOP: i64 = 5;
@@ -109,35 +114,6 @@ pub struct ModelInfo {
     pub feature_shape: [i64; 3],
 }
 
-/// Pinned host buffers the frames are gathered in before their copy to a GPU, two of each
-/// shape: one batch's copy can be in flight while the next batch is gathered in the other.
-#[derive(Default)]
-struct Staging {
-    buffers: Vec<(Vec<i64>, [Tensor; 2])>,
-    /// Which of each pair the current batch uses.
-    turn: usize,
-}
-
-impl Staging {
-    /// The current batch's buffer of `size` (uint8), pinned for `device`.
-    fn take(&mut self, size: &[i64], device: Device) -> Result<Tensor> {
-        let at = match self.buffers.iter().position(|(s, _)| s.as_slice() == size) {
-            Some(i) => i,
-            None => {
-                let make = || -> Result<Tensor> {
-                    // `_pin_memory`: `pin_memory` itself warns that its device argument is
-                    // deprecated, and tch always passes one.
-                    Ok(Tensor::f_empty(size, (Kind::Uint8, Device::Cpu))?
-                        .f_internal_pin_memory(device)?)
-                };
-                self.buffers.push((size.to_vec(), [make()?, make()?]));
-                self.buffers.len() - 1
-            }
-        };
-        Ok(self.buffers[at].1[self.turn % 2].shallow_clone())
-    }
-}
-
 /// A batch whose work is queued on the device: `Engine::finish` turns it into results.
 pub struct Pending {
     /// A detector's batch, explained whole at submission (its selection needs the host).
@@ -166,66 +142,6 @@ impl Pending {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// The columns of a batch's result table: the shown map (h·w), its class and probability,
-/// the top k probabilities, their class ids, then for --top-k each ranked class and map.
-#[derive(Debug, Clone, Copy)]
-struct Layout {
-    h: usize,
-    w: usize,
-    k: usize,
-    ranked: usize,
-}
-
-impl Layout {
-    fn width(&self) -> usize {
-        let hw = self.h * self.w;
-        hw + 2 + 2 * self.k + self.ranked * (1 + hw)
-    }
-
-    /// A frame's results from its row of the table (see `Engine::results_table`).
-    fn explained(&self, row: &[f32], frame: Frame, blended: bool) -> Explained {
-        let hw = self.h * self.w;
-        let map = |at: &[f32]| CamMap {
-            h: self.h,
-            w: self.w,
-            data: at[..hw].to_vec(),
-        };
-        let top_p = &row[hw + 2..hw + 2 + self.k];
-        let top_i = &row[hw + 2 + self.k..hw + 2 + 2 * self.k];
-        let top: Vec<ClassScore> = top_i
-            .iter()
-            .zip(top_p)
-            .map(|(&c, &p)| ClassScore {
-                class: c as i64,
-                prob: p,
-            })
-            .collect();
-        let ranked = (0..self.ranked)
-            .map(|r| {
-                let at = &row[hw + 2 + 2 * self.k + r * (1 + hw)..];
-                let class = at[0] as i64;
-                let prob = top
-                    .iter()
-                    .find(|t| t.class == class)
-                    .map_or(0.0, |t| t.prob);
-                (ClassScore { class, prob }, map(&at[1..]))
-            })
-            .collect();
-        Explained {
-            blended,
-            cam: map(row),
-            target: ClassScore {
-                class: row[hw] as i64,
-                prob: row[hw + 1],
-            },
-            top,
-            ranked,
-            boxes: None,
-            frame,
-        }
     }
 }
 
@@ -261,68 +177,6 @@ pub struct Engine {
     trackers: HashMap<usize, crate::track::Tracker>,
     /// A detector's backward passes so far (one per box rank of each batch with boxes).
     backward_passes: u64,
-}
-
-/// Batch sizes to run a GPU at for batches of up to `max`: powers of two, and `max` itself.
-fn buckets_for(max: usize) -> Vec<i64> {
-    let max = max.max(1) as i64;
-    let mut v: Vec<i64> = std::iter::successors(Some(1i64), |n| Some(n * 2))
-        .take_while(|&n| n < max)
-        .collect();
-    v.push(max);
-    v
-}
-
-/// Frames [B, H, W, 4] uint8 → [B, 3, H, W] float (0..255): the conversion to float in one
-/// pass, into `layout`. Contiguous (NCHW) changes the layout in the same pass; channels-last
-/// keeps the frames' own (NHWC memory, viewed as [B, 3, H, W]).
-fn to_float(frames: &Tensor, layout: Memory) -> Result<Tensor> {
-    let rgb = frames.f_narrow(3, 0, 3)?.f_permute([0, 3, 1, 2])?; // [B, 3, H, W], a view
-    let [b, c, h, w] = <[i64; 4]>::try_from(rgb.size()).expect("4 dimensions");
-    let mut out = in_layout([b, c, h, w], layout, |s| {
-        Tensor::f_empty(s, (Kind::Float, frames.device()))
-    })?;
-    out.f_copy_(&rgb)?;
-    Ok(out)
-}
-
-/// A new [n, c, h, w] tensor lying in `layout`: `make` allocates it in memory order (NCHW, or
-/// NHWC then viewed as NCHW).
-fn in_layout(
-    [n, c, h, w]: [i64; 4],
-    layout: Memory,
-    make: impl FnOnce([i64; 4]) -> Result<Tensor, tch::TchError>,
-) -> Result<Tensor> {
-    Ok(match layout {
-        Memory::Contiguous => make([n, c, h, w])?,
-        Memory::ChannelsLast => make([n, h, w, c])?.f_permute([0, 3, 1, 2])?,
-    })
-}
-
-/// Copy each source frame's bytes into its destination; a batch of large frames is spread
-/// over the cores (a 720p batch of 32 is over 100 MB).
-fn copy_frames<'a>(pairs: impl Iterator<Item = (&'a mut [u8], &'a [u8])>) {
-    let pairs: Vec<_> = pairs.collect();
-    let bytes: usize = pairs.iter().map(|(d, _)| d.len()).sum();
-    let threads = crate::parallel::cores().min(bytes / (4 << 20));
-    crate::parallel::map_in_order(pairs, threads, |(d, s)| d.copy_from_slice(s));
-}
-
-/// `t` [b, …] with zero rows appended up to `n`.
-fn pad_rows(t: &Tensor, n: i64) -> Result<Tensor> {
-    let mut size = t.size();
-    let b = size[0];
-    if n <= b {
-        return Ok(t.shallow_clone());
-    }
-    size[0] = n - b;
-    let zeros = |s: [i64; 4]| Tensor::f_zeros(s, (t.kind(), t.device()));
-    let zeros = match <[i64; 4]>::try_from(size.clone()) {
-        // Zeros in the batch's layout, so a channels-last batch stays so once padded.
-        Ok(s) if crate::model::is_channels_last(t) => in_layout(s, Memory::ChannelsLast, zeros)?,
-        _ => Tensor::f_zeros(size.as_slice(), (t.kind(), t.device()))?,
-    };
-    Ok(Tensor::f_cat(&[t.shallow_clone(), zeros], 0)?)
 }
 
 impl Engine {

@@ -174,15 +174,7 @@ impl Settings {
                 ),
             ));
         }
-        let r = &self.run;
-        let look = Look {
-            alpha: r.alpha,
-            threshold: r.threshold,
-            lut: r.colormap.lut(),
-            box_maps: r.box_maps,
-            draw_box: r.draw_box,
-            label: r.label,
-        };
+        let look = Look::from(&self.run);
         Ok((settings, look))
     }
 }

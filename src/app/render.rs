@@ -1,0 +1,132 @@
+//! The render thread: the worker's results drawn onto each stream's frames, handed to its
+//! output, and told to the web view.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use crossbeam_channel::Sender;
+
+use super::lines::Lines;
+use crate::config::Config;
+use crate::engine::ModelInfo;
+use crate::frame::Frame;
+use crate::render::{Look, Renderer};
+use crate::stats::Stage;
+use crate::web::{self, hub::Hub};
+use crate::worker;
+
+/// The render thread: each delivered batch drawn and handed to its streams' outputs; a
+/// stream whose output stopped (it reports why) is skipped, the others go on.
+pub(super) fn spawn_renderer(
+    cfg: &Config,
+    info: &ModelInfo,
+    lines: &Lines,
+    delivered: crossbeam_channel::Receiver<worker::Delivery>,
+    hub: Option<Arc<Hub>>,
+) -> Result<std::thread::JoinHandle<Result<Renderer>>> {
+    let metadata: Vec<(&str, Option<&Path>)> = cfg
+        .streams
+        .iter()
+        .map(|s| (s.name.as_str(), s.metadata.as_deref()))
+        .collect();
+    let draws = cfg.streams.iter().map(|s| s.explain.draw).collect();
+    let mut renderer = Renderer::new(look(cfg), info, &metadata)?.drawing(draws);
+    if let Some(hub) = &hub {
+        hub.recordings.set_metadata(renderer.metadata_paths());
+    }
+    let render_stats = lines.all.clone();
+    let tallies: Vec<crate::stats::Tally> = lines
+        .stats
+        .iter()
+        .map(|s| crate::stats::Tally {
+            stream: s.clone(),
+            all: lines.all.clone(),
+        })
+        .collect();
+    let mut senders: Vec<Option<Sender<Frame>>> = lines
+        .rendered
+        .iter()
+        .map(|(tx, _)| Some(tx.clone()))
+        .collect();
+    std::thread::Builder::new()
+        .name("gradcam-render".into())
+        .spawn(move || -> Result<Renderer> {
+            for delivery in delivered.iter() {
+                let busy = Instant::now();
+                let drawn = renderer.render_drawn(delivery.explained)?;
+                render_stats.add_busy(Stage::Overlay, busy.elapsed());
+                for d in drawn {
+                    for b in &d.boxes {
+                        tallies[d.frame.stream]
+                            .stream
+                            .detected(&renderer.class_name(b.class));
+                    }
+                    if let Some(hub) = &hub {
+                        hub.channels[d.frame.stream].verdict(verdict(&renderer, &d));
+                    }
+                    let frame = d.frame;
+                    let s = frame.stream;
+                    let gone = match &senders[s] {
+                        Some(tx) => tx.send(frame).is_err(),
+                        None => false,
+                    };
+                    if gone {
+                        senders[s] = None;
+                    }
+                }
+                for s in delivery.ended {
+                    senders[s] = None; // its output sees the end and finishes
+                }
+                for s in delivery.expired {
+                    tallies[s].dropped();
+                }
+            }
+            Ok(renderer)
+        })
+        .context("starting the render thread")
+}
+
+/// What the web view shows of a drawn frame.
+pub(super) fn verdict(renderer: &Renderer, d: &crate::render::Drawn) -> web::hub::Verdict {
+    let f = &d.frame;
+    web::hub::Verdict {
+        t: f.pts.unwrap_or(0) as f64 / 1e9,
+        cap: web::hub::epoch_ms(f.arrived),
+        frame: f.index,
+        class: d.target.class,
+        label: renderer.class_name(d.target.class),
+        prob: d.target.prob,
+        top: d
+            .top
+            .iter()
+            .map(|c| (renderer.class_name(c.class), c.prob))
+            .collect(),
+        peak: d.located.peak,
+        width: f.width,
+        height: f.height,
+        boxes: renderer.is_detector().then(|| {
+            d.boxes
+                .iter()
+                .map(|b| web::hub::BoxVerdict {
+                    id: b.track,
+                    label: renderer.class_name(b.class),
+                    score: b.score,
+                    bbox: b.bbox,
+                })
+                .collect()
+        }),
+    }
+}
+
+pub(super) fn look(cfg: &Config) -> Look {
+    Look::from(&cfg.run)
+}
+
+/// Whether anything shows stream `s`'s frames: false where its outputs are all `null` and
+/// there is no web view, so only its results are kept (metadata, metrics) and the heatmap,
+/// box and label are never drawn on its frames.
+pub(super) fn label(classes: &[String], id: i64) -> &str {
+    classes.get(id as usize).map(String::as_str).unwrap_or("?")
+}
