@@ -17,17 +17,15 @@ pub struct CamBatch {
     pub targets: Tensor,
 }
 
-/// Grad-CAM for a batch.
-///
-/// `acts` are the target layer's activations [B, C, h, w], computed without autograd; `head`
-/// maps activations to logits [B, K]. `class` fixes the target, else each frame's top-1 is used.
-pub fn gradcam(
-    acts: &Tensor,
-    head: impl Fn(&Tensor) -> Result<Tensor>,
-    class: Option<i64>,
-) -> Result<CamBatch> {
-    let target = class.map_or(super::Target::Rank(0), super::Target::Class);
-    super::compute(super::Method::GradCam, acts, head, target)
+/// Which class each frame's map explains.
+#[derive(Debug)]
+pub enum Target {
+    /// The class of this rank in each frame's prediction (0: the top-1).
+    Rank(usize),
+    /// This class in every frame.
+    Class(i64),
+    /// One class per frame, chosen by the caller: [B] int64 class ids, on any device.
+    PerFrame(Tensor),
 }
 
 /// The logits, the target of each frame, and (when `with_grads`) the gradient of the target
@@ -37,7 +35,7 @@ pub fn gradcam(
 pub(crate) fn targets_and_grads(
     acts: &Tensor,
     head: impl Fn(&Tensor) -> Result<Tensor>,
-    target: super::Target,
+    target: Target,
     with_grads: bool,
 ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let size = acts.size();
@@ -55,24 +53,22 @@ pub(crate) fn targets_and_grads(
         other => bail!("head must give [{b}, K] logits, got {other:?}"),
     };
     let targets = match target {
-        super::Target::Class(c) if (0..k).contains(&c) => {
-            Tensor::full([b], c, (Kind::Int64, a.device()))
-        }
-        super::Target::Class(c) => bail!(
+        Target::Class(c) if (0..k).contains(&c) => Tensor::full([b], c, (Kind::Int64, a.device())),
+        Target::Class(c) => bail!(
             "class {c} is out of range: the model has {k} classes (0 to {})",
             k - 1
         ),
-        super::Target::Rank(r) if (r as i64) < k => {
+        Target::Rank(r) if (r as i64) < k => {
             let (_, idx) = logits.detach().topk(r as i64 + 1, 1, true, true);
             idx.select(1, r as i64) // [B]
         }
-        super::Target::Rank(r) => {
+        Target::Rank(r) => {
             bail!("rank {} is out of range: the model has {k} classes", r + 1)
         }
-        super::Target::PerFrame(v) if v.size() == [b] && v.kind() == Kind::Int64 => {
+        Target::PerFrame(v) if v.size() == [b] && v.kind() == Kind::Int64 => {
             v.f_to_device(a.device())?
         }
-        super::Target::PerFrame(v) => bail!(
+        Target::PerFrame(v) => bail!(
             "per-frame targets {:?} {:?} for {b} frames: need [{b}] int64 class ids",
             v.size(),
             v.kind()
@@ -102,6 +98,7 @@ pub fn normalize(cam: &Tensor) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cam::methods::gradcam;
 
     fn vec(t: &Tensor) -> Result<Vec<f32>> {
         Ok(Vec::<f32>::try_from(t.flatten(0, -1))?)

@@ -21,19 +21,8 @@
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
-use super::gradcam::{normalize, targets_and_grads, CamBatch};
+use super::gradcam::{normalize, targets_and_grads, CamBatch, Target};
 use crate::settings::named::MethodChoice;
-
-/// Which class each frame's map explains.
-#[derive(Debug)]
-pub enum Target {
-    /// The class of this rank in each frame's prediction (0: the top-1).
-    Rank(usize),
-    /// This class in every frame.
-    Class(i64),
-    /// One class per frame, chosen by the caller: [B] int64 class ids, on any device.
-    PerFrame(Tensor),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -158,6 +147,19 @@ fn first_component(a: &Tensor) -> Tensor {
     let p = x.matmul(&v0).reshape([b, h * w]); // [B, hw]
     let sign = p.gather(1, &p.abs().argmax(1, true), false).sign(); // [B, 1]
     (p * sign).reshape([b, h, w])
+}
+
+/// Grad-CAM for a batch.
+///
+/// `acts` are the target layer's activations [B, C, h, w], computed without autograd; `head`
+/// maps activations to logits [B, K]. `class` fixes the target, else each frame's top-1 is used.
+pub fn gradcam(
+    acts: &Tensor,
+    head: impl Fn(&Tensor) -> Result<Tensor>,
+    class: Option<i64>,
+) -> Result<CamBatch> {
+    let target = class.map_or(Target::Rank(0), Target::Class);
+    compute(Method::GradCam, acts, head, target)
 }
 
 #[cfg(test)]

@@ -5,5 +5,5 @@
 pub mod gradcam;
 pub mod methods;
 
-pub use gradcam::{gradcam, normalize, CamBatch};
-pub use methods::{combine, compute, Method, Target};
+pub use gradcam::{normalize, CamBatch, Target};
+pub use methods::{combine, compute, gradcam, Method};
