@@ -13,7 +13,9 @@ target class gradcam-stream reported. Both maps are brought to the input size wi
 cv2.resize; per-frame Pearson correlation must be >= --min-corr. Prints a summary line.
 """
 import argparse
+import hashlib
 import json
+import os
 import sys
 
 import map_check
@@ -84,6 +86,50 @@ class EigenCAMOtherSign(EigenCAM):
         return -super().get_cam_image(*args, **kwargs)
 
 
+class Cache:
+    """The reference's maps, kept in target/reference-cache/ under a key of everything they
+    depend on: this script, the versions of torch and pytorch-grad-cam, the method, the model
+    file (and the eager model's weights or module source), the frames and the target classes.
+    A test run that changes none of these reads the maps instead of recomputing them; the
+    comparison with ours runs every time. GRADCAM_REFERENCE_CACHE=off computes them afresh."""
+
+    def __init__(self, args, frames, classes):
+        from importlib.metadata import version
+
+        self.dir = None
+        if os.environ.get("GRADCAM_REFERENCE_CACHE") == "off":
+            return
+        h = hashlib.sha256()
+        for part in (open(__file__, "rb").read(), torch.__version__.encode(),
+                     version("grad-cam").encode(),
+                     args.method.encode(), str(args.batch_size).encode(), json.dumps(classes).encode(),
+                     open(args.model, "rb").read(), open(args.model.rsplit(".", 1)[0] + ".json", "rb").read()):
+            h.update(hashlib.sha256(part).digest())
+        if args.weights:
+            h.update(hashlib.sha256(open(args.weights, "rb").read()).digest())
+        if args.module:
+            h.update(hashlib.sha256(open(args.module.partition(":")[0] + ".py", "rb").read()).digest())
+        for f in frames:
+            h.update(hashlib.sha256(np.ascontiguousarray(f).tobytes()).digest())
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.dir = os.path.join(here, "..", "target", "reference-cache", h.hexdigest()[:32])
+
+    def get(self, start):
+        path = self.dir and os.path.join(self.dir, f"{start}.npz")
+        if not path or not os.path.exists(path):
+            return None
+        with np.load(path) as z:
+            return [z[k] for k in sorted(z.files)]
+
+    def put(self, start, refs):
+        if not self.dir:
+            return
+        os.makedirs(self.dir, exist_ok=True)
+        tmp = os.path.join(self.dir, f".{start}.{os.getpid()}.npz")
+        np.savez(tmp, **{f"r{j}": r for j, r in enumerate(refs)})
+        os.replace(tmp, os.path.join(self.dir, f"{start}.npz"))
+
+
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM,
            "hirescam": HiResCAM, "eigencam": EigenCAM}
 
@@ -109,20 +155,26 @@ def main():
     std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
     ours = [json.loads(line) for line in open(args.metadata)]
 
-    if args.arch or args.module:
-        model = eager_model(args)
-        layer = model.get_submodule(meta["target_layer"])
-        layers = {"target_layers": [layer], "reshape_transform": reshape_transform}
-    else:
-        scripted = torch.jit.load(args.model).eval()
-        model = Whole(scripted).eval()
-        layers = {"target_layers": [model.features]}
-    cams = [METHODS[args.method](model=model, **layers)]
-    if args.method == "eigencam":
-        # A principal component's sign is arbitrary: numpy's LAPACK and libtorch's pick it
-        # differently for the same matrix. Ours follows a fixed convention; the reference is
-        # either sign's map, and each frame is compared with the one it matches.
-        cams.append(EigenCAMOtherSign(model=model, **layers))
+    made = {}
+
+    def reference():
+        """pytorch-grad-cam's CAMs on the reference model, made once, when a batch is not in the
+        cache."""
+        if not made:
+            if args.arch or args.module:
+                eager = eager_model(args)
+                hooked = {"target_layers": [eager.get_submodule(meta["target_layer"])],
+                          "reshape_transform": reshape_transform}
+            else:
+                eager = Whole(torch.jit.load(args.model).eval()).eval()
+                hooked = {"target_layers": [eager.features]}
+            made["cams"] = [cam(model=eager, **hooked) for cam in cams]
+        return made["cams"]
+
+    # A principal component's sign is arbitrary: numpy's LAPACK and libtorch's pick it
+    # differently for the same matrix. Ours follows a fixed convention; the reference is
+    # either sign's map, and each frame is compared with the one it matches.
+    cams = [METHODS[args.method]] + ([EigenCAMOtherSign] if args.method == "eigencam" else [])
     flipped = 0
 
     fw, fh = map(int, args.size.split("x"))
@@ -136,14 +188,18 @@ def main():
 
     corrs = []
     flat = 0
+    cached = Cache(args, frames, [l["class"] for l in ours])
     for start in range(0, len(frames), args.batch_size):
         chunk = frames[start:start + args.batch_size]
-        x = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-        x = (x / 255 - mean) / std
         lines = ours[start:start + len(chunk)]
-        targets = [ClassifierOutputTarget(l["class"]) for l in lines]
-        refs = [cam(input_tensor=x, targets=targets) for cam in cams]  # [B, h, w] each, normalized
+        refs = cached.get(start)
+        if refs is None:
+            x = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float()
+            x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+            x = (x / 255 - mean) / std
+            targets = [ClassifierOutputTarget(l["class"]) for l in lines]
+            refs = [cam(input_tensor=x, targets=targets) for cam in reference()]
+            cached.put(start, refs)  # [B, h, w] each, normalized
         for i, l in enumerate(lines):
             mine = map_check.ours(l, (w, h))
             best = []
