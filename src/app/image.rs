@@ -6,12 +6,11 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 
-use super::render::{label, look};
 use crate::config::{Config, Input, Orientation, Output};
-use crate::engine::{self};
+use crate::engine;
 use crate::frame::Frame;
 use crate::outfile::OutFile;
-use crate::render::Renderer;
+use crate::render::{Look, Renderer};
 use crate::stats::Stats;
 use crate::worker;
 
@@ -41,7 +40,7 @@ pub(super) fn run_image(cfg: &Config, settings: engine::Settings) -> Result<()> 
     let (info, worker) = worker::spawn(settings, vec![frames_rx], results_tx, stats)?;
     let metadata: Vec<(&str, Option<&Path>)> =
         vec![(stream.name.as_str(), stream.metadata.as_deref())];
-    let mut renderer = Renderer::new(look(cfg), &info, &metadata)?;
+    let mut renderer = Renderer::new(Look::from(&cfg.run), &info, &metadata)?;
     frames_tx.send(frame).expect("the worker is waiting");
     drop(frames_tx);
     let explained = results_rx.recv();
@@ -88,4 +87,9 @@ pub(super) fn run_image(cfg: &Config, settings: engine::Settings) -> Result<()> 
         path.display()
     );
     Ok(())
+}
+
+/// A class's name, `?` for an id the model does not name.
+fn label(classes: &[String], id: i64) -> &str {
+    classes.get(id as usize).map(String::as_str).unwrap_or("?")
 }

@@ -9,8 +9,8 @@ use super::outlets::{branches, segment_hook, Outlets};
 use crate::config::{Config, Orientation, Output, Realtime, Stream};
 use crate::frame::EncodedTap;
 use crate::frame::Frame;
+use crate::pipeline;
 use crate::pipeline::sound::Track;
-use crate::pipeline::{self};
 use crate::stats::Stats;
 use crate::web::hub::Hub;
 

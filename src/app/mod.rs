@@ -7,8 +7,9 @@ use std::sync::Arc;
 use anyhow::{anyhow, Result};
 
 use crate::config::{Config, Input, Orientation, Output};
-use crate::engine::{self};
-use crate::pipeline::{self};
+use crate::engine;
+use crate::pipeline;
+use crate::render::Look;
 use crate::stats::Reporter;
 use crate::web::hub::Hub;
 use crate::worker;
@@ -23,7 +24,7 @@ mod servers;
 use image::run_image;
 use lines::Lines;
 use outlets::{outlets, record_live_files, sound_tracks};
-use render::{look, spawn_renderer};
+use render::spawn_renderer;
 use report::{report, StreamEnd};
 use servers::{serve_http, start_servers};
 
@@ -52,7 +53,7 @@ pub fn run(cfg: Config) -> Result<()> {
             pattern,
             metadata: s.metadata.as_deref(),
             upright: cfg.run.orientation == Orientation::Auto,
-            look: look(&cfg),
+            look: Look::from(&cfg.run),
         };
         crate::folder::run(job, settings, cfg.run.batch_size)
     } else if cfg.is_image() {

@@ -32,7 +32,7 @@ pub(super) fn spawn_renderer(
         .map(|s| (s.name.as_str(), s.metadata.as_deref()))
         .collect();
     let draws = cfg.streams.iter().map(|s| s.explain.draw).collect();
-    let mut renderer = Renderer::new(look(cfg), info, &metadata)?.drawing(draws);
+    let mut renderer = Renderer::new(Look::from(&cfg.run), info, &metadata)?.drawing(draws);
     if let Some(hub) = &hub {
         hub.recordings.set_metadata(renderer.metadata_paths());
     }
@@ -118,15 +118,4 @@ pub(super) fn verdict(renderer: &Renderer, d: &crate::render::Drawn) -> web::hub
                 .collect()
         }),
     }
-}
-
-pub(super) fn look(cfg: &Config) -> Look {
-    Look::from(&cfg.run)
-}
-
-/// Whether anything shows stream `s`'s frames: false where its outputs are all `null` and
-/// there is no web view, so only its results are kept (metadata, metrics) and the heatmap,
-/// box and label are never drawn on its frames.
-pub(super) fn label(classes: &[String], id: i64) -> &str {
-    classes.get(id as usize).map(String::as_str).unwrap_or("?")
 }

@@ -17,28 +17,17 @@ use gradcam_stream::settings::{self as declared, PerStream, Run};
 use gstreamer::glib;
 use gstreamer::prelude::*;
 
-/// Calls `$f` with the setting as the `Prop` it is; a declared type the element does not take
-/// is a programming error caught by the properties test.
+/// Calls `$f` with the setting as the `Prop` it is (`$as`: `downcast_ref` or `downcast_mut`);
+/// a declared type the element does not take is a programming error caught by the properties
+/// test.
 macro_rules! dispatch {
-    ($any:expr, |$v:ident| $f:expr) => {{
-        let any: &dyn Any = $any;
-        dispatch!(@try any, $v, $f; usize, u64, f32, bool, PathBuf,
+    ($any:expr, $as:ident, |$v:ident| $f:expr) => {
+        dispatch!(@try $any, $as, $v, $f; usize, u64, f32, bool, PathBuf,
             DeviceChoice, Precision, Layout, MethodChoice, Colormap, BoxMaps)
-    }};
-    (@try $any:ident, $v:ident, $f:expr; $($t:ty),*) => {{
-        $( if let Some($v) = $any.downcast_ref::<$t>() { $f } else )*
-        { panic!("a declared setting of a type the element has no property for") }
-    }};
-}
-
-macro_rules! dispatch_mut {
-    ($any:expr, |$v:ident| $f:expr) => {{
-        let any: &mut dyn Any = $any;
-        dispatch_mut!(@try any, $v, $f; usize, u64, f32, bool, PathBuf,
-            DeviceChoice, Precision, Layout, MethodChoice, Colormap, BoxMaps)
-    }};
-    (@try $any:ident, $v:ident, $f:expr; $($t:ty),*) => {{
-        $( if let Some($v) = $any.downcast_mut::<$t>() { $f } else )*
+    };
+    (@try $any:expr, $as:ident, $v:ident, $f:expr; $($t:ty),*) => {{
+        let any = $any;
+        $( if let Some($v) = any.$as::<$t>() { $f } else )*
         { panic!("a declared setting of a type the element has no property for") }
     }};
 }
@@ -129,7 +118,9 @@ impl Settings {
             _ => {}
         }
         let &(_, setting, scope, _) = DECLARED.iter().find(|d| d.0 == property)?;
-        Some(dispatch!(self.field(setting, scope), |v| Prop::value(v)))
+        Some(dispatch!(self.field(setting, scope), downcast_ref, |v| {
+            Prop::value(v)
+        }))
     }
 
     /// Set a property (its type was checked by GObject, its range too).
@@ -148,7 +139,9 @@ impl Settings {
                 else {
                     return;
                 };
-                dispatch_mut!(self.field_mut(setting, scope), |v| Prop::set(v, value));
+                dispatch!(self.field_mut(setting, scope), downcast_mut, |v| Prop::set(
+                    v, value
+                ));
             }
         }
     }
@@ -189,7 +182,7 @@ pub fn specs() -> Vec<glib::ParamSpec> {
                 .map(str::to_owned)
                 .unwrap_or_else(|| help(declared::doc(setting).expect("a declared setting")));
             let bounds = declared::bounds(setting);
-            dispatch!(d.field(setting, scope), |v| Prop::spec(
+            dispatch!(d.field(setting, scope), downcast_ref, |v| Prop::spec(
                 v, name, &doc, bounds
             ))
         })
