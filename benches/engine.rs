@@ -4,7 +4,7 @@
 //! reaches. Prints one JSON object per line.
 //!
 //! cargo bench --bench engine -- [--model M] [--device auto|cpu|cuda]
-//!     [--precision auto|fp32|fp16|bf16] [--layout channels-last|contiguous] (the program's
+//!     [--precision auto|fp32|fp16|bf16] [--layout auto|channels-last|contiguous] (the program's
 //!     defaults when left out)
 //!     [--batch-size B] [--width W] [--height H] [--seconds S per measurement]
 //!     [--rounds R, the best of which is reported] [--blend auto|host|device]
@@ -221,6 +221,7 @@ fn main() -> Result<()> {
     let device = engine.info().device;
     let blends = engine.blends();
     let engine_precision = engine.precision();
+    let engine_layout = engine.layout();
     let mut engine = Some(engine);
     let methods: Vec<Method> = if detector {
         vec![Method::Odam, Method::GradCam, Method::EigenCam]
@@ -288,10 +289,7 @@ fn main() -> Result<()> {
         Precision::Bf16 => "bf16",
         Precision::Fp32 | Precision::Auto => "fp32",
     };
-    let layout = match layout {
-        Layout::ChannelsLast => "channels-last",
-        Layout::Contiguous => "contiguous",
-    };
+    let layout = engine_layout.name();
     for (what, fps) in rows {
         println!(
             r#"{{"bench":"{what}","model":"{model}","device":"{device}","precision":"{precision}","layout":"{layout}","blend_on_device":{blends},"batch_size":{batch_size},"frame":"{w}x{h}","rounds":{rounds},"fps":{fps:.2},"boxes_per_frame":{boxes_per_frame:.2}}}"#

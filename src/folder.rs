@@ -94,6 +94,10 @@ pub fn run(job: Job, settings: engine::Settings, batch: usize) -> Result<()> {
     let mut lines = job.metadata.map(LineFile::create).transpose()?;
     let (mut explained, mut batches) = (0, 0);
     for delivery in results_rx.iter() {
+        if batches == 0 && !delivery.explained.is_empty() {
+            // Once the model has explained something: a run that fails first says one line.
+            eprintln!("{}", info.start_line());
+        }
         batches += usize::from(!delivery.explained.is_empty());
         for mut e in delivery.explained {
             // The results come in the order read; an unreadable file sent nothing.

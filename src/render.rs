@@ -283,6 +283,9 @@ mod tests {
             detector: false,
             input_size: [4, 4],
             feature_shape: [1, 2, 2],
+            precision: crate::settings::named::Precision::Fp32,
+            layout: crate::settings::named::Layout::ChannelsLast,
+            runs_in: "fp32 channels-last".into(),
         };
         let look = Look {
             alpha: 0.5,

@@ -185,15 +185,17 @@ declare! {
         #[arg(long, value_name = "auto|cpu|cuda")]
         device: DeviceChoice = DeviceChoice::Auto;
 
-        /// The model's arithmetic: auto (bf16 on a CPU with bf16 instructions, else fp32), fp32,
-        /// fp16 (a CUDA GPU) or bf16 (such a CPU); the head, the gradient and the CAM stay fp32
+        /// The model's arithmetic: auto (on a CPU with bf16 instructions the faster of bf16 and
+        /// fp32, timed at start and remembered; else fp32), fp32, fp16 (a CUDA GPU) or bf16 (such
+        /// a CPU); the head, the gradient and the CAM stay fp32
         #[arg(long, value_name = "auto|fp32|fp16|bf16")]
         precision: Precision = Precision::Auto;
 
-        /// Memory layout of a batch on its way into the model: channels-last (NHWC, as the frames
-        /// arrive) or contiguous (NCHW); the maps are the same
-        #[arg(long, value_name = "channels-last|contiguous")]
-        layout: Layout = Layout::ChannelsLast;
+        /// Memory layout of a batch on its way into the model: auto (the faster for this model
+        /// here, timed at start and remembered), channels-last (NHWC, as the frames arrive) or
+        /// contiguous (NCHW); the maps are the same
+        #[arg(long, value_name = "auto|channels-last|contiguous")]
+        layout: Layout = Layout::Auto;
 
         /// H.264 encoder for file and RTSP outputs: auto (NVENC where the GPU has it, else x264),
         /// x264, nvenc

@@ -468,9 +468,26 @@ pub struct Reporter {
     last_stats: (Instant, u64, Snapshot),
     /// The stage counters when frames started flowing (the whole-run line counts from there).
     first: Option<Snapshot>,
+    /// ` precision=fp32 layout=channels-last`: what the model runs in, for the total line.
+    runs_in: String,
+    /// The model's start line, said once the first frame is out (so a run that fails before
+    /// says its error alone).
+    start: Option<String>,
 }
 
 impl Reporter {
+    /// The model: its start line, and its arithmetic and layout for the `--stats` total line.
+    pub fn model(mut self, info: &crate::engine::ModelInfo) -> Reporter {
+        use crate::settings::named::Named;
+        self.runs_in = format!(
+            " precision={} layout={}",
+            info.precision.name(),
+            info.layout.name()
+        );
+        self.start = Some(info.start_line());
+        self
+    }
+
     pub fn new(mode: Progress, stats_every: Option<Duration>) -> Reporter {
         let tty = std::io::stderr().is_terminal();
         let (bar, lines) = match mode {
@@ -494,6 +511,8 @@ impl Reporter {
             stats_every,
             last_stats: (Instant::now(), 0, Snapshot::default()),
             first: None,
+            runs_in: String::new(),
+            start: None,
         }
     }
 
@@ -507,6 +526,11 @@ impl Reporter {
     pub fn update(&mut self, stats: &Stats) {
         let done = stats.written.load(Relaxed);
         let total = stats.total.load(Relaxed);
+        if done > 0 {
+            if let Some(start) = self.start.take() {
+                self.print(&start);
+            }
+        }
         if let Some(b) = &self.bar {
             if total > 0 {
                 b.set_length(total.max(done));
@@ -551,6 +575,11 @@ impl Reporter {
 
     /// Clear the bar; with `--stats`, print the whole-run line.
     pub fn finish(&mut self, stats: &Stats) {
+        if stats.written.load(Relaxed) > 0 {
+            if let Some(start) = self.start.take() {
+                self.print(&start);
+            }
+        }
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
@@ -565,14 +594,15 @@ impl Reporter {
                 None => String::new(),
             };
             eprintln!(
-                "stats: total t={secs:.1}s {}{copies}",
+                "stats: total t={secs:.1}s {}{copies}{}",
                 stats_fields(
                     stats,
                     stats.written.load(Relaxed),
                     secs,
                     stats.latency_total(),
                     (self.first.unwrap_or_default(), stats.snapshot()),
-                )
+                ),
+                self.runs_in
             );
         }
     }

@@ -276,3 +276,73 @@ fn stats_say_where_the_time_goes() -> Result<()> {
     }
     Ok(())
 }
+
+/// `--precision auto` and `--layout auto` (the defaults) time each candidate at start and keep
+/// the fastest, say so in the start line and the `--stats` total, and remember the choice: the
+/// next start with the same model takes it from the file without timing. Given settings are
+/// not timed.
+#[test]
+fn auto_precision_and_layout_are_timed_once_and_remembered() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+    let out = dir.path().join("o.mp4");
+    let start = |extra: &[&str]| -> Result<(String, String)> {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_gradcam-stream"))
+            .env("GRADCAM_CACHE_DIR", &cache)
+            .args(["--input", sample("bikes.mp4").to_str().unwrap()])
+            .args(["--output", out.to_str().unwrap(), "--max-frames", "8"])
+            .args(["--progress", "none", "--stats", "5"])
+            .args(extra)
+            .output()?;
+        let err = stderr(&o);
+        anyhow::ensure!(o.status.success(), "{err}");
+        let line = |p: &str| {
+            let found: Vec<&str> = err.lines().filter(|l| l.starts_with(p)).collect();
+            assert_eq!(found.len(), 1, "one {p} line: {err}");
+            found[0].to_owned()
+        };
+        Ok((line("start: "), line("stats: total")))
+    };
+    let (first, total) = start(&[])?;
+    println!("{first}\n{total}");
+    let (_, rest) = first
+        .split_once(" in ")
+        .unwrap_or_else(|| panic!("{first}"));
+    let chosen: Vec<&str> = rest.split_whitespace().take(2).collect();
+    let timed = rest
+        .split_once(": ")
+        .and_then(|(how, t)| how.contains("timed now").then_some(t))
+        .unwrap_or_else(|| panic!("not timed at the first start: {first}"));
+    let times: Vec<(String, f64)> = timed
+        .trim_end_matches(')')
+        .split(", ")
+        .map(|t| {
+            let w: Vec<&str> = t.split_whitespace().collect();
+            (format!("{} {}", w[0], w[1]), w[2].parse().unwrap())
+        })
+        .collect();
+    assert!(times.len() >= 2, "{first}");
+    let fastest = times
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|t| t.0.clone());
+    assert_eq!(Some(chosen.join(" ")), fastest, "{first}");
+    assert!(
+        total.ends_with(&format!(" precision={} layout={}", chosen[0], chosen[1])),
+        "{total}"
+    );
+    let (again, _) = start(&[])?;
+    println!("{again}");
+    assert!(
+        again.contains(&format!(
+            "in {} (the faster, as timed before: {})",
+            chosen.join(" "),
+            cache.join("tuned").display()
+        )),
+        "{again}"
+    );
+    let (given, total) = start(&["--precision", "fp32", "--layout", "contiguous"])?;
+    assert!(given.ends_with(" in fp32 contiguous"), "{given}");
+    assert!(total.ends_with(" precision=fp32 layout=contiguous"), "{total}");
+    Ok(())
+}

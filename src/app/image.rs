@@ -51,6 +51,7 @@ pub(super) fn run_image(cfg: &Config, settings: engine::Settings) -> Result<()> 
         .ok()
         .and_then(|d: worker::Delivery| d.explained.into_iter().next())
         .ok_or_else(|| anyhow!("the worker ended without a result"))?;
+    eprintln!("{}", info.start_line());
 
     println!("top classes for {}:", input.display());
     for (rank, c) in explained.top.iter().enumerate() {

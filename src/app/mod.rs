@@ -137,7 +137,7 @@ fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
         record_live_files(cfg, &outlets, hub);
     }
 
-    let mut reporter = Reporter::new(cfg.run.progress, cfg.stats_every);
+    let mut reporter = Reporter::new(cfg.run.progress, cfg.stats_every).model(&info);
     let all = lines.all.clone();
     let stats = lines.stats.clone();
     let piped = pipeline::run_video(

@@ -18,6 +18,7 @@ mod settings;
 pub mod smooth;
 mod table;
 pub mod threads;
+pub mod tune;
 mod upload;
 
 use std::collections::HashMap;
@@ -35,7 +36,7 @@ use crate::usage::UsageError;
 pub use boxes::{BoxSettings, PRE_NMS};
 pub use cuda::memory_in_use as device_memory_in_use;
 use settings::{
-    box_settings, configure_libtorch, device_blend, fit_to_kind, per_stream, resolve_precision,
+    box_settings, configure_libtorch, device_blend, fit_to_kind, per_stream,
     PerStream,
 };
 pub use settings::{class_by_name, BlendAt, Settings, StreamSettings};
@@ -112,6 +113,19 @@ pub struct ModelInfo {
     pub classes: Vec<String>,
     pub input_size: [i64; 2],
     pub feature_shape: [i64; 3],
+    /// The arithmetic and layout the model runs in (never `Auto`).
+    pub precision: Precision,
+    pub layout: Memory,
+    /// The same, and how they were decided: `fp32 channels-last (the faster, timed now …)`.
+    pub runs_in: String,
+}
+
+impl ModelInfo {
+    /// The line a run starts with, once the model is ready: `start: efficientnet-lite0 on cpu
+    /// in fp32 channels-last (the faster, timed now on a batch of 8: …)`.
+    pub fn start_line(&self) -> String {
+        format!("start: {} on {} in {}", self.name, self.device, self.runs_in)
+    }
 }
 
 /// A batch whose work is queued on the device: `Engine::finish` turns it into results.
@@ -154,9 +168,11 @@ pub struct Engine {
     method: cam::Method,
     top_k: usize,
     show_rank: usize,
-    /// Resolved: never `Auto`.
+    /// Resolved: never `Auto` (see `tune`).
     precision: Precision,
     layout: Memory,
+    /// How the precision and layout were decided.
+    decided: tune::Decided,
     /// Each smoothed stream's state, made at its first frame.
     smoothing: HashMap<usize, smooth::Smoothing>,
     blend: Option<blend::Blend>,
@@ -183,7 +199,6 @@ impl Engine {
     /// Load the model on the device asked for and check the explanation settings against it.
     pub fn new(s: &Settings) -> Result<Engine> {
         let device = model::resolve_device(s.device)?;
-        let mut precision = resolve_precision(s.precision, device)?;
         let mut info = Model::sidecar(&s.model)?;
         fit_to_kind(s, &mut info)?;
         let method = s.method.unwrap_or(if info.is_detector() {
@@ -191,11 +206,9 @@ impl Engine {
         } else {
             cam::Method::GradCam
         });
-        if s.precision == Precision::Auto && !info.plain_map() {
-            // bf16's parity is established for convolutional maps only.
-            precision = Precision::Fp32;
-        }
-        configure_libtorch(s.threads, device, precision)?;
+        let candidates = tune::candidates(s, device, &info)?;
+        let (precision, layout) = candidates[0];
+        configure_libtorch(s.threads, device)?;
         let model = Model::load(&s.model, info, device)?;
         let n = model.info.num_classes;
         let (defaults, streams) = per_stream(s, &model.info)?;
@@ -208,7 +221,7 @@ impl Engine {
         }
         let blend = device_blend(s, device, &model.info)?;
         let boxes = box_settings(s, &model.info);
-        let engine = Engine {
+        let mut engine = Engine {
             model,
             defaults,
             streams,
@@ -216,7 +229,8 @@ impl Engine {
             top_k: s.top_k,
             show_rank: s.show_rank,
             precision,
-            layout: s.layout,
+            layout,
+            decided: tune::Decided::Given,
             smoothing: HashMap::new(),
             blend,
             buckets: if device.is_cuda() {
@@ -234,6 +248,7 @@ impl Engine {
             trackers: HashMap::new(),
             backward_passes: 0,
         };
+        engine.decided = engine.tune(s, &candidates)?;
         engine.warm_up()?;
         Ok(engine)
     }
@@ -248,6 +263,9 @@ impl Engine {
             classes: i.classes.clone(),
             input_size: i.input_size,
             feature_shape: i.feature_shape,
+            precision: self.precision,
+            layout: self.layout,
+            runs_in: tune::describe((self.precision, self.layout), &self.decided),
         }
     }
 
@@ -263,6 +281,11 @@ impl Engine {
     /// The arithmetic the model runs in (`Auto` resolved).
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// The layout batches enter the model in (`Auto` resolved).
+    pub fn layout(&self) -> Memory {
+        self.layout
     }
 
     /// Whether the results come back blended (else the render stage blends on the host).
@@ -296,11 +319,18 @@ impl Engine {
             let x = in_layout([n, 3, h, w], self.layout, |s| {
                 Tensor::f_zeros(s, (Kind::Float, dev))
             })?;
-            if self.boxes.is_some() {
-                self.warm_boxes(&x)?;
-                continue;
-            }
-            let acts = self.features(&x)?;
+            self.pass(&x)?;
+        }
+        Ok(())
+    }
+
+    /// One model input `x` [n, 3, h, w] through the whole explanation (forward, backward,
+    /// CAM), waiting for the device: the warm-up's and the tuning's unit of work.
+    fn pass(&self, x: &Tensor) -> Result<()> {
+        if self.boxes.is_some() {
+            self.warm_boxes(x)?;
+        } else {
+            let acts = self.features(x)?;
             let head = |a: &Tensor| self.head(a, &acts.carry);
             cam::compute(self.method, &acts.map, head, cam::Target::Rank(0))?;
         }

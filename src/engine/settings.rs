@@ -320,11 +320,7 @@ pub(super) fn resolve_precision(precision: Precision, device: Device) -> Result<
 }
 
 /// libtorch's process-wide settings for a run on `device`.
-pub(super) fn configure_libtorch(
-    threads: usize,
-    device: Device,
-    precision: Precision,
-) -> Result<()> {
+pub(super) fn configure_libtorch(threads: usize, device: Device) -> Result<()> {
     match (threads, device.is_cuda()) {
         (0, false) => {}
         (0, true) => tch::set_num_threads(1),
@@ -335,6 +331,11 @@ pub(super) fn configure_libtorch(
         // cuDNN time its algorithms for each once.
         tch::Cuda::cudnn_set_benchmark(true);
     }
+    Ok(())
+}
+
+/// libtorch's graph executor for a model run in `precision`.
+pub(super) fn executor_for(precision: Precision) -> Result<()> {
     // TorchScript's profiling executor specializes the graph on the shapes it sees and
     // re-specializes (on a GPU: compiles fused kernels) when a batch of another size comes;
     // the frozen model runs as well unspecialized in float32 (the same on the CPU, in the

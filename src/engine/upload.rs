@@ -67,7 +67,8 @@ pub(super) fn in_layout(
 ) -> Result<Tensor> {
     Ok(match layout {
         Memory::Contiguous => make([n, c, h, w])?,
-        Memory::ChannelsLast => make([n, h, w, c])?.f_permute([0, 3, 1, 2])?,
+        // Auto is decided before any batch is made (`tune`): channels-last until then.
+        Memory::ChannelsLast | Memory::Auto => make([n, h, w, c])?.f_permute([0, 3, 1, 2])?,
     })
 }
 

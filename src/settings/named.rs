@@ -104,7 +104,8 @@ named!(DeviceChoice, "device", "GradcamDevice", "auto, cpu or cuda" {
 named!(
     /// The model's arithmetic. fp16 runs the model under CUDA autocast (a GPU only), bf16 its
     /// features under CPU autocast (a CPU with bf16 instructions); the head, the gradient and
-    /// the CAM stay float32 in both. Auto is bf16 on a CPU that has it, fp32 elsewhere.
+    /// the CAM stay float32 in both. Auto times bf16 against fp32 on a CPU that has bf16
+    /// (`engine::tune`), and is fp32 elsewhere.
     Precision, "precision", "GradcamPrecision",
     "auto, fp32, fp16 (on a CUDA GPU) or bf16 (on a CPU with bf16)" {
         Auto = "auto",
@@ -115,8 +116,11 @@ named!(
 );
 named!(
     /// How a batch lies in memory on its way into the model: channels-last (NHWC, the layout
-    /// the frames arrive in, and the fast one for oneDNN and tensor cores) or contiguous (NCHW).
-    Layout, "layout", "GradcamLayout", "channels-last or contiguous" {
+    /// the frames arrive in, and the fast one for oneDNN and tensor cores) or contiguous (NCHW);
+    /// auto times both at start (`engine::tune`).
+    Layout, "layout", "GradcamLayout", "auto, channels-last or contiguous" {
+        /// The faster of the two for this model on this machine, measured at start.
+        Auto = "auto",
         ChannelsLast = "channels-last" | "nhwc",
         Contiguous = "contiguous" | "nchw",
     }

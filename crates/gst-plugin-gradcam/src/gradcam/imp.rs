@@ -586,7 +586,7 @@ impl GradCam {
         let method = info.method.name();
         let renderer = Renderer::new(look, &info, &[])
             .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{:#}", e)))?;
-        gst::info!(CAT, imp = self, "model {} on {}", info.name, info.device);
+        gst::info!(CAT, imp = self, "{}", info.start_line());
         *Self::lock(&self.running) = Some(Running {
             worker,
             open,
