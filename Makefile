@@ -27,8 +27,8 @@ lint: setup
 	cargo fmt --check
 	cargo clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
 
-# The workspace: the program's tests and the GStreamer element's (tests/element.rs loads the
-# plugin that `cargo build` puts in target/release).
+# The workspace: the program's tests and the GStreamer element's (its crate's tests load the
+# plugin and run the program that the same `cargo test --workspace` builds).
 test: setup lint
 	cargo build $(CARGO_FLAGS)
 	cargo test $(CARGO_FLAGS) --workspace -- --test-threads=1

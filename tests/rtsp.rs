@@ -211,7 +211,9 @@ fn only_starved(log: &str) -> bool {
 }
 
 fn last(log: &str) -> &str {
-    log.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default()
+    log.lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -258,7 +260,10 @@ fn cameras_far_behind_decode_their_key_frames_only() -> Result<()> {
         if code != Some(0) && mode == "all" && only_starved(&log) {
             // Decoding every frame of 16 cameras is more than this machine does: a camera
             // the decoders never reach in time is the overload `all` asks for, not a fault.
-            println!("--when-behind all starved a camera on this machine: {}", last(&log));
+            println!(
+                "--when-behind all starved a camera on this machine: {}",
+                last(&log)
+            );
         } else {
             anyhow::ensure!(code == Some(0), "--when-behind {mode}: {log}");
         }

@@ -343,6 +343,9 @@ fn auto_precision_and_layout_are_timed_once_and_remembered() -> Result<()> {
     );
     let (given, total) = start(&["--precision", "fp32", "--layout", "contiguous"])?;
     assert!(given.ends_with(" in fp32 contiguous"), "{given}");
-    assert!(total.ends_with(" precision=fp32 layout=contiguous"), "{total}");
+    assert!(
+        total.ends_with(" precision=fp32 layout=contiguous"),
+        "{total}"
+    );
     Ok(())
 }

@@ -36,8 +36,7 @@ use crate::usage::UsageError;
 pub use boxes::{BoxSettings, PRE_NMS};
 pub use cuda::memory_in_use as device_memory_in_use;
 use settings::{
-    box_settings, configure_libtorch, device_blend, fit_to_kind, per_stream,
-    PerStream,
+    box_settings, configure_libtorch, device_blend, fit_to_kind, per_stream, PerStream,
 };
 pub use settings::{class_by_name, BlendAt, Settings, StreamSettings};
 use table::Layout;
@@ -124,7 +123,10 @@ impl ModelInfo {
     /// The line a run starts with, once the model is ready: `start: efficientnet-lite0 on cpu
     /// in fp32 channels-last (the faster, timed now on a batch of 8: …)`.
     pub fn start_line(&self) -> String {
-        format!("start: {} on {} in {}", self.name, self.device, self.runs_in)
+        format!(
+            "start: {} on {} in {}",
+            self.name, self.device, self.runs_in
+        )
     }
 }
 

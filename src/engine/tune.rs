@@ -35,7 +35,10 @@ pub enum Decided {
     /// Given (or left with one candidate): nothing to measure.
     Given,
     /// Timed at this start: each candidate's best time for one batch, in milliseconds.
-    Measured { batch: i64, ms: Vec<(Candidate, f64)> },
+    Measured {
+        batch: i64,
+        ms: Vec<(Candidate, f64)>,
+    },
     /// Timed by an earlier start, remembered in this file (empty: earlier in this process,
     /// with no file to keep it in).
     Remembered(PathBuf),
@@ -203,7 +206,11 @@ struct Store {
 
 impl Store {
     fn here() -> Option<Store> {
-        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let dir = match var("GRADCAM_CACHE_DIR") {
             Some(d) if d == Path::new("off") => return None,
             Some(d) => d,
@@ -322,8 +329,12 @@ mod tests {
         };
         let c = (Precision::Fp32, Memory::Contiguous);
         store.write("k1", c).unwrap();
-        store.write("k2", (Precision::Bf16, Memory::ChannelsLast)).unwrap();
-        store.write("k1", (Precision::Fp32, Memory::ChannelsLast)).unwrap();
+        store
+            .write("k2", (Precision::Bf16, Memory::ChannelsLast))
+            .unwrap();
+        store
+            .write("k1", (Precision::Fp32, Memory::ChannelsLast))
+            .unwrap();
         let all = store.read();
         assert_eq!(all.len(), 2, "{all:?}");
         assert_eq!(

@@ -27,8 +27,38 @@ pub fn skip(need: &str, why: &str) -> Result<()> {
     Ok(())
 }
 
+/// The repository's root (the workspace's: these helpers serve the element's crate too).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .find(|d| d.join("Cargo.lock").exists())
+        .unwrap_or(&here)
+        .to_path_buf()
+}
+
+/// The build's output folder (`target/release` or `target/debug`): where this test runs from.
+pub fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("a test runs from target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The program: cargo's for the program's own tests; for the element's, the one the same
+/// `cargo test --workspace` built beside them.
+pub fn program() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_gradcam-stream") {
+        return PathBuf::from(p);
+    }
+    let p = build_dir().join("gradcam-stream");
+    assert!(
+        p.exists(),
+        "no {}: run the tests with `cargo test --workspace` (which builds the program)",
+        p.display()
+    );
+    p
 }
 
 pub fn model() -> PathBuf {
@@ -119,7 +149,7 @@ pub fn random_state_dict(arch: &str, path: &Path) -> Result<()> {
 
 /// Run gradcam-stream with `args`; progress off so stderr holds only messages.
 pub fn run(args: &[&str]) -> Result<Output> {
-    Command::new(env!("CARGO_BIN_EXE_gradcam-stream"))
+    Command::new(program())
         .args(args)
         .args(["--progress", "none"])
         .output()
@@ -410,7 +440,7 @@ impl Running {
 
     /// gradcam-stream with these flags.
     pub fn explain(args: &[&str]) -> Result<Running> {
-        Running::start(Path::new(env!("CARGO_BIN_EXE_gradcam-stream")), args)
+        Running::start(&program(), args)
     }
 
     /// The RTSP test server (examples/rtsp_serve.rs, built by `cargo test`).

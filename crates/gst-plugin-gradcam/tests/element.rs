@@ -1,7 +1,9 @@
-//! The GStreamer element `gradcam` (crates/gst-plugin-gradcam), loaded from the plugin that
-//! `make build` puts in target/release: inspected, in gst-launch pipelines (file and live),
-//! under gstreamer-check's Harness against the program's own output, and with bad values.
+//! The GStreamer element `gradcam`, loaded from the plugin this crate builds (the
+//! `libgstgradcam.so` beside the tests, as installed): inspected, in gst-launch pipelines (file
+//! and live), under gstreamer-check's Harness against the program's own output, and with bad
+//! values. `cargo test --workspace` builds both the plugin and the program these tests run.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -15,15 +17,26 @@ use gstreamer::prelude::*;
 use gstreamer_check as gst_check;
 use gstreamer_video as gst_video;
 
-/// Where `make build` puts libgstgradcam.so.
+/// The folder of the newest libgstgradcam.so of this build: the one `cargo test` builds as
+/// an example (examples/plugin.rs), or the library's own from `cargo build`.
 fn plugin_dir() -> PathBuf {
-    let dir = root().join("target/release");
-    assert!(
-        dir.join("libgstgradcam.so").exists(),
-        "no {}/libgstgradcam.so: build the plugin first (make build)",
-        dir.display()
-    );
-    dir
+    let built = |d: PathBuf| {
+        let t = std::fs::metadata(d.join("libgstgradcam.so"))
+            .and_then(|m| m.modified())
+            .ok()?;
+        Some((t, d))
+    };
+    [build_dir().join("examples"), build_dir()]
+        .into_iter()
+        .filter_map(built)
+        .max()
+        .map(|(_, d)| d)
+        .unwrap_or_else(|| {
+            panic!(
+                "no libgstgradcam.so in {}: run cargo test --workspace (or cargo build)",
+                build_dir().display()
+            )
+        })
 }
 
 /// GStreamer in this process, with the plugin loaded (another test may have started
@@ -31,6 +44,9 @@ fn plugin_dir() -> PathBuf {
 fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        // The element's default model is models/… under the repository (cargo starts a
+        // crate's tests in the crate's folder).
+        std::env::set_current_dir(root()).expect("the repository");
         gst::init().expect("GStreamer");
         let path = plugin_dir().join("libgstgradcam.so");
         let plugin = gst::Plugin::load_file(&path).expect("the plugin loads");
@@ -40,6 +56,7 @@ fn init() {
 
 fn gst_launch(args: &[&str]) -> Result<std::process::Output> {
     Command::new("gst-launch-1.0")
+        .current_dir(root())
         .env("GST_PLUGIN_PATH", plugin_dir())
         .args(args)
         .output()
@@ -91,7 +108,7 @@ fn gst_inspect_loads_the_plugin_and_documents_every_property() -> Result<()> {
     // Enumerated properties list their values.
     for value in [
         "(3): bf16",
-        "(1): contiguous",
+        "(2): contiguous",
         "(2): gradcam++",
         "(3): viridis",
         "(2): cuda",
