@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::settings::{executor_for, resolve_precision};
-use super::upload::in_layout;
+use super::upload::to_float;
 use super::{cpu_autocast, Engine, Settings};
 use crate::model;
 use crate::settings::named::{Layout as Memory, Named, Precision};
@@ -104,10 +104,7 @@ impl Engine {
                     }
                     None => {
                         let batch = self.bucket(s.batch_size.max(1) as i64);
-                        let ms = candidates
-                            .iter()
-                            .map(|&c| Ok((c, self.time(c, batch)?)))
-                            .collect::<Result<Vec<_>>>()?;
+                        let ms = self.time(candidates, batch)?;
                         let best = fastest(&ms).expect("two candidates or more");
                         remember(&key, best, store.as_ref());
                         self.run_in(best)?;
@@ -126,33 +123,43 @@ impl Engine {
         executor_for(precision)
     }
 
-    /// The best of two timed passes of a batch of `n` in `c`, in milliseconds, after the
-    /// passes TorchScript's profiling executor needs to settle (two under autocast).
-    fn time(&mut self, c: Candidate, n: i64) -> Result<f64> {
-        self.run_in(c)?;
+    /// Each candidate's best time for a batch of `n`, in milliseconds. A pass is what a batch
+    /// costs from the upload on: random frames of the model's input size (uint8 RGBx, as they
+    /// arrive) made float in the layout, preprocessed, explained. Random, not zeros: zeros
+    /// make denormal activations, which some kernels run many times slower. Per precision
+    /// (libtorch's graph executor changes with it): each layout settles first (one pass; two
+    /// under autocast, for TorchScript's profiling executor), then the layouts take turns for
+    /// two rounds, so a burst of load elsewhere falls on both rather than on one.
+    fn time(&mut self, candidates: &[Candidate], n: i64) -> Result<Vec<(Candidate, f64)>> {
         let [h, w] = self.model.info.input_size;
-        let dev = self.device();
-        let x = in_layout([n, 3, h, w], c.1, |s| {
-            Tensor::f_zeros(s, (Kind::Float, dev))
-        })?;
-        let settle = if c.0 == Precision::Fp32 { 1 } else { 2 };
-        let what = || {
-            format!(
-                "explaining a batch of {n} frames at start (timing {} {} for --precision and --layout auto)",
-                c.0.name(),
-                c.1.name()
-            )
-        };
-        for _ in 0..settle {
-            self.pass(&x).with_context(what)?;
+        let frames = Tensor::f_randint(256, [n, h, w, 4], (Kind::Uint8, self.device()))?;
+        let mut timed: Vec<(Candidate, f64)> =
+            candidates.iter().map(|&c| (c, f64::INFINITY)).collect();
+        let mut precisions: Vec<Precision> = candidates.iter().map(|c| c.0).collect();
+        precisions.dedup();
+        for p in precisions {
+            let turns: Vec<usize> = (0..timed.len()).filter(|&i| timed[i].0 .0 == p).collect();
+            let settle = if p == Precision::Fp32 { 1 } else { 2 };
+            for round in 0..settle + 2 {
+                for &i in &turns {
+                    let c = timed[i].0;
+                    self.run_in(c)?;
+                    let t = Instant::now();
+                    let x = self.model.preprocess(&to_float(&frames, c.1)?)?;
+                    self.pass(&x).with_context(|| {
+                        format!(
+                            "explaining a batch of {n} frames at start (timing {} {} for --precision and --layout auto)",
+                            c.0.name(),
+                            c.1.name()
+                        )
+                    })?;
+                    if round >= settle {
+                        timed[i].1 = timed[i].1.min(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+            }
         }
-        let mut best = f64::INFINITY;
-        for _ in 0..2 {
-            let t = Instant::now();
-            self.pass(&x).with_context(what)?;
-            best = best.min(t.elapsed().as_secs_f64() * 1e3);
-        }
-        Ok(best)
+        Ok(timed)
     }
 }
 
