@@ -103,7 +103,9 @@ impl Engine {
                         return Ok(Decided::Remembered(file));
                     }
                     None => {
-                        let batch = self.bucket(s.batch_size.max(1) as i64);
+                        // At most 8 frames: the order of the candidates holds from there
+                        // on, and a large batch of a large model would hold the start up.
+                        let batch = self.bucket(s.batch_size.clamp(1, 8) as i64);
                         let ms = self.time(candidates, batch)?;
                         let best = fastest(&ms).expect("two candidates or more");
                         remember(&key, best, store.as_ref());
@@ -129,7 +131,8 @@ impl Engine {
     /// make denormal activations, which some kernels run many times slower. Per precision
     /// (libtorch's graph executor changes with it): each layout settles first (one pass; two
     /// under autocast, for TorchScript's profiling executor), then the layouts take turns for
-    /// two rounds, so a burst of load elsewhere falls on both rather than on one.
+    /// two rounds (one where a pass takes over `SLOW_MS`), so a burst of load elsewhere falls
+    /// on both rather than on one.
     fn time(&mut self, candidates: &[Candidate], n: i64) -> Result<Vec<(Candidate, f64)>> {
         let [h, w] = self.model.info.input_size;
         let frames = Tensor::f_randint(256, [n, h, w, 4], (Kind::Uint8, self.device()))?;
@@ -140,7 +143,9 @@ impl Engine {
         for p in precisions {
             let turns: Vec<usize> = (0..timed.len()).filter(|&i| timed[i].0 .0 == p).collect();
             let settle = if p == Precision::Fp32 { 1 } else { 2 };
-            for round in 0..settle + 2 {
+            let mut rounds = settle + 2;
+            let mut round = 0;
+            while round < rounds {
                 for &i in &turns {
                     let c = timed[i].0;
                     self.run_in(c)?;
@@ -153,15 +158,23 @@ impl Engine {
                             c.1.name()
                         )
                     })?;
+                    let ms = t.elapsed().as_secs_f64() * 1e3;
                     if round >= settle {
-                        timed[i].1 = timed[i].1.min(t.elapsed().as_secs_f64() * 1e3);
+                        timed[i].1 = timed[i].1.min(ms);
+                    } else if ms > SLOW_MS {
+                        // A slow model: one timed round (the start waits less for it).
+                        rounds = settle + 1;
                     }
                 }
+                round += 1;
             }
         }
         Ok(timed)
     }
 }
+
+/// A pass slower than this (a large model on a CPU) is timed once per candidate, not twice.
+const SLOW_MS: f64 = 2000.0;
 
 /// What the choice depends on: the model file (path, size, modification time), the machine
 /// (CPU model, flags and cores, the device), this program's version, the model's input size,
