@@ -849,7 +849,7 @@ mod tests {
             (
                 "--layout",
                 "planar",
-                "unknown --layout `planar`; use channels-last or contiguous",
+                "unknown --layout `planar`; use auto, channels-last or contiguous",
             ),
             (
                 "--colormap",

@@ -252,6 +252,6 @@ mod tests {
             .iter()
             .map(|v| v.nick())
             .collect();
-        assert_eq!(nicks, ["channels-last", "contiguous"]);
+        assert_eq!(nicks, ["auto", "channels-last", "contiguous"]);
     }
 }
