@@ -103,9 +103,9 @@ impl Engine {
                         return Ok(Decided::Remembered(file));
                     }
                     None => {
-                        // At most 8 frames: the order of the candidates holds from there
+                        // At most 4 frames: the order of the candidates holds from there
                         // on, and a large batch of a large model would hold the start up.
-                        let batch = self.bucket(s.batch_size.clamp(1, 8) as i64);
+                        let batch = self.bucket(s.batch_size.clamp(1, 4) as i64);
                         let ms = self.time(candidates, batch)?;
                         let best = fastest(&ms).expect("two candidates or more");
                         remember(&key, best, store.as_ref());
@@ -178,9 +178,9 @@ const SLOW_MS: f64 = 2000.0;
 
 /// What the choice depends on: the model file (path, size, modification time), the machine
 /// (CPU model, flags and cores, the device), this program's version, the model's input size,
-/// the method, and the candidates. Not the batch size: the program and the element (which
-/// batch differently by default) must make the same choice for the same model, or their maps
-/// could differ in the last bit.
+/// and the candidates. Not the batch size: the program and the element (which batch
+/// differently by default) must make the same choice for the same model, or their maps could
+/// differ in the last bit. Not the method: the forward and backward passes cost the most.
 fn key(s: &Settings, e: &Engine, candidates: &[Candidate]) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let file = std::fs::canonicalize(&s.model).unwrap_or_else(|_| s.model.clone());
@@ -193,7 +193,6 @@ fn key(s: &Settings, e: &Engine, candidates: &[Candidate]) -> String {
     model::device_name(e.device()).hash(&mut h);
     env!("CARGO_PKG_VERSION").hash(&mut h);
     e.model.info.input_size.hash(&mut h);
-    e.method.name().hash(&mut h);
     e.boxes.is_some().hash(&mut h);
     candidates.hash(&mut h);
     format!("{:016x}", h.finish())
