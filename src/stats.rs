@@ -516,6 +516,15 @@ impl Reporter {
         }
     }
 
+    /// The model's start line, once, when `written` says the first frame is out.
+    fn say_start(&mut self, written: u64) {
+        if written > 0 {
+            if let Some(start) = self.start.take() {
+                self.print(&start);
+            }
+        }
+    }
+
     fn print(&self, line: &str) {
         match &self.bar {
             Some(b) => b.println(line),
@@ -526,11 +535,7 @@ impl Reporter {
     pub fn update(&mut self, stats: &Stats) {
         let done = stats.written.load(Relaxed);
         let total = stats.total.load(Relaxed);
-        if done > 0 {
-            if let Some(start) = self.start.take() {
-                self.print(&start);
-            }
-        }
+        self.say_start(done);
         if let Some(b) = &self.bar {
             if total > 0 {
                 b.set_length(total.max(done));
@@ -575,11 +580,7 @@ impl Reporter {
 
     /// Clear the bar; with `--stats`, print the whole-run line.
     pub fn finish(&mut self, stats: &Stats) {
-        if stats.written.load(Relaxed) > 0 {
-            if let Some(start) = self.start.take() {
-                self.print(&start);
-            }
-        }
+        self.say_start(stats.written.load(Relaxed));
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }

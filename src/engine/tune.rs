@@ -88,34 +88,25 @@ impl Engine {
     /// Decide the arithmetic and layout among `candidates`: the only one, the one remembered
     /// for this model and machine, or the fastest timed now (then remembered).
     pub(super) fn tune(&mut self, s: &Settings, candidates: &[Candidate]) -> Result<Decided> {
-        let decided = match candidates {
-            [only] => {
-                self.run_in(*only)?;
-                return Ok(Decided::Given);
-            }
-            _ => {
-                let key = key(s, self, candidates);
-                let store = Store::here();
-                match recall(&key, store.as_ref()).filter(|c| candidates.contains(c)) {
-                    Some(c) => {
-                        self.run_in(c)?;
-                        let file = store.map(|s| s.file).unwrap_or_default();
-                        return Ok(Decided::Remembered(file));
-                    }
-                    None => {
-                        // At most 4 frames: the order of the candidates holds from there
-                        // on, and a large batch of a large model would hold the start up.
-                        let batch = self.bucket(s.batch_size.clamp(1, 4) as i64);
-                        let ms = self.time(candidates, batch)?;
-                        let best = fastest(&ms).expect("two candidates or more");
-                        remember(&key, best, store.as_ref());
-                        self.run_in(best)?;
-                        Decided::Measured { batch, ms }
-                    }
-                }
-            }
-        };
-        Ok(decided)
+        if let [only] = candidates {
+            self.run_in(*only)?;
+            return Ok(Decided::Given);
+        }
+        let key = key(s, self, candidates);
+        let store = Store::here();
+        if let Some(c) = recall(&key, store.as_ref()).filter(|c| candidates.contains(c)) {
+            self.run_in(c)?;
+            let file = store.map(|s| s.file).unwrap_or_default();
+            return Ok(Decided::Remembered(file));
+        }
+        // At most 4 frames: the order of the candidates holds from there on, and a large
+        // batch of a large model would hold the start up.
+        let batch = self.bucket(s.batch_size.clamp(1, 4) as i64);
+        let ms = self.time(candidates, batch)?;
+        let best = fastest(&ms).expect("two candidates or more");
+        remember(&key, best, store.as_ref());
+        self.run_in(best)?;
+        Ok(Decided::Measured { batch, ms })
     }
 
     /// Run from now on in `c` (libtorch's graph executor follows the precision).
