@@ -389,44 +389,72 @@ fn every_flag_refuses_bad_values_in_one_line() -> Result<()> {
     assert!(flags.len() > 30, "{flags:?} from {help}");
     let dir = tempfile::tempdir()?;
     let values = ["", "-1", "999999999999", "NaN", "inf", "ünï", "../../x/y"];
-    let mut bad = Vec::new();
-    for flag in &flags {
-        for v in values {
-            let o = Command::new(env!("CARGO_BIN_EXE_gradcam-stream"))
-                .current_dir(dir.path())
-                .args([
-                    "--input",
-                    "test://ball?size=64x48&fps=15",
-                    "--output",
-                    "null",
-                ])
-                .args([
-                    "--model",
-                    s(&fixture()),
-                    "--max-frames",
-                    "2",
-                    "--progress",
-                    "none",
-                ])
-                .arg(format!("{flag}={v}"))
-                .output()?;
-            let err = String::from_utf8_lossy(&o.stderr);
-            let said: Vec<&str> = err
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .filter(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-                .filter(|l| !l.starts_with("  tip:"))
-                .collect();
-            let fine = match o.status.code() {
-                Some(0) => !err.contains("panicked"),
-                Some(2) => said.len() == 1 && said[0].starts_with("error: "),
-                _ => false,
-            };
-            if !fine {
-                bad.push(format!("{flag}={v}: {:?} {err}", o.status.code()));
-            }
+    let tries: Vec<(&str, &str)> = flags.iter().flat_map(|f| values.map(|v| (*f, v))).collect();
+    // Most tries end while parsing, so a start costs mostly loading libtorch from disk: four at
+    // a time keep both cores busy while others wait on the disk. Each worker has its own
+    // directory for what the valid values write.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let bad = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let (next, bad, tries) = (&next, &bad, &tries);
+                let here = dir.path().join(format!("w{w}"));
+                scope.spawn(move || -> Result<()> {
+                    std::fs::create_dir(&here)?;
+                    while let Some(&(flag, v)) =
+                        tries.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        if let Some(why) = refuses_in_one_line(&here, flag, v)? {
+                            bad.lock().unwrap().push(why);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("a worker panicked")?;
         }
-    }
+        Ok(())
+    })?;
+    let bad = bad.into_inner().unwrap();
     assert!(bad.is_empty(), "{} bad:\n{}", bad.len(), bad.join("\n"));
     Ok(())
+}
+
+/// One try of `every_flag_refuses_bad_values_in_one_line`: what was wrong with the run given
+/// `flag`=`v`, or `None` when it ended with status 0 or 2 and one `error:` line.
+fn refuses_in_one_line(dir: &Path, flag: &str, v: &str) -> Result<Option<String>> {
+    let o = Command::new(env!("CARGO_BIN_EXE_gradcam-stream"))
+        .current_dir(dir)
+        .args([
+            "--input",
+            "test://ball?size=64x48&fps=15",
+            "--output",
+            "null",
+        ])
+        .args([
+            "--model",
+            s(&fixture()),
+            "--max-frames",
+            "2",
+            "--progress",
+            "none",
+        ])
+        .arg(format!("{flag}={v}"))
+        .output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.starts_with("  tip:"))
+        .collect();
+    let fine = match o.status.code() {
+        Some(0) => !err.contains("panicked"),
+        Some(2) => said.len() == 1 && said[0].starts_with("error: "),
+        _ => false,
+    };
+    Ok((!fine).then(|| format!("{flag}={v}: {:?} {err}", o.status.code())))
 }

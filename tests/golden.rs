@@ -8,41 +8,28 @@ use std::path::Path;
 use anyhow::Result;
 use common::*;
 
-/// Explain `frames` frames of bikes.mp4 with `method` (plus `more` flags) and compare with
-/// the reference, pytorch-grad-cam on the exported model.
-fn check(method: &str, frames: Option<u32>, raw: &Path, dir: &Path, more: &[&str]) -> Result<()> {
-    check_model(&model(), &[], method, frames, raw, dir, more)
+/// One run of ours to check: the method, how many of the clip's frames (all when `None`) and
+/// more flags.
+type Run<'a> = (&'a str, Option<u32>, &'a [&'a str]);
+
+/// Explain bikes.mp4 once per run with the bundled model and compare each with the reference,
+/// pytorch-grad-cam on the exported model.
+fn check(runs: &[Run], raw: &Path, dir: &Path) -> Result<()> {
+    check_model(&model(), &[], runs, raw, dir)
 }
 
 /// The same with `model`, and `reference` flags for tests/golden_gradcam.py (`--arch A
-/// --weights W`, `--module M`: pytorch-grad-cam on that eager model instead).
+/// --weights W`, `--module M`: pytorch-grad-cam on that eager model instead). Every run of the
+/// model is checked by one start of the reference script.
 fn check_model(
     model: &Path,
     reference: &[&str],
-    method: &str,
-    frames: Option<u32>,
+    runs: &[Run],
     raw: &Path,
     dir: &Path,
-    more: &[&str],
 ) -> Result<()> {
     let name = model.file_stem().unwrap().to_string_lossy();
-    let tag = format!("{name}{method}{}", more.join(""));
-    let out = dir.join(format!("{tag}.mp4"));
-    let meta = dir.join(format!("{tag}.jsonl"));
     let video = sample("bikes.mp4");
-    let mut extra = vec!["--metadata", meta.to_str().unwrap(), "--method", method];
-    extra.extend_from_slice(more);
-    let n = frames.map(|n| n.to_string());
-    if let Some(n) = &n {
-        extra.extend(["--max-frames", n]);
-    }
-    let o = explain(
-        video.to_str().unwrap(),
-        out.to_str().unwrap(),
-        model.to_str().unwrap(),
-        &extra,
-    )?;
-    assert!(o.status.success(), "{}", stderr(&o));
     let mut cmd = std::process::Command::new(python());
     cmd.current_dir(root().join("tests"));
     cmd.arg(root().join("tests/golden_gradcam.py")).args([
@@ -50,20 +37,42 @@ fn check_model(
         raw.to_str().unwrap(),
         "--size",
         "640x272",
-        "--metadata",
-        meta.to_str().unwrap(),
         "--model",
         model.to_str().unwrap(),
         "--min-corr",
         "0.98",
-        "--method",
-        method,
     ]);
-    if frames.is_some() {
-        cmd.arg("--allow-prefix");
+    for &(method, frames, more) in runs {
+        let tag = format!("{name}{method}{}", more.join(""));
+        let out = dir.join(format!("{tag}.mp4"));
+        let meta = dir.join(format!("{tag}.jsonl"));
+        let mut extra = vec!["--metadata", meta.to_str().unwrap(), "--method", method];
+        extra.extend_from_slice(more);
+        let n = frames.map(|n| n.to_string());
+        if let Some(n) = &n {
+            extra.extend(["--max-frames", n]);
+        }
+        let o = explain(
+            video.to_str().unwrap(),
+            out.to_str().unwrap(),
+            model.to_str().unwrap(),
+            &extra,
+        )?;
+        assert!(o.status.success(), "{tag}: {}", stderr(&o));
+        let whole = if frames.is_some() { "prefix" } else { "all" };
+        cmd.arg("--check")
+            .args([method, meta.to_str().unwrap(), whole]);
     }
     cmd.args(reference);
-    reference_check(&mut cmd, &format!("{name} {method}"))
+    reference_check(&mut cmd, &name)
+}
+
+/// Every method but Grad-CAM on the first `n` frames.
+fn other_methods(n: u32) -> Vec<Run<'static>> {
+    ["gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"]
+        .into_iter()
+        .map(|m| (m, Some(n), &[][..]))
+        .collect()
 }
 
 #[test]
@@ -72,11 +81,9 @@ fn maps_match_pytorch_grad_cam_on_bikes() -> Result<()> {
     let raw = dir.path().join("frames.rgbx");
     raw_frames(&sample("bikes.mp4"), &raw)?;
     // Grad-CAM on the whole clip; every other method on its first 48 frames.
-    check("gradcam", None, &raw, dir.path(), &[])?;
-    for method in ["gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"] {
-        check(method, Some(48), &raw, dir.path(), &[])?;
-    }
-    Ok(())
+    let mut runs = vec![("gradcam", None, &[][..])];
+    runs.extend(other_methods(48));
+    check(&runs, &raw, dir.path())
 }
 
 /// Vision transformers against pytorch-grad-cam on the eager model (random weights), hooked at
@@ -106,18 +113,9 @@ fn transformers_match_pytorch_grad_cam_with_its_reshape_transform() -> Result<()
         let e = export_model(dir.path(), arch, &export)?;
         assert!(e.status.success(), "{arch}: {}", stderr(&e));
         let model = dir.path().join(format!("{arch}.pt"));
-        check_model(
-            &model,
-            &reference,
-            "gradcam",
-            Some(16),
-            &raw,
-            dir.path(),
-            &[],
-        )?;
-        for method in ["gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"] {
-            check_model(&model, &reference, method, Some(8), &raw, dir.path(), &[])?;
-        }
+        let mut runs = vec![("gradcam", Some(16), &[][..])];
+        runs.extend(other_methods(8));
+        check_model(&model, &reference, &runs, &raw, dir.path())?;
     }
     Ok(())
 }
@@ -130,10 +128,15 @@ fn each_fixed_precision_and_layout_matches_pytorch_grad_cam() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let raw = dir.path().join("frames.rgbx");
     raw_frames(&sample("bikes.mp4"), &raw)?;
-    for layout in ["contiguous", "channels-last"] {
-        let flags = ["--precision", "fp32", "--layout", layout];
-        check("gradcam", Some(48), &raw, dir.path(), &flags)?;
-    }
+    let fixed = [
+        &["--precision", "fp32", "--layout", "contiguous"][..],
+        &["--precision", "fp32", "--layout", "channels-last"],
+    ];
+    check(
+        &fixed.map(|flags| ("gradcam", Some(48), flags)),
+        &raw,
+        dir.path(),
+    )?;
     if !gradcam_stream::engine::cpu_autocast::supported() {
         return skip(
             "bf16",
@@ -141,7 +144,7 @@ fn each_fixed_precision_and_layout_matches_pytorch_grad_cam() -> Result<()> {
         );
     }
     let flags = ["--precision", "bf16", "--layout", "channels-last"];
-    check("gradcam", Some(48), &raw, dir.path(), &flags)
+    check(&[("gradcam", Some(48), &flags)], &raw, dir.path())
 }
 
 #[test]
@@ -157,9 +160,11 @@ fn fp16_maps_match_pytorch_grad_cam_on_a_gpu() -> Result<()> {
     let raw = dir.path().join("frames.rgbx");
     raw_frames(&sample("bikes.mp4"), &raw)?;
     let fp16 = ["--device", "cuda", "--precision", "fp16"];
-    check("gradcam", None, &raw, dir.path(), &fp16)?;
-    check("gradcam++", Some(48), &raw, dir.path(), &fp16)?;
     // fp32 on the GPU too: the same code path as the CPU's.
-    check("gradcam", Some(48), &raw, dir.path(), &["--device", "cuda"])?;
-    Ok(())
+    let runs = [
+        ("gradcam", None, &fp16[..]),
+        ("gradcam++", Some(48), &fp16),
+        ("gradcam", Some(48), &["--device", "cuda"]),
+    ];
+    check(&runs, &raw, dir.path())
 }

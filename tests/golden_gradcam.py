@@ -7,10 +7,12 @@ through pytorch-grad-cam's documented reshape transform: independent of the expo
 
 Reads the frames gradcam-stream saw (raw RGBx as GStreamer decoded them, so both sides start
 from identical pixels), preprocesses each frame as gradcam-stream does (whole frame resized
-bilinearly with antialiasing to the model's input, in float, ImageNet-normalized), and runs
-the pytorch_grad_cam class of --method (GradCAM by default) with the target layer = the model's `features` output and the same
-target class gradcam-stream reported. Both maps are brought to the input size with the same
-cv2.resize; per-frame Pearson correlation must be >= --min-corr. Prints a summary line.
+bilinearly with antialiasing to the model's input, in float, ImageNet-normalized), and runs the
+pytorch_grad_cam class of each --check's method with the target layer = the model's `features`
+output and the same target class gradcam-stream reported. Both maps are brought to the input
+size with the same cv2.resize; per-frame Pearson correlation must be >= --min-corr. Prints a
+summary line per check; every check of one model runs in one Python start (importing torch
+costs seconds here).
 """
 import argparse
 import hashlib
@@ -93,7 +95,7 @@ class Cache:
     A test run that changes none of these reads the maps instead of recomputing them; the
     comparison with ours runs every time. GRADCAM_REFERENCE_CACHE=off computes them afresh."""
 
-    def __init__(self, args, frames, classes):
+    def __init__(self, args, method, frames, classes):
         from importlib.metadata import version
 
         self.dir = None
@@ -102,7 +104,7 @@ class Cache:
         h = hashlib.sha256()
         for part in (open(__file__, "rb").read(), torch.__version__.encode(),
                      version("grad-cam").encode(),
-                     args.method.encode(), str(args.batch_size).encode(), json.dumps(classes).encode(),
+                     method.encode(), str(args.batch_size).encode(), json.dumps(classes).encode(),
                      open(args.model, "rb").read(), open(args.model.rsplit(".", 1)[0] + ".json", "rb").read()):
             h.update(hashlib.sha256(part).digest())
         if args.weights:
@@ -134,61 +136,35 @@ METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCA
            "hirescam": HiResCAM, "eigencam": EigenCAM}
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--raw", required=True, help="raw RGBx frames, as gst-launch's filesink writes them")
-    ap.add_argument("--size", required=True, help="WxH of the frames")
-    ap.add_argument("--metadata", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--min-corr", type=float, default=0.98)
-    ap.add_argument("--method", default="gradcam", choices=sorted(METHODS))
-    ap.add_argument("--allow-prefix", action="store_true", help="our run explained the first frames only")
-    ap.add_argument("--arch", help="reference: this torchvision classifier, eager, with --weights")
-    ap.add_argument("--weights", help="the state dict the model was exported from")
-    ap.add_argument("--module", help="reference: this factory's eager model")
-    args = ap.parse_args()
-
-    meta = json.load(open(args.model.rsplit(".", 1)[0] + ".json"))
+def check(args, meta, model, method, metadata, allow_prefix, frames):
+    """Compare one run of ours (its --metadata lines) with pytorch-grad-cam's `method` on the
+    same frames; `model()` gives the reference model and its hooks, made once for all checks."""
     h, w = meta["input_size"]
     mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
-    ours = [json.loads(line) for line in open(args.metadata)]
-
-    made = {}
-
-    def reference():
-        """pytorch-grad-cam's CAMs on the reference model, made once, when a batch is not in the
-        cache."""
-        if not made:
-            if args.arch or args.module:
-                eager = eager_model(args)
-                hooked = {"target_layers": [eager.get_submodule(meta["target_layer"])],
-                          "reshape_transform": reshape_transform}
-            else:
-                eager = Whole(torch.jit.load(args.model).eval()).eval()
-                hooked = {"target_layers": [eager.features]}
-            made["cams"] = [cam(model=eager, **hooked) for cam in cams]
-        return made["cams"]
+    ours = [json.loads(line) for line in open(metadata)]
+    if len(frames) < len(ours) or (len(frames) != len(ours) and not allow_prefix):
+        sys.exit(f"FAIL: {len(frames)} raw frames, metadata has {len(ours)}")
+    frames = frames[:len(ours)]
+    if any(l.get("method", "gradcam") != method for l in ours):
+        sys.exit(f"FAIL: the metadata's method is not {method}")
 
     # A principal component's sign is arbitrary: numpy's LAPACK and libtorch's pick it
     # differently for the same matrix. Ours follows a fixed convention; the reference is
     # either sign's map, and each frame is compared with the one it matches.
-    cams = [METHODS[args.method]] + ([EigenCAMOtherSign] if args.method == "eigencam" else [])
-    flipped = 0
+    cams = [METHODS[method]] + ([EigenCAMOtherSign] if method == "eigencam" else [])
+    made = []
 
-    fw, fh = map(int, args.size.split("x"))
-    raw = np.fromfile(args.raw, dtype=np.uint8)
-    frames = list(raw.reshape(-1, fh, fw, 4)[..., :3])
-    if len(frames) < len(ours) or (len(frames) != len(ours) and not args.allow_prefix):
-        sys.exit(f"FAIL: {len(frames)} raw frames, metadata has {len(ours)}")
-    frames = frames[:len(ours)]
-    if any(l.get("method", "gradcam") != args.method for l in ours):
-        sys.exit(f"FAIL: the metadata's method is not {args.method}")
+    def reference():
+        """pytorch-grad-cam's CAMs on the reference model, made when a batch is not cached."""
+        if not made:
+            eager, hooked = model()
+            made.extend(cam(model=eager, **hooked) for cam in cams)
+        return made
 
     corrs = []
-    flat = 0
-    cached = Cache(args, frames, [l["class"] for l in ours])
+    flat = flipped = 0
+    cached = Cache(args, method, frames, [l["class"] for l in ours])
     for start in range(0, len(frames), args.batch_size):
         chunk = frames[start:start + args.batch_size]
         lines = ours[start:start + len(chunk)]
@@ -209,8 +185,60 @@ def main():
                 flat += int(both_flat and j == 0)
             flipped += int(np.argmax(best) == 1)
             corrs.append(max(best))
-    signs = f"  (other sign: {flipped} frames)" if args.method == "eigencam" else ""
-    map_check.verdict(args.method, corrs, flat, args.min_corr, signs)
+    signs = f"  (other sign: {flipped} frames)" if method == "eigencam" else ""
+    map_check.verdict(method, corrs, flat, args.min_corr, signs)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--raw", required=True, help="raw RGBx frames, as gst-launch's filesink writes them")
+    ap.add_argument("--size", required=True, help="WxH of the frames")
+    ap.add_argument("--check", nargs=3, action="append", required=True,
+                    metavar=("METHOD", "METADATA", "FRAMES"),
+                    help="one run of ours to check: its --method, its --metadata file, and `all` "
+                         "when it explained the whole clip or `prefix` when only its first frames; "
+                         "repeat for more runs of the same model (one Python start for all)")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--min-corr", type=float, default=0.98)
+    ap.add_argument("--arch", help="reference: this torchvision classifier, eager, with --weights")
+    ap.add_argument("--weights", help="the state dict the model was exported from")
+    ap.add_argument("--module", help="reference: this factory's eager model")
+    args = ap.parse_args()
+    for method, _, frames in args.check:
+        if method not in METHODS or frames not in ("all", "prefix"):
+            ap.error(f"--check {method} … {frames}: the method is one of {sorted(METHODS)}, "
+                     "the frames all or prefix")
+
+    meta = json.load(open(args.model.rsplit(".", 1)[0] + ".json"))
+    fw, fh = map(int, args.size.split("x"))
+    raw = np.fromfile(args.raw, dtype=np.uint8)
+    frames = list(raw.reshape(-1, fh, fw, 4)[..., :3])
+
+    made = {}
+
+    def model():
+        """The reference model and its pytorch-grad-cam hooks, loaded once."""
+        if not made:
+            if args.arch or args.module:
+                eager = eager_model(args)
+                made["hooked"] = {"target_layers": [eager.get_submodule(meta["target_layer"])],
+                                  "reshape_transform": reshape_transform}
+            else:
+                eager = Whole(torch.jit.load(args.model).eval()).eval()
+                made["hooked"] = {"target_layers": [eager.features]}
+            made["eager"] = eager
+        return made["eager"], made["hooked"]
+
+    failed = []
+    for method, metadata, whole in args.check:
+        try:
+            check(args, meta, model, method, metadata, whole == "prefix", frames)
+        except SystemExit as e:
+            failed.append(f"{method}: {e.code}")
+    if failed:
+        sys.exit("\n".join(failed))
+
 
 if __name__ == "__main__":
     main()

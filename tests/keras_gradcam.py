@@ -7,7 +7,8 @@ then preprocessed by the model family's own `keras.applications.<family>.preproc
 (not by our sidecar). A model with the final softmax removed gives [conv output, scores];
 the gradient of each frame's class score (the class gradcam-stream reported) with respect to
 the conv output, averaged over space, weighs its channels. Per-frame Pearson correlation with
-our maps must be >= --min-corr.
+our maps must be >= --min-corr. Our exported graphs must name no device. Every --check runs in
+one Python start (importing Keras and torch costs seconds here).
 """
 import argparse
 import importlib
@@ -25,22 +26,23 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--keras", required=True, help="the .keras or .h5 file that was exported")
-    ap.add_argument("--preprocess", required=True,
-                    help="keras.applications module whose preprocess_input to use (resnet50, mobilenet_v2, …), or none")
-    ap.add_argument("--raw", required=True)
-    ap.add_argument("--size", required=True, help="WxH of the frames")
-    ap.add_argument("--metadata", required=True)
-    ap.add_argument("--model", required=True, help="our exported model (its sidecar names the layer)")
-    ap.add_argument("--min-corr", type=float, default=0.98)
-    args = ap.parse_args()
+def pinned(model):
+    """How many device constants the graphs of our exported model hold. Keras moves each tensor
+    to its device, and a trace keeps such moves: a model pinned to the CPU fails on a GPU,
+    which no CPU run shows. The graphs must name no device."""
+    m = torch.jit.load(model)
+    return sum("Device = prim::Constant" in str(getattr(m, k).graph) for k in ("features", "head", "forward"))
 
-    meta = json.load(open(args.model.rsplit(".", 1)[0] + ".json"))
+
+def check(args, keras_file, preprocess, model_file, metadata):
+    """Our maps of one run (its --metadata lines) against the Keras-side Grad-CAM."""
+    devices = pinned(model_file)
+    if devices:
+        sys.exit(f"FAIL: the exported graphs of {keras_file} name a device {devices} times")
+    meta = json.load(open(model_file.rsplit(".", 1)[0] + ".json"))
     h, w = meta["input_size"]
-    ours = [json.loads(line) for line in open(args.metadata)]
-    model = keras.saving.load_model(args.keras, compile=False)
+    ours = [json.loads(line) for line in open(metadata)]
+    model = keras.saving.load_model(keras_file, compile=False)
     model.layers[-1].activation = None  # as the Keras example: scores, not probabilities
     layer = model.get_layer(meta["target_layer"])
     if isinstance(model, keras.Sequential):
@@ -52,11 +54,11 @@ def main():
             return conv, x
     else:
         grad_model = keras.Model(model.inputs, [layer.output, model.outputs[0]])
-    if args.preprocess == "none":
+    if preprocess == "none":
         def prep(x):
             return x
     else:
-        prep = importlib.import_module(f"keras.applications.{args.preprocess}").preprocess_input
+        prep = importlib.import_module(f"keras.applications.{preprocess}").preprocess_input
 
     fw, fh = map(int, args.size.split("x"))
     frames = np.fromfile(args.raw, dtype=np.uint8).reshape(-1, fh, fw, 4)[: len(ours), ..., :3]
@@ -78,6 +80,29 @@ def main():
         corrs.append(corr)
         flat += int(both_flat)
     map_check.verdict(model.name, corrs, flat, args.min_corr)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--check", nargs=4, action="append", required=True,
+                    metavar=("KERAS", "PREPROCESS", "MODEL", "METADATA"),
+                    help="one exported model to check: the .keras or .h5 file that was exported, the "
+                         "keras.applications module whose preprocess_input to use (resnet50, "
+                         "mobilenet_v2, …, or none), our exported model (its sidecar names the layer) "
+                         "and the --metadata of our run with it; repeat for more (one Python start)")
+    ap.add_argument("--raw", required=True)
+    ap.add_argument("--size", required=True, help="WxH of the frames")
+    ap.add_argument("--min-corr", type=float, default=0.98)
+    args = ap.parse_args()
+    failed = []
+    for keras_file, preprocess, model_file, metadata in args.check:
+        try:
+            check(args, keras_file, preprocess, model_file, metadata)
+        except SystemExit as e:
+            failed.append(f"{keras_file}: {e.code}")
+    if failed:
+        sys.exit("\n".join(failed))
+
 
 if __name__ == "__main__":
     main()
