@@ -10,7 +10,7 @@ export LIBTORCH_CXX11_ABI := 1
 BIN := target/release/gradcam-stream
 CARGO_FLAGS := --release --locked
 
-.PHONY: all setup build demo test lint unit bench bench-detector soak soak-density soak-behind soak-detector models docs clean
+.PHONY: all setup build demo test test-python wheel lint unit bench bench-detector soak soak-density soak-behind soak-detector models docs clean
 
 all: build
 
@@ -32,6 +32,16 @@ lint: setup
 test: setup lint
 	cargo build $(CARGO_FLAGS)
 	cargo test $(CARGO_FLAGS) --workspace -- --test-threads=1
+	$(MAKE) test-python
+
+# The Python package (crates/gradcam-py, a cargo workspace of its own: see its Cargo.toml):
+# its wheel, built with maturin against the project's torch, and its tests on that wheel.
+wheel: setup
+	$(VENV)/bin/maturin build --release --locked -m crates/gradcam-py/Cargo.toml \
+		-i $(VENV)/bin/python -o target/wheels
+
+test-python: build wheel
+	bash scripts/test_python.sh
 
 bench: build
 	cargo build $(CARGO_FLAGS) --examples

@@ -11,7 +11,8 @@ PY="$VENV/bin/python"
 APT_PKGS=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp gstreamer1.0-tools ffmpeg unzip
-  libgoogle-perftools-dev gstreamer1.0-x xvfb xauth chromium openssl curl)
+  libgoogle-perftools-dev gstreamer1.0-x xvfb xauth chromium openssl curl
+  python3-dev python3-venv)
 
 step() { printf '[setup] %s\n' "$*"; }
 

@@ -82,7 +82,8 @@ fn exit_with(e: clap::Error) -> ! {
     std::process::exit(2)
 }
 
-fn one_line(text: &str) -> String {
+/// A clap error's text as one line: its message and tip, without the usage lines.
+pub fn one_line(text: &str) -> String {
     text.lines()
         .map(str::trim)
         .filter(|l| {

@@ -29,3 +29,14 @@ pub fn install() {
 pub fn requested() -> bool {
     SIGNALS.load(Ordering::SeqCst) > 0
 }
+
+/// Ask the run to stop cleanly, as a first Ctrl-C does, from inside the process (the Python
+/// package, on KeyboardInterrupt; it leaves SIGINT to Python).
+pub fn request() {
+    SIGNALS.fetch_max(1, Ordering::SeqCst);
+}
+
+/// Forget a stop asked for, so the next run in this process starts afresh.
+pub fn reset() {
+    SIGNALS.store(0, Ordering::SeqCst);
+}

@@ -20,6 +20,7 @@ mod outlets;
 mod render;
 mod report;
 mod servers;
+pub mod tap;
 
 use image::run_image;
 use lines::Lines;
@@ -27,8 +28,14 @@ use outlets::{outlets, record_live_files, sound_tracks};
 use render::spawn_renderer;
 use report::{report, StreamEnd};
 use servers::{serve_http, start_servers};
+pub use tap::Tap;
 
 pub fn run(cfg: Config) -> Result<()> {
+    run_with(cfg, None)
+}
+
+/// `run`, each frame's result also handed to `tap` (video inputs only: the Python package).
+pub fn run_with(cfg: Config, tap: Option<Tap>) -> Result<()> {
     let settings = cfg.engine.clone();
     if let Some(shard) = cfg.shard {
         let names: Vec<&str> = cfg.streams.iter().map(|s| s.name.as_str()).collect();
@@ -47,6 +54,12 @@ pub fn run(cfg: Config) -> Result<()> {
         }
     }
     let s = &cfg.streams[0];
+    if tap.is_some() && (cfg.is_image() || matches!(s.input, Input::Folder(_))) {
+        return Err(crate::config::usage(format!(
+            "{} is a still image or a folder of them; results are handed over for video inputs (files, cameras, RTSP) only",
+            s.shown
+        )));
+    }
     if let (Input::Folder(dir), [Output::Pictures(pattern)]) = (&s.input, s.outputs.as_slice()) {
         let job = crate::folder::Job {
             dir,
@@ -59,7 +72,7 @@ pub fn run(cfg: Config) -> Result<()> {
     } else if cfg.is_image() {
         run_image(&cfg, settings)
     } else {
-        run_video(&cfg, settings)
+        run_video(&cfg, settings, tap)
     }
 }
 
@@ -104,7 +117,7 @@ fn idle(cfg: &Config) -> Result<()> {
 
 /// A video run, as the pipeline's story: open the outputs, then the channels between the
 /// stages, the metrics, the worker and the renderer; run the streams; drain; report.
-fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
+fn run_video(cfg: &Config, settings: engine::Settings, tap: Option<Tap>) -> Result<()> {
     pipeline::init()?;
     check_start(cfg)?;
     let codec = pipeline::sink::resolve_encoder(cfg.run.encoder)?;
@@ -132,7 +145,7 @@ fn run_video(cfg: &Config, settings: engine::Settings) -> Result<()> {
         delivered_tx,
         lines.all.clone(),
     )?;
-    let render_thread = spawn_renderer(cfg, &info, &lines, delivered_rx, hub.clone())?;
+    let render_thread = spawn_renderer(cfg, &info, &lines, delivered_rx, hub.clone(), tap)?;
     if let Some(hub) = &hub {
         record_live_files(cfg, &outlets, hub);
     }

@@ -25,7 +25,9 @@ pub(super) fn spawn_renderer(
     lines: &Lines,
     delivered: crossbeam_channel::Receiver<worker::Delivery>,
     hub: Option<Arc<Hub>>,
+    mut tap: Option<super::Tap>,
 ) -> Result<std::thread::JoinHandle<Result<Renderer>>> {
+    let names: Vec<String> = cfg.streams.iter().map(|s| s.name.clone()).collect();
     let metadata: Vec<(&str, Option<&Path>)> = cfg
         .streams
         .iter()
@@ -65,6 +67,9 @@ pub(super) fn spawn_renderer(
                     }
                     if let Some(hub) = &hub {
                         hub.channels[d.frame.stream].verdict(verdict(&renderer, &d));
+                    }
+                    if tap.as_ref().is_some_and(|t| !t.send(&renderer, &names, &d)) {
+                        tap = None; // the reader has gone
                     }
                     let frame = d.frame;
                     let s = frame.stream;

@@ -1,0 +1,79 @@
+//! A run's results handed to the code that started it, as they are drawn: the Python
+//! package's iterator reads them. The channel is bounded, so a slow reader slows the run as a
+//! slow output does (a file waits; a live source drops frames, counted).
+
+use crossbeam_channel::Sender;
+
+use crate::frame::{CamMap, Detection};
+use crate::render::{Drawn, Renderer};
+
+/// One class of a frame's result: id, name, probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Class {
+    pub id: i64,
+    pub label: String,
+    pub prob: f32,
+}
+
+/// One frame's result.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// The stream's place among the inputs, and its name.
+    pub stream: usize,
+    pub name: String,
+    pub index: u64,
+    /// Presentation time in seconds (None where the source gave none).
+    pub pts: Option<f64>,
+    /// The class the map explains, and the most likely ones, best first.
+    pub target: Class,
+    pub top: Vec<Class>,
+    /// The map, 0..1, at the model's feature size.
+    pub cam: CamMap,
+    /// A detector's boxes (empty for a classifier).
+    pub boxes: Vec<Detection>,
+    /// The frame as shown (heatmap drawn where the stream draws), RGB, when asked for.
+    pub image: Option<Image>,
+}
+
+/// Tightly packed RGB pixels.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+}
+
+/// Where a run sends its results, and whether each carries its frame.
+#[derive(Clone)]
+pub struct Tap {
+    pub results: Sender<Explanation>,
+    pub frames: bool,
+}
+
+impl Tap {
+    /// Hand `d` on; false once the reader has gone (the run goes on without it).
+    pub(super) fn send(&self, renderer: &Renderer, names: &[String], d: &Drawn) -> bool {
+        let class = |c: &crate::frame::ClassScore| Class {
+            id: c.class,
+            label: renderer.class_name(c.class),
+            prob: c.prob,
+        };
+        let f = &d.frame;
+        let e = Explanation {
+            stream: f.stream,
+            name: names.get(f.stream).cloned().unwrap_or_default(),
+            index: f.index,
+            pts: f.pts.map(|p| p as f64 / 1e9),
+            target: class(&d.target),
+            top: d.top.iter().map(class).collect(),
+            cam: d.cam.clone(),
+            boxes: d.boxes.clone(),
+            image: self.frames.then(|| Image {
+                width: f.width,
+                height: f.height,
+                rgb: f.to_rgb(),
+            }),
+        };
+        self.results.send(e).is_ok()
+    }
+}
