@@ -11,6 +11,7 @@ Every keyword is a flag of the `gradcam-stream` program (`batch_size=8` is
 """
 
 import difflib
+import importlib.util
 import os
 
 # The torch this package was built for. Its extension links that torch's libtorch, and a
@@ -31,7 +32,14 @@ if _found != TORCH:
         f"torch {_found})"
     )
 
-from . import _native  # noqa: E402  (after the torch check, on purpose)
+try:
+    from . import _native  # noqa: E402  (after the torch check, on purpose)
+except ImportError:
+    if importlib.util.find_spec(f"{__name__}._native") is not None:
+        raise
+    # The source tree without its compiled part (scripts/export_model.py imports
+    # gradcam_stream.split from there): splitting works, running does not.
+    _native = None
 
 __all__ = ["explain", "Run"]
 
@@ -72,7 +80,15 @@ def _keyword_error(line, settings):
 
 
 def _known_flags():
-    return _native.flag_names()
+    return _built().flag_names()
+
+
+def _built():
+    """The compiled extension, or an ImportError that says how to build it."""
+    if _native is None:
+        raise ImportError("gradcam_stream's compiled part is not built here: `make wheel`, then "
+                          "`pip install target/wheels/gradcam_stream-*.whl`")
+    return _native
 
 
 class Run:
@@ -114,7 +130,7 @@ def explain(source, *, frames=False, **settings):
     program does. See `gradcam-stream --help` for every keyword."""
     flags = _flags(source, dict(settings))
     try:
-        native = _native.explain(flags, frames)
+        native = _built().explain(flags, frames)
     except KeyError as e:
         raise _keyword_error(e.args[0], settings) from None
     return Run(native)
