@@ -112,3 +112,89 @@ def test_a_stop_after_20_results_finalizes_the_file_and_another_run_starts(tmp_p
     assert 20 <= frames < 250, frames
     again = list(gs.explain(BIKES, max_frames=16))
     assert len(again) == 16
+
+
+def raw_frames(video, out):
+    """The frames as GStreamer decodes them (RGBx), as the program sees them."""
+    subprocess.run(["gst-launch-1.0", "-q", "uridecodebin", f"uri=file://{video}", "!", "videoconvert", "!",
+                    "video/x-raw,format=RGBx", "!", "filesink", f"location={out}"], check=True)
+    import numpy as np
+
+    return np.fromfile(out, dtype=np.uint8).reshape(-1, 272, 640, 4)[..., :3]
+
+
+def seeded_resnet18():
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None).eval()
+
+
+@pytest.mark.parametrize("method,n", [("gradcam", 250), ("gradcam++", 48)])
+def test_a_live_module_matches_pytorch_grad_cam_and_its_own_softmax(tmp_path, method, n):
+    """Grad-CAM over the whole clip, Grad-CAM++ over its first 48 frames."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    import gradcam_stream as gs
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import map_check
+
+    net = seeded_resnet18()
+    out = tmp_path / "live.mp4"
+    results = list(gs.explain(BIKES, model=net, layer=net.layer4, method=method, output=out,
+                              precision="fp32", layout="contiguous", max_frames=n))
+    assert [r.index for r in results] == list(range(n))
+    assert net.training is False and net.relu.inplace is True  # the caller's module as it was
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                            "stream=nb_read_frames", "-of", "csv=p=0", str(out)], capture_output=True, text=True)
+    assert probe.stdout.strip() == str(n), probe.stderr
+
+    frames = raw_frames(BIKES, tmp_path / "raw")
+    assert len(frames) == 250
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    cam = (GradCAM if method == "gradcam" else GradCAMPlusPlus)(model=net, target_layers=[net.layer4])
+    corrs = []
+    for start in range(0, n, 8):
+        batch = results[start:start + 8]
+        x = torch.from_numpy(frames[start:start + 8].copy()).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+        x = (x / 255 - mean) / std
+        with torch.no_grad():
+            probs = net(x).softmax(1)
+        for r, p in zip(batch, probs):
+            want = p.topk(len(r.top))
+            assert [t[0] for t in r.top] == want.indices.tolist(), r.index
+            assert max(abs(t[2] - q) for t, q in zip(r.top, want.values.tolist())) < 1e-4, r.index
+        refs = cam(input_tensor=x, targets=[ClassifierOutputTarget(r.target[0]) for r in batch])
+        for r, ref in zip(batch, refs):
+            mine = map_check.ours({"cam": {"h": r.cam.shape[0], "w": r.cam.shape[1],
+                                           "data": r.cam.flatten().tolist()}}, (224, 224))
+            corrs.append(map_check.compare(ref, mine)[0])
+    worst = int(np.argmin(corrs))
+    assert corrs[worst] >= 0.99, f"frame {worst} correlates {corrs[worst]:.4f} with pytorch-grad-cam"
+
+
+def test_a_live_module_with_a_bad_layer_is_one_line(tmp_path):
+    import torch
+
+    import gradcam_stream as gs
+
+    net = seeded_resnet18()
+    out = tmp_path / "o.mp4"
+    with pytest.raises(ValueError, match=r"^layer='layer9' is not a layer of this model; valid layers: conv1, .*"
+                                         r"did you mean 'layer4'\?$"):
+        gs.explain(BIKES, model=net, layer="layer9", output=out)
+    with pytest.raises(ValueError, match="^layer='fc' gives a 2-D output"):
+        gs.explain(BIKES, model=net, layer=net.fc, output=out)
+    with pytest.raises(ValueError, match="not a submodule of the model"):
+        gs.explain(BIKES, model=net, layer=torch.nn.Conv2d(3, 3, 1), output=out)
+    with pytest.raises(TypeError, match="needs layer="):
+        gs.explain(BIKES, model=net, output=out)
+    assert not out.exists()

@@ -54,7 +54,8 @@ def _flags(source, settings):
     settings.setdefault("output", "null")
     settings.setdefault("progress", "none")
     for key, value in settings.items():
-        flag = "--" + key.replace("_", "-")
+        # `class_=` for `--class` (a Python keyword)
+        flag = "--" + key.rstrip("_").replace("_", "-")
         if value is True:
             flags.append(flag)
         elif value is False or value is None:
@@ -97,8 +98,10 @@ class Run:
     the GIL released. `stop()` (and KeyboardInterrupt while iterating) stops the run as Ctrl-C
     stops the program: the frames in flight are written and every output is finalized."""
 
-    def __init__(self, native):
+    def __init__(self, native, held=None):
         self._native = native
+        # A live model's split, written for the run to load: removed with the run.
+        self._held = held
 
     def __iter__(self):
         return self
@@ -121,16 +124,64 @@ class Run:
         return False
 
 
-def explain(source, *, frames=False, **settings):
-    """Explain `source` (a file, `camera://0`, an RTSP URL, or a list of them, each optionally
-    `NAME=`) with the model and settings given as keywords; return a `Run` to iterate.
+def explain(source, *, model=None, layer=None, model_size=(224, 224), classes=None, frames=False,
+            **settings):
+    """Explain `source` (a file, `/dev/video0`, an RTSP URL, or a list of them, each optionally
+    `NAME=`) and return a `Run` to iterate, one `Result` per frame.
+
+    `model`: a live classifier (`torch.nn.Module`) with `layer=` (a module name such as
+    `"layer4"`, or the submodule itself, `model.layer4`), split there in this process as
+    scripts/export_model.py splits it; or the path of an exported `.pt`; or nothing for the
+    bundled EfficientNet-Lite0. A live model also takes `model_size=(h, w)` (224x224), the
+    input it runs at, and `classes=` (names; ImageNet's for 1000 scores).
 
     `frames=True` adds each frame as shown (`Result.image`, uint8 [H, W, 3]). With no
     `output=` nothing is written (`output="null"`); `output="out.mp4"` writes the video as the
-    program does. See `gradcam-stream --help` for every keyword."""
+    program does. Every other keyword is a flag of the program (`batch_size=8` is
+    `--batch-size 8`, `box=True` is `--box`): see `gradcam-stream --help`."""
+    import torch
+
+    held = None
+    if isinstance(model, torch.nn.Module):
+        if layer is None:
+            raise TypeError("explain() needs layer= with a live model: a module name ('layer4') "
+                            "or the submodule (model.layer4)")
+        held, model = _split(model, layer, model_size, classes)
+    elif layer is not None:
+        raise TypeError("layer= goes with a live model (model=module); an exported .pt names "
+                        "its layer in its sidecar")
+    if model is not None:
+        settings["model"] = model
     flags = _flags(source, dict(settings))
     try:
         native = _built().explain(flags, frames)
     except KeyError as e:
         raise _keyword_error(e.args[0], settings) from None
-    return Run(native)
+    return Run(native, held)
+
+
+def _split(module, layer, size, classes):
+    """A live module split at `layer`, traced and written to a temporary folder that lives as
+    long as the run: (the folder, the model's path)."""
+    import tempfile
+    from pathlib import Path
+
+    from . import split
+
+    # Splitting puts the module in eval mode and turns in-place operations off; the traced copy
+    # keeps that, the caller's module is given back as it was.
+    training = module.training
+    inplace = [(m, m.inplace) for m in module.modules() if isinstance(getattr(m, "inplace", None), bool)]
+    try:
+        net, meta = split.from_module(module, layer, size, classes)
+        traced = split.trace(net, meta)
+    except split.ExportError as e:
+        raise ValueError(str(e).replace("--layer ", "layer=")) from None
+    finally:
+        module.train(training)
+        for m, was in inplace:
+            m.inplace = was
+    held = tempfile.TemporaryDirectory(prefix="gradcam-stream-")
+    path = Path(held.name) / "model.pt"
+    split.write(traced, meta, path)
+    return held, path

@@ -19,6 +19,7 @@ head. A transformer's tokens become a map as pytorch-grad-cam's reshape transfor
 ViT's or DeiT's leading class tokens left out and the patch tokens laid on their grid, a Swin's
 channels-last output permuted. Errors are `ExportError`, one line each.
 """
+import difflib
 import json
 import warnings
 
@@ -192,8 +193,10 @@ def split_at(model, layer, input_size, device="cpu"):
     inside = [n for n in graph.nodes if n.op != "output"
               and (names[n] == layer or names[n].startswith(layer + "."))]
     if not inside:
+        close = difflib.get_close_matches(layer, [n for n, _ in model.named_modules() if n], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ExportError(f"--layer {layer!r} is not a layer of this model; valid layers: "
-                          + ", ".join(layer_names(model)))
+                          + ", ".join(layer_names(model)) + hint)
     split = inside[-1]
     nodes = list(graph.nodes)
     before, after = nodes[:nodes.index(split) + 1], nodes[nodes.index(split) + 1:]
@@ -380,8 +383,16 @@ def trace(model, meta):
     """`model` (a `Split`) traced, frozen and checked against itself on a random batch: the
     TorchScript module gradcam-stream runs. `meta` gains the map's shape (`feature_shape`), the
     number of carried tensors (`carry`) and of classes (`num_classes`)."""
-    # A ViT asserts its input size, which a trace keeps as a constant: the size is fixed anyway.
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    with warnings.catch_warnings():
+        # A ViT asserts its input size, which a trace keeps as a constant: the size is fixed
+        # anyway. TorchScript is deprecated in favour of torch.export, which gradcam-stream's
+        # libtorch cannot run.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _trace(model, meta)
+
+
+def _trace(model, meta):
     h, w = meta["input_size"]
     x = torch.rand(2, 3, h, w, device=device_of(model))
     with torch.no_grad():
