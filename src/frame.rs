@@ -76,6 +76,23 @@ pub struct ClassScore {
     pub prob: f32,
 }
 
+/// The shown map as the engine's own tensor, [h, w] float32 on the model's device: a view of
+/// its batch's result table (no copy), made only where a caller takes results as tensors (the
+/// Python package). It keeps that table alive while it lives.
+pub struct CamTensor(pub tch::Tensor);
+
+impl Clone for CamTensor {
+    fn clone(&self) -> CamTensor {
+        CamTensor(self.0.shallow_clone())
+    }
+}
+
+impl std::fmt::Debug for CamTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CamTensor({:?} on {:?})", self.0.size(), self.0.device())
+    }
+}
+
 /// A frame with its explanation, from the worker to the output stage.
 #[derive(Debug, Clone)]
 pub struct Explained {
@@ -94,6 +111,8 @@ pub struct Explained {
     /// A detector's boxes, best first, each with its own map (None: a classifier's frame).
     /// `cam` is then the most any box's map reaches at each cell, and `target` the best box.
     pub boxes: Option<Vec<Detection>>,
+    /// `cam` as the engine's tensor, where the engine keeps them (`Settings::keep_maps`).
+    pub cam_tensor: Option<CamTensor>,
 }
 
 /// One box a detector found, explained.

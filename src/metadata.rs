@@ -189,6 +189,7 @@ mod tests {
             }],
             ranked: vec![],
             boxes: None,
+            cam_tensor: None,
         };
         let loc = crate::localize::Located {
             peak: (0, 0),

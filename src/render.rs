@@ -50,6 +50,8 @@ pub struct Drawn {
     pub located: Located,
     /// A detector's boxes (empty for a classifier).
     pub boxes: Vec<crate::frame::Detection>,
+    /// `cam` as the engine's tensor, where it keeps them.
+    pub cam_tensor: Option<crate::frame::CamTensor>,
 }
 
 struct Drawer {
@@ -124,6 +126,7 @@ impl Drawer {
             top,
             located: loc,
             boxes: Vec::new(),
+            cam_tensor: e.cam_tensor,
         };
         (drawn, line)
     }
@@ -154,6 +157,7 @@ impl Drawer {
             top: e.top,
             located,
             boxes,
+            cam_tensor: e.cam_tensor,
         }
     }
 
@@ -316,6 +320,7 @@ mod tests {
                 top: vec![target],
                 ranked: vec![],
                 boxes: None,
+                cam_tensor: None,
             }
         };
         let before = explained(0).frame.pixels;

@@ -36,7 +36,9 @@ pub fn run(cfg: Config) -> Result<()> {
 
 /// `run`, each frame's result also handed to `tap` (video inputs only: the Python package).
 pub fn run_with(cfg: Config, tap: Option<Tap>) -> Result<()> {
-    let settings = cfg.engine.clone();
+    let mut settings = cfg.engine.clone();
+    // Results handed over as tensors keep the engine's own maps (no copy per frame).
+    settings.keep_maps = tap.is_some();
     if let Some(shard) = cfg.shard {
         let names: Vec<&str> = cfg.streams.iter().map(|s| s.name.as_str()).collect();
         eprintln!(

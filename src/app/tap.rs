@@ -2,6 +2,8 @@
 //! package's iterator reads them. The channel is bounded, so a slow reader slows the run as a
 //! slow output does (a file waits; a live source drops frames, counted).
 
+use std::sync::Mutex;
+
 use crossbeam_channel::Sender;
 
 use crate::frame::{CamMap, Detection};
@@ -16,7 +18,7 @@ pub struct Class {
 }
 
 /// One frame's result.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Explanation {
     /// The stream's place among the inputs, and its name.
     pub stream: usize,
@@ -29,6 +31,11 @@ pub struct Explanation {
     pub top: Vec<Class>,
     /// The map, 0..1, at the model's feature size.
     pub cam: CamMap,
+    /// The same map as the engine's tensor on its device (a classifier's; None for a
+    /// detector's, whose maps are made on the host). Behind a lock: a result may be read from
+    /// any thread (Python's objects are), and a libtorch tensor handle is not to be shared
+    /// unguarded.
+    pub cam_tensor: Mutex<Option<tch::Tensor>>,
     /// A detector's boxes (empty for a classifier).
     pub boxes: Vec<Detection>,
     /// The frame as shown (heatmap drawn where the stream draws), RGB, when asked for.
@@ -67,6 +74,7 @@ impl Tap {
             target: class(&d.target),
             top: d.top.iter().map(class).collect(),
             cam: d.cam.clone(),
+            cam_tensor: Mutex::new(d.cam_tensor.as_ref().map(|t| t.0.shallow_clone())),
             boxes: d.boxes.clone(),
             image: self.frames.then(|| Image {
                 width: f.width,

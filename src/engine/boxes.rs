@@ -383,6 +383,7 @@ fn frame_result(frame: Frame, boxes: Vec<Detection>, h: usize, w: usize) -> Expl
             .collect(),
         ranked: Vec::new(),
         boxes: Some(boxes),
+        cam_tensor: None,
     }
 }
 

@@ -137,6 +137,8 @@ pub struct Pending {
     frames: Vec<Frame>,
     /// [B, N] float on the host: each frame's map, target, scores (see `Layout`).
     table: Tensor,
+    /// The table as the engine made it, on the device, where maps are kept as tensors.
+    kept: Option<Tensor>,
     layout: Layout,
     /// [n, H, W, 4] uint8 on the host, when the blend ran on the device: the blended frames
     /// of the batch's rows `blended` (the frames drawn on), in order.
@@ -185,6 +187,8 @@ pub struct Engine {
     staging: Staging,
     /// Copies back run asynchronously and are waited for per batch (a GPU with libcudart).
     pipelined: bool,
+    /// Settings::keep_maps.
+    keep_maps: bool,
     /// libtorch's CPU threads sized to the cores other processes leave free (a CPU run at
     /// the default `--threads 0`).
     governor: Option<threads::Governor>,
@@ -242,6 +246,7 @@ impl Engine {
             },
             staging: Staging::default(),
             pipelined: s.pipelined.unwrap_or(device.is_cuda() && cuda::available()),
+            keep_maps: s.keep_maps,
             governor: (s.threads == 0 && !device.is_cuda())
                 .then(threads::Governor::new)
                 .flatten(),
@@ -597,6 +602,7 @@ impl Engine {
         let maps = self.smooth_maps(maps, &classes, &runs, &fresh)?;
         let (table, layout) = self.results_table(&ranked, &classes, &maps, b)?;
         let (blended, pixels) = self.blend_drawn(&frames, &rgb, &dev, &maps)?;
+        let kept = self.keep_maps.then(|| table.shallow_clone());
         let table = self.copy_back(&table)?;
         let pixels = pixels.map(|p| self.copy_back(&p)).transpose()?;
         if self.device().is_cuda() {
@@ -611,6 +617,7 @@ impl Engine {
             boxed: None,
             frames,
             table,
+            kept,
             layout,
             pixels,
             blended,
@@ -630,6 +637,7 @@ impl Engine {
             boxed: Some(done),
             frames: Vec::new(),
             table: Tensor::new(),
+            kept: None,
             layout: Layout {
                 h: 0,
                 w: 0,
@@ -742,6 +750,7 @@ impl Engine {
             boxed: _,
             mut frames,
             table,
+            kept,
             layout: l,
             pixels,
             blended,
@@ -755,12 +764,16 @@ impl Engine {
             Some(px) => self.take_blended(&mut frames, px, &blended)?,
             None => vec![false; b],
         };
-        Ok(frames
+        frames
             .into_iter()
             .zip(data.chunks_exact(stride))
             .zip(drawn)
-            .map(|((frame, row), drawn)| l.explained(row, frame, drawn))
-            .collect())
+            .enumerate()
+            .map(|(i, ((frame, row), drawn))| {
+                let on_device = kept.as_ref().map(|t| t.f_get(i as i64)).transpose()?;
+                l.explained(row, frame, drawn, on_device)
+            })
+            .collect()
     }
 
     /// Copy the blended pixels (rows of the frames at `blended`, on the host) into those

@@ -64,6 +64,9 @@ pub struct Settings {
     /// Per stream (by `Frame::stream`): its class and smoothing, where they differ from
     /// `class` and `smooth` (a stream past the end takes those).
     pub streams: Vec<StreamSettings>,
+    /// Keep each frame's shown map as the engine's tensor too (`Explained::cam_tensor`), for a
+    /// caller that takes results as tensors (the Python package).
+    pub keep_maps: bool,
 }
 
 /// What may differ between the streams that share the engine.
@@ -196,6 +199,7 @@ impl TryFrom<&Run> for Settings {
             blend: BlendAt::Auto,
             pipelined: None,
             streams: Vec::new(),
+            keep_maps: false,
         })
     }
 }

@@ -1,7 +1,10 @@
 //! A batch's results as one table, one row a frame, copied back in one piece: its columns,
 //! and a frame's results read from its row.
 
-use crate::frame::{CamMap, ClassScore, Explained, Frame};
+use anyhow::Result;
+use tch::Tensor;
+
+use crate::frame::{CamMap, CamTensor, ClassScore, Explained, Frame};
 
 /// The columns of a batch's result table: the shown map (h·w), its class and probability,
 /// the top k probabilities, their class ids, then for --top-k each ranked class and map.
@@ -19,8 +22,15 @@ impl Layout {
         hw + 2 + 2 * self.k + self.ranked * (1 + hw)
     }
 
-    /// A frame's results from its row of the table (see `Engine::results_table`).
-    pub(super) fn explained(&self, row: &[f32], frame: Frame, blended: bool) -> Explained {
+    /// A frame's results from its row of the table (see `Engine::results_table`); `on_device`:
+    /// that row of the table as the engine holds it, whose map is kept as a tensor.
+    pub(super) fn explained(
+        &self,
+        row: &[f32],
+        frame: Frame,
+        blended: bool,
+        on_device: Option<Tensor>,
+    ) -> Result<Explained> {
         let hw = self.h * self.w;
         let map = |at: &[f32]| CamMap {
             h: self.h,
@@ -48,7 +58,14 @@ impl Layout {
                 (ClassScore { class, prob }, map(&at[1..]))
             })
             .collect();
-        Explained {
+        let cam_tensor = match on_device {
+            Some(row) => Some(CamTensor(
+                row.f_narrow(0, 0, hw as i64)?
+                    .f_view([self.h as i64, self.w as i64])?,
+            )),
+            None => None,
+        };
+        Ok(Explained {
             blended,
             cam: map(row),
             target: ClassScore {
@@ -59,6 +76,7 @@ impl Layout {
             ranked,
             boxes: None,
             frame,
-        }
+            cam_tensor,
+        })
     }
 }

@@ -168,9 +168,14 @@ impl Frame {
         self.0.top.iter().map(class).collect()
     }
 
-    /// The map: a float32 tensor [h, w] in 0..1, at the model's feature size.
+    /// The map: a float32 tensor [h, w] in 0..1, at the model's feature size, on the device
+    /// the model ran on. A classifier's is the engine's own tensor (a view of its batch's
+    /// results, not a copy); a detector's is made on the host.
     #[getter]
     fn cam(&self) -> PyResult<PyTensor> {
+        if let Some(t) = &*self.0.cam_tensor.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(PyTensor(t.shallow_clone()));
+        }
         let m = &self.0.cam;
         let t = Tensor::f_from_slice(&m.data)
             .and_then(|t| t.f_view([m.h as i64, m.w as i64]))

@@ -198,3 +198,35 @@ def test_a_live_module_with_a_bad_layer_is_one_line(tmp_path):
     with pytest.raises(TypeError, match="needs layer="):
         gs.explain(BIKES, model=net, output=out)
     assert not out.exists()
+
+
+def test_maps_are_the_engines_own_tensors_not_copies():
+    import torch
+
+    import gradcam_stream as gs
+
+    results = list(gs.explain(BIKES, max_frames=32, batch_size=8))
+    assert len(results) == 32
+    # A batch's maps are views of one table the engine made: frames share its storage, each at
+    # its own row. A copy per frame would give each map a storage of its own.
+    storages = {}
+    for r in results:
+        assert r.cam.dtype == torch.float32 and r.cam.dim() == 2 and not r.cam.requires_grad
+        storages.setdefault(r.cam.untyped_storage().data_ptr(), []).append(r)
+    assert len(storages) <= 32 // 2, f"{len(storages)} storages for 32 maps"
+    for shared in storages.values():
+        ptrs = sorted(r.cam.data_ptr() for r in shared)
+        assert len(set(ptrs)) == len(ptrs), "two frames' maps at the same place"
+    # Reading the maps later still gives each frame's own: the engine does not reuse the table.
+    assert max(float((a.cam - b.cam).abs().max()) for a, b in zip(results, results[1:])) > 0
+
+
+def test_maps_stay_on_the_gpu():
+    import torch
+
+    import gradcam_stream as gs
+
+    if not torch.cuda.is_available():
+        pytest.skip("skipped: no CUDA (a map computed on a GPU stays there: checked where there is one)")
+    r = next(iter(gs.explain(BIKES, max_frames=8, device="cuda")))
+    assert r.cam.device.type == "cuda"
