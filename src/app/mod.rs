@@ -10,7 +10,7 @@ use crate::config::{Config, Input, Orientation, Output};
 use crate::engine;
 use crate::pipeline;
 use crate::render::Look;
-use crate::stats::Reporter;
+use crate::stats::{Reporter, Stats};
 use crate::web::hub::Hub;
 use crate::worker;
 
@@ -147,6 +147,10 @@ fn run_video(cfg: &Config, settings: engine::Settings, tap: Option<Tap>) -> Resu
         delivered_tx,
         lines.all.clone(),
     )?;
+    let tap_totals = tap.as_ref().map(|t| t.totals.clone());
+    if let Some(t) = &tap {
+        let _ = t.live.set(lines.all.clone());
+    }
     let render_thread = spawn_renderer(cfg, &info, &lines, delivered_rx, hub.clone(), tap)?;
     if let Some(hub) = &hub {
         record_live_files(cfg, &outlets, hub);
@@ -169,6 +173,16 @@ fn run_video(cfg: &Config, settings: engine::Settings, tap: Option<Tap>) -> Resu
     let rendered = render_thread
         .join()
         .map_err(|_| anyhow!("the render thread panicked"))?;
+    if let Some(tap) = &tap_totals {
+        let named: Vec<(String, Arc<Stats>)> = cfg
+            .streams
+            .iter()
+            .map(|s| s.name.clone())
+            .zip(stats.iter().cloned())
+            .collect();
+        let totals = tap::Totals::of(&info, cfg.run.batch_size, &all, &named);
+        *tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(totals);
+    }
     let outcomes = piped?;
     worked?;
     let metadata = rendered?.into_metadata();

@@ -2,12 +2,14 @@
 //! package's iterator reads them. The channel is bounded, so a slow reader slows the run as a
 //! slow output does (a file waits; a live source drops frames, counted).
 
-use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
 
 use crate::frame::{CamMap, Detection};
 use crate::render::{Drawn, Renderer};
+use crate::stats::Stats;
 
 /// One class of a frame's result: id, name, probability.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,11 +52,79 @@ pub struct Image {
     pub rgb: Vec<u8>,
 }
 
-/// Where a run sends its results, and whether each carries its frame.
+/// Where a run sends its results, whether each carries its frame, and where its totals go
+/// once it has ended.
 #[derive(Clone)]
 pub struct Tap {
     pub results: Sender<Explanation>,
     pub frames: bool,
+    pub totals: Arc<Mutex<Option<Totals>>>,
+    /// The run's counters over every stream, once its streams are set up (for a progress bar:
+    /// frames written, and the frames a file is expected to give).
+    pub live: Arc<std::sync::OnceLock<Arc<Stats>>>,
+}
+
+/// A run's totals, as its `done:` lines say them.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    /// Frames explained and written, over every stream.
+    pub frames: u64,
+    /// From the first frame to the end.
+    pub seconds: f64,
+    pub device: String,
+    pub model: String,
+    /// What the model ran in (`fp32`, `bf16`, …) and its memory layout.
+    pub precision: String,
+    pub layout: String,
+    pub batch_size: usize,
+    pub losses: Losses,
+    /// Per stream: its name, frames and losses.
+    pub streams: Vec<(String, u64, Losses)>,
+}
+
+/// Frames a run lost: dropped while the model was behind a live source, left undecoded (key
+/// frames only while behind), and the reconnections of its sources.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Losses {
+    pub dropped: u64,
+    pub undecoded: u64,
+    pub reconnects: u64,
+}
+
+impl Losses {
+    pub(super) fn of(s: &Stats) -> Losses {
+        Losses {
+            dropped: s.dropped.load(Relaxed),
+            undecoded: s.undecoded.load(Relaxed),
+            reconnects: s.reconnects.load(Relaxed),
+        }
+    }
+}
+
+impl Totals {
+    /// The totals of a run that has ended: `all` over every stream, `streams` each (by name).
+    pub(super) fn of(
+        info: &crate::engine::ModelInfo,
+        batch_size: usize,
+        all: &Stats,
+        streams: &[(String, Arc<Stats>)],
+    ) -> Totals {
+        use crate::settings::named::Named;
+        Totals {
+            frames: all.written.load(Relaxed),
+            seconds: all.elapsed().as_secs_f64(),
+            device: info.device.clone(),
+            model: info.name.clone(),
+            precision: info.precision.name().to_owned(),
+            layout: info.layout.name().to_owned(),
+            batch_size,
+            losses: Losses::of(all),
+            streams: streams
+                .iter()
+                .map(|(name, s)| (name.clone(), s.written.load(Relaxed), Losses::of(s)))
+                .collect(),
+        }
+    }
 }
 
 impl Tap {

@@ -3,16 +3,19 @@
 //! defaults, ranges and checks are the program's own), starts the run on a thread of its own,
 //! and returns a `Run` that yields each frame's result as it is drawn.
 
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use clap::Parser;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use gradcam_stream::app::tap::{Class, Explanation, Tap};
+use gradcam_stream::app::tap::{Class, Explanation, Losses, Tap, Totals};
 use gradcam_stream::cli::Args;
 use gradcam_stream::config::{Config, UsageError};
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use pyo3_tch::PyTensor;
 use tch::Tensor;
 
@@ -26,6 +29,9 @@ struct Run {
     thread: Option<JoinHandle<anyhow::Result<()>>>,
     /// Results handed to Python so far.
     seen: u64,
+    /// The run's totals, once it has ended.
+    totals: Arc<Mutex<Option<Totals>>>,
+    live: Arc<OnceLock<Arc<gradcam_stream::stats::Stats>>>,
 }
 
 #[pymethods]
@@ -83,6 +89,55 @@ impl Run {
     #[getter]
     fn seen(&self) -> u64 {
         self.seen
+    }
+
+    /// The frames the inputs are expected to give (files whose length is known), or None.
+    #[getter]
+    fn expected(&self) -> Option<u64> {
+        let total = self.live.get()?.total.load(Ordering::Relaxed);
+        (total > 0).then_some(total)
+    }
+
+    /// The totals the program prints at the end (`done: …`), as a dict: frames, seconds, fps,
+    /// device, model, precision, layout, batch_size, dropped, undecoded, reconnects, and
+    /// streams (each stream's name, frames and losses). None until the run has ended.
+    fn summary(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+        let totals = self
+            .totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(t) = totals else {
+            return Ok(None);
+        };
+        let losses = |d: &Bound<'_, PyDict>, l: &Losses| -> PyResult<()> {
+            d.set_item("dropped", l.dropped)?;
+            d.set_item("undecoded", l.undecoded)?;
+            d.set_item("reconnects", l.reconnects)
+        };
+        let d = PyDict::new(py);
+        d.set_item("frames", t.frames)?;
+        d.set_item("seconds", t.seconds)?;
+        d.set_item("fps", t.frames as f64 / t.seconds.max(1e-9))?;
+        d.set_item("device", &t.device)?;
+        d.set_item("model", &t.model)?;
+        d.set_item("precision", &t.precision)?;
+        d.set_item("layout", &t.layout)?;
+        d.set_item("batch_size", t.batch_size)?;
+        losses(&d, &t.losses)?;
+        let streams = t
+            .streams
+            .iter()
+            .map(|(name, frames, l)| {
+                let s = PyDict::new(py);
+                s.set_item("name", name)?;
+                s.set_item("frames", frames)?;
+                losses(&s, l)?;
+                Ok(s)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        d.set_item("streams", streams)?;
+        Ok(Some(d.into_any().unbind()))
     }
 }
 
@@ -238,9 +293,13 @@ fn explain(flags: Vec<String>, frames: bool) -> PyResult<Run> {
     })?;
     let cfg = Config::from_args(args).map_err(|e| PyValueError::new_err(format!("{e:#}")))?;
     let (tx, rx) = crossbeam_channel::bounded(WAITING);
+    let totals = Arc::new(Mutex::new(None));
+    let live = Arc::new(OnceLock::new());
     let tap = Tap {
         results: tx,
         frames,
+        totals: totals.clone(),
+        live: live.clone(),
     };
     gradcam_stream::shutdown::reset();
     let thread = std::thread::Builder::new()
@@ -251,6 +310,8 @@ fn explain(flags: Vec<String>, frames: bool) -> PyResult<Run> {
         results: Some(rx),
         thread: Some(thread),
         seen: 0,
+        totals,
+        live,
     })
 }
 
@@ -261,6 +322,48 @@ fn flag_names() -> Vec<String> {
     Args::command()
         .get_arguments()
         .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect()
+}
+
+/// Every long flag of the program as (name, value name or None for a switch, help with its
+/// declared default, declared range or None, allowed values): the declarations
+/// `help(gradcam_stream.explain)` is made from.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn flag_help() -> Vec<(String, Option<String>, String, Option<String>, Vec<String>)> {
+    Args::command_with_defaults()
+        .get_arguments()
+        .filter_map(|a| {
+            let name = a.get_long()?.to_owned();
+            let takes = a.get_num_args().is_none_or(|n| n.takes_values());
+            let value = takes.then(|| {
+                a.get_value_names()
+                    .and_then(|v| v.first())
+                    .map_or_else(|| "VALUE".to_owned(), |v| v.to_string())
+            });
+            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let range = gradcam_stream::settings::bounds(a.get_id().as_str()).map(
+                |(low, high, inclusive)| {
+                    let high = if high.is_finite() {
+                        format!("{high}")
+                    } else {
+                        "any".to_owned()
+                    };
+                    if inclusive {
+                        format!("{low} to {high}")
+                    } else {
+                        format!("{low}, below {high}")
+                    }
+                },
+            );
+            let allowed = a
+                .get_possible_values()
+                .iter()
+                .filter(|v| !v.is_hide_set())
+                .map(|v| v.get_name().to_owned())
+                .collect();
+            Some((name, value, help, range, allowed))
+        })
         .collect()
 }
 
@@ -277,5 +380,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(explain, m)?)?;
     m.add_function(wrap_pyfunction!(torch_version, m)?)?;
     m.add_function(wrap_pyfunction!(flag_names, m)?)?;
+    m.add_function(wrap_pyfunction!(flag_help, m)?)?;
     Ok(())
 }

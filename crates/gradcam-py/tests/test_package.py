@@ -51,8 +51,15 @@ def test_results_come_in_order_and_equal_the_programs(tmp_path):
                         "--precision", "fp32"], capture_output=True, text=True)
     assert o.returncode == 0, o.stderr
     cli = [json.loads(l) for l in meta.read_text().splitlines()]
-    results = list(gs.explain(BIKES, model=MODEL, layout="channels-last", precision="fp32"))
+    run = gs.explain(BIKES, model=MODEL, layout="channels-last", precision="fp32", progress=False)
+    assert run.summary() is None  # not before the end
+    results = list(run)
     assert [r.index for r in results] == list(range(250))
+    s = run.summary()
+    assert s["frames"] == 250 and s["streams"] == [
+        {"name": "0", "frames": 250, "dropped": 0, "undecoded": 0, "reconnects": 0}], s
+    assert (s["precision"], s["layout"], s["batch_size"], s["device"]) == ("fp32", "channels-last", 8, "cpu"), s
+    assert s["model"] == "efficientnet-lite0" and s["fps"] > 0 and s["dropped"] == 0, s
     assert len(cli) == 250
     for r, c in zip(results, cli):
         assert r.stream == 0
@@ -230,3 +237,27 @@ def test_maps_stay_on_the_gpu():
         pytest.skip("skipped: no CUDA (a map computed on a GPU stays there: checked where there is one)")
     r = next(iter(gs.explain(BIKES, max_frames=8, device="cuda")))
     assert r.cam.device.type == "cuda"
+
+
+def test_help_documents_every_keyword_and_show_plays_the_output(tmp_path, capsys):
+    import gradcam_stream as gs
+
+    doc = gs.explain.__doc__
+    for name in gs._native.flag_names():
+        if name not in ("input", "help", "version", "progress"):
+            key = name.replace("-", "_") + ("_" if name == "class" else "")
+            assert f"\n    {key}=" in doc, key
+    assert "    device=auto|cpu|cuda\n" in doc and "[default: auto]" in doc
+    assert "    batch_size=N\n" in doc and "[default: 8] (from 1 to" in doc, doc
+
+    out = tmp_path / "shown.mp4"
+    run = gs.explain(BIKES, output=out, max_frames=16)
+    with pytest.raises(RuntimeError, match="still going"):
+        run.show()
+    assert len(list(run)) == 16
+    # The progress bar (tqdm is installed here): 16 frames of the 250 the file has.
+    assert "16/250" in capsys.readouterr().err
+    html = run.show()._repr_html_()
+    assert html.startswith('<video controls width="640" src="data:video/mp4;base64,AAAA')
+    with pytest.raises(ValueError, match="needs a file output"):
+        gs.explain(BIKES, max_frames=1, progress=False).show()

@@ -52,7 +52,7 @@ def _flags(source, settings):
     for s in sources:
         flags += ["--input", os.fspath(s)]
     settings.setdefault("output", "null")
-    settings.setdefault("progress", "none")
+    settings.setdefault("progress", "none")  # the program's own bar is for terminals
     for key, value in settings.items():
         # `class_=` for `--class` (a Python keyword)
         flag = "--" + key.rstrip("_").replace("_", "-")
@@ -92,25 +92,92 @@ def _built():
     return _native
 
 
+class _Video:
+    """A video file as Jupyter shows it: an HTML5 player with the file inline (base64)."""
+
+    def __init__(self, path, width):
+        self.path, self.width = os.fspath(path), int(width)
+
+    def _repr_html_(self):
+        import base64
+
+        kind = "webm" if self.path.endswith(".webm") else "mp4"
+        with open(self.path, "rb") as f:
+            data = base64.b64encode(f.read()).decode("ascii")
+        return (f'<video controls width="{self.width}" src="data:video/{kind};base64,{data}">'
+                "</video>")
+
+    def __repr__(self):
+        return f"<video {self.path}>"
+
+
 class Run:
     """A run in progress: iterate it for each frame's `Result` (`index`, `pts`, `stream`,
     `name`, `target`, `top`, `cam`, `boxes`, `image`). Iterating waits for the next result with
     the GIL released. `stop()` (and KeyboardInterrupt while iterating) stops the run as Ctrl-C
     stops the program: the frames in flight are written and every output is finalized."""
 
-    def __init__(self, native, held=None):
+    def __init__(self, native, held=None, progress=True, outputs=()):
         self._native = native
         # A live model's split, written for the run to load: removed with the run.
         self._held = held
+        self._outputs = list(outputs)
+        self._bar = None
+        self._progress = progress
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        return next(self._native)
+        try:
+            r = next(self._native)
+        except StopIteration:
+            self._close_bar()
+            raise
+        self._tick()
+        return r
+
+    def _tick(self):
+        """The progress bar: tqdm.auto's (a widget in a notebook, text elsewhere) where tqdm
+        is installed and progress was not turned off; nothing otherwise."""
+        if not self._progress:
+            return
+        if self._bar is None:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                self._progress = False
+                return
+            self._bar = tqdm(total=self._native.expected, unit="frame", desc="gradcam-stream")
+        self._bar.update(1)
+
+    def _close_bar(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def stop(self):
+        self._close_bar()
         self._native.stop()
+
+    def show(self, width=640):
+        """The output video, to display in Jupyter (the last expression of a cell): an HTML5
+        player with the file embedded. Needs a finished run with a file output (`output=
+        "out.mp4"`)."""
+        files = [o for o in self._outputs if str(o).lower().endswith((".mp4", ".mkv", ".webm"))]
+        if not files:
+            raise ValueError("show() needs a file output: explain(..., output='out.mp4')")
+        if not self.done:
+            raise RuntimeError("the run is still going: show() plays the file once it is finished "
+                               "(iterate to the end, or stop())")
+        return _Video(files[0], width)
+
+    def summary(self):
+        """The totals the program prints at the end, as a dict: `frames`, `seconds`, `fps`,
+        `device`, `model`, `precision`, `layout`, `batch_size`, `dropped`, `undecoded`,
+        `reconnects`, and `streams` (each stream's `name`, `frames` and losses). None while
+        the run goes on."""
+        return self._native.summary()
 
     @property
     def done(self):
@@ -135,10 +202,14 @@ def explain(source, *, model=None, layer=None, model_size=(224, 224), classes=No
     bundled EfficientNet-Lite0. A live model also takes `model_size=(h, w)` (224x224), the
     input it runs at, and `classes=` (names; ImageNet's for 1000 scores).
 
-    `frames=True` adds each frame as shown (`Result.image`, uint8 [H, W, 3]). With no
-    `output=` nothing is written (`output="null"`); `output="out.mp4"` writes the video as the
-    program does. Every other keyword is a flag of the program (`batch_size=8` is
-    `--batch-size 8`, `box=True` is `--box`): see `gradcam-stream --help`."""
+    `frames=True` adds each frame as shown (`Result.image`, uint8 [H, W, 3]). `progress=False`
+    turns the progress bar off (tqdm's, where it is installed). With no `output=` nothing is
+    written (`output="null"`); `output="out.mp4"` writes the video as the program does.
+
+    Every other keyword is a flag of the program (`batch_size=8` is `--batch-size 8`,
+    `box=True` is `--box`, `class_=` is `--class`; a list repeats the flag), with the same
+    defaults, ranges and checks:
+    """
     import torch
 
     held = None
@@ -152,12 +223,17 @@ def explain(source, *, model=None, layer=None, model_size=(224, 224), classes=No
                         "its layer in its sidecar")
     if model is not None:
         settings["model"] = model
+    progress = settings.pop("progress", True)
+    if isinstance(progress, str):  # the program's own --progress modes, on stderr
+        settings["progress"], progress = progress, False
+    outputs = settings.get("output", [])
+    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
     flags = _flags(source, dict(settings))
     try:
         native = _built().explain(flags, frames)
     except KeyError as e:
         raise _keyword_error(e.args[0], settings) from None
-    return Run(native, held)
+    return Run(native, held, progress, outputs)
 
 
 def _split(module, layer, size, classes):
@@ -185,3 +261,29 @@ def _split(module, layer, size, classes):
     path = Path(held.name) / "model.pt"
     split.write(traced, meta, path)
     return held, path
+
+
+def _keywords_doc():
+    """The keywords section of explain's docstring, from the program's own declarations."""
+    if _native is None:
+        return "    (the compiled part is not built here: `gradcam-stream --help` lists them)\n"
+    import textwrap
+
+    out = []
+    for name, value, help_, range_, allowed in _native.flag_help():
+        if name in ("input", "help", "version", "progress"):
+            continue
+        key = name.replace("-", "_") + ("_" if name == "class" else "")
+        head = f"{key}={value}" if value else f"{key}=True"
+        more = []
+        if allowed:
+            more.append("one of " + ", ".join(allowed))
+        if range_:
+            more.append(f"from {range_}")
+        text = " ".join(help_.split()) + (f" ({'; '.join(more)})" if more else "")
+        out.append(f"    {head}\n" + textwrap.fill(text, 96, initial_indent=" " * 8,
+                                                   subsequent_indent=" " * 8))
+    return "\n".join(out) + "\n"
+
+
+explain.__doc__ += "\n" + _keywords_doc()
