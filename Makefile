@@ -10,7 +10,7 @@ export LIBTORCH_CXX11_ABI := 1
 BIN := target/release/gradcam-stream
 CARGO_FLAGS := --release --locked
 
-.PHONY: all setup build demo test test-python wheel lint unit bench bench-detector soak soak-density soak-behind soak-detector models docs clean
+.PHONY: all setup build demo test test-python wheel bench-python lint unit bench bench-detector soak soak-density soak-behind soak-detector models docs clean
 
 all: build
 
@@ -25,6 +25,7 @@ demo: build
 
 lint: setup
 	cargo fmt --check
+	cargo fmt --check --manifest-path crates/gradcam-py/Cargo.toml
 	cargo clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
 
 # The workspace: the program's tests and the GStreamer element's (its crate's tests load the
@@ -41,12 +42,18 @@ wheel: setup
 		-i $(VENV)/bin/python -o target/wheels
 
 test-python: build wheel
+	PYO3_PYTHON=$(VENV)/bin/python cargo clippy $(CARGO_FLAGS) --manifest-path crates/gradcam-py/Cargo.toml -- -D warnings
 	bash scripts/test_python.sh
+
+# The package against the program and a pytorch-grad-cam loop (scripts/bench_python.py).
+bench-python: build wheel
+	"$$(bash scripts/py_venv.sh)" scripts/bench_python.py
 
 bench: build
 	cargo build $(CARGO_FLAGS) --examples
 	$(VENV)/bin/python scripts/bench.py
 	$(VENV)/bin/python scripts/bench_detector.py
+	$(MAKE) bench-python
 
 # CenterFace on real faces: the engine against forward-only, the eager peers, end to end.
 bench-detector: build
