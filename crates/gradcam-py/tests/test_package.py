@@ -261,3 +261,20 @@ def test_help_documents_every_keyword_and_show_plays_the_output(tmp_path, capsys
     assert html.startswith('<video controls width="640" src="data:video/mp4;base64,AAAA')
     with pytest.raises(ValueError, match="needs a file output"):
         gs.explain(BIKES, max_frames=1, progress=False).show()
+
+
+def test_a_slow_reader_makes_a_live_source_drop_and_count_frames():
+    import time
+
+    import gradcam_stream as gs
+
+    # 30 frames a second from a live source, read at 5 a second: the queue to Python fills, the
+    # pipeline behind it backs up, and the live source drops frames rather than fall behind.
+    run = gs.explain("test://ball?size=160x120&fps=30", duration=6, max_latency_ms=500, progress=False)
+    seen = 0
+    for r in run:
+        seen += 1
+        time.sleep(0.2)
+    s = run.summary()
+    assert s["frames"] == seen, s
+    assert s["dropped"] > 0 and s["frames"] + s["dropped"] > 100, s
