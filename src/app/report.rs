@@ -83,18 +83,20 @@ pub(super) fn report(
 
 /// `, 3 dropped (model behind the source), 1 reconnect`, or nothing.
 pub(super) fn losses(stats: &Stats) -> String {
+    let super::tap::Losses {
+        dropped,
+        undecoded,
+        reconnects,
+    } = super::tap::Losses::of(stats);
     let mut out = String::new();
-    let dropped = stats.dropped.load(Relaxed);
     if dropped > 0 {
         out.push_str(&format!(", {dropped} dropped (model behind the source)"));
     }
-    let undecoded = stats.undecoded.load(Relaxed);
     if undecoded > 0 {
         out.push_str(&format!(
             ", {undecoded} left undecoded (key frames only while behind)"
         ));
     }
-    let reconnects = stats.reconnects.load(Relaxed);
     if reconnects > 0 {
         let s = if reconnects == 1 { "" } else { "s" };
         out.push_str(&format!(", {reconnects} reconnect{s}"));

@@ -69,8 +69,9 @@ pub struct Tap {
 pub struct Totals {
     /// Frames explained and written, over every stream.
     pub frames: u64,
-    /// From the first frame to the end.
+    /// From the first frame to the end, and frames a second over that time.
     pub seconds: f64,
+    pub fps: f64,
     pub device: String,
     pub model: String,
     /// What the model ran in (`fp32`, `bf16`, …) and its memory layout.
@@ -113,6 +114,7 @@ impl Totals {
         Totals {
             frames: all.written.load(Relaxed),
             seconds: all.elapsed().as_secs_f64(),
+            fps: all.fps(),
             device: info.device.clone(),
             model: info.name.clone(),
             precision: info.precision.name().to_owned(),

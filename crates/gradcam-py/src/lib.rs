@@ -118,7 +118,7 @@ impl Run {
         let d = PyDict::new(py);
         d.set_item("frames", t.frames)?;
         d.set_item("seconds", t.seconds)?;
-        d.set_item("fps", t.frames as f64 / t.seconds.max(1e-9))?;
+        d.set_item("fps", t.fps)?;
         d.set_item("device", &t.device)?;
         d.set_item("model", &t.model)?;
         d.set_item("precision", &t.precision)?;
