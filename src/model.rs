@@ -34,7 +34,7 @@ pub struct Sidecar {
     /// channels-last, permuted …`); absent in sidecars older than the transformers.
     #[serde(default)]
     pub layer_output: Option<String>,
-    /// A classifier (the default) or a detector (see `scripts/detectors.py` for its contract).
+    /// A classifier (the default) or a detector (see `crates/gradcam-py/python/gradcam_stream/detectors.py` for its contract).
     #[serde(default)]
     pub kind: ModelKind,
     /// A detector's: how many of `features`' tensors are levels to explain (the rest are

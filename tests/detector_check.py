@@ -229,8 +229,8 @@ def blurred(x, sigma=4.0):
 
 def randomized_copy(cache):
     """CenterFace with every weight re-drawn (the same split, eager)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    import detectors
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "crates/gradcam-py/python"))
+    from gradcam_stream import detectors
 
     torch.manual_seed(7)
     model, _ = detectors.centerface(cache)

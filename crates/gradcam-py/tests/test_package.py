@@ -278,3 +278,72 @@ def test_a_slow_reader_makes_a_live_source_drop_and_count_frames():
     s = run.summary()
     assert s["frames"] == seen, s
     assert s["dropped"] > 0 and s["frames"] + s["dropped"] > 100, s
+
+
+def seeded_detector(kind):
+    import torch
+
+    torch.manual_seed(0)
+    if kind == "ultralytics:yolov8n.yaml":
+        from ultralytics import YOLO
+
+        return YOLO("yolov8n.yaml", task="detect")
+    import torchvision
+
+    return torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
+
+
+@pytest.mark.parametrize("kind", ["ultralytics:yolov8n.yaml", "torchvision:ssdlite320_mobilenet_v3_large"])
+def test_a_live_detector_gives_the_boxes_and_maps_of_its_export(tmp_path, kind):
+    """The same seeded detector, live in Python and exported by scripts/export_model.py for the
+    program: the same boxes, scores and maps frame by frame."""
+    import torch
+
+    import gradcam_stream as gs
+
+    exported = tmp_path / "exported.pt"
+    o = subprocess.run([str(ROOT / ".venv/bin/python"), "scripts/export_model.py", "--detector", kind,
+                        "--weights", "random", "--out", str(exported)], capture_output=True, text=True)
+    assert o.returncode == 0, o.stderr
+    meta = tmp_path / "cli.jsonl"
+    same = ["--max-frames", "12", "--score-threshold", "0", "--boxes", "3", "--precision", "fp32",
+            "--layout", "contiguous"]
+    o = subprocess.run([str(PROGRAM), "--input", str(BIKES), "--output", "null", "--model", str(exported),
+                        "--metadata", str(meta), "--progress", "none", *same], capture_output=True, text=True)
+    assert o.returncode == 0, o.stderr
+    cli = [json.loads(l) for l in meta.read_text().splitlines()]
+
+    net = seeded_detector(kind)
+    weights = [p.detach().clone() for p in net.parameters()]
+    results = list(gs.explain(BIKES, model=net, max_frames=12, score_threshold=0, boxes=3, precision="fp32",
+                              layout="contiguous", progress=False))
+    # The caller's model is not changed by the splitting (ultralytics' is made float, not in-place).
+    assert all(torch.equal(a, b) for a, b in zip(weights, net.parameters()))
+    assert [r.index for r in results] == list(range(12)) and len(cli) == 12
+    for r, c in zip(results, cli):
+        assert len(r.boxes) == len(c["boxes"]) == 3, r.index
+        for b, d in zip(r.boxes, c["boxes"]):
+            assert b["class_id"] == d["class"] and abs(b["score"] - d["score"]) < 1e-4, (r.index, b, d)
+            assert max(abs(x - y) for x, y in zip(b["bbox"], d["box"])) < 0.5, (r.index, b, d)
+        assert [r.cam.shape[0], r.cam.shape[1]] == [c["cam"]["h"], c["cam"]["w"]]
+        assert max(abs(a - b) for a, b in zip(r.cam.flatten().tolist(), c["cam"]["data"])) < 1e-4, r.index
+
+
+def test_a_live_detector_that_is_not_supported_is_one_line(tmp_path):
+    import torchvision
+
+    import gradcam_stream as gs
+
+    out = tmp_path / "o.mp4"
+    two_stage = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=3)
+    with pytest.raises(ValueError, match=r"^FasterRCNN is not a single-stage torchvision detector"):
+        gs.explain(BIKES, model=two_stage, output=out)
+    yolo = seeded_detector("ultralytics:yolov8n.yaml")
+    with pytest.raises(TypeError, match="layer= is for a classifier"):
+        gs.explain(BIKES, model=yolo, layer="model.9", output=out)
+    with pytest.raises(ValueError, match=r"^model_size=\(384, 650\): a YOLO takes multiples of 32$"):
+        gs.explain(BIKES, model=yolo, model_size=(384, 650), output=out)
+    with pytest.raises(ValueError, match="classes= has 2 names; the detector has 80 classes"):
+        gs.explain(BIKES, model=yolo, classes=["a", "b"], output=out)
+    assert not out.exists()

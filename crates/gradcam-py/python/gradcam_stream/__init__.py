@@ -191,16 +191,19 @@ class Run:
         return False
 
 
-def explain(source, *, model=None, layer=None, model_size=(224, 224), classes=None, frames=False,
+def explain(source, *, model=None, layer=None, model_size=None, classes=None, frames=False,
             **settings):
     """Explain `source` (a file, `/dev/video0`, an RTSP URL, or a list of them, each optionally
     `NAME=`) and return a `Run` to iterate, one `Result` per frame.
 
     `model`: a live classifier (`torch.nn.Module`) with `layer=` (a module name such as
     `"layer4"`, or the submodule itself, `model.layer4`), split there in this process as
-    scripts/export_model.py splits it; or the path of an exported `.pt`; or nothing for the
-    bundled EfficientNet-Lite0. A live model also takes `model_size=(h, w)` (224x224), the
-    input it runs at, and `classes=` (names; ImageNet's for 1000 scores).
+    scripts/export_model.py splits it; or a live single-stage detector (a torchvision
+    RetinaNet, FCOS or SSD, or an ultralytics YOLO v8/11), explained on its pyramid levels with
+    no `layer=`; or the path of an exported `.pt`; or nothing for the bundled EfficientNet-Lite0.
+    A live model also takes `model_size=(h, w)`, the input it runs at (a classifier 224x224; a
+    detector its fixed size, else 512x512 for torchvision's and 384x640 for a YOLO), and
+    `classes=` (names; ImageNet's for 1000 scores, COCO's for torchvision's 91).
 
     `frames=True` adds each frame as shown (`Result.image`, uint8 [H, W, 3]). `progress=False`
     turns the progress bar off (tqdm's, where it is installed). With no `output=` nothing is
@@ -212,12 +215,19 @@ def explain(source, *, model=None, layer=None, model_size=(224, 224), classes=No
     """
     import torch
 
+    from . import detectors
+
     held = None
-    if isinstance(model, torch.nn.Module):
+    if isinstance(model, torch.nn.Module) and detectors.is_detector(model):
+        if layer is not None:
+            raise TypeError("layer= is for a classifier; a detector is explained on its pyramid "
+                            "levels (its head's inputs)")
+        held, model = _split_detector(model, model_size, classes)
+    elif isinstance(model, torch.nn.Module):
         if layer is None:
             raise TypeError("explain() needs layer= with a live model: a module name ('layer4') "
                             "or the submodule (model.layer4)")
-        held, model = _split(model, layer, model_size, classes)
+        held, model = _split(model, layer, model_size or (224, 224), classes)
     elif layer is not None:
         raise TypeError("layer= goes with a live model (model=module); an exported .pt names "
                         "its layer in its sidecar")
@@ -239,9 +249,6 @@ def explain(source, *, model=None, layer=None, model_size=(224, 224), classes=No
 def _split(module, layer, size, classes):
     """A live module split at `layer`, traced and written to a temporary folder that lives as
     long as the run: (the folder, the model's path)."""
-    import tempfile
-    from pathlib import Path
-
     from . import split
 
     # Splitting puts the module in eval mode and turns in-place operations off; the traced copy
@@ -257,6 +264,43 @@ def _split(module, layer, size, classes):
         module.train(training)
         for m, was in inplace:
             m.inplace = was
+    return _held(traced, meta)
+
+
+def _split_detector(module, size, classes):
+    """A live detector split at its pyramid levels, traced and written like _split's model. The
+    splitting may change the module (an ultralytics YOLO is made float and not in-place), so a
+    copy is split and the caller's stays as it was."""
+    import copy
+
+    from . import detectors
+
+    if type(module).__name__ == "YOLO":  # ultralytics' wrapper: its DetectionModel is the network
+        module = module.model
+    try:
+        net, meta = detectors.from_module(copy.deepcopy(module), size)
+        if classes is not None:
+            if len(classes) != len(meta["classes"]):
+                raise ValueError(f"classes= has {len(classes)} names; the detector has "
+                                 f"{len(meta['classes'])} classes")
+            meta["classes"] = [str(c) for c in classes]
+        traced = detectors.trace(net, meta)
+    except detectors.DetectorError as e:
+        import re
+
+        # The script's --size WxH is model_size=(h, w) here.
+        raise ValueError(re.sub(r"--size (\d+)x(\d+)", r"model_size=(\2, \1)", str(e))) from None
+    return _held(traced, meta)
+
+
+def _held(traced, meta):
+    """`traced` and its sidecar written to a temporary folder that lives as long as the run:
+    (the folder, the model's path)."""
+    import tempfile
+    from pathlib import Path
+
+    from . import split
+
     held = tempfile.TemporaryDirectory(prefix="gradcam-stream-")
     path = Path(held.name) / "model.pt"
     split.write(traced, meta, path)

@@ -173,7 +173,6 @@ def split_at(model, layer, input_size, device="cpu"):
     class token); head(map, *those) gives the logits. Gradients reach the map only through the
     layer's output, as they do in pytorch-grad-cam's hooks.
     """
-    from torch.fx import Graph, GraphModule
     from torchvision.models.feature_extraction import NodePathTracer
 
     # Grad-CAM differentiates the head with respect to its input: no in-place operations there.
@@ -198,39 +197,7 @@ def split_at(model, layer, input_size, device="cpu"):
         raise ExportError(f"--layer {layer!r} is not a layer of this model; valid layers: "
                           + ", ".join(layer_names(model)) + hint)
     split = inside[-1]
-    nodes = list(graph.nodes)
-    before, after = nodes[:nodes.index(split) + 1], nodes[nodes.index(split) + 1:]
-    early = set(before)
-    crossing = []
-    for n in after:
-        for x in n.all_input_nodes:
-            if x in early and x is not split and x.op != "get_attr" and x not in crossing:
-                crossing.append(x)
-
-    feat = Graph()
-    fenv = {}
-    for n in before:
-        fenv[n] = feat.node_copy(n, lambda x: fenv[x])
-    feat.output(tuple(fenv[n] for n in [split, *crossing]))
-    features = GraphModule(tracer.root, feat)
-    features.graph.eliminate_dead_code()
-    features.recompile()
-
-    head = Graph()
-    env = {split: head.placeholder("a")}
-    for i, n in enumerate(crossing):
-        env[n] = head.placeholder(f"carry{i}")
-
-    def lookup(x):
-        if x not in env:  # a parameter or buffer
-            env[x] = head.node_copy(x)
-        return env[x]
-
-    for n in after:
-        if n.op != "placeholder":
-            env[n] = head.node_copy(n, lookup)
-    head.lint()
-    head = GraphModule(tracer.root, head)
+    features, head, crossing = cut(graph, tracer.root, [split], ["a"])
 
     h, w = input_size
     with torch.no_grad():
@@ -242,6 +209,57 @@ def split_at(model, layer, input_size, device="cpu"):
                 "before it and used after it, and only tensors can be carried across; pick a later layer")
     layout = layout_of(out[0], dict(model.named_modules()).get(layer), layer, input_size)
     return Features(features, layout), Head(head, layout), layout
+
+
+def cut(graph, root, levels, level_names, outputs=None):
+    """A torch.fx graph cut in two after the nodes `levels`: (features, head, carried).
+
+    features(x) gives the levels, then every tensor computed before the cut and used after it
+    (`carried`: a skip connection's input, a ViT's residual stream); head(*levels, *carried)
+    gives what the graph gave, or `outputs(env)`, a function of the head's nodes by name."""
+    from torch.fx import Graph, GraphModule
+
+    nodes = list(graph.nodes)
+    last = max(nodes.index(l) for l in levels)
+    before, after = nodes[:last + 1], nodes[last + 1:]
+    early = set(before)
+    carried = []
+    for n in after:
+        for x in n.all_input_nodes:
+            if x in early and x not in levels and x.op != "get_attr" and x not in carried:
+                carried.append(x)
+
+    feat = Graph()
+    fenv = {}
+    for n in before:
+        fenv[n] = feat.node_copy(n, lambda x: fenv[x])
+    feat.output(tuple(fenv[n] for n in [*levels, *carried]))
+    features = GraphModule(root, feat)
+    features.graph.eliminate_dead_code()
+    features.recompile()
+
+    head = Graph()
+    env = {n: head.placeholder(name) for n, name in zip(levels, level_names)}
+    for i, n in enumerate(carried):
+        env[n] = head.placeholder(f"carry{i}")
+
+    def lookup(x):
+        if x not in env:  # a parameter or buffer
+            env[x] = head.node_copy(x)
+        return env[x]
+
+    for n in after:
+        if n.op == "placeholder" or (n.op == "output" and outputs is not None):
+            continue
+        env[n] = head.node_copy(n, lookup)
+    if outputs is not None:
+        head.output(outputs({k.name: v for k, v in env.items()}))
+    head.lint()
+    head = GraphModule(root, head)
+    if outputs is not None:  # the outputs left out leave nodes that lead nowhere
+        head.graph.eliminate_dead_code()
+        head.recompile()
+    return features, head, carried
 
 
 class Features(nn.Module):

