@@ -14,7 +14,9 @@
 //! stream; `--loop` starts it over with timestamps that keep rising. `--offsets` gives each
 //! camera a source of its own, camera k of N started k/N of the way into the file, so the
 //! cameras show different moments (their parsing then costs N times as much). Port 0 picks a
-//! free port; each URL is printed on stdout as `serving: URL`.
+//! free port; each URL is printed on stdout as `serving: URL`. `--drop P` makes a lossy
+//! camera: each RTP packet of its video leaves with probability 1 - P (0 ≤ P < 1), drawn from a
+//! seeded generator (`--seed N`, 1 by default) so a run loses the same packets each time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,6 +144,59 @@ fn add_source(pipeline: &gst::Pipeline, source: &str) -> Result<Option<sound::Tr
     Ok(None)
 }
 
+/// The flag's value removed from `rest`, parsed: `--drop 0.05`.
+fn value_flag<T: std::str::FromStr>(rest: &mut Vec<&String>, flag: &str) -> Result<Option<T>> {
+    let Some(i) = rest.iter().position(|a| *a == flag) else {
+        return Ok(None);
+    };
+    let v = rest
+        .get(i + 1)
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("{flag}: a value after it"))?;
+    rest.drain(i..i + 2);
+    Ok(Some(v))
+}
+
+/// Drop each RTP packet the media's video payloader (`pay0`) sends with probability `p`, from
+/// a xorshift generator seeded with `seed`: a camera on a lossy link.
+fn lossy(factory: &gstreamer_rtsp_server::RTSPMediaFactory, p: f64, seed: u64) {
+    use gstreamer_rtsp_server::prelude::*;
+    factory.connect_media_configure(move |_, media| {
+        let Some(pay) = media
+            .element()
+            .downcast::<gst::Bin>()
+            .ok()
+            .and_then(|b| b.by_name("pay0"))
+        else {
+            return;
+        };
+        let state = std::sync::Mutex::new(seed.max(1));
+        let keep = move || {
+            let mut x = state.lock().unwrap();
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            (*x >> 11) as f64 / (1u64 << 53) as f64 >= p
+        };
+        pay.static_pad("src").unwrap().add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, info| match &mut info.data {
+                Some(gst::PadProbeData::Buffer(_)) if !keep() => gst::PadProbeReturn::Drop,
+                Some(gst::PadProbeData::BufferList(list)) => {
+                    let list = list.make_mut();
+                    for i in (0..list.len()).rev() {
+                        if !keep() {
+                            list.remove(i..i + 1);
+                        }
+                    }
+                    gst::PadProbeReturn::Ok
+                }
+                _ => gst::PadProbeReturn::Ok,
+            },
+        );
+    });
+}
+
 /// The flag's value removed from `rest`: `--cameras N`.
 fn count_flag(rest: &mut Vec<&String>, flag: &str) -> Result<Option<usize>> {
     let Some(i) = rest.iter().position(|a| *a == flag) else {
@@ -165,8 +220,13 @@ fn main() -> Result<()> {
         .filter(|a| *a != "--loop" && *a != "--offsets")
         .collect();
     let cameras = count_flag(&mut rest, "--cameras")?.unwrap_or(1);
+    let loss: f64 = value_flag(&mut rest, "--drop")?.unwrap_or(0.0);
+    let seed: u64 = value_flag(&mut rest, "--seed")?.unwrap_or(1);
+    if !(0.0..1.0).contains(&loss) {
+        bail!("--drop {loss}: a probability from 0 to below 1");
+    }
     let [port, path, source] = rest.as_slice() else {
-        bail!("usage: rtsp_serve PORT /PATH (FILE | test:PATTERN:WxH:FPS) [--loop] [--cameras N] [--offsets]");
+        bail!("usage: rtsp_serve PORT /PATH (FILE | test:PATTERN:WxH:FPS) [--loop] [--cameras N] [--offsets] [--drop P] [--seed N]");
     };
     if offsets && source.starts_with("test:") {
         bail!("--offsets starts each camera at its own point of a file; a test pattern has none");
@@ -192,6 +252,13 @@ fn main() -> Result<()> {
         };
         let codec = track.and_then(|t| t.codec);
         taps.push(server.mount(&mount, codec)?);
+        if loss > 0.0 {
+            lossy(
+                &server.factory(&mount).context("the mount just made")?,
+                loss,
+                seed,
+            );
+        }
         urls.push(format!("{}{mount}", server.base));
     }
     for (k, p) in pipes.iter().enumerate() {

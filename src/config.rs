@@ -17,7 +17,7 @@ use crate::endpoint::{
     rtsp_credentials, segment_pattern, split_name, tls, web_view, with_name,
 };
 pub use crate::settings::named::{
-    BoxMaps, Colormap, Deinterlace, DeviceChoice, Encoder, Layout, MethodChoice, Named,
+    BoxMaps, Colormap, Deinterlace, DeviceChoice, Encoder, Layout, MethodChoice, Named, OnDamaged,
     Orientation, Overload, Precision, Progress, Realtime, RtspTransport, WhenBehind,
 };
 use crate::settings::PerStream;
@@ -37,6 +37,8 @@ pub struct RtspSettings {
     /// Reconnect tries in a row (1 s, 2 s, 4 s … apart, at most 30 s) before giving up;
     /// 0: forever.
     pub reconnect_max: u32,
+    /// What becomes of a frame decoded from damaged data.
+    pub on_damaged: OnDamaged,
 }
 
 /// One stream: an input, where its explained frames go, and its own settings.
@@ -374,6 +376,7 @@ impl Stream {
                 latency_ms: s.rtsp_latency_ms,
                 transport: s.rtsp_transport,
                 reconnect_max: s.reconnect_max,
+                on_damaged: s.on_damaged,
             },
             audio: s.audio,
         })

@@ -24,6 +24,9 @@ pub struct Frame {
     /// A live frame not taken into a batch by then is dropped, never explained
     /// (`--max-latency-ms`); None: it waits as long as it takes.
     pub expires: Option<Instant>,
+    /// Decoded from damaged data (RTP packets lost before it, up to the next whole key frame),
+    /// and what becomes of it (`--on-damaged`: never `Skip`, those are left out at the source).
+    pub damaged: Option<crate::settings::named::OnDamaged>,
 }
 
 impl Frame {
@@ -47,6 +50,7 @@ impl Frame {
             pixels,
             arrived: Instant::now(),
             expires: None,
+            damaged: None,
         }
     }
 

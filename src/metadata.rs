@@ -80,6 +80,30 @@ struct Line<'a> {
     /// A detector's boxes, best first (absent for a classifier).
     #[serde(skip_serializing_if = "Option::is_none")]
     boxes: Option<Vec<DetectionJson<'a>>>,
+    /// Decoded from damaged data and explained anyway (`--on-damaged explain`; absent else).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    damaged: bool,
+}
+
+/// A frame decoded from damaged data and not explained (`--on-damaged mark`).
+#[derive(Serialize)]
+struct DamagedLine<'a> {
+    stream: &'a str,
+    frame: u64,
+    pts_ns: Option<u64>,
+    damaged: bool,
+}
+
+/// One JSON object (no newline) for a frame decoded from damaged data and not explained: it
+/// says so, with no class and no map.
+pub fn damaged_line(frame: &crate::frame::Frame, stream: &str) -> String {
+    let l = DamagedLine {
+        stream,
+        frame: frame.index,
+        pts_ns: frame.pts,
+        damaged: true,
+    };
+    serde_json::to_string(&l).expect("metadata serializes")
 }
 
 /// One JSON object (no newline) for an explained frame.
@@ -158,6 +182,7 @@ pub fn line(
                 })
                 .collect()
         }),
+        damaged: e.frame.damaged.is_some(),
     };
     serde_json::to_string(&l).expect("metadata serializes")
 }

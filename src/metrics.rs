@@ -145,7 +145,8 @@ impl Board {
         self.encode_stream_states(e)
     }
 
-    /// Each stream's counters: frames in, out, dropped, undecoded, reconnects, detections.
+    /// Each stream's counters: frames in, out, dropped, undecoded, reconnects, packets lost,
+    /// frames damaged, detections.
     fn encode_stream_counts(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         use std::sync::atomic::Ordering::Relaxed;
         let per =
@@ -179,6 +180,18 @@ impl Board {
             "gradcam_stream_reconnects",
             "Times the stream's lost feed came back",
             per(|s| s.reconnects.load(Relaxed)),
+        )?;
+        counter(
+            e,
+            "gradcam_stream_rtp_packets_lost",
+            "RTP packets of the stream's feed lost on the way (gaps in their sequence numbers)",
+            per(|s| s.packets_lost.load(Relaxed)),
+        )?;
+        counter(
+            e,
+            "gradcam_stream_frames_damaged",
+            "Frames decoded from damaged data (a packet lost before them, up to the next whole key frame)",
+            per(|s| s.damaged.load(Relaxed)),
         )?;
         {
             let mut m = e.encode_descriptor(

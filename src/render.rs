@@ -114,6 +114,9 @@ impl Drawer {
         if !lines.is_empty() {
             label::draw(&mut frame.pixels, w, h, &lines);
         }
+        if draws {
+            damaged_badge(&mut frame);
+        }
         let top = if e.ranked.is_empty() {
             e.top
         } else {
@@ -149,6 +152,7 @@ impl Drawer {
             crate::detections::draw(&mut frame.pixels, w, h, &boxes, &style, |c| {
                 self.class_name(c)
             });
+            damaged_badge(&mut frame);
         }
         Drawn {
             frame,
@@ -159,6 +163,20 @@ impl Drawer {
             boxes,
             cam_tensor: e.cam_tensor,
         }
+    }
+
+    /// A frame decoded from damaged data, not explained: its badge where its stream is drawn
+    /// on, and its metadata line (no class, no map) where the stream wants lines.
+    fn damaged(&self, mut frame: Frame) -> (Frame, Option<String>) {
+        let s = frame.stream;
+        if self.draws.get(s).copied().unwrap_or(true) {
+            damaged_badge(&mut frame);
+        }
+        let line = self.lines.get(s).copied().unwrap_or(false).then(|| {
+            let name = self.names.get(s).map(String::as_str).unwrap_or("");
+            metadata::damaged_line(&frame, name)
+        });
+        (frame, line)
     }
 
     /// The name of class `id` in the model's list ("class N" past its end).
@@ -183,6 +201,14 @@ impl Drawer {
                 format!("{mark}{}. {} {:.2}", r + 1, name(c.class), c.prob)
             })
             .collect()
+    }
+}
+
+/// A frame decoded from damaged data says so: "damaged" in the top-right corner.
+fn damaged_badge(frame: &mut Frame) {
+    if frame.damaged.is_some() {
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        label::draw_at(&mut frame.pixels, w, h, (w, 0), &["damaged".to_owned()]);
     }
 }
 
@@ -237,14 +263,45 @@ impl Renderer {
 
     /// The finished frames with what was drawn on each, in the batch's order.
     pub fn render_drawn(&mut self, batch: Vec<Explained>) -> Result<Vec<Drawn>> {
+        Ok(self
+            .render_all(batch, Vec::new())?
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect())
+    }
+
+    /// The finished frames of `batch` and the `damaged` frames passed on unexplained
+    /// (`--on-damaged mark`: shown as decoded with their badge, each metadata line saying so),
+    /// each in its place among its stream's frames; their metadata lines written in that order.
+    pub fn render_all(
+        &mut self,
+        batch: Vec<Explained>,
+        damaged: Vec<Frame>,
+    ) -> Result<Vec<Result<Drawn, Frame>>> {
         let drawer = &self.drawer;
         let drawn = parallel::map_in_order(batch, self.threads, |e| drawer.draw(e));
-        let mut frames = Vec::with_capacity(drawn.len());
-        for (d, line) in drawn {
-            if let (Some(Some(m)), Some(line)) = (self.metadata.get_mut(d.frame.stream), line) {
+        let mut out: Vec<(Result<Drawn, Frame>, Option<String>)> =
+            drawn.into_iter().map(|(d, line)| (Ok(d), line)).collect();
+        if !damaged.is_empty() {
+            out.extend(damaged.into_iter().map(|f| {
+                let (f, line) = self.drawer.damaged(f);
+                (Err(f), line)
+            }));
+            out.sort_by_key(|(o, _)| match o {
+                Ok(d) => (d.frame.stream, d.frame.index),
+                Err(f) => (f.stream, f.index),
+            });
+        }
+        let mut frames = Vec::with_capacity(out.len());
+        for (o, line) in out {
+            let s = match &o {
+                Ok(d) => d.frame.stream,
+                Err(f) => f.stream,
+            };
+            if let (Some(Some(m)), Some(line)) = (self.metadata.get_mut(s), line) {
                 m.line(&line).context("writing metadata")?;
             }
-            frames.push(d);
+            frames.push(o);
         }
         Ok(frames)
     }

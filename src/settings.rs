@@ -19,8 +19,8 @@ mod declare;
 pub mod named;
 
 use named::{
-    BoxMaps, Colormap, Deinterlace, DeviceChoice, Encoder, Layout, MethodChoice, Orientation,
-    Overload, Precision, Progress, Realtime, RtspTransport, WhenBehind,
+    BoxMaps, Colormap, Deinterlace, DeviceChoice, Encoder, Layout, MethodChoice, OnDamaged,
+    Orientation, Overload, Precision, Progress, Realtime, RtspTransport, WhenBehind,
 };
 
 /// `class = 285` or `class = "tabby"` in the file; `--class` always gives text (`285` or `tabby`),
@@ -358,6 +358,13 @@ declare! {
         /// frames that would be dropped; `all` decodes every frame
         #[arg(long, value_name = "key-frames|all")]
         when_behind: WhenBehind = WhenBehind::KeyFrames;
+
+        /// A frame of an RTSP camera decoded from damaged data (RTP packets lost before it, up to
+        /// the next whole key frame): `mark` shows and records it as decoded with a "damaged"
+        /// badge and no map, its metadata line saying `"damaged": true`; `skip` leaves it out of
+        /// the outputs and the model; `explain` explains it anyway, badge kept
+        #[arg(long, value_name = "mark|skip|explain")]
+        on_damaged: OnDamaged = OnDamaged::Mark;
     }
 }
 

@@ -26,6 +26,10 @@ pub struct Stats {
     pub undecoded: AtomicU64,
     /// Times a dropped live feed was reconnected.
     pub reconnects: AtomicU64,
+    /// RTP packets of a live feed lost on the way (gaps in their sequence numbers).
+    pub packets_lost: AtomicU64,
+    /// Frames decoded from data with a gap (a lost packet, up to the next whole key frame).
+    pub damaged: AtomicU64,
     /// Latency from the appsink to the appsrc: the whole run and the window since the last
     /// stats line.
     latency: Mutex<(Histogram, Histogram)>,
@@ -85,6 +89,18 @@ impl Tally {
     pub fn undecoded(&self) {
         self.stream.undecoded.fetch_add(1, Relaxed);
         self.all.undecoded.fetch_add(1, Relaxed);
+    }
+
+    /// RTP packets of the feed were lost on the way.
+    pub fn packets_lost(&self, n: u64) {
+        self.stream.packets_lost.fetch_add(n, Relaxed);
+        self.all.packets_lost.fetch_add(n, Relaxed);
+    }
+
+    /// A frame was decoded from damaged data.
+    pub fn damaged(&self) {
+        self.stream.damaged.fetch_add(1, Relaxed);
+        self.all.damaged.fetch_add(1, Relaxed);
     }
 
     /// A frame reached its outputs, `latency` after the appsink had it.
@@ -178,6 +194,8 @@ impl Default for Stats {
             dropped: AtomicU64::new(0),
             undecoded: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            packets_lost: AtomicU64::new(0),
+            damaged: AtomicU64::new(0),
             total: AtomicU64::new(0),
             encoders: AtomicU64::new(0),
             latency: Mutex::new((Histogram::default(), Histogram::default())),
@@ -412,7 +430,7 @@ impl Histogram {
     }
 }
 
-/// `in=… out=… dropped=… reconnects=… fps=… latency_p50=…ms latency_p95=…ms busy: source=…%
+/// `in=… out=… dropped=… reconnects=… [packets_lost=… damaged=…] fps=… latency_p50=…ms latency_p95=…ms busy: source=…%
 /// model=…% overlay=…% output=…% queue_wait=…ms [gpu_mem=…MiB]`: the counters a stats line
 /// shows, fps and shares over the `secs` between `from` and `to`.
 fn stats_fields(
@@ -442,8 +460,17 @@ fn stats_fields(
         0 => String::new(),
         b => format!(" gpu_mem={}MiB", b >> 20),
     };
+    // A lossy RTP feed's: packets lost on the way, frames decoded from damaged data.
+    let (lost, damaged) = (
+        stats.packets_lost.load(Relaxed),
+        stats.damaged.load(Relaxed),
+    );
+    let lossy = match lost + damaged {
+        0 => String::new(),
+        _ => format!(" packets_lost={lost} damaged={damaged}"),
+    };
     format!(
-        "in={} out={} dropped={} reconnects={} fps={:.1} latency_p50={p50}ms latency_p95={p95}ms \
+        "in={} out={} dropped={} reconnects={}{lossy} fps={:.1} latency_p50={p50}ms latency_p95={p95}ms \
          busy: source={:.0}% model={:.0}% overlay={:.0}% output={:.0}% queue_wait={queue_ms}ms{memory}",
         stats.received.load(Relaxed),
         stats.written.load(Relaxed),

@@ -25,6 +25,9 @@ pub struct Delivery {
     /// Live frames dropped since the last delivery for waiting past their bound (their
     /// streams, one entry a frame): never explained, counted by the receiver.
     pub expired: Vec<usize>,
+    /// Frames decoded from damaged data, passed on unexplained (`--on-damaged mark`), in their
+    /// streams' order; the receiver puts each among `explained` by its index.
+    pub damaged: Vec<Frame>,
 }
 
 /// A stream's queue, as it is handed to a running worker: the stream's id (`Frame::stream` of
@@ -411,8 +414,17 @@ struct Loop<'a> {
 /// Whether the loop goes on: false once the output stage is gone (it reports its own error).
 type GoOn = bool;
 
-/// A batch queued on the device, with the streams that end after it.
-type OnDevice = (Pending, Vec<usize>);
+/// A batch queued on the device, with the streams that end after it and the damaged frames
+/// taken with it (passed on unexplained beside its results).
+type OnDevice = (Pending, Vec<usize>, Vec<Frame>);
+
+/// The frames of `batch` to explain, and those decoded from damaged data that are only marked
+/// (`--on-damaged mark`).
+fn set_damaged_aside(batch: Vec<Frame>) -> (Vec<Frame>, Vec<Frame>) {
+    batch
+        .into_iter()
+        .partition(|f| f.damaged != Some(crate::settings::named::OnDamaged::Mark))
+}
 
 impl Loop<'_> {
     /// Queue a batch on the device; both halves of a batch count as the model's busy time,
@@ -428,9 +440,14 @@ impl Loop<'_> {
         Ok(queued)
     }
 
-    /// Hand on a batch's results (if any), the streams that end after it and the streams of
-    /// the frames dropped past their bound since the last delivery.
-    fn deliver(&mut self, p: Option<Pending>, ended: Vec<usize>) -> Result<GoOn> {
+    /// Hand on a batch's results (if any), the streams that end after it, its damaged frames
+    /// and the streams of the frames dropped past their bound since the last delivery.
+    fn deliver(
+        &mut self,
+        p: Option<Pending>,
+        ended: Vec<usize>,
+        damaged: Vec<Frame>,
+    ) -> Result<GoOn> {
         let expired = take(&mut self.batcher.expired);
         let explained = match p {
             Some(p) => {
@@ -458,24 +475,34 @@ impl Loop<'_> {
                 explained,
                 ended,
                 expired,
+                damaged,
             })
             .is_ok())
     }
 
     /// The device works on `p`: gather the next batch meanwhile, and queue it as soon as it
     /// is full or the device is free. What is still on the device afterwards.
-    fn overlap(&mut self, p: Pending, ended: Vec<usize>) -> Result<(GoOn, Option<OnDevice>)> {
+    fn overlap(&mut self, (p, ended, damaged): OnDevice) -> Result<(GoOn, Option<OnDevice>)> {
         let room = self.batcher.take_queued();
         let closed = self.batcher.inputs_closed();
         if (!room || closed) && !self.batcher.next.is_empty() {
             let (next, next_ended) = self.batcher.take_batch();
+            let (next, next_damaged) = set_damaged_aside(next);
+            if next.is_empty() {
+                // Only marked frames: nothing for the device; they follow this batch's results.
+                let go_on = self.deliver(Some(p), ended, damaged)?;
+                return Ok((go_on && self.deliver(None, next_ended, next_damaged)?, None));
+            }
             let next = self.submit(next)?;
-            Ok((self.deliver(Some(p), ended)?, Some((next, next_ended))))
+            Ok((
+                self.deliver(Some(p), ended, damaged)?,
+                Some((next, next_ended, next_damaged)),
+            ))
         } else if p.done() || closed {
-            Ok((self.deliver(Some(p), ended)?, None))
+            Ok((self.deliver(Some(p), ended, damaged)?, None))
         } else {
             self.batcher.wait_any(Some(POLL));
-            Ok((true, Some((p, ended))))
+            Ok((true, Some((p, ended, damaged))))
         }
     }
 }
@@ -489,8 +516,8 @@ fn run(engine: Engine, batcher: Batcher, results: &Sender<Delivery>, stats: &Sta
     };
     let mut pending: Option<OnDevice> = None;
     loop {
-        if let Some((p, ended)) = pending.take() {
-            let (go_on, still) = w.overlap(p, ended)?;
+        if let Some(on_device) = pending.take() {
+            let (go_on, still) = w.overlap(on_device)?;
             if !go_on {
                 return Ok(());
             }
@@ -500,15 +527,16 @@ fn run(engine: Engine, batcher: Batcher, results: &Sender<Delivery>, stats: &Sta
         let Some((batch, ended)) = w.batcher.complete() else {
             return Ok(());
         };
+        let (batch, damaged) = set_damaged_aside(batch);
         let go_on = if batch.is_empty() {
-            w.deliver(None, ended)?
+            w.deliver(None, ended, damaged)?
         } else {
             let queued = w.submit(batch)?;
             if w.engine.pipelined() {
-                pending = Some((queued, ended));
+                pending = Some((queued, ended, damaged));
                 true
             } else {
-                w.deliver(Some(queued), ended)?
+                w.deliver(Some(queued), ended, damaged)?
             }
         };
         if !go_on {

@@ -57,9 +57,24 @@ pub(super) fn spawn_renderer(
         .spawn(move || -> Result<Renderer> {
             for delivery in delivered.iter() {
                 let busy = Instant::now();
-                let drawn = renderer.render_drawn(delivery.explained)?;
+                // Frames decoded from damaged data go out unexplained, each in its place
+                // among its stream's explained frames.
+                let out = renderer.render_all(delivery.explained, delivery.damaged)?;
                 render_stats.add_busy(Stage::Overlay, busy.elapsed());
-                for d in drawn {
+                for o in out {
+                    let d = match o {
+                        Ok(d) => d,
+                        Err(frame) => {
+                            let s = frame.stream;
+                            if senders[s]
+                                .as_ref()
+                                .is_some_and(|tx| tx.send(frame).is_err())
+                            {
+                                senders[s] = None;
+                            }
+                            continue;
+                        }
+                    };
                     for b in &d.boxes {
                         tallies[d.frame.stream]
                             .stream

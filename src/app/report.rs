@@ -87,6 +87,8 @@ pub(super) fn losses(stats: &Stats) -> String {
         dropped,
         undecoded,
         reconnects,
+        packets_lost,
+        damaged,
     } = super::tap::Losses::of(stats);
     let mut out = String::new();
     if dropped > 0 {
@@ -100,6 +102,11 @@ pub(super) fn losses(stats: &Stats) -> String {
     if reconnects > 0 {
         let s = if reconnects == 1 { "" } else { "s" };
         out.push_str(&format!(", {reconnects} reconnect{s}"));
+    }
+    if packets_lost + damaged > 0 {
+        out.push_str(&format!(
+            ", {packets_lost} RTP packets lost, {damaged} frames decoded from damaged data"
+        ));
     }
     out
 }

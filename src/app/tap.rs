@@ -84,12 +84,15 @@ pub struct Totals {
 }
 
 /// Frames a run lost: dropped while the model was behind a live source, left undecoded (key
-/// frames only while behind), and the reconnections of its sources.
+/// frames only while behind), and the reconnections of its sources; an RTP feed's packets
+/// lost on the way and the frames decoded from damaged data.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Losses {
     pub dropped: u64,
     pub undecoded: u64,
     pub reconnects: u64,
+    pub packets_lost: u64,
+    pub damaged: u64,
 }
 
 impl Losses {
@@ -98,6 +101,8 @@ impl Losses {
             dropped: s.dropped.load(Relaxed),
             undecoded: s.undecoded.load(Relaxed),
             reconnects: s.reconnects.load(Relaxed),
+            packets_lost: s.packets_lost.load(Relaxed),
+            damaged: s.damaged.load(Relaxed),
         }
     }
 }

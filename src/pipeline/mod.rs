@@ -324,6 +324,7 @@ impl<'a> BusLoop<'a> {
                 paced: st.paced,
                 window: st.window,
                 sound: sink.sound.clone().map(sound::Handoff::new),
+                damage: None,
             };
             st.stats
                 .encoders

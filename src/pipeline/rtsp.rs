@@ -397,6 +397,11 @@ impl Server {
         self.mounts.push(feeds.clone());
         Ok(feeds)
     }
+
+    /// The media factory mounted at `path` (to watch or change each media it makes).
+    pub fn factory(&self, path: &str) -> Option<rtsp::RTSPMediaFactory> {
+        Some(self.server.mount_points()?.match_(path).0)
+    }
 }
 
 impl Drop for Server {

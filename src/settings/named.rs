@@ -185,6 +185,18 @@ named!(
     }
 );
 named!(
+    /// What becomes of a frame decoded from damaged data (an RTP packet lost before it, up to
+    /// the next whole key frame).
+    OnDamaged, "on_damaged", "GradcamOnDamaged", "mark, skip or explain" {
+        /// Shown and recorded as decoded, with a "damaged" badge and no map.
+        Mark = "mark",
+        /// Left out of the outputs and the model.
+        Skip = "skip",
+        /// Explained as any frame, the badge kept.
+        Explain = "explain",
+    }
+);
+named!(
     /// Where a detector's box maps are drawn: inside each box, or over the whole frame.
     BoxMaps, "box_maps", "GradcamBoxMaps", "inside or full" { Inside = "inside", Full = "full", }
 );

@@ -15,8 +15,9 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
 use super::clock::LiveClock;
+use super::damage::DamageLog;
 use super::window::{Place, Window};
-use crate::config::Overload;
+use crate::config::{OnDamaged, Overload};
 use crate::frame::Frame;
 use crate::pipeline::sound;
 use crate::pipeline::times::{running_time, stream_time};
@@ -75,6 +76,9 @@ pub struct Handoff {
     pub window: Option<Window>,
     /// Where the input's sound goes (None: nowhere, or it has none).
     pub sound: Option<sound::Handoff>,
+    /// An RTP feed's damaged units (set where the source is built), and what becomes of the
+    /// frames decoded from them.
+    pub damage: Option<(DamageLog, OnDamaged)>,
 }
 
 pub(super) fn set_callback(sink: &gst_app::AppSink, h: Handoff, live: Option<LiveClock>) {
@@ -99,6 +103,12 @@ pub(super) fn set_callback(sink: &gst_app::AppSink, h: Handoff, live: Option<Liv
                 if h.max_frames.is_some_and(|max| i >= max) {
                     return Err(gst::FlowError::Eos);
                 }
+                let damaged = damaged(&h, &sample, raw);
+                if damaged == Some(OnDamaged::Skip) {
+                    // Counted as given and damaged; left out of the model and the outputs.
+                    h.tally.received((i == 0).then_some(0));
+                    return Ok(gst::FlowSuccess::Ok);
+                }
                 let Some(mut frame) = to_frame(&sample, h.stream, i) else {
                     gst::element_error!(
                         appsink,
@@ -116,6 +126,7 @@ pub(super) fn set_callback(sink: &gst_app::AppSink, h: Handoff, live: Option<Liv
                     (None, None) => pts,
                 };
                 frame.expires = h.max_latency.map(|d| frame.arrived + d);
+                frame.damaged = damaged;
                 let expected = || match &h.window {
                     Some(w) => w.frames(appsink, frame.rate),
                     None => expected_frames(appsink, frame.rate),
@@ -134,6 +145,20 @@ pub(super) fn set_callback(sink: &gst_app::AppSink, h: Handoff, live: Option<Liv
             })
             .build(),
     );
+}
+
+/// Whether the sample was decoded from damaged data (the depayloader's mark by its timestamp
+/// `raw`, or the decoder's CORRUPTED flag), and what becomes of it; counted.
+fn damaged(h: &Handoff, sample: &gst::Sample, raw: Option<gst::ClockTime>) -> Option<OnDamaged> {
+    let (log, on) = h.damage.as_ref()?;
+    let corrupted = sample
+        .buffer()
+        .is_some_and(|b| b.flags().contains(gst::BufferFlags::CORRUPTED));
+    let marked = raw.is_some_and(|t| log.lock().is_ok_and(|mut d| d.frame(t.nseconds())));
+    (corrupted || marked).then(|| {
+        h.tally.damaged();
+        *on
+    })
 }
 
 /// Into the stream's queue, by its overload policy: a live stream drops its oldest waiting
@@ -218,6 +243,7 @@ pub fn frame_from_buffer(
         pixels,
         arrived: Instant::now(),
         expires: None,
+        damaged: None,
     })
 }
 

@@ -30,6 +30,7 @@ use crate::config::{Input, RtspSettings, RtspTransport};
 
 mod behind;
 mod clock;
+mod damage;
 mod handoff;
 mod window;
 
@@ -79,7 +80,7 @@ pub struct Prepare {
 pub fn build(
     input: &Input,
     rtsp: &RtspSettings,
-    handoff: Handoff,
+    mut handoff: Handoff,
     prepare: Prepare,
 ) -> Result<Source> {
     let pipeline = gst::Pipeline::with_name("source");
@@ -141,6 +142,11 @@ pub fn build(
         pipeline.by_name("decode"),
     ) {
         key_frames_while_behind(&decode, handoff.tally.clone());
+    }
+    if let (Input::Rtsp { .. }, Some(decode)) = (input, pipeline.by_name("decode")) {
+        let log = damage::DamageLog::default();
+        damage::watch(&decode, log.clone(), handoff.tally.clone());
+        handoff.damage = Some((log, rtsp.on_damaged));
     }
     if let (Some(out), Some(decode)) = (&handoff.sound, pipeline.by_name("decode")) {
         add_sound(&pipeline, &decode, out.clone(), &handoff, live.clone())?;
@@ -465,6 +471,7 @@ mod tests {
             paced: false,
             window: None,
             sound: None,
+            damage: None,
         }
     }
 
@@ -480,6 +487,7 @@ mod tests {
             latency_ms: 200,
             transport: RtspTransport::Auto,
             reconnect_max: 0,
+            on_damaged: crate::config::OnDamaged::Mark,
         };
         let both = Prepare {
             deinterlace: true,

@@ -1,0 +1,179 @@
+//! A lossy camera link: a test camera (examples/rtsp_serve.rs `--drop P`, seeded) loses a share
+//! of its RTP packets on the way. Frames decoded from damaged data are known, counted, and
+//! never explained as if whole: marked (no map, a badge), skipped, or explained with the badge.
+
+mod common;
+
+use anyhow::Result;
+use common::*;
+use serde_json::Value;
+
+const CAMERA: &str = "test:ball:640x360:25";
+
+/// Six seconds of a camera losing `drop` of its packets, explained with `on_damaged`: the
+/// metadata lines, the run's log and the output video.
+fn lossy_run(
+    dir: &std::path::Path,
+    loss: &str,
+    on_damaged: &str,
+) -> Result<(Vec<Value>, String, std::path::PathBuf)> {
+    let server = Running::rtsp_cameras(0, "/cam", CAMERA, &["--drop", loss])?;
+    let out = dir.join(format!("{on_damaged}-{loss}.mp4"));
+    let meta = dir.join(format!("{on_damaged}-{loss}.jsonl"));
+    let o = explain(
+        &server.url()?,
+        out.to_str().unwrap(),
+        fixture().to_str().unwrap(),
+        &[
+            "--duration",
+            "6",
+            "--on-damaged",
+            on_damaged,
+            "--metadata",
+            meta.to_str().unwrap(),
+            "--on-overload",
+            "block",
+            "--stats",
+            "2",
+        ],
+    )?;
+    drop(server);
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    Ok((metadata(&meta)?, log, out))
+}
+
+/// The done line's `N RTP packets lost, M frames decoded from damaged data` (0, 0 if absent).
+fn losses(log: &str) -> (u64, u64) {
+    let Some(done) = log.lines().find(|l| l.starts_with("done:")) else {
+        return (0, 0);
+    };
+    let number_before = |what: &str| {
+        done.find(what)
+            .and_then(|i| done[..i].trim_end().rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        number_before(" RTP packets lost"),
+        number_before(" frames decoded from damaged data"),
+    )
+}
+
+/// The run's last stats line (`stats: total …`), its fields by name.
+fn total_stats(log: &str) -> std::collections::HashMap<String, String> {
+    log.lines()
+        .find(|l| l.starts_with("stats: total "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The share of strongly coloured pixels in each frame of `video` (a heatmap's colours; the
+/// test camera's picture and the badge are grey).
+fn coloured_shares(dir: &std::path::Path, video: &std::path::Path) -> Result<Vec<f64>> {
+    let raw = dir.join("frames.rgbx");
+    raw_frames(video, &raw)?;
+    let bytes = std::fs::read(&raw)?;
+    Ok(bytes
+        .chunks_exact(640 * 360 * 4)
+        .map(|f| {
+            let coloured = f
+                .chunks_exact(4)
+                .filter(|p| {
+                    let (hi, lo) = (p[..3].iter().max().unwrap(), p[..3].iter().min().unwrap());
+                    hi - lo > 80
+                })
+                .count();
+            coloured as f64 / (640 * 360) as f64
+        })
+        .collect())
+}
+
+#[test]
+fn a_whole_feed_has_no_damage_and_a_lossy_ones_damaged_frames_carry_no_map() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (lines, log, _) = lossy_run(dir.path(), "0", "mark")?;
+    assert!(lines.len() > 100, "{} frames\n{log}", lines.len());
+    assert!(lines.iter().all(|l| l.get("damaged").is_none()), "{log}");
+    assert_eq!(losses(&log), (0, 0), "{log}");
+    assert!(!log.contains("packets_lost="), "{log}");
+
+    let (lines, log, out) = lossy_run(dir.path(), "0.02", "mark")?;
+    let (lost, damaged) = losses(&log);
+    assert!(lost > 0 && damaged > 0, "{log}");
+    let marked: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].get("damaged").is_some())
+        .collect();
+    assert_eq!(
+        marked.len() as u64,
+        damaged,
+        "every damaged frame has its line\n{log}"
+    );
+    assert!(marked.len() < lines.len(), "some frames are whole\n{log}");
+    for &i in &marked {
+        let l = &lines[i];
+        assert_eq!(l["damaged"], true);
+        assert!(l.get("cam").is_none() && l.get("class").is_none(), "{l}");
+    }
+    let indices: Vec<u64> = lines.iter().map(|l| l["frame"].as_u64().unwrap()).collect();
+    assert!(
+        indices.windows(2).all(|w| w[0] < w[1]),
+        "lines in order: {indices:?}"
+    );
+    let shares = coloured_shares(dir.path(), &out)?;
+    assert_eq!(shares.len(), lines.len(), "every frame is in the video");
+    for &i in &marked {
+        assert!(
+            shares[i] < 0.01,
+            "damaged frame {i}: {:.3} coloured",
+            shares[i]
+        );
+    }
+    let whole: Vec<f64> = (0..lines.len())
+        .filter(|i| !marked.contains(i))
+        .map(|i| shares[i])
+        .collect();
+    assert!(
+        whole.iter().filter(|&&s| s > 0.2).count() * 2 > whole.len(),
+        "whole frames carry the heatmap: {whole:?}"
+    );
+    // The stats line counts the loss too.
+    let total = total_stats(&log);
+    assert_eq!(total["packets_lost"], lost.to_string(), "{log}");
+    assert_eq!(total["damaged"], damaged.to_string(), "{log}");
+    Ok(())
+}
+
+#[test]
+fn skipped_damaged_frames_are_left_out_and_explained_ones_keep_the_badge() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (lines, log, out) = lossy_run(dir.path(), "0.05", "skip")?;
+    let (lost, damaged) = losses(&log);
+    assert!(lost > 0 && damaged > 0, "{log}");
+    assert!(lines
+        .iter()
+        .all(|l| l.get("damaged").is_none() && l.get("cam").is_some()));
+    assert_eq!(
+        coloured_shares(dir.path(), &out)?.len(),
+        lines.len(),
+        "the video holds the explained frames only"
+    );
+    let given: u64 = total_stats(&log)["in"].parse()?;
+    assert_eq!(given, lines.len() as u64 + damaged, "{log}");
+
+    let (lines, log, _) = lossy_run(dir.path(), "0.05", "explain")?;
+    let (_, damaged) = losses(&log);
+    let explained_damaged = lines
+        .iter()
+        .filter(|l| l.get("damaged") == Some(&Value::Bool(true)))
+        .inspect(|l| assert!(l.get("cam").is_some() && l.get("class").is_some(), "{l}"))
+        .count();
+    assert!(damaged > 0, "{log}");
+    assert_eq!(explained_damaged as u64, damaged, "{log}");
+    Ok(())
+}
