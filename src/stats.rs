@@ -28,6 +28,8 @@ pub struct Stats {
     pub reconnects: AtomicU64,
     /// RTP packets of a live feed lost on the way (gaps in their sequence numbers).
     pub packets_lost: AtomicU64,
+    /// Its packets received and lost over the last minute.
+    loss: Mutex<LossWindow>,
     /// Frames decoded from data with a gap (a lost packet, up to the next whole key frame).
     pub damaged: AtomicU64,
     /// Latency from the appsink to the appsrc: the whole run and the window since the last
@@ -91,10 +93,14 @@ impl Tally {
         self.all.undecoded.fetch_add(1, Relaxed);
     }
 
-    /// RTP packets of the feed were lost on the way.
-    pub fn packets_lost(&self, n: u64) {
-        self.stream.packets_lost.fetch_add(n, Relaxed);
-        self.all.packets_lost.fetch_add(n, Relaxed);
+    /// An RTP packet of the feed came, `lost` packets after the one before it were lost.
+    pub fn rtp_packet(&self, lost: u64) {
+        for s in [&self.stream, &self.all] {
+            s.packets_lost.fetch_add(lost, Relaxed);
+            if let Ok(mut w) = s.loss.lock() {
+                w.add(s.created.elapsed().as_secs(), lost);
+            }
+        }
     }
 
     /// A frame was decoded from damaged data.
@@ -115,6 +121,41 @@ impl Tally {
     pub fn reconnected(&self) {
         self.stream.reconnects.fetch_add(1, Relaxed);
         self.all.reconnects.fetch_add(1, Relaxed);
+    }
+}
+
+/// Packets received and lost, a bucket a second over the last minute.
+#[derive(Debug)]
+struct LossWindow {
+    /// (second since the stats began, packets received, packets lost), by second modulo 60.
+    buckets: [(u64, u64, u64); 60],
+}
+
+impl Default for LossWindow {
+    fn default() -> Self {
+        LossWindow {
+            buckets: [(0, 0, 0); 60],
+        }
+    }
+}
+
+impl LossWindow {
+    fn add(&mut self, second: u64, lost: u64) {
+        let b = &mut self.buckets[(second % 60) as usize];
+        if b.0 != second {
+            *b = (second, 0, 0);
+        }
+        b.1 += 1;
+        b.2 += lost;
+    }
+
+    fn percent(&self, now: u64) -> Option<f64> {
+        let (got, lost) = self
+            .buckets
+            .iter()
+            .filter(|b| b.0 + 60 > now && b.0 <= now)
+            .fold((0, 0), |(g, l), b| (g + b.1, l + b.2));
+        (got + lost > 0).then(|| 100.0 * lost as f64 / (got + lost) as f64)
     }
 }
 
@@ -195,6 +236,7 @@ impl Default for Stats {
             undecoded: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             packets_lost: AtomicU64::new(0),
+            loss: Mutex::default(),
             damaged: AtomicU64::new(0),
             total: AtomicU64::new(0),
             encoders: AtomicU64::new(0),
@@ -239,6 +281,13 @@ impl Stats {
     /// Time since the first frame arrived (since creation while none has).
     pub fn elapsed(&self) -> Duration {
         self.first_frame.get().unwrap_or(&self.created).elapsed()
+    }
+
+    /// The share of an RTP feed's packets lost over the last minute, in percent (None: no
+    /// packets in that time, or not an RTP feed).
+    pub fn loss_percent(&self) -> Option<f64> {
+        let w = self.loss.lock().ok()?;
+        w.percent(self.created.elapsed().as_secs())
     }
 
     pub fn fps(&self) -> f64 {
@@ -639,6 +688,25 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_loss_share_covers_the_last_minute_only() {
+        let mut w = LossWindow::default();
+        assert_eq!(w.percent(0), None);
+        // Second 0: 99 packets came, one after a gap of 1; second 30: 50 came whole.
+        for i in 0..99 {
+            w.add(0, u64::from(i == 50));
+        }
+        for _ in 0..50 {
+            w.add(30, 0);
+        }
+        assert_eq!(w.percent(30), Some(100.0 / 150.0));
+        // A minute on, second 0 has left the window; second 70 reuses its bucket.
+        assert_eq!(w.percent(65), Some(0.0));
+        w.add(70, 3);
+        assert_eq!(w.percent(70), Some(100.0 * 3.0 / 54.0));
+        assert_eq!(w.percent(200), None);
+    }
 
     #[test]
     fn quantiles_of_known_latencies() {

@@ -591,3 +591,44 @@ fn quantile(v: &[f64], q: f64) -> f64 {
         .copied()
         .unwrap_or(f64::NAN)
 }
+
+#[test]
+fn a_lossy_cameras_tile_shows_its_loss_and_the_metrics_count_it() -> Result<()> {
+    // A camera losing 5% of its RTP packets (examples/rtsp_serve --drop, seeded).
+    let camera = Running::rtsp_cameras(0, "/cam", "test:ball:640x360:25", &["--drop", "0.05"])?;
+    let run = Running::explain(&[
+        "--input",
+        &format!("door={}", camera.url()?),
+        "--model",
+        fixture().to_str().unwrap(),
+        "--web",
+        "127.0.0.1:0",
+        "--progress",
+        "none",
+    ])?;
+    let url = web_url(&run)?;
+    let r = browser(&["tile-loss", &url, "door"])?;
+    println!("door: {}", r["figures"]["counts"]);
+    let s = &streams(&url)?["door"];
+    let percent = s["loss_percent"].as_f64().context("a loss share")?;
+    assert!(percent > 0.0 && percent < 50.0, "{s}");
+    assert!(s["packets_lost"].as_u64() > Some(0) && s["frames_damaged"].as_u64() > Some(0));
+    let (code, body) = http_get(&format!("{url}/metrics"))?;
+    anyhow::ensure!(code == 200, "/metrics answered {code}");
+    let parsed = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))?;
+    for name in [
+        "gradcam_stream_rtp_packets_lost_total",
+        "gradcam_stream_frames_damaged_total",
+    ] {
+        let sample = parsed
+            .samples
+            .iter()
+            .find(|m| m.metric == name && m.labels.get("stream") == Some("door"))
+            .with_context(|| format!("{name}{{stream=\"door\"}} in /metrics"))?;
+        match sample.value {
+            prometheus_parse::Value::Counter(v) => assert!(v > 0.0, "{name} {v}"),
+            ref v => bail!("{name} is not a counter: {v:?}"),
+        }
+    }
+    Ok(())
+}

@@ -365,6 +365,24 @@ def tile_state(args):
     print(json.dumps({"ok": True, "figures": {"state": state, "reason": reason}}))
 
 
+def tile_loss(args):
+    """Tile NAME shows its camera's packet loss over the last minute, above zero, and its
+    damaged frames."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        ctx = browser(p, args)
+        page = ctx.new_page()
+        page.goto(args.url + "/")
+        sel = f'[data-stream="{args.name}"] .counts'
+        wait_until(page, f"() => {{ const c = document.querySelector('{sel}'); const m = c && "
+                         "c.textContent.match(/([0-9.]+)% packets lost \\(last minute\\) · ([0-9]+) damaged/); "
+                         "return m && parseFloat(m[1]) > 0 && parseInt(m[2]) > 0; }",
+                   20, f"tile {args.name} showing its packet loss")
+        text = page.inner_text(sel)
+        ctx.close()
+    print(json.dumps({"ok": True, "figures": {"counts": text}}))
+
+
 def latency(args):
     from playwright.sync_api import sync_playwright
     names = args.streams.split(",")
@@ -398,6 +416,7 @@ def main():
     args.url = args.url.rstrip("/")
     commands = {"overview": overview, "stream": stream, "viewers": viewers, "recordings": recordings,
                 "record-ws": record_ws, "stall": stall, "latency": latency, "tile-state": tile_state,
+                "tile-loss": tile_loss,
                 "clients": clients}
     if args.command not in commands:
         fail(f"unknown command {args.command}; use {', '.join(commands)}")

@@ -168,6 +168,13 @@ function stateBadge(node, s) {
   node.className = `state ${s.state}`;
 }
 
+/// An RTSP camera's packet loss over the last minute and its damaged frames (nothing for
+/// other inputs).
+function lossText(s) {
+  if (s.loss_percent === undefined) return '';
+  return ` · ${s.loss_percent.toFixed(1)}% packets lost (last minute) · ${s.frames_damaged} damaged`;
+}
+
 /// The overview: a tile a stream, each playing live.
 export async function overview(root) {
   const tiles = new Map();
@@ -195,7 +202,7 @@ export async function overview(root) {
       }
       stateBadge(t.state, s);
       const fps = t.rate.update(s.frames_out);
-      t.counts.textContent = `${fps === null ? '–' : fps.toFixed(1)} fps · ${s.dropped} dropped`;
+      t.counts.textContent = `${fps === null ? '–' : fps.toFixed(1)} fps · ${s.dropped} dropped${lossText(s)}`;
       t.reason.textContent = s.reason || '';
     }
   };
@@ -248,7 +255,7 @@ export async function streamPage(name) {
     const fps = rate.update(s.frames_out);
     const st = player.stats;
     status.textContent = `${s.state}${s.reason ? ' (' + s.reason + ')' : ''} · ${fps === null ? '–' : fps.toFixed(1)} fps · ` +
-      `${s.dropped} dropped · latency p50 ${st.latency_p50_ms ?? '–'} ms, p95 ${st.latency_p95_ms ?? '–'} ms over ${st.frames} frames`;
+      `${s.dropped} dropped${lossText(s)} · latency p50 ${st.latency_p50_ms ?? '–'} ms, p95 ${st.latency_p95_ms ?? '–'} ms over ${st.frames} frames`;
     timeline.draw();
   };
   setInterval(refresh, 1000);

@@ -327,6 +327,12 @@ struct StreamJson {
     frames_out: u64,
     dropped: u64,
     reconnects: u64,
+    /// An RTP feed's: packets lost, and their share over the last minute (percent; absent
+    /// for other inputs), and frames decoded from damaged data.
+    packets_lost: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loss_percent: Option<f64>,
+    frames_damaged: u64,
     viewers: usize,
     encoders: u64,
     verdict: Option<hub::Verdict>,
@@ -363,6 +369,9 @@ async fn api_streams(State(site): State<Site>) -> Response {
                 frames_out: s.written.load(Relaxed),
                 dropped: s.dropped.load(Relaxed),
                 reconnects: s.reconnects.load(Relaxed),
+                packets_lost: s.packets_lost.load(Relaxed),
+                loss_percent: s.loss_percent(),
+                frames_damaged: s.damaged.load(Relaxed),
                 viewers: ch.viewers(),
                 encoders: s.encoders.load(Relaxed),
                 verdict: ch.latest(),

@@ -131,9 +131,7 @@ pub(super) fn watch(decode: &gst::Element, log: DamageLog, tally: Tally) {
                 let mut packet = |b: &gst::BufferRef| {
                     if let Some(seq) = sequence_number(b) {
                         let lost = d.packet(seq, b.flags().contains(gst::BufferFlags::DISCONT));
-                        if lost > 0 {
-                            tally.packets_lost(lost);
-                        }
+                        tally.rtp_packet(lost);
                     }
                 };
                 match &info.data {
