@@ -16,7 +16,8 @@
 //! cameras show different moments (their parsing then costs N times as much). Port 0 picks a
 //! free port; each URL is printed on stdout as `serving: URL`. `--drop P` makes a lossy
 //! camera: each RTP packet of its video leaves with probability 1 - P (0 ≤ P < 1), drawn from a
-//! seeded generator (`--seed N`, 1 by default) so a run loses the same packets each time.
+//! seeded generator (`--seed N`, 1 by default) so a run loses the same packets each time;
+//! `--drop-udp P` loses them on the UDP path only (a TCP client gets every packet).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -157,43 +158,69 @@ fn value_flag<T: std::str::FromStr>(rest: &mut Vec<&String>, flag: &str) -> Resu
     Ok(Some(v))
 }
 
-/// Drop each RTP packet the media's video payloader (`pay0`) sends with probability `p`, from
-/// a xorshift generator seeded with `seed`: a camera on a lossy link.
-fn lossy(factory: &gstreamer_rtsp_server::RTSPMediaFactory, p: f64, seed: u64) {
+/// A seeded xorshift draw: whether the next packet goes through (dropped with probability `p`).
+fn keeper(p: f64, seed: u64) -> impl Fn() -> bool + Send + Sync + 'static {
+    let state = std::sync::Mutex::new(seed.max(1));
+    move || {
+        let mut x = state.lock().unwrap();
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        (*x >> 11) as f64 / (1u64 << 53) as f64 >= p
+    }
+}
+
+/// Drop the buffers `keep` refuses at `pad` (RTCP packets always pass: bytes 1 of 200..=204).
+fn drop_at(pad: &gst::Pad, keep: impl Fn() -> bool + Send + Sync + 'static) {
+    let rtp = |b: &gst::BufferRef| {
+        let mut head = [0u8; 2];
+        b.copy_to_slice(0, &mut head).is_ok() && !(200..=204).contains(&head[1])
+    };
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, info| match &mut info.data {
+            Some(gst::PadProbeData::Buffer(b)) if rtp(b) && !keep() => gst::PadProbeReturn::Drop,
+            Some(gst::PadProbeData::BufferList(list)) => {
+                let list = list.make_mut();
+                for i in (0..list.len()).rev() {
+                    if list.get(i).is_some_and(rtp) && !keep() {
+                        list.remove(i..i + 1);
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            }
+            _ => gst::PadProbeReturn::Ok,
+        },
+    );
+}
+
+/// A camera on a lossy link: each RTP packet of its video is dropped with probability `p`
+/// (seeded): on every path (after the payloader, `pay0`), or with `udp_only` on the UDP path
+/// alone (its udpsinks), TCP clients getting every packet.
+fn lossy(factory: &gstreamer_rtsp_server::RTSPMediaFactory, p: f64, seed: u64, udp_only: bool) {
     use gstreamer_rtsp_server::prelude::*;
     factory.connect_media_configure(move |_, media| {
-        let Some(pay) = media
-            .element()
-            .downcast::<gst::Bin>()
-            .ok()
-            .and_then(|b| b.by_name("pay0"))
-        else {
+        let Some(bin) = media.element().downcast::<gst::Bin>().ok() else {
             return;
         };
-        let state = std::sync::Mutex::new(seed.max(1));
-        let keep = move || {
-            let mut x = state.lock().unwrap();
-            *x ^= *x << 13;
-            *x ^= *x >> 7;
-            *x ^= *x << 17;
-            (*x >> 11) as f64 / (1u64 << 53) as f64 >= p
+        if !udp_only {
+            if let Some(pad) = bin.by_name("pay0").and_then(|pay| pay.static_pad("src")) {
+                drop_at(&pad, keeper(p, seed));
+            }
+            return;
+        }
+        // The media's streams join the pipeline around its element; its udpsinks are made
+        // there once a client sets up UDP.
+        let Some(pipeline) = bin.parent().and_then(|p| p.downcast::<gst::Bin>().ok()) else {
+            return;
         };
-        pay.static_pad("src").unwrap().add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-            move |_, info| match &mut info.data {
-                Some(gst::PadProbeData::Buffer(_)) if !keep() => gst::PadProbeReturn::Drop,
-                Some(gst::PadProbeData::BufferList(list)) => {
-                    let list = list.make_mut();
-                    for i in (0..list.len()).rev() {
-                        if !keep() {
-                            list.remove(i..i + 1);
-                        }
-                    }
-                    gst::PadProbeReturn::Ok
+        pipeline.connect_deep_element_added(move |_, _, e| {
+            if e.factory().is_some_and(|f| f.name() == "multiudpsink") {
+                if let Some(pad) = e.static_pad("sink") {
+                    drop_at(&pad, keeper(p, seed));
                 }
-                _ => gst::PadProbeReturn::Ok,
-            },
-        );
+            }
+        });
     });
 }
 
@@ -221,12 +248,13 @@ fn main() -> Result<()> {
         .collect();
     let cameras = count_flag(&mut rest, "--cameras")?.unwrap_or(1);
     let loss: f64 = value_flag(&mut rest, "--drop")?.unwrap_or(0.0);
+    let udp_loss: f64 = value_flag(&mut rest, "--drop-udp")?.unwrap_or(0.0);
     let seed: u64 = value_flag(&mut rest, "--seed")?.unwrap_or(1);
-    if !(0.0..1.0).contains(&loss) {
-        bail!("--drop {loss}: a probability from 0 to below 1");
+    if !(0.0..1.0).contains(&loss) || !(0.0..1.0).contains(&udp_loss) {
+        bail!("--drop and --drop-udp: a probability from 0 to below 1");
     }
     let [port, path, source] = rest.as_slice() else {
-        bail!("usage: rtsp_serve PORT /PATH (FILE | test:PATTERN:WxH:FPS) [--loop] [--cameras N] [--offsets] [--drop P] [--seed N]");
+        bail!("usage: rtsp_serve PORT /PATH (FILE | test:PATTERN:WxH:FPS) [--loop] [--cameras N] [--offsets] [--drop P | --drop-udp P] [--seed N]");
     };
     if offsets && source.starts_with("test:") {
         bail!("--offsets starts each camera at its own point of a file; a test pattern has none");
@@ -252,12 +280,12 @@ fn main() -> Result<()> {
         };
         let codec = track.and_then(|t| t.codec);
         taps.push(server.mount(&mount, codec)?);
-        if loss > 0.0 {
-            lossy(
-                &server.factory(&mount).context("the mount just made")?,
-                loss,
-                seed,
-            );
+        if loss > 0.0 || udp_loss > 0.0 {
+            let factory = server.factory(&mount).context("the mount just made")?;
+            match loss > 0.0 {
+                true => lossy(&factory, loss, seed, false),
+                false => lossy(&factory, udp_loss, seed, true),
+            }
         }
         urls.push(format!("{}{mount}", server.base));
     }

@@ -313,7 +313,8 @@ declare! {
         #[arg(long, value_name = "MS")]
         rtsp_latency_ms: u32 = 200;
 
-        /// RTSP input transport: auto (UDP, falling back to TCP), tcp or udp
+        /// RTSP input transport: auto (UDP, falling back to TCP when no packet comes, and moving to TCP
+        /// once when more than 1% of the packets are lost over UDP in 10 s), tcp or udp
         #[arg(long, value_name = "auto|tcp|udp")]
         rtsp_transport: RtspTransport = RtspTransport::Auto;
 

@@ -149,11 +149,12 @@ impl LossWindow {
         b.2 += lost;
     }
 
-    fn percent(&self, now: u64) -> Option<f64> {
+    /// The share lost over the last `span` seconds (up to the minute kept), in percent.
+    fn percent(&self, now: u64, span: u64) -> Option<f64> {
         let (got, lost) = self
             .buckets
             .iter()
-            .filter(|b| b.0 + 60 > now && b.0 <= now)
+            .filter(|b| b.0 + span.min(60) > now && b.0 <= now)
             .fold((0, 0), |(g, l), b| (g + b.1, l + b.2));
         (got + lost > 0).then(|| 100.0 * lost as f64 / (got + lost) as f64)
     }
@@ -286,8 +287,13 @@ impl Stats {
     /// The share of an RTP feed's packets lost over the last minute, in percent (None: no
     /// packets in that time, or not an RTP feed).
     pub fn loss_percent(&self) -> Option<f64> {
+        self.loss_percent_over(60)
+    }
+
+    /// The same over the last `seconds` (at most 60).
+    pub fn loss_percent_over(&self, seconds: u64) -> Option<f64> {
         let w = self.loss.lock().ok()?;
-        w.percent(self.created.elapsed().as_secs())
+        w.percent(self.created.elapsed().as_secs(), seconds)
     }
 
     pub fn fps(&self) -> f64 {
@@ -692,7 +698,7 @@ mod tests {
     #[test]
     fn the_loss_share_covers_the_last_minute_only() {
         let mut w = LossWindow::default();
-        assert_eq!(w.percent(0), None);
+        assert_eq!(w.percent(0, 60), None);
         // Second 0: 99 packets came, one after a gap of 1; second 30: 50 came whole.
         for i in 0..99 {
             w.add(0, u64::from(i == 50));
@@ -700,12 +706,13 @@ mod tests {
         for _ in 0..50 {
             w.add(30, 0);
         }
-        assert_eq!(w.percent(30), Some(100.0 / 150.0));
+        assert_eq!(w.percent(30, 60), Some(100.0 / 150.0));
+        assert_eq!(w.percent(30, 10), Some(0.0));
         // A minute on, second 0 has left the window; second 70 reuses its bucket.
-        assert_eq!(w.percent(65), Some(0.0));
+        assert_eq!(w.percent(65, 60), Some(0.0));
         w.add(70, 3);
-        assert_eq!(w.percent(70), Some(100.0 * 3.0 / 54.0));
-        assert_eq!(w.percent(200), None);
+        assert_eq!(w.percent(70, 60), Some(100.0 * 3.0 / 54.0));
+        assert_eq!(w.percent(200, 60), None);
     }
 
     #[test]

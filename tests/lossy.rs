@@ -177,3 +177,64 @@ fn skipped_damaged_frames_are_left_out_and_explained_ones_keep_the_badge() -> Re
     assert_eq!(explained_damaged as u64, damaged, "{log}");
     Ok(())
 }
+
+/// A camera that loses 5% of its packets on the UDP path only, read for `seconds` with
+/// `--rtsp-transport transport`: the run's log.
+fn udp_lossy_run(transport: &str, seconds: &str) -> Result<String> {
+    let server = Running::rtsp_cameras(0, "/cam", CAMERA, &["--drop-udp", "0.05"])?;
+    let o = explain(
+        &server.url()?,
+        "null",
+        fixture().to_str().unwrap(),
+        &[
+            "--duration",
+            seconds,
+            "--rtsp-transport",
+            transport,
+            "--stats",
+            "2",
+        ],
+    )?;
+    drop(server);
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    Ok(log)
+}
+
+#[test]
+fn a_camera_losing_over_udp_moves_to_tcp_once_and_loses_no_more() -> Result<()> {
+    let log = udp_lossy_run("auto", "22")?;
+    let switch = "of its RTP packets lost over UDP in the last 10 s; reconnecting over TCP";
+    assert_eq!(log.matches(switch).count(), 1, "{log}");
+    // Before the switch packets were lost; after it (and the new connection's first stats
+    // line) none.
+    let after: Vec<&str> = log
+        .lines()
+        .skip_while(|l| !l.contains(switch))
+        .filter(|l| l.starts_with("stats: t="))
+        .skip(1)
+        .collect();
+    assert!(after.len() >= 3, "{log}");
+    let lost = |l: &str| {
+        l.split_whitespace()
+            .find_map(|kv| kv.strip_prefix("packets_lost="))
+            .map(str::to_owned)
+    };
+    let first = lost(after[0]).expect("packets were lost over UDP");
+    assert!(
+        after
+            .iter()
+            .all(|l| lost(l).as_deref() == Some(first.as_str())),
+        "packets lost over TCP:\n{log}"
+    );
+    assert!(
+        !log.contains("reconnected after"),
+        "not counted as a reconnect\n{log}"
+    );
+
+    // `udp` stays as it is: it keeps losing.
+    let log = udp_lossy_run("udp", "12")?;
+    assert!(!log.contains(switch), "{log}");
+    assert!(losses(&log).0 > 0, "{log}");
+    Ok(())
+}

@@ -170,6 +170,11 @@ const FINALIZE: Duration = Duration::from_secs(30);
 /// taken as lost (a UDP feed whose server vanished goes silent rather than failing).
 const STALL: Duration = Duration::from_secs(10);
 
+/// `--rtsp-transport auto` moves a feed from UDP to TCP when more than this share of its
+/// packets (percent) was lost over the last `UDP_LOSS_SPAN`.
+const UDP_LOSS_MAX_PERCENT: f64 = 1.0;
+const UDP_LOSS_SPAN: Duration = Duration::from_secs(10);
+
 /// When a run ends early, cleanly: the outputs are finalized with what was explained so far.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Limits {
@@ -561,6 +566,8 @@ struct Feed<'a> {
     /// Reconnect tries since frames last flowed, and when the next one is due.
     tries: u32,
     retry_at: Option<Instant>,
+    /// The current pipeline's loss state (an RTSP feed's).
+    damage: Option<source::damage::DamageLog>,
 }
 
 impl<'a> Feed<'a> {
@@ -586,6 +593,7 @@ impl<'a> Feed<'a> {
             received_at_build: 0,
             tries: 0,
             retry_at: None,
+            damage: None,
         }
     }
 
@@ -607,6 +615,7 @@ impl<'a> Feed<'a> {
             None,
         );
         self.pipeline = Some(src.pipeline);
+        self.damage = src.damage;
         self.built = Instant::now();
         self.received_at_build = self.stats().received.load(Ordering::Relaxed);
         Ok(())
@@ -689,6 +698,41 @@ impl<'a> Feed<'a> {
         Ok(())
     }
 
+    /// `--rtsp-transport auto`: a feed that keeps losing packets over UDP is reconnected over
+    /// TCP, once, saying why (TCP resends what is lost, so frames arrive whole, late where the
+    /// link is slow, rather than damaged).
+    fn over_tcp_when_udp_loses(&mut self) {
+        let over_udp = self
+            .damage
+            .as_ref()
+            .and_then(|d| d.lock().ok().map(|d| d.over_udp))
+            .unwrap_or(false);
+        if self.rtsp.transport != crate::config::RtspTransport::Auto
+            || !over_udp
+            || self.built.elapsed() < UDP_LOSS_SPAN
+        {
+            return;
+        }
+        let Some(loss) = self.stats().loss_percent_over(UDP_LOSS_SPAN.as_secs()) else {
+            return;
+        };
+        if loss <= UDP_LOSS_MAX_PERCENT {
+            return;
+        }
+        eprintln!(
+            "{}",
+            crate::redact::line(&format!(
+                "rtsp: {}: {loss:.1}% of its RTP packets lost over UDP in the last {} s; \
+                 reconnecting over TCP, which resends them (frames whole, later on a slow link)",
+                self.shown,
+                UDP_LOSS_SPAN.as_secs()
+            ))
+        );
+        self.rtsp.transport = crate::config::RtspTransport::Tcp;
+        self.teardown();
+        self.retry_at = Some(Instant::now());
+    }
+
     /// Every tick: rebuild when a retry is due, notice frames flowing (again), and take a
     /// silent feed as lost.
     fn tick(&mut self) -> Result<()> {
@@ -747,6 +791,7 @@ impl<'a> Feed<'a> {
         if self.pipeline.is_some() && quiet >= STALL {
             self.lost(format!("no frame for {} s", STALL.as_secs()))?;
         }
+        self.over_tcp_when_udp_loses();
         Ok(())
     }
 }

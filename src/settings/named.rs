@@ -159,7 +159,8 @@ named!(Progress, "progress", "GradcamProgress", "auto, bar, lines or none" {
     Auto = "auto", Bar = "bar", Lines = "lines", None = "none",
 });
 named!(
-    /// How rtspsrc carries the feed: `auto` tries UDP and falls back to TCP when no packet comes.
+    /// How rtspsrc carries the feed: `auto` tries UDP and falls back to TCP when no packet comes
+    /// (or when UDP keeps losing packets).
     RtspTransport, "rtsp_transport", "GradcamRtspTransport", "auto, tcp or udp" {
         Auto = "auto", Tcp = "tcp", Udp = "udp",
     }

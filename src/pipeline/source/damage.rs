@@ -32,6 +32,8 @@ pub struct Damage {
     damaged: bool,
     /// Timestamps of the damaged units not yet claimed by a decoded frame, oldest first.
     marked: VecDeque<u64>,
+    /// The feed comes over UDP (rtspsrc made a udpsrc for it), not interleaved in TCP.
+    pub over_udp: bool,
 }
 
 impl Damage {
@@ -104,6 +106,12 @@ pub(super) fn watch(decode: &gst::Element, log: DamageLog, tally: Tally) {
         return;
     };
     bin.connect_deep_element_added(move |_, _, element| {
+        if element.factory().is_some_and(|f| f.name() == "udpsrc") {
+            if let Ok(mut d) = log.lock() {
+                d.over_udp = true;
+            }
+            return;
+        }
         let is_depayloader = element
             .factory()
             .is_some_and(|f| f.klass().contains("Depayloader"));

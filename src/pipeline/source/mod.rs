@@ -30,7 +30,7 @@ use crate::config::{Input, RtspSettings, RtspTransport};
 
 mod behind;
 mod clock;
-mod damage;
+pub mod damage;
 mod handoff;
 mod window;
 
@@ -42,6 +42,8 @@ pub use window::{media_duration, Window};
 
 pub struct Source {
     pub pipeline: gst::Pipeline,
+    /// An RTSP feed's loss state (its damaged units, whether it came over UDP).
+    pub damage: Option<damage::DamageLog>,
 }
 
 fn make(factory: &str, name: &str) -> Result<gst::Element> {
@@ -151,8 +153,9 @@ pub fn build(
     if let (Some(out), Some(decode)) = (&handoff.sound, pipeline.by_name("decode")) {
         add_sound(&pipeline, &decode, out.clone(), &handoff, live.clone())?;
     }
+    let damage = handoff.damage.as_ref().map(|(log, _)| log.clone());
     set_callback(&sink, handoff, live);
-    Ok(Source { pipeline })
+    Ok(Source { pipeline, damage })
 }
 
 /// `{decode} -(first audio pad)- queue - {appsink name=sound}`: the sound, left encoded where
