@@ -122,15 +122,23 @@ fn two_live_streams_play_in_the_browser_and_a_lost_one_says_so() -> Result<()> {
     for name in ["a", "b"] {
         let f = &r["figures"][name];
         let program = latency_p95_ms(&url, name)?;
-        let page = f["latency_p95_ms"].as_f64().context("a p95")?;
+        // The page times the frames headless Chromium paints (requestVideoFrameCallback): 5
+        // to 30 of them in 20 s here. Over fewer than 20 the 95th percentile is the one worst
+        // frame; the median is compared then (a web path that buffers moves it as much).
+        let sampled = f["frames"].as_u64().context("a frame count")?;
+        let (which, page) = match sampled {
+            20.. => ("p95", f["latency_p95_ms"].as_f64().context("a p95")?),
+            _ => ("p50", f["latency_p50_ms"].as_f64().context("a p50")?),
+        };
         println!(
-            "stream {name}: latency p50 {} ms, p95 {page} ms over {} frames in the browser; \
+            "stream {name}: latency p50 {} ms, p95 {} ms over {sampled} frames in the browser; \
              the program's p95 at most {program} ms",
-            f["latency_p50_ms"], f["frames"]
+            f["latency_p50_ms"], f["latency_p95_ms"]
         );
         assert!(
             page <= program + 700.0,
-            "stream {name}: the page's p95 {page} ms is over the program's {program} ms + 700"
+            "stream {name}: the page's {which} {page} ms (over {sampled} frames) is over the \
+             program's p95 {program} ms + 700"
         );
     }
     // The camera goes away: its tile says so with the reason, the other tile plays on.
