@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .split import ExportError, cut, device_of, one_line, unpin_devices
+from .split import ExportError, Split, cut, device_of, one_line, unpin_devices
 
 
 class DetectorError(ExportError):
@@ -121,22 +121,6 @@ class CenterFaceHead(nn.Module):
         scores = logit.reshape(b, h * w)
         classes = torch.zeros_like(scores)
         return boxes, scores, classes
-
-
-class Split(nn.Module):
-    def __init__(self, features, head):
-        super().__init__()
-        self.feat = features
-        self.hd = head
-
-    def features(self, x):
-        return self.feat(x)
-
-    def head(self, *parts):
-        return self.hd(*parts)
-
-    def forward(self, x):
-        return self.hd(*self.feat(x))
 
 
 def centerface(cache, layer=None):
