@@ -78,9 +78,19 @@ soak-behind: build
 
 models: setup
 
+# The book (docs/, mdBook) into target/book/index.html: redraws the pictures from the built
+# binary, rewrites the generated options page, and builds the HTML with mdbook, installed from
+# crates.io into target/tools for this target only (never for demo or test).
+MDBOOK := target/tools/bin/mdbook
+MDBOOK_VERSION := 0.4.52
 docs: build
 	cargo build $(CARGO_FLAGS) --examples
 	$(VENV)/bin/python scripts/docs_pictures.py
+	cargo run $(CARGO_FLAGS) --example options_reference
+	@[ -x $(MDBOOK) ] && $(MDBOOK) --version | grep -q "v$(MDBOOK_VERSION)" || \
+	  cargo install mdbook --version $(MDBOOK_VERSION) --locked --no-default-features --features search --root target/tools
+	$(MDBOOK) build docs
+	@echo "the book: target/book/index.html"
 
 # Live 640x360 25 fps face cameras (the face clip looped) explained by CenterFace at its default
 # input size: the most one process holds with 0 drops and p95 <= 300 ms (scripts/density.py).

@@ -11,7 +11,7 @@ On the CPU (always):
 4. the peer, scripts/peer_gradcam.py (OpenCV + PyPI grad-cam + show_cam_on_image + OpenCV
    writer), twice: with the eager model, and with our own frozen TorchScript model file
 5. x264 alone at the output's preset on 720p frames: the encode limit
-6. the ratios, against the targets in README.md; every CAM method's cost; smoothing's cost
+6. the ratios, against the targets in docs/performance.md; every CAM method's cost; smoothing's cost
    (the engine with --smooth 0.5 against without, target >= 0.95x)
 7. live: a 25 fps live source (test://, 640x480) explained to a file for BENCH_LIVE_SECONDS (60):
    latency p50/p95 from appsink to appsrc and the share of frames dropped

@@ -10,7 +10,7 @@ cut at layer4), on the CPU, best of BENCH_RUNS (3) each:
 3. the loop a pytorch-grad-cam user writes: frames read with OpenCV (PyAV is not installed
    here), batches of 8 resized and normalized as gradcam-stream does, `GradCAM` on the eager
    module at layer4 for each frame's top class: maps only, nothing drawn or written
-Targets (README): 2 >= 0.9x 1, and 2 >= 2x 3 on this CPU.
+Targets (docs/performance.md): 2 >= 0.9x 1, and 2 >= 2x 3 on this CPU.
 Run with the virtualenv scripts/py_venv.sh makes (the Makefile does).
 """
 import os

@@ -8,7 +8,7 @@ number of cameras one process explains with 0 drops and p95 latency <= 250 ms fo
 DENSITY_SECONDS (300) after a warm-up of DENSITY_WARMUP (15) seconds. The search doubles the
 count with short trials (DENSITY_PROBE, 30 s) until one fails, bisects between the last pass
 and the first fail, then confirms the best count with a full-length trial (stepping down until
-one holds). Prints one line a trial and the table for the README. DENSITY_KINDS (for example
+one holds). Prints one line a trial and the table for docs/performance.md. DENSITY_KINDS (for example
 `640x360@10,320x180@25`) picks the kinds.
 
 --behind: BEHIND_STREAMS (16) 640x360 25 fps cameras, more than the machine explains, for

@@ -16,6 +16,7 @@ pub mod localize;
 pub mod metadata;
 pub mod metrics;
 pub mod model;
+pub mod options;
 pub mod outfile;
 pub mod overlay;
 pub mod parallel;

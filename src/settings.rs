@@ -23,6 +23,44 @@ use named::{
     Orientation, Overload, Precision, Progress, Realtime, RtspTransport, WhenBehind,
 };
 
+/// Each property the `gradcam` element (crates/gst-plugin-gradcam) has of the program's: its
+/// name, the declared setting it sets, whether that is a per-stream one, and, where the flag's
+/// help reads wrong for a property (a `--no-…` switch), its own. The element's properties and
+/// the options reference (`options.rs`) both read it.
+pub const ELEMENT_PROPERTIES: &[(&str, &str, Scope, Option<&str>)] = &[
+    ("model", "model", Scope::Run, None),
+    ("device", "device", Scope::Run, None),
+    ("precision", "precision", Scope::Run, None),
+    ("layout", "layout", Scope::Run, None),
+    ("threads", "threads", Scope::Run, None),
+    ("batch-size", "batch_size", Scope::Run, None),
+    ("max-wait-ms", "max_wait_ms", Scope::Run, None),
+    ("method", "method", Scope::Run, None),
+    ("top-k", "top_k", Scope::Run, None),
+    ("show-rank", "show_rank", Scope::Run, None),
+    ("boxes", "boxes", Scope::Run, None),
+    ("colormap", "colormap", Scope::Run, None),
+    ("alpha", "alpha", Scope::Run, None),
+    ("threshold", "threshold", Scope::Run, None),
+    ("box", "draw_box", Scope::Run, None),
+    ("box-maps", "box_maps", Scope::Run, None),
+    (
+        "label",
+        "label",
+        Scope::Run,
+        Some("Draw the class label and probability on the frames"),
+    ),
+    ("smooth", "smooth", Scope::Stream, None),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether an element property's setting is a run-wide one ([`Run`]) or a stream's
+/// ([`PerStream`]).
+pub enum Scope {
+    Run,
+    Stream,
+}
+
 /// `class = 285` or `class = "tabby"` in the file; `--class` always gives text (`285` or `tabby`),
 /// resolved against the model's names when it is loaded.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

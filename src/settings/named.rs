@@ -211,9 +211,44 @@ named!(
     }
 );
 
+/// An enumerated setting's values by its key (`device`: auto, cpu, cuda), each by its own name
+/// (aliases left out): the options reference lists them. None for any other key.
+pub fn values_of(key: &str) -> Option<Vec<&'static str>> {
+    fn own<T: Named>() -> (&'static str, Vec<&'static str>) {
+        (T::KEY, T::VALUES.iter().map(|v| v.name()).collect())
+    }
+    [
+        own::<DeviceChoice>(),
+        own::<Precision>(),
+        own::<Layout>(),
+        own::<Encoder>(),
+        own::<MethodChoice>(),
+        own::<Colormap>(),
+        own::<Progress>(),
+        own::<RtspTransport>(),
+        own::<Realtime>(),
+        own::<Orientation>(),
+        own::<Deinterlace>(),
+        own::<WhenBehind>(),
+        own::<OnDamaged>(),
+        own::<BoxMaps>(),
+        own::<Overload>(),
+    ]
+    .into_iter()
+    .find(|(k, _)| *k == key)
+    .map(|(_, v)| v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_enumerated_setting_lists_its_values_by_its_key() {
+        assert_eq!(values_of("device"), Some(vec!["auto", "cpu", "cuda"]));
+        assert_eq!(values_of("on_overload"), Some(vec!["drop", "block"]));
+        assert_eq!(values_of("batch_size"), None);
+    }
 
     #[test]
     fn names_parse_loosely_and_print_as_declared() {

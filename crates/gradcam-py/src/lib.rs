@@ -326,43 +326,20 @@ fn flag_names() -> Vec<String> {
 }
 
 /// Every long flag of the program as (name, value name or None for a switch, help with its
-/// declared default, declared range or None, allowed values): the declarations
+/// declared default, declared range or None, allowed values): the options reference's rows
+/// (`gradcam_stream::options`, the same the book's options page is made from), which
 /// `help(gradcam_stream.explain)` is made from.
 #[pyfunction]
 #[allow(clippy::type_complexity)]
 fn flag_help() -> Vec<(String, Option<String>, String, Option<String>, Vec<String>)> {
-    Args::command_with_defaults()
-        .get_arguments()
-        .filter_map(|a| {
-            let name = a.get_long()?.to_owned();
-            let takes = a.get_num_args().is_none_or(|n| n.takes_values());
-            let value = takes.then(|| {
-                a.get_value_names()
-                    .and_then(|v| v.first())
-                    .map_or_else(|| "VALUE".to_owned(), |v| v.to_string())
-            });
-            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
-            let range = gradcam_stream::settings::bounds(a.get_id().as_str()).map(
-                |(low, high, inclusive)| {
-                    let high = if high.is_finite() {
-                        format!("{high}")
-                    } else {
-                        "any".to_owned()
-                    };
-                    if inclusive {
-                        format!("{low} to {high}")
-                    } else {
-                        format!("{low}, below {high}")
-                    }
-                },
-            );
-            let allowed = a
-                .get_possible_values()
-                .iter()
-                .filter(|v| !v.is_hide_set())
-                .map(|v| v.get_name().to_owned())
-                .collect();
-            Some((name, value, help, range, allowed))
+    gradcam_stream::options::rows()
+        .into_iter()
+        .map(|r| {
+            let help = match &r.default {
+                Some(d) => format!("{} [default: {d}]", r.help),
+                None => r.help,
+            };
+            (r.long, r.value, help, r.range, r.allowed)
         })
         .collect()
 }

@@ -13,7 +13,9 @@ use gradcam_stream::config::{
 };
 use gradcam_stream::engine;
 use gradcam_stream::render::Look;
-use gradcam_stream::settings::{self as declared, PerStream, Run};
+use gradcam_stream::settings::{
+    self as declared, PerStream, Run, Scope, ELEMENT_PROPERTIES as DECLARED,
+};
 use gstreamer::glib;
 use gstreamer::prelude::*;
 
@@ -30,41 +32,6 @@ macro_rules! dispatch {
         $( if let Some($v) = any.$as::<$t>() { $f } else )*
         { panic!("a declared setting of a type the element has no property for") }
     }};
-}
-
-/// Each property the element has of the program's: its name, the declared setting it sets,
-/// whether that is a per-stream one, and, where the flag's help reads wrong for a property (a
-/// `--no-…` switch), its own.
-pub const DECLARED: &[(&str, &str, Scope, Option<&str>)] = &[
-    ("model", "model", Scope::Run, None),
-    ("device", "device", Scope::Run, None),
-    ("precision", "precision", Scope::Run, None),
-    ("layout", "layout", Scope::Run, None),
-    ("threads", "threads", Scope::Run, None),
-    ("batch-size", "batch_size", Scope::Run, None),
-    ("max-wait-ms", "max_wait_ms", Scope::Run, None),
-    ("method", "method", Scope::Run, None),
-    ("top-k", "top_k", Scope::Run, None),
-    ("show-rank", "show_rank", Scope::Run, None),
-    ("boxes", "boxes", Scope::Run, None),
-    ("colormap", "colormap", Scope::Run, None),
-    ("alpha", "alpha", Scope::Run, None),
-    ("threshold", "threshold", Scope::Run, None),
-    ("box", "draw_box", Scope::Run, None),
-    ("box-maps", "box_maps", Scope::Run, None),
-    (
-        "label",
-        "label",
-        Scope::Run,
-        Some("Draw the class label and probability on the frames"),
-    ),
-    ("smooth", "smooth", Scope::Stream, None),
-];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    Run,
-    Stream,
 }
 
 /// The properties, as set; read at NULL→READY.
