@@ -18,6 +18,12 @@
 //! camera: each RTP packet of its video leaves with probability 1 - P (0 ≤ P < 1), drawn from a
 //! seeded generator (`--seed N`, 1 by default) so a run loses the same packets each time;
 //! `--drop-udp P` loses them on the UDP path only (a TCP client gets every packet).
+//! `--burst MS:EVERY` loses every video packet for MS milliseconds once every EVERY
+//! milliseconds (the first burst EVERY after the first packet): a loss burst to recover from.
+//! `--key-int N` sets the key-frame interval of what is encoded here (15 frames by default).
+//! A client's request for a key frame (an RTCP PLI) reaches the encoder of a test pattern or
+//! a re-encoded file, which answers with one; a file served as stored has no encoder, so it
+//! recovers at its own next key frame.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,10 +43,10 @@ const AU: &str =
     "h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au";
 
 /// How a source is served: passed through, or encoded here.
-fn encode(head: &str) -> String {
+fn encode(head: &str, key_int: u32) -> String {
     format!(
         "{head} ! videoconvert ! video/x-raw,format=I420 \
-         ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max=15 ! {AU} \
+         ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max={key_int} ! {AU} \
          ! appsink name=video sync=true"
     )
 }
@@ -117,7 +123,11 @@ fn cpu_percent(start: Instant) -> f64 {
 
 /// What `source` is added to `pipeline` as: a test pattern or a file, passed through where it
 /// is H.264. Returns the sound track served beside the video.
-fn add_source(pipeline: &gst::Pipeline, source: &str) -> Result<Option<sound::Track>> {
+fn add_source(
+    pipeline: &gst::Pipeline,
+    source: &str,
+    key_int: u32,
+) -> Result<Option<sound::Track>> {
     if let Some(spec) = source.strip_prefix("test:") {
         let [pattern, size, fps] = spec.split(':').collect::<Vec<_>>()[..] else {
             bail!("test source: test:PATTERN:WxH:FPS");
@@ -126,7 +136,10 @@ fn add_source(pipeline: &gst::Pipeline, source: &str) -> Result<Option<sound::Tr
         let head = format!(
             "videotestsrc is-live=true pattern={pattern} ! video/x-raw,width={w},height={h},framerate={fps}/1"
         );
-        pipeline.add(&gst::parse::bin_from_description(&encode(&head), false)?)?;
+        pipeline.add(&gst::parse::bin_from_description(
+            &encode(&head, key_int),
+            false,
+        )?)?;
         return Ok(None);
     }
     let abs = std::fs::canonicalize(source).with_context(|| format!("cannot open {source}"))?;
@@ -141,7 +154,10 @@ fn add_source(pipeline: &gst::Pipeline, source: &str) -> Result<Option<sound::Tr
         return Ok(track.filter(|t| t.codec.is_some()));
     }
     let head = format!("filesrc location=\"{location}\" ! decodebin");
-    pipeline.add(&gst::parse::bin_from_description(&encode(&head), false)?)?;
+    pipeline.add(&gst::parse::bin_from_description(
+        &encode(&head, key_int),
+        false,
+    )?)?;
     Ok(None)
 }
 
@@ -224,6 +240,24 @@ fn lossy(factory: &gstreamer_rtsp_server::RTSPMediaFactory, p: f64, seed: u64, u
     });
 }
 
+/// Loss bursts: every video packet dropped for `ms` once every `every` ms, the first burst
+/// `every` ms after the first packet (after the payloader, `pay0`: every path).
+fn bursts(factory: &gstreamer_rtsp_server::RTSPMediaFactory, ms: u64, every: u64) {
+    use gstreamer_rtsp_server::prelude::*;
+    factory.connect_media_configure(move |_, media| {
+        let Some(bin) = media.element().downcast::<gst::Bin>().ok() else {
+            return;
+        };
+        if let Some(pad) = bin.by_name("pay0").and_then(|pay| pay.static_pad("src")) {
+            let start = std::sync::OnceLock::new();
+            drop_at(&pad, move || {
+                let t = start.get_or_init(Instant::now).elapsed().as_millis() as u64;
+                t < every || t % every >= ms
+            });
+        }
+    });
+}
+
 /// The flag's value removed from `rest`: `--cameras N`.
 fn count_flag(rest: &mut Vec<&String>, flag: &str) -> Result<Option<usize>> {
     let Some(i) = rest.iter().position(|a| *a == flag) else {
@@ -250,11 +284,21 @@ fn main() -> Result<()> {
     let loss: f64 = value_flag(&mut rest, "--drop")?.unwrap_or(0.0);
     let udp_loss: f64 = value_flag(&mut rest, "--drop-udp")?.unwrap_or(0.0);
     let seed: u64 = value_flag(&mut rest, "--seed")?.unwrap_or(1);
+    let key_int: u32 = value_flag(&mut rest, "--key-int")?.unwrap_or(15);
+    let burst: Option<String> = value_flag(&mut rest, "--burst")?;
+    let burst = match burst.as_deref().map(|b| b.split_once(':')) {
+        None => None,
+        Some(Some((ms, every))) => match (ms.parse::<u64>(), every.parse::<u64>()) {
+            (Ok(ms), Ok(every)) if ms > 0 && ms < every => Some((ms, every)),
+            _ => bail!("--burst MS:EVERY: milliseconds, MS below EVERY (120:3000)"),
+        },
+        Some(None) => bail!("--burst MS:EVERY: milliseconds, MS below EVERY (120:3000)"),
+    };
     if !(0.0..1.0).contains(&loss) || !(0.0..1.0).contains(&udp_loss) {
         bail!("--drop and --drop-udp: a probability from 0 to below 1");
     }
     let [port, path, source] = rest.as_slice() else {
-        bail!("usage: rtsp_serve PORT /PATH (FILE | test:PATTERN:WxH:FPS) [--loop] [--cameras N] [--offsets] [--drop P | --drop-udp P] [--seed N]");
+        bail!("usage: rtsp_serve PORT /PATH (FILE | test:PATTERN:WxH:FPS) [--loop] [--cameras N] [--offsets] [--drop P | --drop-udp P] [--seed N] [--burst MS:EVERY] [--key-int N]");
     };
     if offsets && source.starts_with("test:") {
         bail!("--offsets starts each camera at its own point of a file; a test pattern has none");
@@ -265,7 +309,7 @@ fn main() -> Result<()> {
     let mut track = None;
     for _ in 0..if offsets { cameras } else { 1 } {
         let p = gst::Pipeline::new();
-        track = add_source(&p, source)?;
+        track = add_source(&p, source, key_int)?;
         pipes.push(p);
     }
 
@@ -286,6 +330,10 @@ fn main() -> Result<()> {
                 true => lossy(&factory, loss, seed, false),
                 false => lossy(&factory, udp_loss, seed, true),
             }
+        }
+        if let Some((ms, every)) = burst {
+            let factory = server.factory(&mount).context("the mount just made")?;
+            bursts(&factory, ms, every);
         }
         urls.push(format!("{}{mount}", server.base));
     }

@@ -28,6 +28,24 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# --- promtool ----------------------------------------------------------------
+# Prometheus's own checker of /metrics (the tests run `promtool check metrics`), taken out
+# of Debian's prometheus package rather than installing it (that would start a server).
+PROMTOOL=target/tools/promtool
+if [ ! -x "$PROMTOOL" ]; then
+  step "fetching promtool from Debian's prometheus package"
+  tmp=$(mktemp -d)
+  if ! (cd "$tmp" && apt-get download -qq prometheus 2>/dev/null); then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    (cd "$tmp" && apt-get download -qq prometheus)
+  fi
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+  mkdir -p target/tools
+  cp "$tmp/x/usr/bin/promtool" "$PROMTOOL"
+  rm -rf "$tmp"
+fi
+
 # --- Python virtualenv -----------------------------------------------------
 # Every package is installed against constraints.txt so pip can never move torch
 # off 2.11.0 (tch 0.24 links against exactly that libtorch).

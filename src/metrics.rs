@@ -189,6 +189,12 @@ impl Board {
         )?;
         counter(
             e,
+            "gradcam_stream_key_frame_requests",
+            "Times the stream's camera was asked for a key frame after a loss (an RTCP PLI)",
+            per(|s| s.key_frame_requests.load(Relaxed)),
+        )?;
+        counter(
+            e,
             "gradcam_stream_frames_damaged",
             "Frames decoded from damaged data (a packet lost before them, up to the next whole key frame)",
             per(|s| s.damaged.load(Relaxed)),

@@ -32,6 +32,8 @@ pub struct Stats {
     loss: Mutex<LossWindow>,
     /// Frames decoded from data with a gap (a lost packet, up to the next whole key frame).
     pub damaged: AtomicU64,
+    /// Times the camera was asked for a key frame after a loss (an RTCP PLI).
+    pub key_frame_requests: AtomicU64,
     /// Latency from the appsink to the appsrc: the whole run and the window since the last
     /// stats line.
     latency: Mutex<(Histogram, Histogram)>,
@@ -107,6 +109,12 @@ impl Tally {
     pub fn damaged(&self) {
         self.stream.damaged.fetch_add(1, Relaxed);
         self.all.damaged.fetch_add(1, Relaxed);
+    }
+
+    /// The camera was asked for a key frame after a loss.
+    pub fn key_frame_request(&self) {
+        self.stream.key_frame_requests.fetch_add(1, Relaxed);
+        self.all.key_frame_requests.fetch_add(1, Relaxed);
     }
 
     /// A frame reached its outputs, `latency` after the appsink had it.
@@ -239,6 +247,7 @@ impl Default for Stats {
             packets_lost: AtomicU64::new(0),
             loss: Mutex::default(),
             damaged: AtomicU64::new(0),
+            key_frame_requests: AtomicU64::new(0),
             total: AtomicU64::new(0),
             encoders: AtomicU64::new(0),
             latency: Mutex::new((Histogram::default(), Histogram::default())),

@@ -1,8 +1,13 @@
 //! A lossy camera link: a test camera (examples/rtsp_serve.rs `--drop P`, seeded) loses a share
 //! of its RTP packets on the way. Frames decoded from damaged data are known, counted, and
 //! never explained as if whole: marked (no map, a badge), skipped, or explained with the badge.
+//! After a loss burst (`--burst MS:EVERY`) the camera is asked for a key frame: one that
+//! answers (its own x264) recovers within half a second, one that cannot (a file served as
+//! stored) at its next key frame.
 
 mod common;
+
+use std::time::Duration;
 
 use anyhow::Result;
 use common::*;
@@ -41,6 +46,17 @@ fn lossy_run(
     let log = stderr(&o);
     assert!(o.status.success(), "{log}");
     Ok((metadata(&meta)?, log, out))
+}
+
+/// The done line's `K key frames asked for` (0 if absent).
+fn key_frames_asked(log: &str) -> u64 {
+    log.lines()
+        .find(|l| l.starts_with("done:"))
+        .and_then(|d| {
+            let i = d.find(" key frames asked for")?;
+            d[..i].rsplit(' ').next()?.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 /// The done line's `N RTP packets lost, M frames decoded from damaged data` (0, 0 if absent).
@@ -236,5 +252,137 @@ fn a_camera_losing_over_udp_moves_to_tcp_once_and_loses_no_more() -> Result<()> 
     let log = udp_lossy_run("udp", "12")?;
     assert!(!log.contains(switch), "{log}");
     assert!(losses(&log).0 > 0, "{log}");
+    Ok(())
+}
+
+/// `seconds` of `camera` (rtsp_serve's source and flags, with loss bursts) over UDP: each
+/// damaged run's recovery, in seconds from the last whole frame before it (the burst's start,
+/// to a frame) to the first whole frame after it (capture times), and the run's log.
+fn recoveries(camera: &[&str], seconds: &str) -> Result<(Vec<f64>, String)> {
+    let dir = tempfile::tempdir()?;
+    let server = Running::rtsp_cameras(0, "/cam", camera[0], &camera[1..])?;
+    let meta = dir.path().join("m.jsonl");
+    let o = explain(
+        &server.url()?,
+        "null",
+        fixture().to_str().unwrap(),
+        &[
+            "--duration",
+            seconds,
+            "--rtsp-transport",
+            "udp",
+            "--metadata",
+            meta.to_str().unwrap(),
+        ],
+    )?;
+    drop(server);
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    let mut out = Vec::new();
+    let (mut whole, mut run_from) = (None, None);
+    for l in metadata(&meta)? {
+        let t = l["pts_ns"].as_f64().unwrap() / 1e9;
+        if l.get("damaged").is_some() {
+            run_from = run_from.or(Some(whole));
+        } else {
+            if let Some(Some(from)) = run_from.take() {
+                out.push(t - from);
+            }
+            whole = Some(t);
+        }
+    }
+    eprintln!("recoveries (s): {out:.3?}");
+    Ok((out, log))
+}
+
+#[test]
+fn a_camera_that_answers_key_frame_requests_recovers_within_half_a_second() -> Result<()> {
+    // x264 with a key frame only every 10 s: without the request each burst would leave the
+    // picture damaged for seconds.
+    let camera = [CAMERA, "--key-int", "250", "--burst", "80:3000"];
+    let (recoveries, log) = recoveries(&camera, "13")?;
+    assert!(recoveries.len() >= 3, "{recoveries:?}\n{log}");
+    assert!(key_frames_asked(&log) >= 3, "{log}");
+    for r in &recoveries {
+        assert!(*r < 0.5, "recovered after {r:.3} s: {recoveries:?}\n{log}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_camera_that_cannot_answer_recovers_at_its_next_key_frame() -> Result<()> {
+    // A file served as stored, a key frame a second: no encoder to answer the request.
+    let dir = tempfile::tempdir()?;
+    let clip = dir.path().join("camera.mp4");
+    camera_clip(&clip, "testsrc=size=640x360:rate=25", 25)?;
+    let clip = clip.to_str().unwrap();
+    let camera = [clip, "--loop", "--burst", "80:3000"];
+    let (recoveries, log) = recoveries(&camera, "13")?;
+    assert!(recoveries.len() >= 3, "{recoveries:?}\n{log}");
+    assert!(key_frames_asked(&log) >= 3, "asked all the same\n{log}");
+    for r in &recoveries {
+        assert!(*r < 1.1, "recovered after {r:.3} s: {recoveries:?}\n{log}");
+    }
+    assert!(
+        recoveries.iter().any(|r| *r > 0.5),
+        "a burst mid-interval waits for the next key frame: {recoveries:?}"
+    );
+    Ok(())
+}
+
+/// Debian's promtool, which scripts/setup.sh takes out of its prometheus package.
+fn promtool() -> std::path::PathBuf {
+    root().join("target/tools/promtool")
+}
+
+#[test]
+fn a_lossy_cameras_metrics_pass_promtool() -> Result<()> {
+    let promtool = promtool();
+    anyhow::ensure!(
+        promtool.exists(),
+        "{} is missing: run scripts/setup.sh (make test does)",
+        promtool.display()
+    );
+    let server = Running::rtsp_cameras(0, "/cam", CAMERA, &["--drop", "0.03"])?;
+    let run = Running::explain(&[
+        "--input",
+        &server.url()?,
+        "--output",
+        "null",
+        "--model",
+        fixture().to_str().unwrap(),
+        "--duration",
+        "30",
+        "--metrics",
+        "127.0.0.1:0",
+    ])?;
+    let base = metrics_url(&run)?;
+    eventually(Duration::from_secs(20), "packets counted lost", || {
+        let m = scrape(&base)?;
+        Ok(get(&m, "gradcam_stream_rtp_packets_lost_total", "0") > 0.0
+            && get(&m, "gradcam_stream_frames_damaged_total", "0") > 0.0
+            && get(&m, "gradcam_stream_key_frame_requests_total", "0") > 0.0)
+    })?;
+    let (_, body) = http_get(&format!("{base}/metrics"))?;
+    let mut check = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    use std::io::Write;
+    check.stdin.take().unwrap().write_all(body.as_bytes())?;
+    let out = check.wait_with_output()?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool: {said}\n{body}");
+    assert!(said.trim().is_empty(), "promtool found: {said}");
+    run.signal("-INT")?;
+    let (code, log) = run.wait(Duration::from_secs(30))?;
+    assert_eq!(code, Some(0), "{log}");
+    drop(server);
     Ok(())
 }

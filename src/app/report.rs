@@ -89,6 +89,7 @@ pub(super) fn losses(stats: &Stats) -> String {
         reconnects,
         packets_lost,
         damaged,
+        key_frame_requests,
     } = super::tap::Losses::of(stats);
     let mut out = String::new();
     if dropped > 0 {
@@ -105,7 +106,8 @@ pub(super) fn losses(stats: &Stats) -> String {
     }
     if packets_lost + damaged > 0 {
         out.push_str(&format!(
-            ", {packets_lost} RTP packets lost, {damaged} frames decoded from damaged data"
+            ", {packets_lost} RTP packets lost, {damaged} frames decoded from damaged data, \
+             {key_frame_requests} key frames asked for"
         ));
     }
     out

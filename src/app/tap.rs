@@ -85,7 +85,7 @@ pub struct Totals {
 
 /// Frames a run lost: dropped while the model was behind a live source, left undecoded (key
 /// frames only while behind), and the reconnections of its sources; an RTP feed's packets
-/// lost on the way and the frames decoded from damaged data.
+/// lost on the way, the frames decoded from damaged data, and the key frames asked for.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Losses {
     pub dropped: u64,
@@ -93,6 +93,7 @@ pub struct Losses {
     pub reconnects: u64,
     pub packets_lost: u64,
     pub damaged: u64,
+    pub key_frame_requests: u64,
 }
 
 impl Losses {
@@ -103,6 +104,7 @@ impl Losses {
             reconnects: s.reconnects.load(Relaxed),
             packets_lost: s.packets_lost.load(Relaxed),
             damaged: s.damaged.load(Relaxed),
+            key_frame_requests: s.key_frame_requests.load(Relaxed),
         }
     }
 }

@@ -8,7 +8,8 @@
 //! server media:     ( appsrc name=src ! h264parse ! rtph264pay name=pay0 ) ◀──┘
 //! ```
 //! A media that starts mid-stream gets frames from the next keyframe on, and asks the encoder
-//! for one at once. Frames are stamped from their own timestamps (a live input's capture
+//! for one at once; so does a client's request for a key frame (an RTCP PLI or FIR, which the
+//! media's RTP session turns into an upstream force-key-unit event at its `appsrc`). Frames are stamped from their own timestamps (a live input's capture
 //! times), offset once onto the media's clock, never from when they reach the server: a
 //! batch's frames arrive together but leave as far apart as they were captured.
 
@@ -35,7 +36,7 @@ use gstreamer_rtsp_server::gio;
 pub struct Feeds {
     medias: Mutex<Vec<Feed>>,
     caps: Mutex<Option<gst::Caps>>,
-    keyframe_wanted: AtomicBool,
+    keyframe_wanted: Arc<AtomicBool>,
     /// The mount's second stream, the sound, in this codec.
     sound: Option<Codec>,
     sound_caps: Mutex<Option<gst::Caps>>,
@@ -61,6 +62,19 @@ impl Feeds {
     fn add(&self, appsrc: gst_app::AppSrc, sound: Option<gst_app::AppSrc>) {
         if let Some(caps) = self.caps.lock().ok().and_then(|c| c.clone()) {
             appsrc.set_caps(Some(&caps));
+        }
+        // A client asking for a key frame (its PLI, through the media's RTP session, the
+        // payloader and the parser) asks the encoder for one.
+        if let Some(pad) = appsrc.static_pad("src") {
+            let wanted = self.keyframe_wanted.clone();
+            pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+                if let Some(gst::PadProbeData::Event(e)) = &info.data {
+                    if e.structure().is_some_and(|s| s.name() == "GstForceKeyUnit") {
+                        wanted.store(true, Ordering::Relaxed);
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
         }
         if let (Some(a), Some(caps)) = (&sound, self.sound_caps.lock().ok().and_then(|c| c.clone()))
         {

@@ -306,6 +306,7 @@ fn configure_rtspsrc(src: &gst::Element, s: &RtspSettings) {
         src.set_property_from_str("protocols", protocols);
         src.set_property("timeout", 2_000_000u64);
     }
+    damage::request_key_frames(src);
 }
 
 /// uridecodebin, linked to `convert` once it finds a video stream.
