@@ -79,7 +79,10 @@ pub fn rows() -> Vec<Row> {
                 .or((id == "class").then_some("class"));
             let python = match id {
                 "input" => "`source`, the first argument (a list for several)".to_owned(),
-                "progress" => "`progress=True|False`: the package's own, a tqdm bar".to_owned(),
+                "progress" => {
+                    "`progress=`: True or False for the package's tqdm bar, or one of the values above"
+                        .to_owned()
+                }
                 "class" => "`class_=`".to_owned(),
                 _ => format!("`{id}=`"),
             };
