@@ -213,7 +213,7 @@ declare! {
         /// Print a stats line (frames in/out, dropped, reconnects, fps, latency p50/p95) every
         /// SECONDS [default when given without a value: 5]
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "5")]
-        stats: f64;
+        stats: f64, range 0.1..=86_400.0, "0.1 to 86400 seconds";
 
         /// TorchScript model with `features` and `head` methods (sidecar .json beside it)
         #[arg(short, long, value_name = "FILE")]
@@ -293,12 +293,12 @@ declare! {
         /// A detector: the least probability of a box, 0 to 1 [default: the model's own
         /// (its sidecar's; CenterFace 0.2)]
         #[arg(long, value_name = "P")]
-        score_threshold: f32;
+        score_threshold: f32, range 0.0..=1.0, "0 to 1";
 
         /// A detector: boxes of one class overlapping a better one by more than this IoU are
         /// dropped (non-maximum suppression), 0 to 1 [default: the model's own; CenterFace 0.3]
         #[arg(long, value_name = "IOU")]
-        nms_iou: f32;
+        nms_iou: f32, range 0.0..=1.0, "0 to 1";
 
         /// A detector: the size frames are resized to for the model, WxH, multiples of its
         /// stride [default: the sidecar's; CenterFace 320x192: a larger size finds smaller
@@ -317,7 +317,7 @@ declare! {
 
         /// Stop after this many frames, finishing the output cleanly
         #[arg(long, value_name = "N")]
-        max_frames: u64;
+        max_frames: u64, range 1..=2_000_000_000, "1 to 2000000000";
 
         /// Start a file input this far in (90, 1:30, 00:01:30.5), frame-accurate; the output
         /// starts at 0
@@ -345,11 +345,11 @@ declare! {
 
         /// Frame rate to ask a webcam (or test:// source) for
         #[arg(long, value_name = "N")]
-        input_fps: u32;
+        input_fps: u32, range 1..=1000, "1 to 1000";
 
         /// RTSP input: jitter-buffer latency in milliseconds
         #[arg(long, value_name = "MS")]
-        rtsp_latency_ms: u32 = 200;
+        rtsp_latency_ms: u32 = 200, range 0..=60_000, "0 to 60000";
 
         /// RTSP input transport: auto (UDP, falling back to TCP when no packet comes, and moving to TCP
         /// once when more than 1% of the packets are lost over UDP in 10 s), tcp or udp
@@ -359,7 +359,7 @@ declare! {
         /// RTSP input: reconnect tries in a row (1 s, 2 s, 4 s … apart, at most 30 s) before giving up;
         /// 0 reconnects forever
         #[arg(long, value_name = "N")]
-        reconnect_max: u32 = 5;
+        reconnect_max: u32 = 5, range 0..=1_000_000, "0 (forever) to 1000000";
 
         /// Explain this class in every frame instead of each frame's top-1: an id (285) or a name
         /// from the model's classes (`tabby`, case-insensitive)
@@ -457,5 +457,26 @@ mod tests {
         assert_eq!(bounds("threshold"), Some((0.0, 1.0, false)));
         assert_eq!(bounds("batch_size"), Some((1.0, 256.0, true)));
         assert_eq!(bounds("device"), None);
+        // Every numeric setting has a range: a stats interval too long for a Duration was a
+        // panic before it had one.
+        let r = Run {
+            stats: Some(1e300),
+            ..Run::default()
+        };
+        assert_eq!(
+            r.check_ranges().unwrap_err(),
+            "--stats 1e300 is out of range; use 0.1 to 86400 seconds"
+        );
+        for name in [
+            "stats",
+            "score_threshold",
+            "nms_iou",
+            "max_frames",
+            "input_fps",
+            "rtsp_latency_ms",
+            "reconnect_max",
+        ] {
+            assert!(bounds(name).is_some(), "{name}");
+        }
     }
 }

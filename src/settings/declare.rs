@@ -13,6 +13,17 @@
 //!
 //! It never interprets a value beyond its range: that is `config.rs`'s job, on the merged result.
 
+/// A value as an out-of-range message quotes it: as given, but a number too long for plain
+/// digits in exponent form (`1e300`, not 301 digits).
+pub fn quoted<T: std::fmt::Display + std::fmt::LowerExp>(v: T) -> String {
+    let plain = v.to_string();
+    if plain.len() > 20 {
+        format!("{v:e}")
+    } else {
+        plain
+    }
+}
+
 /// What `--help` shows as a setting's default.
 pub trait Shown {
     fn shown(&self) -> Option<String>;
@@ -89,7 +100,7 @@ macro_rules! declare {
                 return Err(format!(
                     "--{} {} is out of range; use {}",
                     stringify!($name).replace('_', "-"),
-                    v,
+                    $crate::settings::declare::quoted(v),
                     $text
                 ));
             }
