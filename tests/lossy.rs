@@ -15,6 +15,17 @@ use serde_json::Value;
 
 const CAMERA: &str = "test:ball:640x360:25";
 
+/// gradcam-stream on a test camera (`camera`: rtsp_serve's source, then its flags) with the
+/// fixture model, written to `output` with `flags`: the run's log (the run must succeed).
+fn camera_run(camera: &[&str], output: &str, flags: &[&str]) -> Result<String> {
+    let server = Running::rtsp_cameras(0, "/cam", camera[0], &camera[1..])?;
+    let o = explain(&server.url()?, output, fixture().to_str().unwrap(), flags)?;
+    drop(server);
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    Ok(log)
+}
+
 /// Six seconds of a camera losing `drop` of its packets, explained with `on_damaged`: the
 /// metadata lines, the run's log and the output video.
 fn lossy_run(
@@ -22,13 +33,11 @@ fn lossy_run(
     loss: &str,
     on_damaged: &str,
 ) -> Result<(Vec<Value>, String, std::path::PathBuf)> {
-    let server = Running::rtsp_cameras(0, "/cam", CAMERA, &["--drop", loss])?;
     let out = dir.join(format!("{on_damaged}-{loss}.mp4"));
     let meta = dir.join(format!("{on_damaged}-{loss}.jsonl"));
-    let o = explain(
-        &server.url()?,
+    let log = camera_run(
+        &[CAMERA, "--drop", loss],
         out.to_str().unwrap(),
-        fixture().to_str().unwrap(),
         &[
             "--duration",
             "6",
@@ -42,37 +51,30 @@ fn lossy_run(
             "2",
         ],
     )?;
-    drop(server);
-    let log = stderr(&o);
-    assert!(o.status.success(), "{log}");
     Ok((metadata(&meta)?, log, out))
 }
 
-/// The done line's `K key frames asked for` (0 if absent).
-fn key_frames_asked(log: &str) -> u64 {
+/// The number before `what` in the run's done line (` RTP packets lost`: 36), 0 if absent.
+fn done_number(log: &str, what: &str) -> u64 {
     log.lines()
         .find(|l| l.starts_with("done:"))
-        .and_then(|d| {
-            let i = d.find(" key frames asked for")?;
-            d[..i].rsplit(' ').next()?.parse().ok()
+        .and_then(|done| {
+            let i = done.find(what)?;
+            done[..i].trim_end().rsplit(' ').next()?.parse().ok()
         })
         .unwrap_or(0)
 }
 
+/// The done line's `K key frames asked for` (0 if absent).
+fn key_frames_asked(log: &str) -> u64 {
+    done_number(log, " key frames asked for")
+}
+
 /// The done line's `N RTP packets lost, M frames decoded from damaged data` (0, 0 if absent).
 fn losses(log: &str) -> (u64, u64) {
-    let Some(done) = log.lines().find(|l| l.starts_with("done:")) else {
-        return (0, 0);
-    };
-    let number_before = |what: &str| {
-        done.find(what)
-            .and_then(|i| done[..i].trim_end().rsplit(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
     (
-        number_before(" RTP packets lost"),
-        number_before(" frames decoded from damaged data"),
+        done_number(log, " RTP packets lost"),
+        done_number(log, " frames decoded from damaged data"),
     )
 }
 
@@ -197,11 +199,9 @@ fn skipped_damaged_frames_are_left_out_and_explained_ones_keep_the_badge() -> Re
 /// A camera that loses 5% of its packets on the UDP path only, read for `seconds` with
 /// `--rtsp-transport transport`: the run's log.
 fn udp_lossy_run(transport: &str, seconds: &str) -> Result<String> {
-    let server = Running::rtsp_cameras(0, "/cam", CAMERA, &["--drop-udp", "0.05"])?;
-    let o = explain(
-        &server.url()?,
+    camera_run(
+        &[CAMERA, "--drop-udp", "0.05"],
         "null",
-        fixture().to_str().unwrap(),
         &[
             "--duration",
             seconds,
@@ -210,11 +210,7 @@ fn udp_lossy_run(transport: &str, seconds: &str) -> Result<String> {
             "--stats",
             "2",
         ],
-    )?;
-    drop(server);
-    let log = stderr(&o);
-    assert!(o.status.success(), "{log}");
-    Ok(log)
+    )
 }
 
 #[test]
@@ -260,12 +256,10 @@ fn a_camera_losing_over_udp_moves_to_tcp_once_and_loses_no_more() -> Result<()> 
 /// to a frame) to the first whole frame after it (capture times), and the run's log.
 fn recoveries(camera: &[&str], seconds: &str) -> Result<(Vec<f64>, String)> {
     let dir = tempfile::tempdir()?;
-    let server = Running::rtsp_cameras(0, "/cam", camera[0], &camera[1..])?;
     let meta = dir.path().join("m.jsonl");
-    let o = explain(
-        &server.url()?,
+    let log = camera_run(
+        camera,
         "null",
-        fixture().to_str().unwrap(),
         &[
             "--duration",
             seconds,
@@ -275,9 +269,6 @@ fn recoveries(camera: &[&str], seconds: &str) -> Result<(Vec<f64>, String)> {
             meta.to_str().unwrap(),
         ],
     )?;
-    drop(server);
-    let log = stderr(&o);
-    assert!(o.status.success(), "{log}");
     let mut out = Vec::new();
     let (mut whole, mut run_from) = (None, None);
     for l in metadata(&meta)? {
