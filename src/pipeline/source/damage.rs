@@ -223,24 +223,21 @@ pub(super) fn watch(decode: &gst::Element, log: DamageLog, tally: Tally) {
                     let Ok(mut d) = log_in.lock() else {
                         return gst::PadProbeReturn::Ok;
                     };
-                    let mut packet = |b: &gst::BufferRef| {
+                    let packet = |b: &gst::BufferRef| {
                         if let Some(h) = header(b) {
                             let discont = b.flags().contains(gst::BufferFlags::DISCONT);
                             tally_in.rtp_packet(d.packet(h.seq, discont));
                             d.video = Some((h.ssrc, h.pt));
                         }
                     };
-                    match &info.data {
-                        Some(gst::PadProbeData::Buffer(b)) => packet(b),
-                        Some(gst::PadProbeData::BufferList(l)) => l.iter().for_each(packet),
-                        Some(gst::PadProbeData::Event(e))
-                            if e.type_() == gst::EventType::CustomDownstream
-                                && e.structure()
-                                    .is_some_and(|s| s.name() == "GstRTPPacketLost") =>
+                    each_buffer(info, packet);
+                    if let Some(gst::PadProbeData::Event(e)) = &info.data {
+                        if e.type_() == gst::EventType::CustomDownstream
+                            && e.structure()
+                                .is_some_and(|s| s.name() == "GstRTPPacketLost")
                         {
                             d.lost_event()
                         }
-                        _ => {}
                     }
                     d.ask_now(Instant::now())
                 };
@@ -258,15 +255,11 @@ pub(super) fn watch(decode: &gst::Element, log: DamageLog, tally: Tally) {
                     let Ok(mut d) = log_out.lock() else {
                         return gst::PadProbeReturn::Ok;
                     };
-                    let mut unit = |b: &gst::BufferRef| {
+                    let unit = |b: &gst::BufferRef| {
                         let key = !b.flags().contains(gst::BufferFlags::DELTA_UNIT);
                         d.unit(b.pts().map(|t| t.nseconds()), key);
                     };
-                    match &info.data {
-                        Some(gst::PadProbeData::Buffer(b)) => unit(b),
-                        Some(gst::PadProbeData::BufferList(l)) => l.iter().for_each(unit),
-                        _ => {}
-                    }
+                    each_buffer(info, unit);
                     d.ask_now(Instant::now())
                 };
                 if let (true, Some(pad)) = (ask, sink_pad.upgrade()) {
@@ -292,16 +285,12 @@ fn watch_arrivals(sink: &gst::Pad, log: DamageLog, tally: Tally) {
                 let Some((ssrc, pt)) = d.video else {
                     return gst::PadProbeReturn::Ok;
                 };
-                let mut packet = |b: &gst::BufferRef| {
+                let packet = |b: &gst::BufferRef| {
                     if let Some(h) = header(b).filter(|h| h.ssrc == ssrc && h.pt == pt) {
                         d.arrived(h.seq);
                     }
                 };
-                match &info.data {
-                    Some(gst::PadProbeData::Buffer(b)) => packet(b),
-                    Some(gst::PadProbeData::BufferList(l)) => l.iter().for_each(packet),
-                    _ => {}
-                }
+                each_buffer(info, packet);
                 d.ask_now(Instant::now()).then_some((ssrc, pt))
             };
             if let Some((ssrc, pt)) = ask {
@@ -316,6 +305,15 @@ fn watch_arrivals(sink: &gst::Pad, log: DamageLog, tally: Tally) {
             gst::PadProbeReturn::Ok
         },
     );
+}
+
+/// `f` on each buffer a probe sees: the one buffer, or each of a list's.
+fn each_buffer(info: &gst::PadProbeInfo, f: impl FnMut(&gst::BufferRef)) {
+    match &info.data {
+        Some(gst::PadProbeData::Buffer(b)) => std::iter::once(&**b).for_each(f),
+        Some(gst::PadProbeData::BufferList(l)) => l.iter().for_each(f),
+        _ => {}
+    }
 }
 
 /// Ask the camera for a key frame: an upstream force-key-unit event from the depayloader's
