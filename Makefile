@@ -29,11 +29,12 @@ lint: setup
 	cargo clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
 
 # The workspace: the program's tests and the GStreamer element's (its crate's tests load the
-# plugin and run the program that the same `cargo test --workspace` builds).
+# plugin and run the program that the same `cargo test --workspace` builds), then the Python
+# package's. scripts/run_tests.py runs the suites that watch real time pass in one lane and the
+# rest beside them at the lowest CPU priority (RUN_TESTS='--one-lane' runs them one by one).
 test: setup lint
 	cargo build $(CARGO_FLAGS)
-	cargo test $(CARGO_FLAGS) --workspace -- --test-threads=1
-	$(MAKE) test-python
+	CARGO_FLAGS="$(CARGO_FLAGS)" python3 scripts/run_tests.py $(RUN_TESTS)
 
 # The Python package (crates/gradcam-py, a cargo workspace of its own: see its Cargo.toml):
 # its wheel, built with maturin against the project's torch, and its tests on that wheel.

@@ -11,14 +11,24 @@ use anyhow::Result;
 use common::*;
 
 /// tests/keras_models.py: seeded random-weight Keras models in `dir`, those `names` (all when
-/// none are named).
+/// none are named). Kept (see common::kept) under the script, the virtualenv and the names.
 fn keras_models(dir: &Path, names: &[&str]) -> Result<()> {
-    let st = Command::new(python())
-        .arg(root().join("tests/keras_models.py"))
-        .arg(dir)
-        .args(names)
-        .status()?;
-    anyhow::ensure!(st.success(), "tests/keras_models.py failed");
+    let script = root().join("tests/keras_models.py");
+    let mut key = Key::python();
+    key.file(&script);
+    key.args(names);
+    let o = kept("keras", key, dir, |into| {
+        Ok(Command::new(python())
+            .arg(&script)
+            .arg(into)
+            .args(names)
+            .output()?)
+    })?;
+    anyhow::ensure!(
+        o.status.success(),
+        "tests/keras_models.py failed: {}",
+        stderr(&o)
+    );
     Ok(())
 }
 

@@ -2,12 +2,12 @@
 //! reports the summary. Stages meet only through channels of plain values (`Frame`,
 //! `Delivery`); every stream has its own queue to the one worker and its own output.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Result};
 
 use crate::config::{Config, Input, Orientation, Output};
-use crate::engine;
+use crate::engine::{self, ModelInfo};
 use crate::pipeline;
 use crate::render::Look;
 use crate::stats::{Reporter, Stats};
@@ -174,14 +174,7 @@ fn run_video(cfg: &Config, settings: engine::Settings, tap: Option<Tap>) -> Resu
         .join()
         .map_err(|_| anyhow!("the render thread panicked"))?;
     if let Some(tap) = &tap_totals {
-        let named: Vec<(String, Arc<Stats>)> = cfg
-            .streams
-            .iter()
-            .map(|s| s.name.clone())
-            .zip(stats.iter().cloned())
-            .collect();
-        let totals = tap::Totals::of(&info, cfg.run.batch_size, &all, &named);
-        *tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(totals);
+        hand_totals(tap, cfg, &info, &all, &stats);
     }
     let outcomes = piped?;
     worked?;
@@ -202,4 +195,22 @@ fn run_video(cfg: &Config, settings: engine::Settings, tap: Option<Tap>) -> Resu
         })
         .collect();
     report(cfg, &info, &all, ends)
+}
+
+/// The run's totals, for the Python package's `summary()`.
+fn hand_totals(
+    tap: &Mutex<Option<tap::Totals>>,
+    cfg: &Config,
+    info: &ModelInfo,
+    all: &Arc<Stats>,
+    stats: &[Arc<Stats>],
+) {
+    let named: Vec<(String, Arc<Stats>)> = cfg
+        .streams
+        .iter()
+        .map(|s| s.name.clone())
+        .zip(stats.iter().cloned())
+        .collect();
+    let totals = tap::Totals::of(info, cfg.run.batch_size, all, &named);
+    *tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(totals);
 }

@@ -65,13 +65,7 @@ pub(super) fn spawn_renderer(
                     let d = match o {
                         Ok(d) => d,
                         Err(frame) => {
-                            let s = frame.stream;
-                            if senders[s]
-                                .as_ref()
-                                .is_some_and(|tx| tx.send(frame).is_err())
-                            {
-                                senders[s] = None;
-                            }
+                            pass_on(&mut senders, frame);
                             continue;
                         }
                     };
@@ -86,15 +80,7 @@ pub(super) fn spawn_renderer(
                     if tap.as_ref().is_some_and(|t| !t.send(&renderer, &names, &d)) {
                         tap = None; // the reader has gone
                     }
-                    let frame = d.frame;
-                    let s = frame.stream;
-                    let gone = match &senders[s] {
-                        Some(tx) => tx.send(frame).is_err(),
-                        None => false,
-                    };
-                    if gone {
-                        senders[s] = None;
-                    }
+                    pass_on(&mut senders, d.frame);
                 }
                 for s in delivery.ended {
                     senders[s] = None; // its output sees the end and finishes
@@ -106,6 +92,17 @@ pub(super) fn spawn_renderer(
             Ok(renderer)
         })
         .context("starting the render thread")
+}
+
+/// Send `frame` to its stream's output; an output that has gone gets nothing more.
+fn pass_on(senders: &mut [Option<Sender<Frame>>], frame: Frame) {
+    let s = frame.stream;
+    if senders[s]
+        .as_ref()
+        .is_some_and(|tx| tx.send(frame).is_err())
+    {
+        senders[s] = None;
+    }
 }
 
 /// What the web view shows of a drawn frame.

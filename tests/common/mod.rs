@@ -114,37 +114,249 @@ pub fn reference_check(cmd: &mut Command, what: &str) -> Result<()> {
 }
 
 /// scripts/export_model.py `args` into `dir`/`name`.pt (run in tests/, where the
-/// `--module` test models live).
+/// `--module` test models live). Kept (see [`kept`]) under the script, the Python package it
+/// fronts, the virtualenv, the name and the arguments (a file's by its name and content, a
+/// `--module`'s by its source).
 pub fn export_model(dir: &Path, name: &str, args: &[&str]) -> Result<Output> {
-    Command::new(python())
-        .current_dir(root().join("tests"))
-        .arg(root().join("scripts/export_model.py"))
-        .args(["--out", dir.join(format!("{name}.pt")).to_str().unwrap()])
-        .args(args)
-        .output()
-        .context("running scripts/export_model.py")
+    let mut key = Key::python();
+    key.file(&root().join("scripts/export_model.py"));
+    key.files_in(
+        &root().join("crates/gradcam-py/python/gradcam_stream"),
+        "py",
+    );
+    key.text(name);
+    key.args(args);
+    for pair in args.windows(2).filter(|p| p[0] == "--module") {
+        let module = pair[1].split(':').next().unwrap_or_default();
+        key.file(
+            &root()
+                .join("tests")
+                .join(format!("{}.py", module.replace('.', "/"))),
+        );
+    }
+    kept("export", key, dir, |into| {
+        Command::new(python())
+            .current_dir(root().join("tests"))
+            .arg(root().join("scripts/export_model.py"))
+            .args(["--out", into.join(format!("{name}.pt")).to_str().unwrap()])
+            .args(args)
+            .output()
+            .context("running scripts/export_model.py")
+    })
 }
 
 /// A torchvision classifier's random weights saved as a state dict, the way users keep
 /// theirs. A classifier initialised to zeros (a ViT's) gets small random weights: its maps
-/// would all be flat.
+/// would all be flat. Kept (see [`kept`]) under the script, the virtualenv, the architecture
+/// and the file name.
 pub fn random_state_dict(arch: &str, path: &Path) -> Result<()> {
-    let st = Command::new(python())
-        .args([
-            "-c",
-            "import sys, torch, torchvision\n\
+    let script = "import sys, torch, torchvision\n\
              torch.manual_seed(3)\n\
              m = torchvision.models.get_model(sys.argv[1])\n\
              for l in m.modules():\n\
              \x20   if isinstance(l, torch.nn.Linear) and not l.weight.detach().any():\n\
              \x20       torch.nn.init.normal_(l.weight, std=0.02)\n\
-             torch.save(m.state_dict(), sys.argv[2])",
-            arch,
-        ])
-        .arg(path)
-        .status()?;
-    anyhow::ensure!(st.success(), "saving random weights for {arch}");
+             torch.save(m.state_dict(), sys.argv[2])";
+    let (dir, file) = (
+        path.parent().context("a state dict's folder")?,
+        path.file_name().context("a state dict's file name")?,
+    );
+    let mut key = Key::python();
+    key.text(script);
+    key.text(arch);
+    key.text(&file.to_string_lossy());
+    let o = kept("weights", key, dir, |into| {
+        Command::new(python())
+            .args(["-c", script, arch])
+            .arg(into.join(file))
+            .output()
+            .context("running python")
+    })?;
+    anyhow::ensure!(
+        o.status.success(),
+        "saving random weights for {arch}: {}",
+        stderr(&o)
+    );
     Ok(())
+}
+
+/// What a kept product depends on, hashed (MD5: a cache key, not a signature).
+pub struct Key(md5::Md5);
+
+impl Key {
+    /// A key that starts with the Python environment: the interpreter's virtualenv and every
+    /// package in it, by name and version.
+    pub fn python() -> Key {
+        use md5::Digest as _;
+        let mut key = Key(md5::Md5::new());
+        let venv = root().join(".venv");
+        key.file(&venv.join("pyvenv.cfg"));
+        let lib = venv.join("lib");
+        for python in sorted_entries(&lib) {
+            for package in sorted_entries(&python.join("site-packages")) {
+                key.text(&package.file_name().unwrap_or_default().to_string_lossy());
+            }
+        }
+        key
+    }
+
+    pub fn text(&mut self, s: &str) {
+        use md5::Digest as _;
+        self.0.update((s.len() as u64).to_le_bytes());
+        self.0.update(s.as_bytes());
+    }
+
+    /// A file's content (or that there is none).
+    pub fn file(&mut self, path: &Path) {
+        use md5::Digest as _;
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                self.text("file");
+                self.0.update((bytes.len() as u64).to_le_bytes());
+                self.0.update(&bytes);
+            }
+            Err(_) => self.text("no file"),
+        }
+    }
+
+    /// Every file in `dir` (not below) whose name ends with `.ext`, by name and content.
+    pub fn files_in(&mut self, dir: &Path, ext: &str) {
+        for f in sorted_entries(dir) {
+            if f.extension().is_some_and(|e| e == ext) {
+                self.text(&f.file_name().unwrap_or_default().to_string_lossy());
+                self.file(&f);
+            }
+        }
+    }
+
+    /// Command-line arguments: a file by its name and content (its folder is a test's
+    /// temporary one), anything else as written.
+    pub fn args(&mut self, args: &[&str]) {
+        for a in args {
+            let p = Path::new(a);
+            match p.file_name() {
+                Some(name) if p.is_file() => {
+                    self.text(&name.to_string_lossy());
+                    self.file(p);
+                }
+                _ => self.text(a),
+            }
+        }
+    }
+
+    fn hex(self) -> String {
+        use md5::Digest as _;
+        format!("{:x}", self.0.finalize())
+    }
+}
+
+fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// What a test makes with Python that depends only on what `key` hashed (an export, seeded
+/// random weights, Keras models): `make(into)` writes its files into a folder and returns
+/// how it ended; those files land in `dest`. A success, or a deliberate one-line failure
+/// (`error: …` on stderr, exit 1), is kept in `target/test-cache/WHAT-KEY/` with the process's
+/// output, so a later run with the same key copies the files and returns the same output
+/// without running Python. `GRADCAM_TEST_CACHE=off` makes everything afresh. Entries unused
+/// for a week are removed when one is added.
+pub fn kept(
+    what: &str,
+    key: Key,
+    dest: &Path,
+    make: impl FnOnce(&Path) -> Result<Output>,
+) -> Result<Output> {
+    use std::os::unix::process::ExitStatusExt;
+    let cache = root().join("target/test-cache");
+    let entry = cache.join(format!("{what}-{}", key.hex()));
+    let off = std::env::var("GRADCAM_TEST_CACHE").is_ok_and(|v| v == "off");
+    if !off && entry.join(".status").exists() {
+        let code: i32 = std::fs::read_to_string(entry.join(".status"))?
+            .trim()
+            .parse()?;
+        copy_files(&entry, dest)?;
+        std::fs::write(entry.join(".used"), "")?;
+        return Ok(Output {
+            status: std::process::ExitStatus::from_raw(code << 8),
+            stdout: std::fs::read(entry.join(".stdout"))?,
+            stderr: std::fs::read(entry.join(".stderr"))?,
+        });
+    }
+    if off {
+        return make(dest);
+    }
+    static SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = cache.join(format!(".making-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)?;
+    let o = make(&staging);
+    let keep = o.as_ref().is_ok_and(|o| {
+        o.status.code() == Some(0)
+            || (o.status.code() == Some(1)
+                && String::from_utf8_lossy(&o.stderr).starts_with("error: "))
+    });
+    let copied = copy_files(&staging, dest);
+    if let (true, Ok(o)) = (keep, &o) {
+        std::fs::write(staging.join(".stdout"), &o.stdout)?;
+        std::fs::write(staging.join(".stderr"), &o.stderr)?;
+        std::fs::write(staging.join(".used"), "")?;
+        std::fs::write(
+            staging.join(".status"),
+            o.status.code().unwrap_or(1).to_string(),
+        )?;
+        prune(&cache);
+        // Another test process may have kept the same entry first: then this copy goes.
+        if std::fs::rename(&staging, &entry).is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+    } else {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    copied?;
+    o
+}
+
+/// Copy the files of `from` (not its dot files) into `to`.
+fn copy_files(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for f in sorted_entries(from) {
+        let name = f.file_name().unwrap_or_default();
+        if f.is_file() && !name.to_string_lossy().starts_with('.') {
+            std::fs::copy(&f, to.join(name))
+                .with_context(|| format!("copying {} into {}", f.display(), to.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Remove the test cache's entries unused for a week, and what a killed run left half made.
+fn prune(cache: &Path) {
+    let older = |p: &Path, limit: Duration| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > limit)
+    };
+    for e in sorted_entries(cache) {
+        let half_made = e
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .starts_with('.');
+        let unused = if half_made {
+            older(&e, Duration::from_secs(24 * 3600))
+        } else {
+            older(&e.join(".used"), Duration::from_secs(7 * 24 * 3600))
+        };
+        if unused {
+            let _ = std::fs::remove_dir_all(&e);
+        }
+    }
 }
 
 /// Run gradcam-stream with `args`; progress off so stderr holds only messages.
@@ -565,20 +777,27 @@ pub fn rtsp_frames(url: &str, n: usize) -> Result<Vec<(u32, u32)>> {
     Ok(sizes)
 }
 
-/// Save a scikit-image sample photo (`chelsea`, `coffee`, `astronaut`) as PNG in `dir`.
+/// Save a scikit-image sample photo (`chelsea`, `coffee`, `astronaut`) as PNG in `dir`
+/// (kept: see [`kept`]).
 pub fn photo(name: &str, dir: &Path) -> Result<PathBuf> {
-    let path = dir.join(format!("{name}.png"));
-    let st = Command::new(python())
-        .args([
-            "-c",
-            &format!(
-                "import sys; from skimage import data, io; io.imsave(sys.argv[1], data.{name}())"
-            ),
-        ])
-        .arg(&path)
-        .status()?;
-    anyhow::ensure!(st.success(), "scikit-image could not write {name}");
-    Ok(path)
+    let file = format!("{name}.png");
+    let script =
+        format!("import sys; from skimage import data, io; io.imsave(sys.argv[1], data.{name}())");
+    let mut key = Key::python();
+    key.text(&script);
+    let o = kept("photo", key, dir, |into| {
+        Command::new(python())
+            .args(["-c", &script])
+            .arg(into.join(&file))
+            .output()
+            .context("running python")
+    })?;
+    anyhow::ensure!(
+        o.status.success(),
+        "scikit-image could not write {name}: {}",
+        stderr(&o)
+    );
+    Ok(dir.join(file))
 }
 
 /// GET `url` (`http://host:port/path`) over a plain TCP connection: the status and the body.

@@ -198,77 +198,81 @@ pub(super) fn watch(decode: &gst::Element, log: DamageLog, tally: Tally) {
             }
             return;
         }
-        let is_depayloader = element
-            .factory()
-            .is_some_and(|f| f.klass().contains("Depayloader"));
-        let (Some(sink), Some(src)) = (element.static_pad("sink"), element.static_pad("src"))
-        else {
-            return;
-        };
-        // The video's depayloader (a sound track has one of its own): what it makes is video.
-        let makes_video = src
-            .pad_template_caps()
-            .iter()
-            .any(|s| s.name().starts_with("video/"));
-        if !is_depayloader || !makes_video {
-            return;
-        }
-        let (log_in, tally_in) = (log.clone(), tally.clone());
-        sink.add_probe(
-            gst::PadProbeType::BUFFER
-                | gst::PadProbeType::BUFFER_LIST
-                | gst::PadProbeType::EVENT_DOWNSTREAM,
-            move |pad, info| {
-                let ask = {
-                    let Ok(mut d) = log_in.lock() else {
-                        return gst::PadProbeReturn::Ok;
-                    };
-                    let packet = |b: &gst::BufferRef| {
-                        if let Some(h) = header(b) {
-                            let discont = b.flags().contains(gst::BufferFlags::DISCONT);
-                            tally_in.rtp_packet(d.packet(h.seq, discont));
-                            d.video = Some((h.ssrc, h.pt));
-                        }
-                    };
-                    each_buffer(info, packet);
-                    if let Some(gst::PadProbeData::Event(e)) = &info.data {
-                        if e.type_() == gst::EventType::CustomDownstream
-                            && e.structure()
-                                .is_some_and(|s| s.name() == "GstRTPPacketLost")
-                        {
-                            d.lost_event()
-                        }
-                    }
-                    d.ask_now(Instant::now())
-                };
-                if ask {
-                    ask_for_key_frame(pad, &tally_in);
-                }
-                gst::PadProbeReturn::Ok
-            },
-        );
-        let (log_out, sink_pad, tally) = (log.clone(), sink.downgrade(), tally.clone());
-        src.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-            move |_, info| {
-                let ask = {
-                    let Ok(mut d) = log_out.lock() else {
-                        return gst::PadProbeReturn::Ok;
-                    };
-                    let unit = |b: &gst::BufferRef| {
-                        let key = !b.flags().contains(gst::BufferFlags::DELTA_UNIT);
-                        d.unit(b.pts().map(|t| t.nseconds()), key);
-                    };
-                    each_buffer(info, unit);
-                    d.ask_now(Instant::now())
-                };
-                if let (true, Some(pad)) = (ask, sink_pad.upgrade()) {
-                    ask_for_key_frame(&pad, &tally);
-                }
-                gst::PadProbeReturn::Ok
-            },
-        );
+        watch_depayloader(element, log.clone(), tally.clone());
     });
+}
+
+/// The video's depayloader (a sound track has one of its own: what it makes is not video):
+/// the packets it takes in and the units it makes, each of which may call for a key frame.
+fn watch_depayloader(element: &gst::Element, log: DamageLog, tally: Tally) {
+    let is_depayloader = element
+        .factory()
+        .is_some_and(|f| f.klass().contains("Depayloader"));
+    let (Some(sink), Some(src)) = (element.static_pad("sink"), element.static_pad("src")) else {
+        return;
+    };
+    let makes_video = src
+        .pad_template_caps()
+        .iter()
+        .any(|s| s.name().starts_with("video/"));
+    if !is_depayloader || !makes_video {
+        return;
+    }
+    let (log_in, tally_in) = (log.clone(), tally.clone());
+    sink.add_probe(
+        gst::PadProbeType::BUFFER
+            | gst::PadProbeType::BUFFER_LIST
+            | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |pad, info| {
+            let ask = {
+                let Ok(mut d) = log_in.lock() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let packet = |b: &gst::BufferRef| {
+                    if let Some(h) = header(b) {
+                        let discont = b.flags().contains(gst::BufferFlags::DISCONT);
+                        tally_in.rtp_packet(d.packet(h.seq, discont));
+                        d.video = Some((h.ssrc, h.pt));
+                    }
+                };
+                each_buffer(info, packet);
+                if let Some(gst::PadProbeData::Event(e)) = &info.data {
+                    if e.type_() == gst::EventType::CustomDownstream
+                        && e.structure()
+                            .is_some_and(|s| s.name() == "GstRTPPacketLost")
+                    {
+                        d.lost_event()
+                    }
+                }
+                d.ask_now(Instant::now())
+            };
+            if ask {
+                ask_for_key_frame(pad, &tally_in);
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    let (log_out, sink_pad, tally) = (log.clone(), sink.downgrade(), tally.clone());
+    src.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, info| {
+            let ask = {
+                let Ok(mut d) = log_out.lock() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let unit = |b: &gst::BufferRef| {
+                    let key = !b.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                    d.unit(b.pts().map(|t| t.nseconds()), key);
+                };
+                each_buffer(info, unit);
+                d.ask_now(Instant::now())
+            };
+            if let (true, Some(pad)) = (ask, sink_pad.upgrade()) {
+                ask_for_key_frame(&pad, &tally);
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
 }
 
 /// The video's packets as they enter a jitter buffer (`sink`, one a stream of the feed): a
