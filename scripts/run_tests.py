@@ -35,6 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # The suites that watch real time pass (a clock, a camera's pace, a network's recovery, a
 # latency bound): never starved by the compute lane. Longest first, so the lanes end together.
 LIVE = ["streams", "web", "lossy", "rtsp", "live", "sound", "shards", "stop"]
+# The compute lane's order: the longest first, so that they overlap the live lane; a suite not
+# named here runs after these, in name order.
+COMPUTE = ["golden", "detectors", "python", "errors", "media", "explain", "video", "element", "keras", "models",
+           "engine"]
 
 
 class Suite:
@@ -94,9 +98,10 @@ def main():
             live.append(Suite(name, argv, cwd, 0))
         else:
             compute.append(Suite(name, argv, cwd, compute_nice))
-    live.sort(key=lambda s: LIVE.index(s.name))
     if not only or "python" in only:
         compute.append(Suite("python", ["make", "--no-print-directory", "test-python"], str(ROOT), compute_nice))
+    live.sort(key=lambda s: LIVE.index(s.name))
+    compute.sort(key=lambda s: (COMPUTE.index(s.name) if s.name in COMPUTE else len(COMPUTE), s.name))
     if only - {s.name for s in live + compute}:
         sys.exit(f"error: no suite called {', '.join(sorted(only - {s.name for s in live + compute}))}")
 
