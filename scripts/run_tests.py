@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # latency bound): never starved by the compute lane. Longest first, so the lanes end together.
 LIVE = ["streams", "web", "lossy", "rtsp", "live", "sound", "shards", "stop"]
 # The compute lane's order: the longest Rust suites first, so that they overlap the live lane,
-# and the Python package's last (its run alone was the faster: 14m01s against 14m34s for the
-# whole make test when it ran third). A suite not named here runs before it, in name order.
+# and the Python package's last (third or last made no clear difference: 14m01s to 14m38s for
+# the whole make test either way). A suite not named here runs before it, in name order.
 COMPUTE = ["golden", "detectors", "errors", "media", "explain", "video", "element", "keras", "models", "engine"]
 
 
